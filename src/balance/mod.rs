@@ -1,0 +1,305 @@
+//! Strategies: pure functions of (candidate views, routing hints, rng) → an ordered list of candidates.
+//!
+//! The same code runs in the node, the simulator and the benches. Nothing here reads a clock,
+//! locks, awaits or touches a socket.
+
+mod hints;
+
+pub use hints::{Hints, ROUTING_HEADERS};
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::config::Strategy;
+
+/// RTTs within one bucket count as equally close, so tiny measurement noise never reorders routing.
+pub const RTT_BUCKET_MS: f64 = 10.0;
+
+/// How many of the least-loaded instances `leastload` picks among by closeness.
+pub const LEASTLOAD_SAMPLE: usize = 3;
+
+/// What a strategy needs to know about one instance.
+#[derive(Debug, Clone)]
+pub struct View<'a> {
+    /// Instance id.
+    pub id: &'a str,
+    /// Region of the node hosting it.
+    pub region: &'a str,
+    /// Smoothed RTT from this node to the hosting node (0 for local).
+    pub rtt_ms: f64,
+    /// Current load (in-flight requests or connections).
+    pub load: u32,
+    /// Soft limit of the app.
+    pub soft: u32,
+    /// Hard limit of the app.
+    pub hard: u32,
+    /// False when failing health checks or recently unreachable.
+    pub healthy: bool,
+}
+
+impl View<'_> {
+    fn can_take(&self) -> bool {
+        self.healthy && self.load < self.hard
+    }
+    fn below_soft(&self) -> bool {
+        self.load < self.soft
+    }
+    fn bucket(&self) -> u64 {
+        (self.rtt_ms.max(0.0) / RTT_BUCKET_MS) as u64
+    }
+    /// Load relative to the soft limit, in thousandths (integer so sorting is total).
+    fn rel_load(&self) -> u64 {
+        (u64::from(self.load) * 1000) / u64::from(self.soft.max(1))
+    }
+}
+
+/// Why a selection is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Empty {
+    /// The app has no healthy instance at all.
+    NoHealthy,
+    /// Healthy instances exist but every one is at its hard limit.
+    AllFull,
+    /// The forced instance does not exist.
+    ForcedUnknown,
+    /// The forced instance exists but is full or down.
+    ForcedUnavailable,
+}
+
+/// Orders `views` for one request; returns indexes into `views`, best first, never one at hard
+/// limit or unhealthy.
+pub fn select<R: Rng + ?Sized>(
+    strategy: Strategy,
+    views: &[View<'_>],
+    hints: &Hints,
+    rng: &mut R,
+) -> Result<Vec<usize>, Empty> {
+    if let Some(force) = hints.force.as_deref() {
+        return match views.iter().position(|v| v.id == force) {
+            None => Err(Empty::ForcedUnknown),
+            Some(i) if views[i].can_take() => Ok(vec![i]),
+            Some(_) => Err(Empty::ForcedUnavailable),
+        };
+    }
+    let mut order: Vec<usize> = (0..views.len()).filter(|&i| views[i].can_take()).collect();
+    if order.is_empty() {
+        return Err(if views.iter().any(|v| v.healthy) {
+            Empty::AllFull
+        } else {
+            Empty::NoHealthy
+        });
+    }
+    // Random first, then stable sorts: equal candidates end up in random order.
+    order.shuffle(rng);
+    match strategy {
+        Strategy::Closest => {
+            order.sort_by_key(|&i| (!views[i].below_soft(), views[i].bucket(), views[i].load));
+        }
+        Strategy::Leastload => {
+            order.sort_by_key(|&i| (!views[i].below_soft(), views[i].rel_load()));
+            let k = LEASTLOAD_SAMPLE.min(order.len());
+            order[..k].sort_by_key(|&i| views[i].bucket());
+        }
+    }
+    if !hints.prefer_regions.is_empty() {
+        // Stable: within each preferred region (in the order given) the strategy's order stays.
+        order.sort_by_key(|&i| {
+            hints
+                .prefer_regions
+                .iter()
+                .position(|r| r == views[i].region)
+                .unwrap_or(usize::MAX)
+        });
+    }
+    if let Some(pref) = hints.prefer_instance.as_deref() {
+        if let Some(pos) = order.iter().position(|&i| views[i].id == pref) {
+            let i = order.remove(pos);
+            order.insert(0, i);
+        }
+    }
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    fn v<'a>(id: &'a str, region: &'a str, rtt: f64, load: u32) -> View<'a> {
+        View {
+            id,
+            region,
+            rtt_ms: rtt,
+            load,
+            soft: 10,
+            hard: 20,
+            healthy: true,
+        }
+    }
+
+    fn rng(seed: u64) -> SmallRng {
+        SmallRng::seed_from_u64(seed)
+    }
+
+    #[test]
+    fn closest_prefers_near_below_soft_then_near_below_hard_never_at_hard() {
+        let views = [
+            v("far", "c", 150.0, 0),
+            v("near-busy", "a", 0.0, 15),
+            v("mid", "b", 40.0, 3),
+            v("near-full", "a", 0.0, 20),
+        ];
+        let got = select(Strategy::Closest, &views, &Hints::default(), &mut rng(1)).unwrap();
+        let ids: Vec<_> = got.iter().map(|&i| views[i].id).collect();
+        assert_eq!(ids, ["mid", "far", "near-busy"]);
+    }
+
+    #[test]
+    fn closest_least_loaded_among_equally_close() {
+        let views = [
+            v("a1", "a", 1.0, 5),
+            v("a2", "a", 3.0, 2),
+            v("b", "b", 40.0, 0),
+        ];
+        let got = select(Strategy::Closest, &views, &Hints::default(), &mut rng(2)).unwrap();
+        assert_eq!(
+            views[got[0]].id, "a2",
+            "same RTT bucket: the less loaded wins"
+        );
+    }
+
+    #[test]
+    fn never_returns_unhealthy_or_full_for_any_seed() {
+        for seed in 0..500u64 {
+            let mut r = rng(seed);
+            let views: Vec<View> = (0..20)
+                .map(|i| View {
+                    id: "x",
+                    region: "r",
+                    rtt_ms: r.random_range(0.0..200.0),
+                    load: r.random_range(0..25),
+                    soft: 10,
+                    hard: 20,
+                    healthy: r.random_bool(0.8),
+                })
+                .enumerate()
+                .map(|(_, v)| v)
+                .collect();
+            for s in [Strategy::Closest, Strategy::Leastload] {
+                if let Ok(order) = select(s, &views, &Hints::default(), &mut r) {
+                    let mut seen = std::collections::HashSet::new();
+                    for &i in &order {
+                        assert!(views[i].healthy && views[i].load < views[i].hard);
+                        assert!(seen.insert(i), "no candidate twice");
+                    }
+                    let eligible = views
+                        .iter()
+                        .filter(|v| v.healthy && v.load < v.hard)
+                        .count();
+                    assert_eq!(order.len(), eligible);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn all_full_and_no_healthy_are_told_apart() {
+        let full = [v("a", "a", 0.0, 20)];
+        assert_eq!(
+            select(Strategy::Closest, &full, &Hints::default(), &mut rng(0)),
+            Err(Empty::AllFull)
+        );
+        let mut sick = v("a", "a", 0.0, 0);
+        sick.healthy = false;
+        assert_eq!(
+            select(Strategy::Closest, &[sick], &Hints::default(), &mut rng(0)),
+            Err(Empty::NoHealthy)
+        );
+    }
+
+    #[test]
+    fn leastload_spreads_equal_instances() {
+        let views: Vec<View> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| v(id, "r", 0.0, 0))
+            .collect();
+        let mut firsts = std::collections::HashMap::new();
+        let mut r = rng(7);
+        for _ in 0..4000 {
+            let o = select(Strategy::Leastload, &views, &Hints::default(), &mut r).unwrap();
+            *firsts.entry(views[o[0]].id).or_insert(0) += 1;
+        }
+        for (id, n) in firsts {
+            assert!((800..1200).contains(&n), "{id} first {n} times of 4000");
+        }
+    }
+
+    #[test]
+    fn leastload_picks_least_loaded_first() {
+        let views = [
+            v("busy", "a", 0.0, 9),
+            v("idle-far", "c", 150.0, 0),
+            v("mid", "b", 40.0, 4),
+        ];
+        let o = select(Strategy::Leastload, &views, &Hints::default(), &mut rng(3)).unwrap();
+        // All three are in the sample of 3, so the closest of them leads; the order is by RTT.
+        assert_eq!(views[o[0]].id, "busy");
+        let views = [
+            v("busy", "a", 0.0, 9),
+            v("busy2", "a", 0.0, 9),
+            v("busy3", "a", 0.0, 8),
+            v("idle-far", "c", 150.0, 0),
+        ];
+        let o = select(Strategy::Leastload, &views, &Hints::default(), &mut rng(3)).unwrap();
+        assert_eq!(
+            views[o[0]].id, "busy3",
+            "sample = 3 least loaded, then closest"
+        );
+        assert_eq!(views[o[1]].id, "idle-far");
+    }
+
+    #[test]
+    fn force_has_no_fallback() {
+        let views = [v("a", "a", 0.0, 0), v("b", "a", 0.0, 20)];
+        let h = |id: &str| Hints {
+            force: Some(id.into()),
+            ..Hints::default()
+        };
+        assert_eq!(
+            select(Strategy::Closest, &views, &h("a"), &mut rng(0)),
+            Ok(vec![0])
+        );
+        assert_eq!(
+            select(Strategy::Closest, &views, &h("b"), &mut rng(0)),
+            Err(Empty::ForcedUnavailable)
+        );
+        assert_eq!(
+            select(Strategy::Closest, &views, &h("zz"), &mut rng(0)),
+            Err(Empty::ForcedUnknown)
+        );
+    }
+
+    #[test]
+    fn prefer_instance_and_region_go_first_with_fallback() {
+        let views = [
+            v("near", "a", 0.0, 0),
+            v("far", "c", 150.0, 0),
+            v("mid", "b", 40.0, 0),
+        ];
+        let h = Hints {
+            prefer_instance: Some("far".into()),
+            ..Hints::default()
+        };
+        let o = select(Strategy::Closest, &views, &h, &mut rng(0)).unwrap();
+        assert_eq!(views[o[0]].id, "far");
+        assert_eq!(o.len(), 3);
+        let h = Hints {
+            prefer_regions: vec!["c".into(), "b".into()],
+            ..Hints::default()
+        };
+        let o = select(Strategy::Closest, &views, &h, &mut rng(0)).unwrap();
+        let ids: Vec<_> = o.iter().map(|&i| views[i].id).collect();
+        assert_eq!(ids, ["far", "mid", "near"]);
+    }
+}

@@ -1,0 +1,261 @@
+//! App configs in fly.toml format (a subset plus petrel's extensions, SPEC §3).
+
+use serde::Deserialize;
+
+use super::node::valid_name;
+use super::source::{ConfigError, Source};
+use super::value::Dur;
+
+/// One app config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// App name; also a Host it always answers to (`<app>`, `<app>.localhost`).
+    pub app: String,
+    /// Informational, as in fly.toml.
+    #[serde(default)]
+    pub primary_region: Option<String>,
+    /// How the app is served.
+    #[serde(default)]
+    pub http_service: HttpService,
+}
+
+/// `[http_service]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpService {
+    /// Accepted for fly.toml compatibility; instance addresses come from nodes.
+    #[serde(default)]
+    pub internal_port: Option<u16>,
+    /// Extra Host / SNI names routed to this app.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Soft and hard limits.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// Strategy and retry budget.
+    #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// Active health checks of instances.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+/// What one unit of instance load is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitType {
+    /// In-flight requests (a WebSocket is one request for its whole life).
+    #[default]
+    Requests,
+    /// Open client connections.
+    Connections,
+}
+
+impl LimitType {
+    /// The spelling used in config and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitType::Requests => "requests",
+            LimitType::Connections => "connections",
+        }
+    }
+}
+
+/// `[http_service.concurrency]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// What counts as load.
+    #[serde(default, rename = "type")]
+    pub kind: LimitType,
+    /// At or above: deprioritised.
+    #[serde(default = "d_soft")]
+    pub soft_limit: u32,
+    /// At or above: takes no new work.
+    #[serde(default = "d_hard")]
+    pub hard_limit: u32,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self {
+            kind: LimitType::default(),
+            soft_limit: d_soft(),
+            hard_limit: d_hard(),
+        }
+    }
+}
+
+/// How an app's requests are spread over its instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Closest instance below soft limit.
+    #[default]
+    Closest,
+    /// Least loaded instances first, then the closest of a random few.
+    Leastload,
+}
+
+impl Strategy {
+    /// The spelling used in config, headers and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Closest => "closest",
+            Strategy::Leastload => "leastload",
+        }
+    }
+}
+
+/// `[http_service.load_balancing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancing {
+    /// Strategy for this app.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Other instances tried after a reject or a failed connect.
+    #[serde(default = "d_retries")]
+    pub retries: u32,
+}
+
+impl Default for LoadBalancing {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            retries: d_retries(),
+        }
+    }
+}
+
+/// `[[http_service.checks]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// Time between checks.
+    #[serde(default = "d_interval")]
+    pub interval: Dur,
+    /// Time one check may take.
+    #[serde(default = "d_check_timeout")]
+    pub timeout: Dur,
+    /// Time after start before failures count.
+    #[serde(default = "d_grace")]
+    pub grace_period: Dur,
+    /// HTTP method.
+    #[serde(default = "d_method")]
+    pub method: String,
+    /// HTTP path.
+    #[serde(default = "d_path")]
+    pub path: String,
+}
+
+fn d_soft() -> u32 {
+    20
+}
+fn d_hard() -> u32 {
+    25
+}
+fn d_retries() -> u32 {
+    3
+}
+fn d_interval() -> Dur {
+    Dur::secs(10)
+}
+fn d_check_timeout() -> Dur {
+    Dur::secs(2)
+}
+fn d_grace() -> Dur {
+    Dur::secs(5)
+}
+fn d_method() -> String {
+    "GET".into()
+}
+fn d_path() -> String {
+    "/health".into()
+}
+
+/// A DNS name as a Host header carries it: lowercase labels of a-z, 0-9, '-', optional `*.` prefix.
+pub fn valid_host(h: &str) -> bool {
+    let h = h.strip_prefix("*.").unwrap_or(h);
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+impl AppConfig {
+    /// Checks one app file on its own.
+    pub fn validate(&self, src: &Source) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        if !valid_name(&self.app) {
+            errs.push(src.error(
+                "app",
+                format!(
+                    "invalid app name {:?} (use a-z, 0-9 and '-', at most 63 characters)",
+                    self.app
+                ),
+            ));
+        }
+        let svc = &self.http_service;
+        for (i, h) in svc.hosts.iter().enumerate() {
+            if !valid_host(h) {
+                errs.push(src.error(
+                    &format!("http_service.hosts[{i}]"),
+                    format!(
+                        "invalid host name {h:?} (lowercase DNS name, e.g. \"hello.example.com\")"
+                    ),
+                ));
+            }
+        }
+        let c = &svc.concurrency;
+        if c.hard_limit == 0 {
+            errs.push(src.error("http_service.concurrency.hard_limit", "must be at least 1"));
+        }
+        if c.soft_limit == 0 {
+            errs.push(src.error("http_service.concurrency.soft_limit", "must be at least 1"));
+        }
+        if c.soft_limit > c.hard_limit {
+            errs.push(src.error(
+                "http_service.concurrency.soft_limit",
+                format!(
+                    "soft_limit {} is above hard_limit {}",
+                    c.soft_limit, c.hard_limit
+                ),
+            ));
+        }
+        if svc.load_balancing.retries > 20 {
+            errs.push(src.error("http_service.load_balancing.retries", "at most 20"));
+        }
+        for (i, ch) in svc.checks.iter().enumerate() {
+            let key = |k: &str| format!("http_service.checks[{i}].{k}");
+            if ch.interval.get().is_zero() {
+                errs.push(src.error(&key("interval"), "must be greater than 0s"));
+            }
+            if ch.timeout.get().is_zero() || ch.timeout > ch.interval {
+                errs.push(src.error(
+                    &key("timeout"),
+                    "must be greater than 0s and at most the interval",
+                ));
+            }
+            if !ch.path.starts_with('/') {
+                errs.push(src.error(
+                    &key("path"),
+                    format!("path {:?} must start with '/'", ch.path),
+                ));
+            }
+            if http::Method::from_bytes(ch.method.as_bytes()).is_err() {
+                errs.push(src.error(
+                    &key("method"),
+                    format!("invalid HTTP method {:?}", ch.method),
+                ));
+            }
+        }
+        errs
+    }
+}

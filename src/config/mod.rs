@@ -1,0 +1,192 @@
+//! Configuration: `node.toml` and fly.toml-format app files, parsed, defaulted and validated once.
+//!
+//! Every error names the file, the line and the key (`node.toml:14: mesh.seeds[1]: …`);
+//! `load_node` collects all errors of all files before giving up, so one `petrel check` shows
+//! everything that is wrong.
+
+mod app;
+mod node;
+mod source;
+mod value;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+
+pub use app::{AppConfig, Check, Concurrency, HttpService, LimitType, LoadBalancing, Strategy};
+pub use node::{
+    AdminSection, BackhaulSection, EdgeSection, InstanceConfig, MeshProfile, MeshSection,
+    NodeConfig, NodeSection, SimulateSection, Transport,
+};
+pub use source::{ConfigError, ConfigErrors, Source};
+pub use value::{Addr, Dur};
+
+/// A node config with every app config it names, all valid.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node file as written (with defaults filled in).
+    pub node: NodeConfig,
+    /// The apps, in the order their files were found.
+    pub apps: Vec<AppConfig>,
+    /// Where the node file is.
+    pub path: PathBuf,
+    /// Where each app came from, parallel to `apps`.
+    pub app_paths: Vec<PathBuf>,
+}
+
+/// Decodes `base64:<32 bytes>`.
+pub fn decode_cluster_key(s: &str) -> Result<[u8; 32], String> {
+    let b64 = s.strip_prefix("base64:").ok_or_else(|| {
+        "must start with \"base64:\" (make one with: head -c32 /dev/urandom | base64)".to_string()
+    })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("invalid base64: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("must decode to 32 bytes, got {}", b.len()))
+}
+
+/// Loads and validates one app file on its own (`petrel check --app`).
+pub fn load_app(path: &Path) -> Result<AppConfig, ConfigErrors> {
+    let src = Source::read(path).map_err(|e| ConfigErrors(vec![e]))?;
+    let app: AppConfig = src.parse().map_err(|e| ConfigErrors(vec![e]))?;
+    let errs = app.validate(&src);
+    if errs.is_empty() {
+        Ok(app)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+/// Loads the node file and every app file its `node.apps` globs match, then checks them together.
+pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
+    let src = Source::read(path).map_err(|e| ConfigErrors(vec![e]))?;
+    let node: NodeConfig = src.parse().map_err(|e| ConfigErrors(vec![e]))?;
+    let mut errs = node.validate(&src);
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let mut app_paths = Vec::new();
+    for (i, pattern) in node.node.apps.iter().enumerate() {
+        let full = dir.join(pattern);
+        match glob::glob(&full.to_string_lossy()) {
+            Ok(paths) => {
+                let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                found.sort();
+                for p in found {
+                    if !app_paths.contains(&p) {
+                        app_paths.push(p);
+                    }
+                }
+            }
+            Err(e) => errs.push(src.error(
+                &format!("node.apps[{i}]"),
+                format!("invalid glob {pattern:?}: {e}"),
+            )),
+        }
+    }
+
+    let mut apps = Vec::new();
+    let mut loaded_paths = Vec::new();
+    let mut by_name: HashMap<String, PathBuf> = HashMap::new();
+    let mut by_host: HashMap<String, String> = HashMap::new();
+    for p in &app_paths {
+        let app_src = match Source::read(p) {
+            Ok(s) => s,
+            Err(e) => {
+                errs.push(e);
+                continue;
+            }
+        };
+        let app: AppConfig = match app_src.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                errs.push(e);
+                continue;
+            }
+        };
+        errs.extend(app.validate(&app_src));
+        if let Some(prev) = by_name.insert(app.app.clone(), p.clone()) {
+            errs.push(app_src.error(
+                "app",
+                format!("app {:?} is also defined in {}", app.app, prev.display()),
+            ));
+        }
+        for (i, h) in app.http_service.hosts.iter().enumerate() {
+            if let Some(other) = by_host.insert(h.clone(), app.app.clone()) {
+                if other != app.app {
+                    errs.push(app_src.error(
+                        &format!("http_service.hosts[{i}]"),
+                        format!("host {h:?} is already routed to app {other:?}"),
+                    ));
+                }
+            }
+        }
+        apps.push(app);
+        loaded_paths.push(p.clone());
+    }
+
+    for (i, inst) in node.instances.iter().enumerate() {
+        if !by_name.contains_key(&inst.app) {
+            errs.push(src.error(
+                &format!("instances[{i}].app"),
+                format!(
+                    "unknown app {:?} (no file matched by node.apps defines it)",
+                    inst.app
+                ),
+            ));
+        }
+    }
+
+    let mut bound: HashMap<std::net::SocketAddr, String> = HashMap::new();
+    for (key, addr) in node.bound_addresses() {
+        if addr.get().port() == 0 {
+            continue;
+        }
+        if let Some(prev) = bound.insert(addr.get(), key.clone()) {
+            errs.push(src.error(&key, format!("address {addr} is also used by {prev}")));
+        }
+    }
+
+    if let Some(sim) = &node.simulate {
+        let topo = dir.join(&sim.topology);
+        if !topo.is_file() {
+            errs.push(src.error(
+                "simulate.topology",
+                format!("topology file {} not found", topo.display()),
+            ));
+        }
+    }
+
+    if errs.is_empty() {
+        Ok(Config {
+            node,
+            apps,
+            path: path.to_path_buf(),
+            app_paths: loaded_paths,
+        })
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_key_must_be_32_bytes_of_base64() {
+        let ok = format!(
+            "base64:{}",
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        );
+        assert_eq!(decode_cluster_key(&ok).unwrap(), [7u8; 32]);
+        assert!(decode_cluster_key("base64:AAAA")
+            .unwrap_err()
+            .contains("32 bytes"));
+        assert!(decode_cluster_key("hunter2")
+            .unwrap_err()
+            .contains("base64:"));
+    }
+}

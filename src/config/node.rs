@@ -1,0 +1,290 @@
+//! `node.toml`: one node's identity, listeners, mesh, backhaul, admin and local instances (SPEC §2).
+
+use serde::Deserialize;
+
+use super::source::{ConfigError, Source};
+use super::value::{Addr, Dur};
+
+/// The whole node config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Identity and drain behaviour.
+    pub node: NodeSection,
+    /// Client-facing listeners.
+    pub edge: EdgeSection,
+    /// SWIM gossip and RTT pings.
+    pub mesh: MeshSection,
+    /// Node-to-node request transport.
+    pub backhaul: BackhaulSection,
+    /// Admin API, metrics, dashboard.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Instances hosted on this node.
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
+    /// Simulated inter-region latency (one machine only).
+    #[serde(default)]
+    pub simulate: Option<SimulateSection>,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Unique in the cluster; `[a-z0-9-]`, at most 63 characters.
+    pub name: String,
+    /// Region code; `[a-z0-9]{2,8}`.
+    pub region: String,
+    /// How long open requests and WebSockets may run on after SIGTERM/SIGINT.
+    #[serde(default = "d_drain")]
+    pub drain_timeout: Dur,
+    /// Globs of app config files, relative to this file's directory.
+    #[serde(default = "d_apps")]
+    pub apps: Vec<String>,
+}
+
+/// `[edge]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSection {
+    /// Plaintext HTTP/1.1 and h2c (prior knowledge) listeners.
+    pub listen: Vec<Addr>,
+    /// TLS listeners (SNI, ALPN h2 / http/1.1).
+    #[serde(default)]
+    pub tls_listen: Vec<Addr>,
+    /// Directory of `<hostname>.pem` + `<hostname>.key`.
+    #[serde(default = "d_certs")]
+    pub certs_dir: String,
+    /// Add the `Petrel-Route` response header.
+    #[serde(default)]
+    pub debug_headers: bool,
+    /// Largest request head accepted (431 above).
+    #[serde(default = "d_max_header")]
+    pub max_header_bytes: usize,
+    /// Time a client has to send a full request head (408 / close after).
+    #[serde(default = "d_header_timeout")]
+    pub header_read_timeout: Dur,
+    /// Time allowed to open a TCP connection to a local instance before trying another.
+    #[serde(default = "d_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Time an instance has to start its response once the request is sent (504 after).
+    #[serde(default = "d_response_timeout")]
+    pub response_timeout: Dur,
+}
+
+/// How aggressively SWIM probes and suspects: foca's LAN or WAN presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshProfile {
+    /// Fast detection for one data centre.
+    Lan,
+    /// Tolerant timings for a mesh spanning continents.
+    #[default]
+    Wan,
+}
+
+/// `[mesh]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    /// UDP address for gossip and pings.
+    pub bind: Addr,
+    /// What peers use to reach us; defaults to `bind`.
+    #[serde(default)]
+    pub advertise: Option<Addr>,
+    /// Any subset of existing members.
+    #[serde(default)]
+    pub seeds: Vec<Addr>,
+    /// `base64:` + 32 bytes; authenticates mesh and backhaul packets.
+    #[serde(default)]
+    pub cluster_key: Option<String>,
+    /// SWIM timings preset.
+    #[serde(default)]
+    pub profile: MeshProfile,
+}
+
+/// Which transport this node uses when it sends over the backhaul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// HTTP/2 over TCP.
+    #[default]
+    H2,
+    /// QUIC over UDP.
+    Quic,
+}
+
+/// `[backhaul]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackhaulSection {
+    /// TCP (h2) and UDP (QUIC) port.
+    pub listen: Addr,
+    /// What this node uses when it sends.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Limit on opening a backhaul connection.
+    #[serde(default = "d_connect_timeout")]
+    pub connect_timeout: Dur,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Admin API listener; loopback by default.
+    #[serde(default = "d_admin")]
+    pub listen: Addr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self { listen: d_admin() }
+    }
+}
+
+/// `[[instances]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Unique in the cluster.
+    pub id: String,
+    /// The app this instance serves.
+    pub app: String,
+    /// Where the instance listens.
+    pub address: Addr,
+}
+
+/// `[simulate]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateSection {
+    /// Topology file whose RTTs delay this node's outgoing mesh and backhaul traffic.
+    pub topology: String,
+}
+
+fn d_drain() -> Dur {
+    Dur::secs(600)
+}
+fn d_apps() -> Vec<String> {
+    vec!["apps/*.toml".into()]
+}
+fn d_certs() -> String {
+    "certs".into()
+}
+fn d_max_header() -> usize {
+    65536
+}
+fn d_header_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn d_connect_timeout() -> Dur {
+    Dur::secs(2)
+}
+fn d_response_timeout() -> Dur {
+    Dur::secs(60)
+}
+fn d_admin() -> Addr {
+    Addr("127.0.0.1:9090".parse().expect("static address"))
+}
+
+/// `[a-z0-9-]`, 1..=63 chars, not starting or ending with `-`.
+pub fn valid_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `[a-z0-9]{2,8}`.
+pub fn valid_region(s: &str) -> bool {
+    (2..=8).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+impl NodeConfig {
+    /// Checks everything a single file can check; cross-file checks live in `config::load_node`.
+    pub fn validate(&self, src: &Source) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        if !valid_name(&self.node.name) {
+            errs.push(src.error(
+                "node.name",
+                format!(
+                    "invalid node name {:?} (use a-z, 0-9 and '-', at most 63 characters)",
+                    self.node.name
+                ),
+            ));
+        }
+        if !valid_region(&self.node.region) {
+            errs.push(src.error(
+                "node.region",
+                format!(
+                    "invalid region {:?} (2 to 8 characters of a-z and 0-9)",
+                    self.node.region
+                ),
+            ));
+        }
+        if self.node.drain_timeout.get().is_zero() {
+            errs.push(src.error("node.drain_timeout", "must be greater than 0s"));
+        }
+        if self.edge.listen.is_empty() && self.edge.tls_listen.is_empty() {
+            errs.push(src.error("edge.listen", "at least one listen address is needed"));
+        }
+        if !(8192..=1 << 20).contains(&self.edge.max_header_bytes) {
+            errs.push(src.error("edge.max_header_bytes", "must be between 8192 and 1048576"));
+        }
+        for (key, d) in [
+            ("edge.header_read_timeout", self.edge.header_read_timeout),
+            ("edge.connect_timeout", self.edge.connect_timeout),
+            ("edge.response_timeout", self.edge.response_timeout),
+            ("backhaul.connect_timeout", self.backhaul.connect_timeout),
+        ] {
+            if d.get().is_zero() {
+                errs.push(src.error(key, "must be greater than 0s"));
+            }
+        }
+        if let Some(key) = &self.mesh.cluster_key {
+            if let Err(m) = super::decode_cluster_key(key) {
+                errs.push(src.error("mesh.cluster_key", m));
+            }
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (i, inst) in self.instances.iter().enumerate() {
+            if !valid_name(&inst.id) {
+                errs.push(src.error(
+                    &format!("instances[{i}].id"),
+                    format!(
+                        "invalid instance id {:?} (use a-z, 0-9 and '-', at most 63 characters)",
+                        inst.id
+                    ),
+                ));
+            }
+            if let Some(prev) = seen.insert(inst.id.as_str(), i) {
+                errs.push(src.error(
+                    &format!("instances[{i}].id"),
+                    format!(
+                        "duplicate instance id {:?} (also instances[{prev}])",
+                        inst.id
+                    ),
+                ));
+            }
+        }
+        errs
+    }
+
+    /// Every socket this node binds: used to reject two listeners on one port.
+    pub fn bound_addresses(&self) -> Vec<(String, Addr)> {
+        let mut v = Vec::new();
+        for (i, a) in self.edge.listen.iter().enumerate() {
+            v.push((format!("edge.listen[{i}]"), *a));
+        }
+        for (i, a) in self.edge.tls_listen.iter().enumerate() {
+            v.push((format!("edge.tls_listen[{i}]"), *a));
+        }
+        v.push(("admin.listen".into(), self.admin.listen));
+        v
+    }
+}

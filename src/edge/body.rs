@@ -1,0 +1,155 @@
+//! Response bodies that hold the instance's load slot and record metrics when the exchange really ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use super::AppRoute;
+use crate::body::BoxError;
+use crate::local::Slot;
+
+pin_project_lite::pin_project! {
+    /// Streams an instance's response to the client; when it ends (or the client goes away) the
+    /// slot is released and the request is counted, so a slow download stays "in flight".
+    pub struct Tracked<B> {
+        #[pin]
+        inner: B,
+        done: Option<Finish>,
+    }
+
+    impl<B> PinnedDrop for Tracked<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(f) = this.project().done.take() {
+                f.finish();
+            }
+        }
+    }
+}
+
+/// What to record when a response ends.
+pub struct Finish {
+    /// The app.
+    pub app: Arc<AppRoute>,
+    /// Held until the end.
+    pub slot: Option<Slot>,
+    /// Status sent to the client.
+    pub status: u16,
+    /// When the request arrived.
+    pub start: Instant,
+    /// When the response head arrived from the instance.
+    pub head: Instant,
+}
+
+impl Finish {
+    fn finish(self) {
+        let now = Instant::now();
+        self.app
+            .metrics
+            .response_body((now - self.head).as_secs_f64());
+        self.app
+            .metrics
+            .request(self.status, (now - self.start).as_secs_f64());
+        drop(self.slot);
+    }
+}
+
+impl<B> Tracked<B> {
+    /// Wraps `inner`; `done` runs once at end of stream or drop.
+    pub fn new(inner: B, done: Finish) -> Self {
+        Self {
+            inner,
+            done: Some(done),
+        }
+    }
+}
+
+impl<B> HttpBody for Tracked<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            if let Some(f) = this.done.take() {
+                f.finish();
+            }
+        }
+        r.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Times a request body from its first frame to its end (`direction="request"`).
+    pub struct TimedUpload<B> {
+        #[pin]
+        inner: B,
+        app: Option<Arc<AppRoute>>,
+        first: Option<Instant>,
+    }
+}
+
+impl<B> TimedUpload<B> {
+    /// Wraps a client request body.
+    pub fn new(inner: B, app: Arc<AppRoute>) -> Self {
+        Self {
+            inner,
+            app: Some(app),
+            first: None,
+        }
+    }
+}
+
+impl<B> HttpBody for TimedUpload<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(_)) if this.first.is_none() => *this.first = Some(Instant::now()),
+            Poll::Ready(None) => {
+                if let (Some(app), Some(t0)) = (this.app.take(), *this.first) {
+                    app.metrics.request_body(t0.elapsed().as_secs_f64());
+                }
+            }
+            _ => {}
+        }
+        r.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

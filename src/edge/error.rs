@@ -1,0 +1,117 @@
+//! Why the proxy answered a request itself: typed, with the status, the failure phase and retry safety.
+
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::{full, Body};
+use crate::local::ConnectError;
+use crate::telemetry::Phase;
+
+/// A request the proxy could not pass to an instance, or that failed on the way.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No app answers to this Host.
+    #[error("no app for host {0:?}")]
+    NoRoute(String),
+    /// The request has no usable Host.
+    #[error("request has no Host")]
+    NoHost,
+    /// The app has no healthy instance anywhere.
+    #[error("app {0:?} has no healthy instance")]
+    NoHealthy(String),
+    /// Every candidate was at its hard limit.
+    #[error("app {0:?} is at capacity, retry later")]
+    AtCapacity(String),
+    /// The forced instance is not known.
+    #[error("forced instance {0:?} is unknown")]
+    ForcedUnknown(String),
+    /// The forced instance cannot take the request.
+    #[error("forced instance {0:?} is full or down")]
+    ForcedUnavailable(String),
+    /// No candidate could be connected to.
+    #[error("could not connect to any instance of app {app:?}: {last}")]
+    Connect {
+        /// The app.
+        app: String,
+        /// The last connect error seen.
+        last: ConnectError,
+    },
+    /// The instance did not start its response in time.
+    #[error("app {0:?} took too long to respond")]
+    Timeout(String),
+    /// The exchange with the instance failed after the request was sent.
+    #[error("app {app:?} failed: {source}")]
+    Upstream {
+        /// The app.
+        app: String,
+        /// What hyper saw.
+        source: hyper::Error,
+    },
+}
+
+impl ProxyError {
+    /// The status the client gets (SPEC §6).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoHealthy(_)
+            | ProxyError::AtCapacity(_)
+            | ProxyError::ForcedUnknown(_)
+            | ProxyError::ForcedUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Where the session failed, for `petrel_session_failures_total`.
+    pub fn phase(&self) -> Phase {
+        match self {
+            ProxyError::NoRoute(_)
+            | ProxyError::NoHost
+            | ProxyError::NoHealthy(_)
+            | ProxyError::ForcedUnknown(_) => Phase::Route,
+            ProxyError::AtCapacity(_) | ProxyError::ForcedUnavailable(_) => Phase::InstanceFull,
+            ProxyError::Connect { .. } => Phase::InstanceConnect,
+            ProxyError::Timeout(_) => Phase::Timeout,
+            ProxyError::Upstream { .. } => Phase::Upstream,
+        }
+    }
+
+    /// True when no byte reached any instance, so the client may safely send the request again.
+    pub fn retry_safe(&self) -> bool {
+        !matches!(self, ProxyError::Timeout(_) | ProxyError::Upstream { .. })
+    }
+
+    /// The response petrel sends for this error.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<Body> {
+        let mut r = Response::new(full(format!("{self}\n")));
+        *r.status_mut() = self.status();
+        let h = r.headers_mut();
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert("petrel-request-id", request_id.clone());
+        if matches!(self, ProxyError::AtCapacity(_)) {
+            h.insert("retry-after", HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_spec() {
+        let rid = HeaderValue::from_static("r");
+        let r = ProxyError::AtCapacity("hello".into()).to_response(&rid);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(ProxyError::NoRoute("x".into()).status(), 404);
+        assert_eq!(ProxyError::Timeout("a".into()).status(), 504);
+        assert!(!ProxyError::Timeout("a".into()).retry_safe());
+        assert!(ProxyError::AtCapacity("a".into()).retry_safe());
+    }
+}

@@ -1,0 +1,133 @@
+//! The route table snapshot: which app a Host belongs to, and that app's settings and metric handles.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{AppConfig, LimitType, Strategy};
+use crate::telemetry::AppMetrics;
+
+/// One app as the request path sees it.
+pub struct AppRoute {
+    /// App name.
+    pub name: Arc<str>,
+    /// Extra hosts from config.
+    pub hosts: Vec<String>,
+    /// Strategy for picking instances.
+    pub strategy: Strategy,
+    /// Deprioritise at or above.
+    pub soft: u32,
+    /// Take nothing new at or above.
+    pub hard: u32,
+    /// Other instances tried after a reject or failed connect.
+    pub retries: u32,
+    /// What counts as load.
+    pub kind: LimitType,
+    /// Pre-registered metric handles.
+    pub metrics: AppMetrics,
+}
+
+/// Host → app, immutable; a reload builds a new one and swaps it in.
+#[derive(Default)]
+pub struct RouteTable {
+    exact: HashMap<String, Arc<AppRoute>>,
+    wildcard: HashMap<String, Arc<AppRoute>>,
+    apps: Vec<Arc<AppRoute>>,
+}
+
+impl RouteTable {
+    /// Builds the table from validated app configs.
+    pub fn build(apps: &[AppConfig]) -> Self {
+        let mut t = RouteTable::default();
+        for a in apps {
+            let svc = &a.http_service;
+            let route = Arc::new(AppRoute {
+                name: a.app.as_str().into(),
+                hosts: svc.hosts.clone(),
+                strategy: svc.load_balancing.strategy,
+                soft: svc.concurrency.soft_limit,
+                hard: svc.concurrency.hard_limit,
+                retries: svc.load_balancing.retries,
+                kind: svc.concurrency.kind,
+                metrics: AppMetrics::new(&a.app),
+            });
+            t.exact.insert(a.app.clone(), route.clone());
+            t.exact
+                .insert(format!("{}.localhost", a.app), route.clone());
+            for h in &svc.hosts {
+                match h.strip_prefix("*.") {
+                    Some(suffix) => t.wildcard.insert(suffix.to_string(), route.clone()),
+                    None => t.exact.insert(h.clone(), route.clone()),
+                };
+            }
+            t.apps.push(route);
+        }
+        t
+    }
+
+    /// The app for a normalised host (lowercase, no port); exact names win over wildcards.
+    pub fn lookup(&self, host: &str) -> Option<&Arc<AppRoute>> {
+        self.exact.get(host).or_else(|| {
+            let (_, parent) = host.split_once('.')?;
+            self.wildcard.get(parent)
+        })
+    }
+
+    /// Every app.
+    pub fn apps(&self) -> &[Arc<AppRoute>] {
+        &self.apps
+    }
+}
+
+/// Lowercases and strips the port and a trailing dot: `Hello.Example.com.:8080` → `hello.example.com`.
+pub fn normalize_host(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let host = if raw.starts_with('[') {
+        &raw[..=raw.find(']')?]
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Source;
+    use std::path::Path;
+
+    fn app(text: &str) -> AppConfig {
+        Source::from_text(Path::new("t.toml"), text.into())
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn routes_by_name_localhost_hosts_and_wildcards() {
+        let t = RouteTable::build(&[
+            app("app = \"hello\"\n[http_service]\nhosts = [\"hello.example.com\"]\n"),
+            app("app = \"shop\"\n[http_service]\nhosts = [\"*.shop.test\"]\n"),
+        ]);
+        let name = |h: &str| t.lookup(h).map(|r| r.name.to_string());
+        assert_eq!(name("hello").as_deref(), Some("hello"));
+        assert_eq!(name("hello.localhost").as_deref(), Some("hello"));
+        assert_eq!(name("hello.example.com").as_deref(), Some("hello"));
+        assert_eq!(name("eu.shop.test").as_deref(), Some("shop"));
+        assert_eq!(name("shop.test"), None);
+        assert_eq!(name("nope.example.com"), None);
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(
+            normalize_host("Hello.Example.COM.:8080").as_deref(),
+            Some("hello.example.com")
+        );
+        assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(normalize_host("hello").as_deref(), Some("hello"));
+        assert_eq!(normalize_host(""), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! Client listeners: accept, serve HTTP/1.1 and h2c on one port, drain gracefully on the shutdown signal.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use super::proxy;
+use crate::local::{Instance, Slot};
+use crate::state::NodeState;
+use crate::telemetry::node_metrics;
+
+/// Per client connection: addresses, and the instance slots held under `type = "connections"`.
+pub struct ConnCtx {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Our listener address.
+    pub local: SocketAddr,
+    held: Mutex<Vec<Slot>>,
+}
+
+impl ConnCtx {
+    fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            peer,
+            local,
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A reachable instance of `app` this connection already holds a slot on.
+    pub fn held_instance(&self, app: &str, now_ms: u64) -> Option<Arc<Instance>> {
+        let held = self.held.lock().expect("conn lock");
+        held.iter()
+            .map(Slot::instance)
+            .find(|i| &*i.app == app && i.reachable(now_ms))
+            .cloned()
+    }
+
+    /// True if this connection holds a slot on `inst`.
+    pub fn holds(&self, inst: &Arc<Instance>) -> bool {
+        let held = self.held.lock().expect("conn lock");
+        held.iter().any(|s| Arc::ptr_eq(s.instance(), inst))
+    }
+
+    /// Keeps `slot` until the connection closes.
+    pub fn hold(&self, slot: Slot) {
+        self.held.lock().expect("conn lock").push(slot);
+    }
+}
+
+/// Serves `listener` until the drain starts, then lets open connections finish (h1 closes after
+/// the current response, h2 sends GOAWAY). Every connection is a counted task of `node.shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<NodeState>,
+    max_header_bytes: usize,
+    header_read_timeout: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .max_header_list_size(max_header_bytes as u32)
+        .max_concurrent_streams(1024)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let local = listener.local_addr().ok();
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = node.shutdown.draining() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the listener stays.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().ok().or(local).unwrap_or(peer);
+        let ctx = Arc::new(ConnCtx::new(peer, local_addr));
+        let svc_node = node.clone();
+        let svc = service_fn(move |req| {
+            let (node, ctx) = (svc_node.clone(), ctx.clone());
+            async move { Ok::<_, Infallible>(proxy::handle(node, ctx, req).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        node.shutdown.spawn(async move {
+            let gauge = &node_metrics().http_connections;
+            gauge.increment(1.0);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+            gauge.decrement(1.0);
+        });
+    }
+    drop(listener);
+    tracing::info!(listener = ?local, open = graceful.count(), "listener closed; draining open connections");
+    graceful.shutdown().await;
+}

@@ -1,0 +1,28 @@
+//! petrel: a global edge load balancer — one binary per node, nodes meshed by SWIM gossip, each
+//! request sent to the best instance of its app anywhere, full instances rejecting instead of queuing.
+//!
+//! Module map (see `DESIGN.md` for the path of one request):
+//! - [`config`]: `node.toml` and fly.toml app configs, validated with file:line:key errors.
+//! - [`app`]: binds listeners, wires the parts, runs until the drain signal.
+//! - [`shutdown`]: the one drain signal, counted tasks, deadline.
+//! - [`state`]: the snapshots (`ArcSwap`) the request path reads without locks.
+//! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
+//! - [`balance`]: strategies as pure functions (closest, leastload, routing hints).
+//! - [`local`]: local instances, hard-limit admission, pooled instance connections.
+//! - [`admin`]: admin API, `/metrics`, dashboard, on its own runtime.
+//! - [`backend`]: the built-in origin used by demo, tests and benches.
+//! - [`telemetry`]: logging and every metric name.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod backend;
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod edge;
+pub mod local;
+pub mod shutdown;
+pub mod state;
+pub mod telemetry;

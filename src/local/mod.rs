@@ -1,0 +1,9 @@
+//! Local instances: the table of instances hosted on this node, hard-limit admission, pooled connections.
+
+mod instance;
+mod pool;
+mod table;
+
+pub use instance::{Instance, Slot};
+pub use pool::{ConnectError, SendError, Upstream};
+pub use table::LocalTable;

@@ -1,0 +1,220 @@
+//! The `petrel` command line: run a node, check configs, run the built-in backend.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use petrel::app::App;
+use petrel::config;
+use petrel::shutdown::Shutdown;
+use petrel::telemetry;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// petrel: a global edge load balancer.
+///
+/// One binary per node. Each node is an edge (clients connect to it) and a host of app instances.
+/// Requests go to the best instance of their app; an instance at its hard limit is never queued
+/// on: the request goes to another instance, or gets 503 + Retry-After.
+#[derive(Parser)]
+#[command(name = "petrel", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node: edge proxy and admin API. Logs go to stderr; bound addresses are printed on stdout.
+    ///
+    /// SIGTERM or SIGINT starts a drain: listeners close, open requests and WebSockets run on for up
+    /// to node.drain_timeout, then the process exits 0. A second signal exits at once.
+    Run {
+        /// The node config file (node.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate configs without starting anything: exit 0 with a summary, or 2 with every error
+    /// as FILE:LINE: KEY: MESSAGE.
+    Check {
+        /// A node config; also checks every app file it names.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            required_unless_present = "app",
+            conflicts_with = "app"
+        )]
+        config: Option<PathBuf>,
+        /// A single app config (fly.toml format).
+        #[arg(long, value_name = "FILE")]
+        app: Option<PathBuf>,
+    },
+    /// The built-in origin: GET / (hello), /sleep?ms=N, /bytes?n=N, /status?code=N, /headers,
+    /// /health[?fail=1], /ws (WebSocket echo), /stats. Every response carries X-Backend-Id.
+    Backend {
+        /// Address to listen on (port 0 picks a free one; the bound address is printed).
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Id reported in X-Backend-Id and bodies.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging();
+    match cli.cmd {
+        Cmd::Check { config, app } => check(config, app),
+        Cmd::Run { config } => run(config),
+        Cmd::Backend { listen, id } => backend(listen, id),
+    }
+}
+
+fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
+    let result = match (node, app) {
+        (Some(path), _) => config::load_node(&path).map(|c| {
+            format!(
+                "ok: {}: node {} (region {}), {} app(s), {} instance(s)",
+                path.display(),
+                c.node.node.name,
+                c.node.node.region,
+                c.apps.len(),
+                c.node.instances.len()
+            )
+        }),
+        (None, Some(path)) => config::load_app(&path).map(|a| {
+            let svc = &a.http_service;
+            format!(
+                "ok: {}: app {}, strategy {}, soft {} / hard {} {}",
+                path.display(),
+                a.app,
+                svc.load_balancing.strategy.as_str(),
+                svc.concurrency.soft_limit,
+                svc.concurrency.hard_limit,
+                svc.concurrency.kind.as_str()
+            )
+        }),
+        (None, None) => unreachable!("clap requires --config or --app"),
+    };
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            eprintln!("{errs}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    // Validate everything before binding any port.
+    let cfg = match config::load_node(&path) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("petrel: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        telemetry::prometheus();
+        let drain_timeout = cfg.node.node.drain_timeout;
+        let shutdown = Shutdown::new();
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("petrel: cannot install signal handlers");
+                return ExitCode::from(1);
+            }
+        };
+        let app = match App::build(cfg, shutdown.clone()).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("petrel: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            for a in app.edge_addrs() {
+                let _ = writeln!(out, "edge listening on http://{a}");
+            }
+            if let Some(a) = app.admin_addr() {
+                let _ = writeln!(out, "admin listening on http://{a}");
+            }
+            let _ = out.flush();
+        }
+        let serving = tokio::spawn(app.run());
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+        shutdown.trigger();
+        let drained = async {
+            let _ = serving.await;
+            shutdown.wait_drained(drain_timeout.get()).await
+        };
+        tokio::select! {
+            all = drained => {
+                if all {
+                    tracing::info!("drained; exiting");
+                } else {
+                    tracing::warn!(open = shutdown.open_tasks(), deadline = %drain_timeout, "drain deadline reached; closing what is left");
+                }
+                ExitCode::SUCCESS
+            }
+            _ = term.recv() => fast_exit(&shutdown),
+            _ = int.recv() => fast_exit(&shutdown),
+        }
+    })
+}
+
+fn fast_exit(shutdown: &Shutdown) -> ExitCode {
+    tracing::warn!(open = shutdown.open_tasks(), "second signal: exiting now");
+    ExitCode::SUCCESS
+}
+
+fn backend(listen: SocketAddr, id: String) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("petrel: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let (addr, serve) = match petrel::backend::bind(listen, id.clone()).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("petrel backend: cannot bind {listen}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        println!("backend {id} listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = serve => ExitCode::SUCCESS,
+            _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        }
+    })
+}

@@ -1,0 +1,87 @@
+//! One drain signal passed down from `main`: counted tasks, a deadline, and a fast path for a second signal.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Cloned into every task that must finish (or be cut) before the process exits.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    drain: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Shutdown {
+    /// A fresh, not-draining signal with no tasks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the drain: listeners close, open work runs on.
+    pub fn trigger(&self) {
+        self.drain.cancel();
+    }
+
+    /// True once the drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_cancelled()
+    }
+
+    /// Resolves when the drain starts.
+    pub async fn draining(&self) {
+        self.drain.cancelled().await
+    }
+
+    /// Spawns a task the drain waits for (a connection, a spliced WebSocket).
+    pub fn spawn<F>(&self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(fut)
+    }
+
+    /// Tasks still running.
+    pub fn open_tasks(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Waits until every counted task has ended or `deadline` passed; true if all ended.
+    pub async fn wait_drained(&self, deadline: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_tasks_up_to_the_deadline() {
+        let s = Shutdown::new();
+        let s2 = s.clone();
+        s.spawn(async move {
+            s2.draining().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        s.spawn(std::future::pending::<()>());
+        assert!(!s.is_draining());
+        s.trigger();
+        assert!(s.is_draining());
+        assert!(
+            !s.wait_drained(Duration::from_secs(10)).await,
+            "pending task must hit the deadline"
+        );
+        assert_eq!(
+            s.open_tasks(),
+            1,
+            "the finite task ended, the pending one did not"
+        );
+    }
+}

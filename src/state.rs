@@ -1,0 +1,137 @@
+//! The node's shared state: immutable snapshots behind `ArcSwap` that the request path reads without locks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+use crate::config::Config;
+use crate::edge::RouteTable;
+use crate::local::LocalTable;
+use crate::shutdown::Shutdown;
+
+/// Edge settings that a reload may change.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Add `Petrel-Route` to responses.
+    pub debug_headers: bool,
+    /// Instance connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to the instance's response head.
+    pub response_timeout: Duration,
+    /// How long an instance that refused a connect is skipped.
+    pub unreachable_for: Duration,
+}
+
+/// Everything the edge and admin share.
+pub struct NodeState {
+    /// This node's name.
+    pub name: Arc<str>,
+    /// This node's region.
+    pub region: Arc<str>,
+    /// Changes on every start; lets peers tell restarts apart.
+    pub generation: u64,
+    /// Host → app.
+    pub routes: ArcSwap<RouteTable>,
+    /// Local instances.
+    pub local: ArcSwap<LocalTable>,
+    /// Edge settings.
+    pub settings: ArcSwap<EdgeSettings>,
+    /// The drain signal.
+    pub shutdown: Shutdown,
+    started: Instant,
+    ids: RequestIds,
+}
+
+impl NodeState {
+    /// Builds the first snapshots from a validated config.
+    pub fn new(cfg: &Config, shutdown: Shutdown) -> Arc<Self> {
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        Arc::new(Self {
+            name: cfg.node.node.name.as_str().into(),
+            region: cfg.node.node.region.as_str().into(),
+            generation,
+            routes: ArcSwap::from_pointee(RouteTable::build(&cfg.apps)),
+            local: ArcSwap::from_pointee(LocalTable::build(&cfg.node.instances, None)),
+            settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
+            shutdown,
+            started: Instant::now(),
+            ids: RequestIds::new(generation),
+        })
+    }
+
+    /// Milliseconds since this node started (a monotonic clock for short-lived marks).
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Seconds since start.
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// A new unique request id.
+    pub fn request_id(&self) -> HeaderValue {
+        self.ids.next()
+    }
+}
+
+impl EdgeSettings {
+    /// Reads the edge settings from config.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            debug_headers: cfg.node.edge.debug_headers,
+            connect_timeout: cfg.node.edge.connect_timeout.get(),
+            response_timeout: cfg.node.edge.response_timeout.get(),
+            unreachable_for: Duration::from_secs(2),
+        }
+    }
+}
+
+/// 16 hex digits, unique per process and hard to guess: splitmix64 over a seeded counter.
+struct RequestIds {
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new(seed: u64) -> Self {
+        Self {
+            seed: seed ^ rand::random::<u64>(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let mut z = self.seed.wrapping_add(
+            self.counter
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        HeaderValue::from_str(&format!("{z:016x}")).expect("hex is a valid header value")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let ids = RequestIds::new(42);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let v = ids.next();
+            assert_eq!(v.len(), 16);
+            assert!(seen.insert(v));
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Logging setup and every metric petrel exports (SPEC §8), named in this one place.
+//!
+//! Per-app metric handles are registered once when the route table is built, so the request
+//! path increments pre-resolved counters instead of hashing label sets.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// `petrel_requests_total{app,status_class}`
+pub const REQUESTS_TOTAL: &str = "petrel_requests_total";
+/// `petrel_request_duration_seconds{app}`
+pub const REQUEST_DURATION: &str = "petrel_request_duration_seconds";
+/// `petrel_upstream_body_seconds{app,direction}`
+pub const UPSTREAM_BODY: &str = "petrel_upstream_body_seconds";
+/// `petrel_retries_total{app,reason}`
+pub const RETRIES_TOTAL: &str = "petrel_retries_total";
+/// `petrel_rejects_total{app}`
+pub const REJECTS_TOTAL: &str = "petrel_rejects_total";
+/// `petrel_session_failures_total{app,phase}`
+pub const SESSION_FAILURES: &str = "petrel_session_failures_total";
+/// `petrel_backhaul_connect_seconds{transport}`
+pub const BACKHAUL_CONNECT: &str = "petrel_backhaul_connect_seconds";
+/// `petrel_active_connections{kind}`
+pub const ACTIVE_CONNECTIONS: &str = "petrel_active_connections";
+/// `petrel_mesh_members{state}`
+pub const MESH_MEMBERS: &str = "petrel_mesh_members";
+/// `petrel_peer_rtt_seconds{region}`
+pub const PEER_RTT: &str = "petrel_peer_rtt_seconds";
+/// `petrel_gossip_bytes_total{direction}`
+pub const GOSSIP_BYTES: &str = "petrel_gossip_bytes_total";
+
+/// Where a failed session failed (the `phase` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No app for the host, no instance, bad routing header.
+    Route,
+    /// Cluster authentication.
+    Auth,
+    /// Opening a backhaul connection to the owner node.
+    BackhaulConnect,
+    /// Opening a connection to the instance.
+    InstanceConnect,
+    /// Every candidate was at its hard limit.
+    InstanceFull,
+    /// The instance failed after the request was sent.
+    Upstream,
+    /// The instance took too long.
+    Timeout,
+}
+
+impl Phase {
+    /// All phases, in label order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Route,
+        Phase::Auth,
+        Phase::BackhaulConnect,
+        Phase::InstanceConnect,
+        Phase::InstanceFull,
+        Phase::Upstream,
+        Phase::Timeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Route => "route",
+            Phase::Auth => "auth",
+            Phase::BackhaulConnect => "backhaul_connect",
+            Phase::InstanceConnect => "instance_connect",
+            Phase::InstanceFull => "instance_full",
+            Phase::Upstream => "upstream",
+            Phase::Timeout => "timeout",
+        }
+    }
+}
+
+/// Why a request moved on to another instance (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The instance was at its hard limit.
+    Full,
+    /// The instance could not be reached.
+    Connect,
+}
+
+/// Pre-registered handles for one app.
+#[derive(Clone)]
+pub struct AppMetrics {
+    status: [Counter; 5],
+    duration: Histogram,
+    body_up: Histogram,
+    body_down: Histogram,
+    retry_full: Counter,
+    retry_connect: Counter,
+    rejects: Counter,
+    failures: [Counter; 7],
+}
+
+impl AppMetrics {
+    /// Registers every series of `app` (cheap to clone afterwards).
+    pub fn new(app: &str) -> Self {
+        let app = app.to_string();
+        let status = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|c| metrics::counter!(REQUESTS_TOTAL, "app" => app.clone(), "status_class" => c));
+        let failures = Phase::ALL.map(
+            |p| metrics::counter!(SESSION_FAILURES, "app" => app.clone(), "phase" => p.as_str()),
+        );
+        Self {
+            status,
+            duration: metrics::histogram!(REQUEST_DURATION, "app" => app.clone()),
+            body_up: metrics::histogram!(UPSTREAM_BODY, "app" => app.clone(), "direction" => "request"),
+            body_down: metrics::histogram!(UPSTREAM_BODY, "app" => app.clone(), "direction" => "response"),
+            retry_full: metrics::counter!(RETRIES_TOTAL, "app" => app.clone(), "reason" => "full"),
+            retry_connect: metrics::counter!(RETRIES_TOTAL, "app" => app.clone(), "reason" => "connect"),
+            rejects: metrics::counter!(REJECTS_TOTAL, "app" => app.clone()),
+            failures,
+        }
+    }
+
+    /// One finished request: its status and how long it took.
+    pub fn request(&self, status: u16, seconds: f64) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.status[class].increment(1);
+        self.duration.record(seconds);
+    }
+
+    /// Time spent streaming the response body from the instance.
+    pub fn response_body(&self, seconds: f64) {
+        self.body_down.record(seconds);
+    }
+
+    /// Time spent streaming the request body to the instance.
+    pub fn request_body(&self, seconds: f64) {
+        self.body_up.record(seconds);
+    }
+
+    /// A move to the next candidate.
+    pub fn retry(&self, reason: RetryReason) {
+        match reason {
+            RetryReason::Full => self.retry_full.increment(1),
+            RetryReason::Connect => self.retry_connect.increment(1),
+        }
+    }
+
+    /// An instance refused work at its hard limit.
+    pub fn reject(&self) {
+        self.rejects.increment(1);
+    }
+
+    /// A session that failed, by phase.
+    pub fn failure(&self, phase: Phase) {
+        let i = Phase::ALL.iter().position(|p| *p == phase).unwrap_or(0);
+        self.failures[i].increment(1);
+    }
+}
+
+/// Metrics not tied to an app.
+pub struct NodeMetrics {
+    /// Open client HTTP connections.
+    pub http_connections: Gauge,
+    /// Open proxied WebSockets / upgraded streams.
+    pub websockets: Gauge,
+    /// Requests whose Host matched no app.
+    pub unrouted: AppMetrics,
+}
+
+/// The process-wide node metrics.
+pub fn node_metrics() -> &'static NodeMetrics {
+    static M: OnceLock<NodeMetrics> = OnceLock::new();
+    M.get_or_init(|| NodeMetrics {
+        http_connections: metrics::gauge!(ACTIVE_CONNECTIONS, "kind" => "http"),
+        websockets: metrics::gauge!(ACTIVE_CONNECTIONS, "kind" => "websocket"),
+        unrouted: AppMetrics::new("_unrouted"),
+    })
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle for `/metrics`.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static H: OnceLock<PrometheusHandle> = OnceLock::new();
+    H.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0,
+                ],
+            )
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::debug!(
+                "a metrics recorder was already installed; /metrics shows only this handle's view"
+            );
+        }
+        handle
+    })
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
