@@ -15,8 +15,12 @@ use crate::config::Strategy;
 /// RTTs within one bucket count as equally close, so tiny measurement noise never reorders routing.
 pub const RTT_BUCKET_MS: f64 = 10.0;
 
-/// How many of the least-loaded instances `leastload` picks among by closeness.
-pub const LEASTLOAD_SAMPLE: usize = 3;
+/// How many of the least-loaded instances `leastload` samples at random before taking the closest.
+pub const LEASTLOAD_SAMPLE: usize = 2;
+
+/// Instances whose relative load (thousandths of soft limit) is within this of the minimum count
+/// as "least loaded" for `leastload` (10% of the soft limit).
+pub const LEASTLOAD_TOLERANCE: u64 = 100;
 
 /// What a strategy needs to know about one instance.
 #[derive(Debug, Clone)]
@@ -97,7 +101,19 @@ pub fn select<R: Rng + ?Sized>(
         }
         Strategy::Leastload => {
             order.sort_by_key(|&i| (!views[i].below_soft(), views[i].rel_load()));
-            let k = LEASTLOAD_SAMPLE.min(order.len());
+            // The least loaded: same tier as the best, relative load within the tolerance.
+            let best = &views[order[0]];
+            let least = order
+                .iter()
+                .take_while(|&&i| {
+                    views[i].below_soft() == best.below_soft()
+                        && views[i].rel_load() <= best.rel_load() + LEASTLOAD_TOLERANCE
+                })
+                .count();
+            // A random few of them (the shuffle above made the order among near-equals random)...
+            order[..least].shuffle(rng);
+            let k = LEASTLOAD_SAMPLE.min(least);
+            // ...the closest of which goes first.
             order[..k].sort_by_key(|&i| views[i].bucket());
         }
     }
@@ -174,7 +190,7 @@ mod tests {
         for seed in 0..500u64 {
             let mut r = rng(seed);
             let views: Vec<View> = (0..20)
-                .map(|i| View {
+                .map(|_| View {
                     id: "x",
                     region: "r",
                     rtt_ms: r.random_range(0.0..200.0),
@@ -183,8 +199,6 @@ mod tests {
                     hard: 20,
                     healthy: r.random_bool(0.8),
                 })
-                .enumerate()
-                .map(|(_, v)| v)
                 .collect();
             for s in [Strategy::Closest, Strategy::Leastload] {
                 if let Ok(order) = select(s, &views, &Hints::default(), &mut r) {
@@ -236,27 +250,38 @@ mod tests {
     }
 
     #[test]
-    fn leastload_picks_least_loaded_first() {
-        let views = [
-            v("busy", "a", 0.0, 9),
-            v("idle-far", "c", 150.0, 0),
-            v("mid", "b", 40.0, 4),
-        ];
-        let o = select(Strategy::Leastload, &views, &Hints::default(), &mut rng(3)).unwrap();
-        // All three are in the sample of 3, so the closest of them leads; the order is by RTT.
-        assert_eq!(views[o[0]].id, "busy");
-        let views = [
-            v("busy", "a", 0.0, 9),
-            v("busy2", "a", 0.0, 9),
-            v("busy3", "a", 0.0, 8),
-            v("idle-far", "c", 150.0, 0),
-        ];
-        let o = select(Strategy::Leastload, &views, &Hints::default(), &mut rng(3)).unwrap();
-        assert_eq!(
-            views[o[0]].id, "busy3",
-            "sample = 3 least loaded, then closest"
-        );
-        assert_eq!(views[o[1]].id, "idle-far");
+    fn leastload_picks_least_loaded_first_then_closest_among_equals() {
+        for seed in 0..50 {
+            let views = [
+                v("busy", "a", 0.0, 9),
+                v("idle-far", "c", 150.0, 0),
+                v("mid", "b", 40.0, 4),
+            ];
+            let o = select(
+                Strategy::Leastload,
+                &views,
+                &Hints::default(),
+                &mut rng(seed),
+            )
+            .unwrap();
+            let ids: Vec<_> = o.iter().map(|&i| views[i].id).collect();
+            assert_eq!(ids, ["idle-far", "mid", "busy"], "seed {seed}");
+            // Two equally idle: whichever two are sampled, the closer one leads.
+            let views = [
+                v("idle-near", "a", 0.0, 0),
+                v("idle-far", "c", 150.0, 0),
+                v("busy", "a", 0.0, 8),
+            ];
+            let o = select(
+                Strategy::Leastload,
+                &views,
+                &Hints::default(),
+                &mut rng(seed),
+            )
+            .unwrap();
+            assert_eq!(views[o[0]].id, "idle-near", "seed {seed}");
+            assert_eq!(views[o[2]].id, "busy", "seed {seed}");
+        }
     }
 
     #[test]

@@ -96,10 +96,10 @@ impl Source {
     }
 
     fn toml_error(&self, e: &toml::de::Error, key: String) -> ConfigError {
-        let line = e
-            .span()
-            .map(|s| self.line_of(s.start))
-            .or_else(|| self.line_of_key(&key));
+        // The key path points at the exact element (`seeds[1]`); toml's own span may only cover
+        // the enclosing array, so it is the fallback.
+        let by_key = (!key.is_empty()).then(|| self.line_of_key(&key)).flatten();
+        let line = by_key.or_else(|| e.span().map(|s| self.line_of(s.start)));
         ConfigError {
             file: self.file.clone(),
             line,
@@ -202,7 +202,7 @@ fn locate_value(
             };
             locate(t, span, path)
         }
-        (DeValue::Array(a), Some((Seg::Index(i), rest))) => match a.iter().nth(*i) {
+        (DeValue::Array(a), Some((Seg::Index(i), rest))) => match a.get(*i) {
             Some(item) if rest.is_empty() => {
                 if item.span().is_empty() {
                     fallback

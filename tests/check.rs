@@ -1,0 +1,224 @@
+//! `petrel check`: every shipped example passes; broken configs fail with exit 2 and FILE:LINE: KEY messages.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(common::bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("run petrel check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            toml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "toml") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    toml_files(&root.join("config"), &mut files);
+    files.push(root.join("fly.toml"));
+    let mut checked = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let kind = if text.lines().any(|l| l.trim() == "[node]") {
+            "--config"
+        } else if text.lines().any(|l| l.trim_start().starts_with("app =")) {
+            "--app"
+        } else {
+            continue; // topologies and other data files have their own commands
+        };
+        let (code, out, err) = check(&[kind, f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{} should pass:\n{err}", f.display());
+        assert!(out.starts_with("ok: "), "{out}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} example configs found");
+}
+
+const NODE: &str = r#"[node]
+name = "iad-1"
+region = "iad"
+
+[edge]
+listen = ["127.0.0.1:8080"]
+
+[mesh]
+bind = "127.0.0.1:7946"
+seeds = ["127.0.0.1:7947"]
+
+[backhaul]
+listen = "127.0.0.1:7443"
+
+[[instances]]
+id = "hello-1"
+app = "hello"
+address = "127.0.0.1:9001"
+"#;
+
+const APP: &str = r#"app = "hello"
+
+[http_service]
+hosts = ["hello.example.com"]
+
+  [http_service.concurrency]
+  type = "requests"
+  soft_limit = 20
+  hard_limit = 25
+
+  [http_service.load_balancing]
+  strategy = "closest"
+  retries = 3
+"#;
+
+/// (what is broken, node.toml text, apps/hello.toml text, expected "file:line: key" fragment, message fragment)
+fn cases() -> Vec<(&'static str, String, String, &'static str, &'static str)> {
+    let n = |from: &str, to: &str| {
+        assert!(NODE.contains(from), "{from}");
+        NODE.replacen(from, to, 1)
+    };
+    let a = |from: &str, to: &str| {
+        assert!(APP.contains(from), "{from}");
+        APP.replacen(from, to, 1)
+    };
+    vec![
+        (
+            "bad seed address",
+            n(r#"seeds = ["127.0.0.1:7947"]"#, "seeds = [\n  \"127.0.0.1:7947\",\n  \"127.0.0.1:99999\",\n]"),
+            APP.into(),
+            "node.toml:12: mesh.seeds[1]",
+            r#"invalid socket address "127.0.0.1:99999""#,
+        ),
+        ("unknown key", n("[edge]\n", "[edge]\nlissten = 1\n"), APP.into(), "node.toml:6: edge.lissten", "unknown field"),
+        ("missing required key", n("name = \"iad-1\"\n", ""), APP.into(), "node.toml:1: node", "missing field `name`"),
+        ("bad region", n(r#"region = "iad""#, r#"region = "IAD!""#), APP.into(), "node.toml:3: node.region", "invalid region"),
+        (
+            "bad duration",
+            n("region = \"iad\"\n", "region = \"iad\"\ndrain_timeout = \"10 minutes\"\n"),
+            APP.into(),
+            "node.toml:4: node.drain_timeout",
+            "invalid duration",
+        ),
+        (
+            "wrong type",
+            n("[edge]\n", "[edge]\ndebug_headers = \"yes\"\n"),
+            APP.into(),
+            "node.toml:6: edge.debug_headers",
+            "expected a boolean",
+        ),
+        (
+            "duplicate instance id",
+            format!("{NODE}\n[[instances]]\nid = \"hello-1\"\napp = \"hello\"\naddress = \"127.0.0.1:9002\"\n"),
+            APP.into(),
+            "node.toml:21: instances[1].id",
+            "duplicate instance id",
+        ),
+        ("instance of unknown app", n(r#"app = "hello""#, r#"app = "nope""#), APP.into(), "node.toml:17: instances[0].app", "unknown app"),
+        ("bad cluster key", n("[mesh]\n", "[mesh]\ncluster_key = \"hunter2\"\n"), APP.into(), "node.toml:9: mesh.cluster_key", "base64:"),
+        ("bad mesh profile", n("[mesh]\n", "[mesh]\nprofile = \"moon\"\n"), APP.into(), "node.toml:9: mesh.profile", "unknown variant `moon`"),
+        (
+            "soft above hard",
+            NODE.into(),
+            a("soft_limit = 20", "soft_limit = 30"),
+            "hello.toml:8: http_service.concurrency.soft_limit",
+            "above hard_limit",
+        ),
+        (
+            "unknown strategy",
+            NODE.into(),
+            a(r#"strategy = "closest""#, r#"strategy = "fastest""#),
+            "hello.toml:12: http_service.load_balancing.strategy",
+            "unknown variant `fastest`",
+        ),
+        ("TOML syntax error", NODE.into(), a("[http_service]", "[http_service"), "hello.toml:3", "expected `]`"),
+        (
+            "bad host name",
+            NODE.into(),
+            a(r#"hosts = ["hello.example.com"]"#, r#"hosts = ["Hello World"]"#),
+            "hello.toml:4: http_service.hosts[0]",
+            "invalid host name",
+        ),
+        ("zero hard limit", NODE.into(), a("hard_limit = 25", "hard_limit = 0"), "hello.toml:9: http_service.concurrency.hard_limit", "at least 1"),
+    ]
+}
+
+#[test]
+fn broken_configs_are_rejected_with_file_line_and_key() {
+    let cases = cases();
+    assert!(cases.len() >= 10);
+    for (what, node, app, location, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("apps")).unwrap();
+        std::fs::write(dir.path().join("node.toml"), &node).unwrap();
+        std::fs::write(dir.path().join("apps/hello.toml"), &app).unwrap();
+        let (code, _, err) = check(&["--config", dir.path().join("node.toml").to_str().unwrap()]);
+        assert_eq!(code, 2, "{what}: exit code\n{err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains(location))
+            .unwrap_or_else(|| panic!("{what}: expected {location:?} in:\n{err}"));
+        assert!(
+            line.contains(message),
+            "{what}: expected {message:?} in {line:?}"
+        );
+    }
+}
+
+#[test]
+fn the_valid_base_configs_pass_and_app_check_works_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("apps")).unwrap();
+    std::fs::write(dir.path().join("node.toml"), NODE).unwrap();
+    std::fs::write(dir.path().join("apps/hello.toml"), APP).unwrap();
+    let (code, out, err) = check(&["--config", dir.path().join("node.toml").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 app(s), 1 instance(s)"), "{out}");
+    let (code, out, _) = check(&[
+        "--app",
+        dir.path().join("apps/hello.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("strategy closest"), "{out}");
+}
+
+#[test]
+fn run_with_a_broken_config_exits_2_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The edge port is free before and must still be free after: the node bound nothing.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let node = NODE
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace(r#"region = "iad""#, r#"region = "x""#);
+    std::fs::write(dir.path().join("node.toml"), node).unwrap();
+    let out = Command::new(common::bin())
+        .args([
+            "run",
+            "--config",
+            dir.path().join("node.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node.toml:3: node.region"), "{err}");
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+}
