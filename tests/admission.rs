@@ -141,3 +141,48 @@ async fn force_and_prefer_instance_headers() {
     assert_eq!(r.status, 503);
     assert!(r.text().contains("nope"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_count_client_connections_not_requests() {
+    use http_body_util::BodyExt;
+    let be = backend("conn-1");
+    let app = app_toml("conns", 2, 2, "closest", 3)
+        .replace("type = \"requests\"", "type = \"connections\"");
+    let n = node(&[("conns", app)], &[("conn-1", "conns", be.addr)], "");
+    // Two keep-alive client connections each send several requests: all admitted.
+    let mut senders = Vec::new();
+    for _ in 0..2 {
+        let stream = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+        let (s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        senders.push(s);
+    }
+    for round in 0..3 {
+        for s in senders.iter_mut() {
+            let req = common::http::request("GET", "conns", "/", &[]);
+            let resp = s.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200, "round {round}");
+            let _ = resp.into_body().collect().await;
+        }
+    }
+    let load = get_json(n.admin, "/v1/instances").await["instances"][0]["load"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(load, 2, "one unit per open client connection");
+    // A third connection finds the instance at its hard limit.
+    let r = get(n.edge, "conns", "/").await;
+    assert_eq!(r.status, 503);
+    // Closing a connection frees its unit.
+    senders.pop();
+    let mut freed = false;
+    for _ in 0..100 {
+        if get(n.edge, "conns", "/").await.status == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "closing a client connection must release its slot");
+}
