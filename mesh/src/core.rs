@@ -1,0 +1,560 @@
+//! The mesh core: foca membership, petrel's RTT prober and load gossip behind one sans-IO API.
+//!
+//! The caller feeds datagrams (`handle_datagram`) and the clock (`handle_timeout`), then drains
+//! `poll_transmit` and `poll_event`. Time is a `Duration` since an arbitrary epoch, so the same
+//! code runs on a real clock in the node and on a virtual clock in the simulator.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use foca::{Foca, Notification, OwnedNotification, PostcardCodec, Runtime, State, Timer};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::config::MeshConfig;
+use crate::identity::NodeId;
+use crate::load::{Handler, InstanceLoad, LoadBook, LoadRecord};
+use crate::prober::PeerStats;
+use crate::replay::ReplayGuard;
+use crate::view::{ClusterView, MemberState, MemberView, RemoteInstance};
+use crate::wire::{self, Kind, Sealer};
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// Destination's region when known (for simulated latency).
+    pub region: Option<Arc<str>>,
+    /// The sealed datagram.
+    pub data: Vec<u8>,
+}
+
+/// Something worth a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member became active.
+    MemberUp(NodeId),
+    /// A member was declared down or left.
+    MemberDown(NodeId),
+    /// A member came back with a newer identity (restart).
+    Renamed(NodeId, NodeId),
+    /// This node was declared down and rejoined with a new identity.
+    Rejoined(NodeId),
+    /// This node is known by the cluster.
+    Active,
+    /// Every known member is gone.
+    Idle,
+}
+
+/// Traffic and drop counters.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Datagrams received that passed every check.
+    pub packets_in: u64,
+    /// Datagrams handed to the caller to send.
+    pub packets_out: u64,
+    /// Bytes of the above.
+    pub bytes_in: u64,
+    /// Bytes of the above.
+    pub bytes_out: u64,
+    /// Dropped datagrams by reason.
+    pub dropped: HashMap<wire::Drop, u64>,
+}
+
+impl Counters {
+    /// All drops together.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+}
+
+struct Peer {
+    id: NodeId,
+    stats: PeerStats,
+    next_ping: Duration,
+    /// Every local record up to this version is known to have reached the peer (a pong came back
+    /// for a ping that carried them).
+    acked: u64,
+    /// Pings in flight: (seq, highest record version they carried).
+    carried: VecDeque<(u32, u64)>,
+}
+
+type Swim = Foca<NodeId, PostcardCodec, SmallRng, Handler>;
+
+/// One node's mesh state machine.
+pub struct Mesh {
+    id: NodeId,
+    cfg: MeshConfig,
+    foca: Swim,
+    book: Arc<Mutex<LoadBook>>,
+    sealer: Sealer,
+    replay: ReplayGuard,
+    counter: u64,
+    timers: BinaryHeap<Reverse<(Duration, u64)>>,
+    timer_events: HashMap<u64, Timer<NodeId>>,
+    timer_seq: u64,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    peers: HashMap<SocketAddr, Peer>,
+    ping_seq: u32,
+    next_probe_tick: Duration,
+    local: HashMap<Arc<str>, InstanceLoad>,
+    local_records: HashMap<Arc<str>, LoadRecord>,
+    local_version: u64,
+    counters: Counters,
+    changes: u64,
+    rng_state: u64,
+}
+
+/// foca's gateway: buffers what foca asks for until the core processes it.
+#[derive(Default)]
+struct Buffer {
+    sends: Vec<(NodeId, Vec<u8>)>,
+    timers: Vec<(Timer<NodeId>, Duration)>,
+    notes: Vec<OwnedNotification<NodeId>>,
+}
+
+impl Runtime<NodeId> for Buffer {
+    fn notify(&mut self, n: Notification<'_, NodeId>) {
+        self.notes.push(n.to_owned());
+    }
+    fn send_to(&mut self, to: NodeId, data: &[u8]) {
+        self.sends.push((to, data.to_vec()));
+    }
+    fn submit_after(&mut self, event: Timer<NodeId>, after: Duration) {
+        self.timers.push((event, after));
+    }
+}
+
+impl Mesh {
+    /// A mesh core for `id`, seeded for its random choices (probe order, gossip targets).
+    pub fn new(id: NodeId, cfg: MeshConfig, seed: u64, now: Duration) -> Self {
+        let book = Arc::new(Mutex::new(LoadBook::default()));
+        let foca = Foca::with_custom_broadcast(
+            id.clone(),
+            cfg.swim.clone(),
+            SmallRng::seed_from_u64(seed),
+            PostcardCodec,
+            Handler(book.clone()),
+        );
+        Self {
+            sealer: Sealer::new(cfg.key),
+            id,
+            foca,
+            book,
+            replay: ReplayGuard::new(4096),
+            counter: 0,
+            timers: BinaryHeap::new(),
+            timer_events: HashMap::new(),
+            timer_seq: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            peers: HashMap::new(),
+            ping_seq: 0,
+            next_probe_tick: now,
+            local: HashMap::new(),
+            local_records: HashMap::new(),
+            local_version: 0,
+            counters: Counters::default(),
+            changes: 0,
+            rng_state: seed | 1,
+            cfg,
+        }
+    }
+
+    /// This node's current identity (the generation changes after a rejoin).
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// Asks each seed to let us in. Seeds' real identities are learnt from their answers.
+    pub fn join(&mut self, seeds: &[SocketAddr], now: Duration) {
+        let me = self.id.addr;
+        for s in seeds.iter().filter(|s| **s != me) {
+            let mut buf = Buffer::default();
+            let _ = self.foca.announce(NodeId::seed(*s), &mut buf);
+            self.absorb(buf, now);
+        }
+    }
+
+    /// Tells a few members we are leaving, so peers stop routing here at once.
+    pub fn leave(&mut self, now: Duration) {
+        let mut buf = Buffer::default();
+        let _ = self.foca.leave_cluster(&mut buf);
+        self.absorb(buf, now);
+    }
+
+    /// Handles one datagram from `from`. Bad datagrams are counted and dropped; state is untouched.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Duration) {
+        let frame = match self.sealer.open(data) {
+            Ok(f) => f,
+            Err(d) => return self.drop_packet(d),
+        };
+        if !self.replay.accept(from, frame.generation, frame.counter) {
+            return self.drop_packet(wire::Drop::Replay);
+        }
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += data.len() as u64;
+        match frame.kind {
+            Kind::Swim => {
+                self.book.lock().expect("load book").now = now;
+                let mut buf = Buffer::default();
+                let r = self.foca.handle_data(frame.payload, &mut buf);
+                self.absorb(buf, now);
+                if r.is_err() {
+                    self.drop_packet(wire::Drop::Payload);
+                }
+            }
+            Kind::Ping => self.on_ping(from, frame.payload, now),
+            Kind::Pong => match <[u8; 4]>::try_from(frame.payload) {
+                Ok(seq) => self.on_pong(from, u32::from_le_bytes(seq), now),
+                Err(_) => self.drop_packet(wire::Drop::Payload),
+            },
+        }
+    }
+
+    /// A ping: answer it, and take the load records it carries if the sender is a known member.
+    fn on_ping(&mut self, from: SocketAddr, payload: &[u8], now: Duration) {
+        if payload.len() < 4 {
+            return self.drop_packet(wire::Drop::Payload);
+        }
+        let (seq, rest) = payload.split_at(4);
+        let records: Vec<LoadRecord> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            match postcard::from_bytes(rest) {
+                Ok(r) => r,
+                Err(_) => return self.drop_packet(wire::Drop::Payload),
+            }
+        };
+        self.send(from, None, Kind::Pong, seq);
+        let Some(sender) = self.peers.get(&from).map(|p| p.id.clone()) else {
+            return;
+        };
+        let mut book = self.book.lock().expect("load book");
+        book.now = now;
+        for r in records {
+            // A member speaks only for itself and its current generation.
+            if r.node == sender.name && r.generation == sender.generation {
+                book.offer(r);
+            }
+        }
+    }
+
+    fn on_pong(&mut self, from: SocketAddr, seq: u32, now: Duration) {
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if p.stats.answered(seq, now).is_some() {
+            self.changes += 1;
+        }
+        if let Some(pos) = p.carried.iter().position(|(s, _)| *s == seq) {
+            let (_, v) = p.carried[pos];
+            p.acked = p.acked.max(v);
+            p.carried.drain(..=pos);
+        }
+    }
+
+    fn drop_packet(&mut self, d: wire::Drop) {
+        *self.counters.dropped.entry(d).or_default() += 1;
+    }
+
+    /// When `handle_timeout` next needs to run.
+    pub fn poll_timeout(&self) -> Duration {
+        let foca = self.timers.peek().map(|Reverse((t, _))| *t);
+        let mut next = self.next_probe_tick;
+        if let Some(t) = foca {
+            next = next.min(t);
+        }
+        next
+    }
+
+    /// Runs every timer due at `now`: foca's and the prober's.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        while let Some(Reverse((at, seq))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(ev) = self.timer_events.remove(&seq) {
+                let mut buf = Buffer::default();
+                let _ = self.foca.handle_timer(ev, &mut buf);
+                self.absorb(buf, now);
+            }
+        }
+        if now >= self.next_probe_tick {
+            self.probe(now);
+            self.next_probe_tick =
+                now + (self.cfg.ping_interval / 5).max(Duration::from_millis(20));
+        }
+    }
+
+    fn probe(&mut self, now: Duration) {
+        let interval = self.cfg.ping_interval;
+        let timeout = self.cfg.ping_timeout;
+        let mut due = Vec::new();
+        for (addr, p) in self.peers.iter_mut() {
+            let before = p.stats.summary().loss;
+            p.stats.expire(now, timeout);
+            if p.stats.summary().loss != before {
+                self.changes += 1;
+            }
+            if now >= p.next_ping {
+                due.push((*addr, p.id.region.clone()));
+                p.next_ping = now + interval;
+            }
+        }
+        let mut by_version: Vec<&LoadRecord> = self.local_records.values().collect();
+        by_version.sort_by_key(|r| r.version);
+        let mut pings = Vec::with_capacity(due.len());
+        for (addr, region) in due {
+            self.ping_seq = self.ping_seq.wrapping_add(1);
+            let seq = self.ping_seq;
+            let Some(p) = self.peers.get_mut(&addr) else {
+                continue;
+            };
+            p.stats.sent(seq, now);
+            // Records the peer may not have, oldest change first, as many as fit.
+            let mut carry: Vec<&LoadRecord> = Vec::new();
+            let mut size = 8;
+            for r in by_version.iter().filter(|r| r.version > p.acked) {
+                let len = r.encode().len() + 1;
+                if size + len > wire::MAX_PAYLOAD - 4 {
+                    break;
+                }
+                size += len;
+                carry.push(r);
+            }
+            let mut payload = seq.to_le_bytes().to_vec();
+            if let Some(last) = carry.last() {
+                p.carried.push_back((seq, last.version));
+                while p.carried.len() > 64 {
+                    p.carried.pop_front();
+                }
+                payload.extend(postcard::to_stdvec(&carry).expect("records serialize"));
+            }
+            pings.push((addr, region, payload));
+        }
+        for (addr, region, payload) in pings {
+            self.send(addr, Some(region), Kind::Ping, &payload);
+        }
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// Next event worth logging.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Traffic and drop counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Bumped whenever the view would look different (membership, RTT, load).
+    pub fn changes(&self) -> u64 {
+        self.changes + self.book.lock().expect("load book").changes
+    }
+
+    /// Reports this node's instances. Only changed ones are broadcast; missing ones are
+    /// broadcast as removed.
+    pub fn set_local_instances(&mut self, instances: Vec<InstanceLoad>, now: Duration) {
+        let mut changed = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for inst in instances {
+            seen.insert(inst.id.clone());
+            if self.local.get(&inst.id) != Some(&inst) {
+                self.local.insert(inst.id.clone(), inst.clone());
+                changed.push((inst, false));
+            }
+        }
+        let gone: Vec<_> = self
+            .local
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(inst) = self.local.remove(&id) {
+                changed.push((inst, true));
+            }
+        }
+        for (inst, removed) in changed {
+            self.broadcast_record(inst, removed, now);
+        }
+    }
+
+    fn broadcast_record(&mut self, inst: InstanceLoad, removed: bool, now: Duration) {
+        self.local_version += 1;
+        let rec = LoadRecord {
+            node: self.id.name.clone(),
+            generation: self.id.generation,
+            version: self.local_version,
+            removed,
+            inst,
+        };
+        self.book.lock().expect("load book").now = now;
+        let _ = self.foca.add_broadcast(&rec.encode());
+        self.local_records.insert(rec.inst.id.clone(), rec);
+    }
+
+    fn rebroadcast_all(&mut self, now: Duration) {
+        let all: Vec<_> = self.local.values().cloned().collect();
+        for inst in all {
+            self.broadcast_record(inst, false, now);
+        }
+    }
+
+    fn send(&mut self, to: SocketAddr, region: Option<Arc<str>>, kind: Kind, payload: &[u8]) {
+        self.counter += 1;
+        let data = self
+            .sealer
+            .seal(self.id.generation, self.counter, kind, payload);
+        self.counters.packets_out += 1;
+        self.counters.bytes_out += data.len() as u64;
+        self.out.push_back(Transmit { to, region, data });
+    }
+
+    /// Processes what foca asked for: sends, timers, notifications.
+    fn absorb(&mut self, buf: Buffer, now: Duration) {
+        for (to, data) in buf.sends {
+            let region = (!to.region.is_empty()).then(|| to.region.clone());
+            self.send(to.addr, region, Kind::Swim, &data);
+        }
+        for (ev, after) in buf.timers {
+            self.timer_seq += 1;
+            self.timers.push(Reverse((now + after, self.timer_seq)));
+            self.timer_events.insert(self.timer_seq, ev);
+        }
+        for n in buf.notes {
+            self.notice(n, now);
+        }
+    }
+
+    fn spread(&mut self) -> Duration {
+        // xorshift: a ping offset so peers are not all pinged in the same instant.
+        self.rng_state ^= self.rng_state << 13;
+        self.rng_state ^= self.rng_state >> 7;
+        self.rng_state ^= self.rng_state << 17;
+        let ms = self.cfg.ping_interval.as_millis().max(1) as u64;
+        Duration::from_millis(self.rng_state % ms)
+    }
+
+    fn notice(&mut self, n: OwnedNotification<NodeId>, now: Duration) {
+        self.changes += 1;
+        match n {
+            OwnedNotification::MemberUp(id) => {
+                let offset = self.spread();
+                self.peers
+                    .entry(id.addr)
+                    .and_modify(|p| p.id = id.clone())
+                    .or_insert_with(|| Peer {
+                        id: id.clone(),
+                        stats: PeerStats::default(),
+                        next_ping: now + offset,
+                        acked: 0,
+                        carried: VecDeque::new(),
+                    });
+                self.book
+                    .lock()
+                    .expect("load book")
+                    .forget_node_below(&id.name, id.generation);
+                self.events.push_back(Event::MemberUp(id));
+            }
+            OwnedNotification::MemberDown(id) => {
+                self.book
+                    .lock()
+                    .expect("load book")
+                    .forget_node(&id.name, id.generation);
+                self.events.push_back(Event::MemberDown(id));
+            }
+            OwnedNotification::Rename(old, new) => {
+                if let Some(p) = self.peers.get_mut(&new.addr) {
+                    // A restarted peer knows nothing of our records.
+                    p.id = new.clone();
+                    p.acked = 0;
+                    p.carried.clear();
+                }
+                if old.name == new.name {
+                    self.book
+                        .lock()
+                        .expect("load book")
+                        .forget_node_below(&new.name, new.generation);
+                }
+                self.events.push_back(Event::Renamed(old, new));
+            }
+            OwnedNotification::Rejoin(id) => {
+                // New generation: every record is re-issued under it, and every peer needs them.
+                self.id = id.clone();
+                for p in self.peers.values_mut() {
+                    p.acked = 0;
+                    p.carried.clear();
+                }
+                self.rebroadcast_all(now);
+                self.events.push_back(Event::Rejoined(id));
+            }
+            OwnedNotification::Active => self.events.push_back(Event::Active),
+            OwnedNotification::Idle => self.events.push_back(Event::Idle),
+            _ => {}
+        }
+    }
+
+    /// Builds the snapshot the request path routes on.
+    pub fn view(&self, now: Duration) -> ClusterView {
+        let mut members = Vec::new();
+        let mut live: HashMap<Arc<str>, (u64, Arc<str>, SocketAddr)> = HashMap::new();
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            if id.name.is_empty() || *id == self.id {
+                continue;
+            }
+            let state = match m.state() {
+                State::Alive => MemberState::Alive,
+                State::Suspect => MemberState::Suspect,
+                State::Down => MemberState::Down,
+            };
+            if state != MemberState::Down {
+                live.insert(id.name.clone(), (id.generation, id.region.clone(), id.addr));
+            }
+            let rtt = self
+                .peers
+                .get(&id.addr)
+                .map(|p| p.stats.summary())
+                .unwrap_or_default();
+            members.push(MemberView {
+                id: id.clone(),
+                state,
+                rtt,
+            });
+        }
+        members.sort_by(|a, b| a.id.name.cmp(&b.id.name));
+        let book = self.book.lock().expect("load book");
+        let mut instances: Vec<RemoteInstance> = book
+            .iter()
+            .filter_map(|(r, at)| {
+                let (generation, region, addr) = live.get(&r.node)?;
+                (*generation == r.generation).then(|| RemoteInstance {
+                    node: r.node.clone(),
+                    region: region.clone(),
+                    node_addr: *addr,
+                    load: r.inst.clone(),
+                    received_at: at,
+                })
+            })
+            .collect();
+        instances.sort_by(|a, b| a.load.id.cmp(&b.load.id));
+        ClusterView {
+            members,
+            instances,
+            built_at: now,
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Load records: each node's compact, versioned view of its own instances, gossiped through foca
+//! custom broadcasts. Newer versions invalidate older ones; a node's records die with its generation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One instance's load as its owner node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceLoad {
+    /// Instance id (unique in the cluster).
+    pub id: Arc<str>,
+    /// App it serves.
+    pub app: Arc<str>,
+    /// In-flight requests or connections.
+    pub load: u32,
+    /// Soft limit.
+    pub soft: u32,
+    /// Hard limit.
+    pub hard: u32,
+    /// Passing health checks and not being removed.
+    pub healthy: bool,
+}
+
+/// A versioned record as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadRecord {
+    /// Owner node name.
+    pub node: Arc<str>,
+    /// Owner node generation: records of older generations are void.
+    pub generation: u64,
+    /// Increases with every change the owner makes.
+    pub version: u64,
+    /// The instance was removed from the owner.
+    pub removed: bool,
+    /// The figures.
+    pub inst: InstanceLoad,
+}
+
+impl LoadRecord {
+    /// Encodes for a broadcast.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("load records always serialize")
+    }
+
+    /// Decodes a broadcast.
+    pub fn decode(data: &[u8]) -> Option<Self> {
+        postcard::from_bytes(data).ok()
+    }
+
+    fn key(&self) -> LoadKey {
+        LoadKey {
+            node: self.node.clone(),
+            instance: self.inst.id.clone(),
+            generation: self.generation,
+            version: self.version,
+        }
+    }
+}
+
+/// Identifies a broadcast for foca's dissemination backlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadKey {
+    node: Arc<str>,
+    instance: Arc<str>,
+    generation: u64,
+    version: u64,
+}
+
+impl foca::Invalidates for LoadKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.node == other.node
+            && self.instance == other.instance
+            && (self.generation, self.version) >= (other.generation, other.version)
+    }
+}
+
+/// The newest record per (node, instance), and each node's current generation.
+#[derive(Debug, Default)]
+pub struct LoadBook {
+    records: HashMap<(Arc<str>, Arc<str>), (LoadRecord, Duration)>,
+    generations: HashMap<Arc<str>, u64>,
+    /// Bumped whenever what `records` says changes.
+    pub changes: u64,
+    /// The mesh clock, set by the core before it hands foca any data (records are stamped with it).
+    pub now: Duration,
+}
+
+impl LoadBook {
+    /// Takes `rec` if it is newer than what is known; returns true when it changed the book
+    /// (and so should be passed on).
+    pub fn offer(&mut self, rec: LoadRecord) -> bool {
+        let current_gen = self.generations.get(&rec.node).copied().unwrap_or(0);
+        if rec.generation < current_gen {
+            return false; // an older incarnation of that node: void
+        }
+        if rec.generation > current_gen {
+            self.forget_node_below(&rec.node, rec.generation);
+        }
+        let key = (rec.node.clone(), rec.inst.id.clone());
+        if let Some((old, _)) = self.records.get(&key) {
+            if (old.generation, old.version) >= (rec.generation, rec.version) {
+                return false;
+            }
+        }
+        self.records.insert(key, (rec, self.now));
+        self.changes += 1;
+        true
+    }
+
+    /// Drops every record of `node` older than `generation` and remembers the generation.
+    pub fn forget_node_below(&mut self, node: &Arc<str>, generation: u64) {
+        self.generations.insert(node.clone(), generation);
+        let before = self.records.len();
+        self.records
+            .retain(|(n, _), (r, _)| n != node || r.generation >= generation);
+        if self.records.len() != before {
+            self.changes += 1;
+        }
+    }
+
+    /// Drops every record of `node` (it went down); a later generation may come back.
+    pub fn forget_node(&mut self, node: &Arc<str>, generation: u64) {
+        self.forget_node_below(node, generation.saturating_add(1));
+    }
+
+    /// Live records (removed ones excluded) with the time each arrived.
+    pub fn iter(&self) -> impl Iterator<Item = (&LoadRecord, Duration)> {
+        self.records
+            .values()
+            .filter(|(r, _)| !r.removed)
+            .map(|(r, t)| (r, *t))
+    }
+}
+
+/// foca's custom-broadcast handler: decodes records and keeps only news.
+pub struct Handler(pub std::sync::Arc<std::sync::Mutex<LoadBook>>);
+
+/// A broadcast that is not a load record.
+#[derive(Debug)]
+pub struct BadRecord;
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("undecodable load record")
+    }
+}
+
+impl std::error::Error for BadRecord {}
+
+impl<T> foca::BroadcastHandler<T> for Handler {
+    type Key = LoadKey;
+    type Error = BadRecord;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&T>,
+    ) -> Result<Option<LoadKey>, BadRecord> {
+        let rec = LoadRecord::decode(data).ok_or(BadRecord)?;
+        let key = rec.key();
+        let mut book = self.0.lock().expect("load book lock");
+        Ok(book.offer(rec).then_some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foca::Invalidates;
+
+    fn rec(node: &str, generation: u64, version: u64, id: &str, load: u32) -> LoadRecord {
+        LoadRecord {
+            node: node.into(),
+            generation,
+            version,
+            removed: false,
+            inst: InstanceLoad {
+                id: id.into(),
+                app: "app".into(),
+                load,
+                soft: 10,
+                hard: 20,
+                healthy: true,
+            },
+        }
+    }
+
+    #[test]
+    fn newer_versions_win_and_stale_ones_are_ignored() {
+        let mut b = LoadBook::default();
+        assert!(b.offer(rec("a", 1, 1, "i", 3)));
+        assert!(b.offer(rec("a", 1, 2, "i", 5)));
+        assert!(!b.offer(rec("a", 1, 1, "i", 9)), "older version");
+        assert!(!b.offer(rec("a", 1, 2, "i", 9)), "same version");
+        assert_eq!(b.iter().next().unwrap().0.inst.load, 5);
+    }
+
+    #[test]
+    fn a_new_generation_voids_the_old_ones_records_for_good() {
+        let mut b = LoadBook::default();
+        b.offer(rec("a", 1, 50, "old-inst", 3));
+        assert!(b.offer(rec("a", 2, 1, "new-inst", 1)));
+        let ids: Vec<_> = b.iter().map(|(r, _)| r.inst.id.to_string()).collect();
+        assert_eq!(ids, ["new-inst"]);
+        assert!(
+            !b.offer(rec("a", 1, 51, "old-inst", 3)),
+            "late gossip of the old generation"
+        );
+        assert_eq!(b.iter().count(), 1);
+    }
+
+    #[test]
+    fn a_down_node_loses_its_records_until_a_newer_generation_speaks() {
+        let mut b = LoadBook::default();
+        b.offer(rec("a", 3, 1, "i", 3));
+        b.offer(rec("b", 1, 1, "j", 3));
+        b.forget_node(&"a".into(), 3);
+        assert_eq!(b.iter().count(), 1);
+        assert!(
+            !b.offer(rec("a", 3, 2, "i", 3)),
+            "still generation 3: it was declared down"
+        );
+        assert!(b.offer(rec("a", 4, 1, "i", 3)));
+    }
+
+    #[test]
+    fn keys_invalidate_older_versions_of_the_same_instance_only() {
+        let k = |g, v, i: &str| rec("a", g, v, i, 0).key();
+        assert!(k(1, 2, "i").invalidates(&k(1, 1, "i")));
+        assert!(k(2, 1, "i").invalidates(&k(1, 9, "i")));
+        assert!(!k(1, 1, "i").invalidates(&k(1, 2, "i")));
+        assert!(!k(1, 2, "i").invalidates(&k(1, 1, "j")));
+    }
+
+    #[test]
+    fn records_are_small() {
+        let r = rec("iad-1", u64::MAX, 1 << 40, "hello-iad-1a", 25);
+        assert!(r.encode().len() < 64, "{} bytes", r.encode().len());
+        assert_eq!(LoadRecord::decode(&r.encode()), Some(r));
+        assert_eq!(LoadRecord::decode(b"\xff\xff"), None);
+    }
+}

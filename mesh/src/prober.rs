@@ -1,0 +1,189 @@
+//! Per-peer RTT and loss from petrel's own pings: windowed-minimum RTT, smoothed RTT, jitter, loss.
+//!
+//! Pure math on times passed in; the smoothing keeps routing from flapping on single samples.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Samples kept for the windowed minimum.
+const MIN_WINDOW: Duration = Duration::from_secs(30);
+/// Probe outcomes kept for the loss fraction.
+const LOSS_WINDOW: usize = 32;
+/// Smoothing gains (RFC 6298).
+const ALPHA: f64 = 1.0 / 8.0;
+const BETA: f64 = 1.0 / 4.0;
+
+/// What one node knows about its path to one peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    samples: VecDeque<(Duration, f64)>,
+    srtt: Option<f64>,
+    jitter: f64,
+    outcomes: VecDeque<bool>,
+    pending: VecDeque<(u32, Duration)>,
+    last_seen: Option<Duration>,
+}
+
+/// A read-only summary for snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RttSummary {
+    /// Smoothed RTT in ms.
+    pub rtt_ms: Option<f64>,
+    /// Minimum RTT over the recent window, in ms.
+    pub rtt_min_ms: Option<f64>,
+    /// Smoothed mean deviation, in ms.
+    pub jitter_ms: Option<f64>,
+    /// Fraction of recent probes lost, 0..1.
+    pub loss: f64,
+    /// When a pong last arrived.
+    pub last_seen: Option<Duration>,
+}
+
+impl PeerStats {
+    /// A probe with sequence `seq` left at `now`.
+    pub fn sent(&mut self, seq: u32, now: Duration) {
+        self.pending.push_back((seq, now));
+        while self.pending.len() > LOSS_WINDOW {
+            self.pending.pop_front();
+            self.record(false);
+        }
+    }
+
+    /// The answer to probe `seq` arrived at `now`; returns the RTT sample in ms if it was pending.
+    pub fn answered(&mut self, seq: u32, now: Duration) -> Option<f64> {
+        let pos = self.pending.iter().position(|(s, _)| *s == seq)?;
+        let (_, sent) = self.pending.remove(pos)?;
+        let rtt = now.checked_sub(sent)?.as_secs_f64() * 1000.0;
+        self.record(true);
+        self.last_seen = Some(now);
+        self.samples.push_back((now, rtt));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) > MIN_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.jitter = rtt / 2.0;
+            }
+            Some(s) => {
+                self.jitter = (1.0 - BETA) * self.jitter + BETA * (s - rtt).abs();
+                self.srtt = Some((1.0 - ALPHA) * s + ALPHA * rtt);
+            }
+        }
+        Some(rtt)
+    }
+
+    /// Probes sent before `now - timeout` with no answer count as lost.
+    pub fn expire(&mut self, now: Duration, timeout: Duration) {
+        while let Some(&(_, sent)) = self.pending.front() {
+            if now.saturating_sub(sent) < timeout {
+                break;
+            }
+            self.pending.pop_front();
+            self.record(false);
+        }
+    }
+
+    fn record(&mut self, ok: bool) {
+        self.outcomes.push_back(ok);
+        while self.outcomes.len() > LOSS_WINDOW {
+            self.outcomes.pop_front();
+        }
+    }
+
+    /// The current figures.
+    pub fn summary(&self) -> RttSummary {
+        let lost = self.outcomes.iter().filter(|ok| !**ok).count();
+        RttSummary {
+            rtt_ms: self.srtt,
+            rtt_min_ms: self.samples.iter().map(|(_, r)| *r).reduce(f64::min),
+            jitter_ms: self.srtt.map(|_| self.jitter),
+            loss: if self.outcomes.is_empty() {
+                0.0
+            } else {
+                lost as f64 / self.outcomes.len() as f64
+            },
+            last_seen: self.last_seen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn smoothed_rtt_resists_one_outlier_and_min_tracks_the_floor() {
+        let mut p = PeerStats::default();
+        let mut t = 0;
+        for seq in 0..20 {
+            p.sent(seq, ms(t));
+            p.answered(seq, ms(t + 40));
+            t += 1000;
+        }
+        p.sent(99, ms(t));
+        p.answered(99, ms(t + 400)); // one 400 ms spike
+        let s = p.summary();
+        assert!(
+            (s.rtt_ms.unwrap() - 85.0).abs() < 1.0,
+            "srtt moves 1/8 of the way: {s:?}"
+        );
+        assert_eq!(s.rtt_min_ms, Some(40.0));
+        assert_eq!(s.loss, 0.0);
+    }
+
+    #[test]
+    fn windowed_minimum_forgets_old_samples() {
+        let mut p = PeerStats::default();
+        p.sent(0, ms(0));
+        p.answered(0, ms(10)); // 10 ms at t=0
+        for seq in 1..=40 {
+            let t = u64::from(seq) * 1000;
+            p.sent(seq, ms(t));
+            p.answered(seq, ms(t + 50));
+        }
+        assert_eq!(
+            p.summary().rtt_min_ms,
+            Some(50.0),
+            "the 10 ms sample is older than 30 s"
+        );
+    }
+
+    #[test]
+    fn loss_is_a_fraction_over_the_recent_window() {
+        let mut p = PeerStats::default();
+        for seq in 0..32u32 {
+            let t = u64::from(seq) * 1000;
+            p.sent(seq, ms(t));
+            if seq % 4 != 0 {
+                p.answered(seq, ms(t + 20));
+            }
+            p.expire(ms(t + 999), ms(900));
+        }
+        assert!((p.summary().loss - 0.25).abs() < 1e-9, "{:?}", p.summary());
+        for seq in 100..132u32 {
+            let t = u64::from(seq) * 1000;
+            p.sent(seq, ms(t));
+            p.answered(seq, ms(t + 20));
+        }
+        assert_eq!(p.summary().loss, 0.0, "old losses leave the window");
+    }
+
+    #[test]
+    fn late_or_unknown_answers_are_ignored() {
+        let mut p = PeerStats::default();
+        p.sent(1, ms(0));
+        p.expire(ms(5000), ms(1000));
+        assert_eq!(p.answered(1, ms(5001)), None, "already counted lost");
+        assert_eq!(p.answered(77, ms(1)), None);
+        assert_eq!(p.summary().loss, 1.0);
+    }
+}
