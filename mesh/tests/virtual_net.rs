@@ -1,5 +1,6 @@
 //! Several mesh cores on a virtual clock and a simulated network: convergence, RTT, detection,
 //! load gossip, restarts and garbage — deterministic, no sockets, no sleeping.
+#![allow(clippy::needless_range_loop)]
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -8,12 +9,15 @@ use std::time::Duration;
 
 use petrel_mesh::{InstanceLoad, MemberState, Mesh, MeshConfig, NodeId, Profile};
 
+/// (deliver at, tie-break, to, from, datagram)
+type InFlight = Reverse<(Duration, u64, usize, SocketAddr, Vec<u8>)>;
+
 struct Net {
     nodes: Vec<Option<Mesh>>,
     addrs: Vec<SocketAddr>,
     /// one-way delay from node i to node j, ms
     delay: Vec<Vec<u64>>,
-    queue: BinaryHeap<Reverse<(Duration, u64, usize, SocketAddr, Vec<u8>)>>,
+    queue: BinaryHeap<InFlight>,
     seq: u64,
     now: Duration,
 }
@@ -196,7 +200,7 @@ fn a_killed_node_is_declared_down_and_its_instances_vanish() {
     }
     net.nodes[4] = None; // kill -9
     let killed = net.now;
-    let mut detected = vec![None; 4];
+    let mut detected = [None; 4];
     for _ in 0..100 {
         net.run(Duration::from_millis(100));
         for (i, d) in detected.iter_mut().enumerate() {
