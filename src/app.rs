@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::cluster::{Delays, MeshSetup};
+use crate::config::{Config, MeshProfile};
 use crate::shutdown::Shutdown;
 use crate::state::NodeState;
 
@@ -27,6 +28,8 @@ pub struct App {
     pub node: Arc<NodeState>,
     edge: Vec<TcpListener>,
     admin: Option<std::net::TcpListener>,
+    mesh: Option<MeshSetup>,
+    mesh_addr: Option<SocketAddr>,
     cfg: Config,
 }
 
@@ -50,19 +53,76 @@ impl App {
             addr: admin_addr,
             source,
         })?;
+        let mesh_bind = cfg.node.mesh.bind.get();
+        let socket = std::net::UdpSocket::bind(mesh_bind).map_err(|source| BindError {
+            key: "mesh.bind".into(),
+            addr: mesh_bind,
+            source,
+        })?;
+        let mesh_addr = socket.local_addr().ok();
         if !cfg.node.edge.tls_listen.is_empty() {
             tracing::warn!("edge.tls_listen is set but this build does not serve TLS yet; those addresses are not bound");
         }
-        if cfg.node.mesh.cluster_key.is_none() {
-            tracing::warn!(
-                "mesh.cluster_key is unset: this would be an OPEN cluster once the mesh is active"
-            );
+        let key = cfg
+            .node
+            .mesh
+            .cluster_key
+            .as_deref()
+            .and_then(|k| crate::config::decode_cluster_key(k).ok());
+        if key.is_none() {
+            tracing::warn!("mesh.cluster_key is unset: this is an OPEN cluster; anyone who can reach mesh.bind can join");
         }
         let node = NodeState::new(&cfg, shutdown);
+        let advertise = cfg
+            .node
+            .mesh
+            .advertise
+            .map(|a| a.get())
+            .or(mesh_addr)
+            .unwrap_or(mesh_bind);
+        let delays = match &cfg.node.simulate {
+            Some(sim) => {
+                let dir = cfg
+                    .path
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                let topo =
+                    crate::topology::Topology::load(&dir.join(&sim.topology)).map_err(|e| {
+                        BindError {
+                            key: "simulate.topology".into(),
+                            addr: mesh_bind,
+                            source: std::io::Error::other(e.to_string()),
+                        }
+                    })?;
+                tracing::info!(topology = %sim.topology, "simulated inter-region latency is on");
+                Some(Delays::new(topo, &cfg.node.node.region))
+            }
+            None => None,
+        };
+        let profile = match cfg.node.mesh.profile {
+            MeshProfile::Lan => petrel_mesh::Profile::Lan,
+            MeshProfile::Wan => petrel_mesh::Profile::Wan,
+        };
+        let seeds: Vec<SocketAddr> = cfg.node.mesh.seeds.iter().map(|a| a.get()).collect();
+        let mesh = MeshSetup {
+            socket,
+            id: petrel_mesh::NodeId {
+                name: node.name.clone(),
+                region: node.region.clone(),
+                addr: advertise,
+                generation: node.generation,
+            },
+            cfg: petrel_mesh::MeshConfig::new(profile, (seeds.len() as u32 + 1).max(8), key),
+            seeds,
+            delays,
+        };
         Ok(Self {
             node,
             edge,
             admin: Some(admin),
+            mesh: Some(mesh),
+            mesh_addr,
             cfg,
         })
     }
@@ -73,6 +133,11 @@ impl App {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+
+    /// Where the mesh socket is bound.
+    pub fn mesh_addr(&self) -> Option<SocketAddr> {
+        self.mesh_addr
     }
 
     /// Where the admin API listens.
@@ -86,6 +151,10 @@ impl App {
         if let Some(admin) = self.admin.take() {
             crate::admin::spawn(admin, self.node.clone())?;
         }
+        let mesh = match self.mesh.take() {
+            Some(setup) => Some(crate::cluster::spawn(setup, self.node.clone())?),
+            None => None,
+        };
         let edge = &self.cfg.node.edge;
         let mut servers = Vec::new();
         for l in self.edge.drain(..) {
@@ -101,10 +170,13 @@ impl App {
             region = %self.node.region,
             apps = self.cfg.apps.len(),
             instances = self.cfg.node.instances.len(),
-            "node running (single node: mesh and backhaul are not active in this build)"
+            "node running (mesh active; requests are served by local instances: the backhaul is not active in this build)"
         );
         for s in servers {
             let _ = s.await;
+        }
+        if let Some(m) = mesh {
+            let _ = m.await;
         }
         Ok(())
     }

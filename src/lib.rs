@@ -6,6 +6,8 @@
 //! - [`app`]: binds listeners, wires the parts, runs until the drain signal.
 //! - [`shutdown`]: the one drain signal, counted tasks, deadline.
 //! - [`state`]: the snapshots (`ArcSwap`) the request path reads without locks.
+//! - [`cluster`]: the mesh owner task (UDP, timers) and the snapshot it publishes.
+//! - [`topology`]: topology files and the RTT model behind `[simulate]`.
 //! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
 //! - [`balance`]: strategies as pure functions (closest, leastload, routing hints).
 //! - [`local`]: local instances, hard-limit admission, pooled instance connections.
@@ -20,9 +22,11 @@ pub mod app;
 pub mod backend;
 pub mod balance;
 pub mod body;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod local;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
+pub mod topology;

@@ -29,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run one node: edge proxy and admin API. Logs go to stderr; bound addresses are printed on stdout.
+    /// Run one node: edge proxy, mesh membership and admin API. Logs go to stderr; bound
+    /// addresses are printed on stdout.
     ///
     /// SIGTERM or SIGINT starts a drain: listeners close, open requests and WebSockets run on for up
     /// to node.drain_timeout, then the process exits 0. A second signal exits at once.
@@ -161,6 +162,9 @@ fn run(path: PathBuf) -> ExitCode {
             }
             if let Some(a) = app.admin_addr() {
                 let _ = writeln!(out, "admin listening on http://{a}");
+            }
+            if let Some(a) = app.mesh_addr() {
+                let _ = writeln!(out, "mesh listening on udp://{a}");
             }
             let _ = out.flush();
         }

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use crate::cluster::SharedSnapshot;
 use crate::config::Config;
 use crate::edge::RouteTable;
-use crate::local::LocalTable;
+use crate::local::{LocalTable, Registry};
 use crate::shutdown::Shutdown;
 
 /// Edge settings that a reload may change.
@@ -37,10 +38,16 @@ pub struct NodeState {
     pub routes: ArcSwap<RouteTable>,
     /// Local instances.
     pub local: ArcSwap<LocalTable>,
+    /// The instances this node hosts, as configured or registered at run time.
+    pub registry: Registry,
+    /// The mesh's view: members, RTTs, remote instances.
+    pub cluster: SharedSnapshot,
     /// Edge settings.
     pub settings: ArcSwap<EdgeSettings>,
     /// The drain signal.
     pub shutdown: Shutdown,
+    /// How long open work may run on after a drain starts (also bounds instance removal).
+    pub drain_timeout: Duration,
     started: Instant,
     ids: RequestIds,
 }
@@ -58,8 +65,11 @@ impl NodeState {
             generation,
             routes: ArcSwap::from_pointee(RouteTable::build(&cfg.apps)),
             local: ArcSwap::from_pointee(LocalTable::build(&cfg.node.instances, None)),
+            registry: Registry::new(cfg.node.instances.clone()),
+            cluster: crate::cluster::empty(),
             settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
             shutdown,
+            drain_timeout: cfg.node.node.drain_timeout.get(),
             started: Instant::now(),
             ids: RequestIds::new(generation),
         })

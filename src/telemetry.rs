@@ -30,6 +30,8 @@ pub const MESH_MEMBERS: &str = "petrel_mesh_members";
 pub const PEER_RTT: &str = "petrel_peer_rtt_seconds";
 /// `petrel_gossip_bytes_total{direction}`
 pub const GOSSIP_BYTES: &str = "petrel_gossip_bytes_total";
+/// `petrel_mesh_dropped_total{reason}`: mesh datagrams dropped (size, magic, auth, replay, kind, payload).
+pub const MESH_DROPPED: &str = "petrel_mesh_dropped_total";
 
 /// Where a failed session failed (the `phase` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

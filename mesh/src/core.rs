@@ -231,8 +231,14 @@ impl Mesh {
                 Err(_) => return self.drop_packet(wire::Drop::Payload),
             }
         };
-        self.send(from, None, Kind::Pong, seq);
-        let Some(sender) = self.peers.get(&from).map(|p| p.id.clone()) else {
+        let sender = self.peers.get(&from).map(|p| p.id.clone());
+        self.send(
+            from,
+            sender.as_ref().map(|s| s.region.clone()),
+            Kind::Pong,
+            seq,
+        );
+        let Some(sender) = sender else {
             return;
         };
         let mut book = self.book.lock().expect("load book");

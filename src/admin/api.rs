@@ -1,10 +1,14 @@
 //! Admin endpoints (SPEC §4): status, instances, apps, metrics, and a small dashboard page.
 
+use std::sync::Arc;
+
 use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::body::{full, Body};
+use crate::local::RegisterError;
 use crate::state::NodeState;
 use crate::telemetry::prometheus;
 
@@ -28,12 +32,25 @@ fn error(status: StatusCode, msg: &str) -> Response<Body> {
     )
 }
 
+/// Largest admin request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
 /// Routes one admin request.
-pub async fn handle(node: &NodeState, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path();
+pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    if let Some(id) = path.strip_prefix("/v1/instances/") {
+        let id = id.to_string();
+        return match *req.method() {
+            Method::PUT => register(node, &id, req).await,
+            Method::DELETE => deregister(node, &id),
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "use PUT or DELETE"),
+        };
+    }
+    let path = path.as_str();
     match (req.method(), path) {
         (&Method::GET, "/v1/status") => ok_json(status(node)),
         (&Method::GET, "/v1/apps") => ok_json(apps(node)),
+        (&Method::GET, "/v1/members") => ok_json(members(node)),
         (&Method::GET, "/v1/instances") => ok_json(instances(node)),
         (&Method::GET, "/metrics") => {
             let h = prometheus();
@@ -41,7 +58,7 @@ pub async fn handle(node: &NodeState, req: Request<Incoming>) -> Response<Body> 
             reply(StatusCode::OK, "text/plain; version=0.0.4", h.render())
         }
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", dashboard(node)),
-        (_, "/v1/status" | "/v1/apps" | "/v1/instances" | "/metrics" | "/") => {
+        (_, "/v1/status" | "/v1/apps" | "/v1/members" | "/v1/instances" | "/metrics" | "/") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint {path:?}")),
@@ -78,6 +95,35 @@ fn apps(node: &NodeState) -> serde_json::Value {
     json!({ "apps": apps })
 }
 
+fn ms(v: Option<f64>) -> serde_json::Value {
+    v.map_or(serde_json::Value::Null, |x| {
+        json!((x * 1000.0).round() / 1000.0)
+    })
+}
+
+fn members(node: &NodeState) -> serde_json::Value {
+    let snap = node.cluster.load();
+    let list: Vec<_> = snap
+        .view
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "node": &*m.id.name,
+                "region": &*m.id.region,
+                "addr": m.id.addr.to_string(),
+                "state": m.state.as_str(),
+                "generation": m.id.generation,
+                "rtt_ms": ms(m.rtt.rtt_ms),
+                "rtt_min_ms": ms(m.rtt.rtt_min_ms),
+                "jitter_ms": ms(m.rtt.jitter_ms),
+                "loss": m.rtt.loss,
+            })
+        })
+        .collect();
+    json!({ "members": list })
+}
+
 fn instances(node: &NodeState) -> serde_json::Value {
     let routes = node.routes.load();
     let local = node.local.load();
@@ -85,7 +131,7 @@ fn instances(node: &NodeState) -> serde_json::Value {
     let mut list: Vec<_> = local
         .all()
         .map(|i| {
-            let app = routes.apps().iter().find(|a| a.name == i.app);
+            let app = routes.by_name(&i.app);
             json!({
                 "id": &*i.id,
                 "app": &*i.app,
@@ -94,13 +140,88 @@ fn instances(node: &NodeState) -> serde_json::Value {
                 "load": i.load(),
                 "soft_limit": app.map(|a| a.soft),
                 "hard_limit": app.map(|a| a.hard),
-                "healthy": i.reachable(now),
+                "healthy": i.accepts_work(now),
                 "age_ms": 0,
             })
         })
         .collect();
+    let snap = node.cluster.load();
+    let since_publish = snap.at.elapsed();
+    for r in &snap.view.instances {
+        let age = snap.view.built_at.saturating_sub(r.received_at) + since_publish;
+        list.push(json!({
+            "id": &*r.load.id,
+            "app": &*r.load.app,
+            "node": &*r.node,
+            "region": &*r.region,
+            "load": r.load.load,
+            "soft_limit": r.load.soft,
+            "hard_limit": r.load.hard,
+            "healthy": r.load.healthy,
+            "age_ms": age.as_millis() as u64,
+        }));
+    }
     list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     json!({ "instances": list })
+}
+
+async fn register(node: &Arc<NodeState>, id: &str, req: Request<Incoming>) -> Response<Body> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Registration {
+        app: String,
+        address: String,
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    let bytes = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large or unreadable",
+            )
+        }
+    };
+    let body: Registration = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"app\",\"address\"}}: {e}"),
+            )
+        }
+    };
+    let addr = match body.address.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid socket address {:?}", body.address),
+            )
+        }
+    };
+    match node.registry.register(node, id, &body.app, addr) {
+        Ok(()) => reply(
+            StatusCode::CREATED,
+            "application/json",
+            json!({"id": id, "app": body.app, "address": body.address}).to_string(),
+        ),
+        Err(e @ RegisterError::Taken(_)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+fn deregister(node: &Arc<NodeState>, id: &str) -> Response<Body> {
+    let limit = node.drain_timeout;
+    if node.registry.deregister(node, id, limit) {
+        reply(
+            StatusCode::ACCEPTED,
+            "application/json",
+            json!({"id": id, "draining": true}).to_string(),
+        )
+    } else {
+        error(StatusCode::NOT_FOUND, &format!("no local instance {id:?}"))
+    }
 }
 
 fn dashboard(node: &NodeState) -> String {

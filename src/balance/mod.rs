@@ -140,7 +140,7 @@ pub fn select<R: Rng + ?Sized>(
 mod tests {
     use super::*;
     use rand::rngs::SmallRng;
-    use rand::SeedableRng;
+    use rand::{RngExt, SeedableRng};
 
     fn v<'a>(id: &'a str, region: &'a str, rtt: f64, load: u32) -> View<'a> {
         View {

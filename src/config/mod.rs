@@ -16,8 +16,8 @@ use base64::Engine;
 
 pub use app::{AppConfig, Check, Concurrency, HttpService, LimitType, LoadBalancing, Strategy};
 pub use node::{
-    AdminSection, BackhaulSection, EdgeSection, InstanceConfig, MeshProfile, MeshSection,
-    NodeConfig, NodeSection, SimulateSection, Transport,
+    valid_name, valid_region, AdminSection, BackhaulSection, EdgeSection, InstanceConfig,
+    MeshProfile, MeshSection, NodeConfig, NodeSection, SimulateSection, Transport,
 };
 pub use source::{ConfigError, ConfigErrors, Source};
 pub use value::{Addr, Dur};
@@ -151,12 +151,27 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
 
     if let Some(sim) = &node.simulate {
         let topo = dir.join(&sim.topology);
-        if !topo.is_file() {
-            errs.push(src.error(
+        match crate::topology::Topology::load(&topo) {
+            Ok(t) if !t.regions().contains(&node.node.region) => errs.push(src.error(
                 "simulate.topology",
-                format!("topology file {} not found", topo.display()),
-            ));
+                format!(
+                    "topology {} has no region {:?} (node.region)",
+                    topo.display(),
+                    node.node.region
+                ),
+            )),
+            Ok(_) => {}
+            Err(e) => errs.extend(e.0),
         }
+    }
+    if node.mesh.advertise.is_none() && node.mesh.bind.get().ip().is_unspecified() {
+        errs.push(src.error(
+            "mesh.advertise",
+            format!(
+                "required when mesh.bind is {} (peers cannot send to an unspecified address)",
+                node.mesh.bind
+            ),
+        ));
     }
 
     if errs.is_empty() {

@@ -101,7 +101,7 @@ async fn forward(
                     load: i.load(),
                     soft: app.soft,
                     hard: app.hard,
-                    healthy: i.reachable(now_ms),
+                    healthy: i.accepts_work(now_ms),
                 })
                 .collect();
             match balance::select(app.strategy, &views, &hints, &mut rand::rng()) {

@@ -72,6 +72,11 @@ impl RouteTable {
         })
     }
 
+    /// An app by name.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<AppRoute>> {
+        self.apps.iter().find(|a| &*a.name == name)
+    }
+
     /// Every app.
     pub fn apps(&self) -> &[Arc<AppRoute>] {
         &self.apps

@@ -39,7 +39,7 @@ impl ConnCtx {
         let held = self.held.lock().expect("conn lock");
         held.iter()
             .map(Slot::instance)
-            .find(|i| &*i.app == app && i.reachable(now_ms))
+            .find(|i| &*i.app == app && i.accepts_work(now_ms))
             .cloned()
     }
 

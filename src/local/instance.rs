@@ -1,7 +1,7 @@
 //! One local instance: its address, in-flight counter with hard-limit admission, and passive health.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::pool::ConnPool;
@@ -17,6 +17,8 @@ pub struct Instance {
     inflight: AtomicU32,
     /// Monotonic milliseconds (see `Instance::now_ms`) until which it is treated as unreachable.
     bad_until_ms: AtomicU64,
+    /// Being removed: takes no new work, open work finishes.
+    draining: AtomicBool,
     pub(super) pool: ConnPool,
 }
 
@@ -29,6 +31,7 @@ impl Instance {
             addr,
             inflight: AtomicU32::new(0),
             bad_until_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             pool: ConnPool::default(),
         })
     }
@@ -66,6 +69,21 @@ impl Instance {
     /// False while a recent connect failure is in force.
     pub fn reachable(&self, now_ms: u64) -> bool {
         self.bad_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Stops new work going to this instance (it is being removed).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// True once `start_draining` was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Reachable and not being removed: may be given new work.
+    pub fn accepts_work(&self, now_ms: u64) -> bool {
+        self.reachable(now_ms) && !self.is_draining()
     }
 
     /// Clears the passive mark after a successful connect.

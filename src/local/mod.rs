@@ -2,8 +2,10 @@
 
 mod instance;
 mod pool;
+mod registry;
 mod table;
 
 pub use instance::{Instance, Slot};
 pub use pool::{ConnectError, SendError, Upstream};
+pub use registry::{RegisterError, Registry};
 pub use table::LocalTable;

@@ -60,7 +60,8 @@ impl Proc {
                     );
                 }
             };
-            if let Some((what, addr)) = line.split_once(" listening on http://") {
+            if let Some((what, url)) = line.split_once(" listening on ") {
+                let addr = url.split_once("://").map_or(url, |(_, a)| a);
                 addrs.push((what.to_string(), addr.parse().expect("address")));
             }
         }
@@ -140,6 +141,7 @@ pub struct Node {
     pub proc: Proc,
     pub edge: SocketAddr,
     pub admin: SocketAddr,
+    pub mesh: SocketAddr,
     pub dir: tempfile::TempDir,
 }
 
@@ -167,8 +169,13 @@ pub fn node(
 ) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     write_node_files(dir.path(), apps, instances, extra_edge);
+    start_node(dir)
+}
+
+/// Starts `petrel run` on `dir/node.toml`.
+pub fn start_node(dir: tempfile::TempDir) -> Node {
     let path = dir.path().join("node.toml");
-    let (proc, addrs) = Proc::start(&["run", "--config", path.to_str().expect("utf8 path")], 2);
+    let (proc, addrs) = Proc::start(&["run", "--config", path.to_str().expect("utf8 path")], 3);
     let find = |k: &str| {
         addrs
             .iter()
@@ -179,9 +186,85 @@ pub fn node(
     Node {
         edge: find("edge"),
         admin: find("admin"),
+        mesh: find("mesh"),
         proc,
         dir,
     }
+}
+
+/// One node of a test cluster.
+pub struct Spec<'a> {
+    pub name: &'a str,
+    pub region: &'a str,
+    /// Fixed mesh port (0 = ephemeral); restarts reuse the address.
+    pub mesh_port: u16,
+    pub seeds: Vec<SocketAddr>,
+    pub key: Option<&'a str>,
+    /// Topology file for `[simulate]`.
+    pub topology: Option<&'a Path>,
+    pub apps: Vec<(&'a str, String)>,
+    pub instances: Vec<(&'a str, &'a str, SocketAddr)>,
+}
+
+impl<'a> Spec<'a> {
+    pub fn new(name: &'a str, region: &'a str) -> Self {
+        Spec {
+            name,
+            region,
+            mesh_port: 0,
+            seeds: Vec::new(),
+            key: None,
+            topology: None,
+            apps: Vec::new(),
+            instances: Vec::new(),
+        }
+    }
+
+    /// Writes the files into a new temp dir and starts the node (lan profile).
+    pub fn start(&self) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("apps")).expect("apps dir");
+        for (name, text) in &self.apps {
+            std::fs::write(dir.path().join("apps").join(format!("{name}.toml")), text)
+                .expect("write app");
+        }
+        let seeds: Vec<String> = self.seeds.iter().map(|s| format!("\"{s}\"")).collect();
+        let mut t = format!(
+            "[node]\nname = \"{}\"\nregion = \"{}\"\ndrain_timeout = \"10s\"\n\n\
+             [edge]\nlisten = [\"127.0.0.1:0\"]\n\n\
+             [mesh]\nbind = \"127.0.0.1:{}\"\nseeds = [{}]\nprofile = \"lan\"\n",
+            self.name,
+            self.region,
+            self.mesh_port,
+            seeds.join(", ")
+        );
+        if let Some(k) = self.key {
+            t.push_str(&format!("cluster_key = \"{k}\"\n"));
+        }
+        t.push_str("\n[backhaul]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+        if let Some(topo) = self.topology {
+            t.push_str(&format!(
+                "\n[simulate]\ntopology = \"{}\"\n",
+                topo.display()
+            ));
+        }
+        for (id, app, addr) in &self.instances {
+            t.push_str(&format!(
+                "\n[[instances]]\nid = \"{id}\"\napp = \"{app}\"\naddress = \"{addr}\"\n"
+            ));
+        }
+        std::fs::write(dir.path().join("node.toml"), t).expect("write node");
+        start_node(dir)
+    }
+}
+
+/// A free UDP port on loopback (bound, then released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Writes node.toml and apps/*.toml into `dir`.
