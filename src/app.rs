@@ -30,6 +30,9 @@ pub struct App {
     admin: Option<std::net::TcpListener>,
     mesh: Option<MeshSetup>,
     mesh_addr: Option<SocketAddr>,
+    backhaul: Option<TcpListener>,
+    key: Option<[u8; 32]>,
+    delays: Option<Delays>,
     cfg: Config,
 }
 
@@ -60,6 +63,15 @@ impl App {
             source,
         })?;
         let mesh_addr = socket.local_addr().ok();
+        let bh_addr = cfg.node.backhaul.listen.get();
+        let backhaul = TcpListener::bind(bh_addr)
+            .await
+            .map_err(|source| BindError {
+                key: "backhaul.listen".into(),
+                addr: bh_addr,
+                source,
+            })?;
+        let bh_bound = backhaul.local_addr().unwrap_or(bh_addr);
         if !cfg.node.edge.tls_listen.is_empty() {
             tracing::warn!("edge.tls_listen is set but this build does not serve TLS yet; those addresses are not bound");
         }
@@ -72,7 +84,6 @@ impl App {
         if key.is_none() {
             tracing::warn!("mesh.cluster_key is unset: this is an OPEN cluster; anyone who can reach mesh.bind can join");
         }
-        let node = NodeState::new(&cfg, shutdown);
         let advertise = cfg
             .node
             .mesh
@@ -100,6 +111,12 @@ impl App {
             }
             None => None,
         };
+        let client = crate::backhaul::BackhaulClient::new(
+            cfg.node.backhaul.connect_timeout.get(),
+            delays.clone(),
+            key,
+        );
+        let node = NodeState::new(&cfg, shutdown, client);
         let profile = match cfg.node.mesh.profile {
             MeshProfile::Lan => petrel_mesh::Profile::Lan,
             MeshProfile::Wan => petrel_mesh::Profile::Wan,
@@ -111,11 +128,13 @@ impl App {
                 name: node.name.clone(),
                 region: node.region.clone(),
                 addr: advertise,
+                // Peers reach our backhaul at the advertised host with the bound port.
+                backhaul: SocketAddr::new(advertise.ip(), bh_bound.port()),
                 generation: node.generation,
             },
             cfg: petrel_mesh::MeshConfig::new(profile, (seeds.len() as u32 + 1).max(8), key),
             seeds,
-            delays,
+            delays: delays.clone(),
         };
         Ok(Self {
             node,
@@ -123,6 +142,9 @@ impl App {
             admin: Some(admin),
             mesh: Some(mesh),
             mesh_addr,
+            backhaul: Some(backhaul),
+            key,
+            delays,
             cfg,
         })
     }
@@ -151,6 +173,14 @@ impl App {
         if let Some(admin) = self.admin.take() {
             crate::admin::spawn(admin, self.node.clone())?;
         }
+        let backhaul = self.backhaul.take().map(|l| {
+            tokio::spawn(crate::backhaul::serve(
+                l,
+                self.node.clone(),
+                self.key,
+                self.delays.clone(),
+            ))
+        });
         let mesh = match self.mesh.take() {
             Some(setup) => Some(crate::cluster::spawn(setup, self.node.clone())?),
             None => None,
@@ -170,13 +200,16 @@ impl App {
             region = %self.node.region,
             apps = self.cfg.apps.len(),
             instances = self.cfg.node.instances.len(),
-            "node running (mesh active; requests are served by local instances: the backhaul is not active in this build)"
+            "node running"
         );
         for s in servers {
             let _ = s.await;
         }
         if let Some(m) = mesh {
             let _ = m.await;
+        }
+        if let Some(b) = backhaul {
+            let _ = b.await;
         }
         Ok(())
     }

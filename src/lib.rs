@@ -10,6 +10,7 @@
 //! - [`topology`]: topology files and the RTT model behind `[simulate]`.
 //! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
 //! - [`balance`]: strategies as pure functions (closest, leastload, routing hints).
+//! - [`backhaul`]: node-to-node requests, owner-side admission and rejects.
 //! - [`local`]: local instances, hard-limit admission, pooled instance connections.
 //! - [`admin`]: admin API, `/metrics`, dashboard, on its own runtime.
 //! - [`backend`]: the built-in origin used by demo, tests and benches.
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod app;
 pub mod backend;
+pub mod backhaul;
 pub mod balance;
 pub mod body;
 pub mod cluster;

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use crate::backhaul::BackhaulClient;
 use crate::cluster::SharedSnapshot;
 use crate::config::Config;
-use crate::edge::RouteTable;
+use crate::edge::{Penalties, RouteTable};
 use crate::local::{LocalTable, Registry};
 use crate::shutdown::Shutdown;
 
@@ -42,6 +43,10 @@ pub struct NodeState {
     pub registry: Registry,
     /// The mesh's view: members, RTTs, remote instances.
     pub cluster: SharedSnapshot,
+    /// Connections to other nodes' backhaul.
+    pub backhaul: BackhaulClient,
+    /// Instances this edge recently saw reject or fail.
+    pub penalties: Penalties,
     /// Edge settings.
     pub settings: ArcSwap<EdgeSettings>,
     /// The drain signal.
@@ -54,7 +59,7 @@ pub struct NodeState {
 
 impl NodeState {
     /// Builds the first snapshots from a validated config.
-    pub fn new(cfg: &Config, shutdown: Shutdown) -> Arc<Self> {
+    pub fn new(cfg: &Config, shutdown: Shutdown, backhaul: BackhaulClient) -> Arc<Self> {
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -67,6 +72,8 @@ impl NodeState {
             local: ArcSwap::from_pointee(LocalTable::build(&cfg.node.instances, None)),
             registry: Registry::new(cfg.node.instances.clone()),
             cluster: crate::cluster::empty(),
+            backhaul,
+            penalties: Penalties::default(),
             settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
             shutdown,
             drain_timeout: cfg.node.node.drain_timeout.get(),

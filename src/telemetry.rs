@@ -166,6 +166,8 @@ pub struct NodeMetrics {
     pub websockets: Gauge,
     /// Requests whose Host matched no app.
     pub unrouted: AppMetrics,
+    /// Backhaul requests refused before an app was known (bad credentials).
+    pub backhaul: AppMetrics,
 }
 
 /// The process-wide node metrics.
@@ -175,6 +177,7 @@ pub fn node_metrics() -> &'static NodeMetrics {
         http_connections: metrics::gauge!(ACTIVE_CONNECTIONS, "kind" => "http"),
         websockets: metrics::gauge!(ACTIVE_CONNECTIONS, "kind" => "websocket"),
         unrouted: AppMetrics::new("_unrouted"),
+        backhaul: AppMetrics::new("_backhaul"),
     })
 }
 

@@ -516,7 +516,7 @@ impl Mesh {
     /// Builds the snapshot the request path routes on.
     pub fn view(&self, now: Duration) -> ClusterView {
         let mut members = Vec::new();
-        let mut live: HashMap<Arc<str>, (u64, Arc<str>, SocketAddr)> = HashMap::new();
+        let mut live: HashMap<Arc<str>, (u64, Arc<str>, SocketAddr, Option<f64>)> = HashMap::new();
         for m in self.foca.iter_membership_state() {
             let id = m.id();
             if id.name.is_empty() || *id == self.id {
@@ -527,14 +527,20 @@ impl Mesh {
                 State::Suspect => MemberState::Suspect,
                 State::Down => MemberState::Down,
             };
-            if state != MemberState::Down {
-                live.insert(id.name.clone(), (id.generation, id.region.clone(), id.addr));
-            }
             let rtt = self
                 .peers
                 .get(&id.addr)
                 .map(|p| p.stats.summary())
                 .unwrap_or_default();
+            if state != MemberState::Down {
+                let entry = (
+                    id.generation,
+                    id.region.clone(),
+                    id.backhaul,
+                    rtt.rtt_min_ms,
+                );
+                live.insert(id.name.clone(), entry);
+            }
             members.push(MemberView {
                 id: id.clone(),
                 state,
@@ -546,11 +552,12 @@ impl Mesh {
         let mut instances: Vec<RemoteInstance> = book
             .iter()
             .filter_map(|(r, at)| {
-                let (generation, region, addr) = live.get(&r.node)?;
+                let (generation, region, backhaul, rtt) = live.get(&r.node)?;
                 (*generation == r.generation).then(|| RemoteInstance {
                     node: r.node.clone(),
                     region: region.clone(),
-                    node_addr: *addr,
+                    backhaul: *backhaul,
+                    rtt_ms: *rtt,
                     load: r.inst.clone(),
                     received_at: at,
                 })

@@ -15,6 +15,8 @@ pub struct NodeId {
     pub region: Arc<str>,
     /// Mesh address peers send to.
     pub addr: SocketAddr,
+    /// Backhaul address peers send requests to.
+    pub backhaul: SocketAddr,
     /// Changes on every start (and on every `renew`).
     pub generation: u64,
 }
@@ -27,6 +29,7 @@ impl NodeId {
             name: "".into(),
             region: "".into(),
             addr,
+            backhaul: addr,
             generation: 0,
         }
     }
@@ -62,6 +65,7 @@ mod tests {
             name: "a".into(),
             region: "iad".into(),
             addr: "127.0.0.1:1".parse().unwrap(),
+            backhaul: "127.0.0.1:2".parse().unwrap(),
             generation: 7,
         };
         let next = id.renew().unwrap();

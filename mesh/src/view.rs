@@ -47,8 +47,10 @@ pub struct RemoteInstance {
     pub node: Arc<str>,
     /// Owner node region.
     pub region: Arc<str>,
-    /// Owner node mesh address.
-    pub node_addr: std::net::SocketAddr,
+    /// Owner node backhaul address.
+    pub backhaul: std::net::SocketAddr,
+    /// This node's windowed-minimum RTT to the owner, ms (None until measured).
+    pub rtt_ms: Option<f64>,
     /// The load record.
     pub load: InstanceLoad,
     /// When its newest record arrived (mesh clock).

@@ -27,6 +27,7 @@ fn id(i: usize, generation: u64, region: &str) -> NodeId {
         name: format!("n{i}").into(),
         region: region.into(),
         addr: format!("127.0.0.1:{}", 10_000 + i).parse().unwrap(),
+        backhaul: format!("127.0.0.1:{}", 20_000 + i).parse().unwrap(),
         generation,
     }
 }

@@ -18,7 +18,7 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// Least time between two published snapshots.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// How often to knock on the seeds again while no member is known.
-const REJOIN_EVERY: Duration = Duration::from_secs(2);
+const REJOIN_EVERY: Duration = Duration::from_millis(500);
 /// A turn slower than this is logged.
 const SLOW_TURN: Duration = Duration::from_millis(50);
 

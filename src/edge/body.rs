@@ -153,3 +153,52 @@ where
         self.inner.size_hint()
     }
 }
+
+pin_project_lite::pin_project! {
+    /// Owner side of the backhaul: holds the instance's slot until the response body ends or is
+    /// dropped (the edge does the counting).
+    pub struct Holding<B> {
+        #[pin]
+        inner: B,
+        slot: Option<Slot>,
+    }
+}
+
+impl<B> Holding<B> {
+    /// Wraps `inner`, releasing `slot` at the end.
+    pub fn new(inner: B, slot: Slot) -> Self {
+        Self {
+            inner,
+            slot: Some(slot),
+        }
+    }
+}
+
+impl<B> HttpBody for Holding<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            this.slot.take();
+        }
+        r.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -35,6 +35,14 @@ pub enum ProxyError {
         /// The last connect error seen.
         last: ConnectError,
     },
+    /// No owner node could be reached over the backhaul.
+    #[error("could not reach any node hosting app {app:?}: {last}")]
+    Backhaul {
+        /// The app.
+        app: String,
+        /// The last backhaul error seen.
+        last: String,
+    },
     /// The instance did not start its response in time.
     #[error("app {0:?} took too long to respond")]
     Timeout(String),
@@ -58,7 +66,9 @@ impl ProxyError {
             | ProxyError::AtCapacity(_)
             | ProxyError::ForcedUnknown(_)
             | ProxyError::ForcedUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::Backhaul { .. }
+            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -72,6 +82,7 @@ impl ProxyError {
             | ProxyError::ForcedUnknown(_) => Phase::Route,
             ProxyError::AtCapacity(_) | ProxyError::ForcedUnavailable(_) => Phase::InstanceFull,
             ProxyError::Connect { .. } => Phase::InstanceConnect,
+            ProxyError::Backhaul { .. } => Phase::BackhaulConnect,
             ProxyError::Timeout(_) => Phase::Timeout,
             ProxyError::Upstream { .. } => Phase::Upstream,
         }

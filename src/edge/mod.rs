@@ -1,13 +1,19 @@
 //! The edge: client listeners, Host → app routing, the proxy handler and WebSocket splicing.
 
 mod body;
+mod candidates;
 mod error;
-mod headers;
+pub mod headers;
+mod penalty;
 mod proxy;
+mod replay;
 mod routes;
 mod server;
 mod upgrade;
 
+pub use body::Holding;
 pub use error::ProxyError;
+pub use penalty::Penalties;
 pub use routes::{AppRoute, RouteTable};
 pub use server::{serve, ConnCtx};
+pub use upgrade::splice;

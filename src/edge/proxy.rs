@@ -1,26 +1,33 @@
-//! The proxy handler: Host → app → ordered candidates → admit, connect, send; reject or failed
-//! connect moves on to the next candidate without waiting, up to the app's retry budget.
+//! The proxy handler: Host → app → ordered candidates anywhere in the cluster → admit and send.
+//! A reject or a failed connect moves on to the next candidate at once, up to the app's retries.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HOST;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::body::{Finish, TimedUpload, Tracked};
+use super::candidates::{self, Candidate, Remote, Target};
 use super::error::ProxyError;
 use super::headers::{add_forwarding, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded};
+use super::replay::Replayable;
 use super::routes::normalize_host;
 use super::server::ConnCtx;
 use super::upgrade::splice;
 use super::AppRoute;
-use crate::balance::{self, Empty, Hints, View};
+use crate::backhaul::protocol::{self, Reject};
+use crate::backhaul::BackhaulError;
+use crate::balance::{self, Empty, Hints};
 use crate::body::{boxed, Body};
 use crate::config::LimitType;
-use crate::local::{ConnectError, Instance, SendError, Slot, Upstream};
+use crate::local::{send_to_instance, ConnectError, Instance, Outcome, Slot};
 use crate::state::{EdgeSettings, NodeState};
 use crate::telemetry::{node_metrics, RetryReason};
+
+/// How long an instance that rejected as full is skipped by this edge.
+const FULL_PENALTY_MS: u64 = 1_000;
 
 /// Handles one client request end to end; never fails (errors become SPEC §6 responses).
 pub async fn handle(
@@ -69,7 +76,43 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
     normalize_host(raw)
 }
 
-/// Tries candidates in order. Returns the instance's response, or why none could answer.
+/// What one candidate did with the request.
+enum Step {
+    /// It answered (the slot, if local, is held until the response ends).
+    Done(Response<Incoming>, Option<Slot>),
+    /// Nothing reached it: try the next one.
+    Next(RetryReason, Miss),
+    /// It failed after the request went out.
+    Fatal(ProxyError),
+}
+
+/// Why a candidate was passed over.
+enum Miss {
+    Full,
+    Instance(ConnectError),
+    Backhaul(BackhaulError),
+}
+
+/// The parts of the client's request every attempt is rebuilt from.
+struct Proto {
+    method: http::Method,
+    uri: http::Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    body: Replayable,
+}
+
+impl Proto {
+    fn attempt(&self) -> Request<Body> {
+        let mut r = Request::new(self.body.attempt());
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
 async fn forward(
     node: &NodeState,
     conn: &ConnCtx,
@@ -79,8 +122,6 @@ async fn forward(
     start: Instant,
 ) -> Result<Response<Body>, ProxyError> {
     let hints = Hints::from_headers(req.headers());
-    let local = node.local.load();
-    let instances = local.for_app(&app.name);
     let now_ms = node.now_ms();
     let settings = node.settings.load();
 
@@ -88,94 +129,200 @@ async fn forward(
     let held = (app.kind == LimitType::Connections && hints == Hints::default())
         .then(|| conn.held_instance(&app.name, now_ms))
         .flatten();
-
-    let order: Vec<Arc<Instance>> = match held {
-        Some(inst) => vec![inst],
+    let (candidates, order) = match held {
+        Some(inst) => {
+            let c = Candidate {
+                target: Target::Local(inst),
+                region: node.region.clone(),
+                rtt_ms: 0.0,
+                load: 0,
+                healthy: true,
+            };
+            (vec![c], vec![0])
+        }
         None => {
-            let views: Vec<View<'_>> = instances
-                .iter()
-                .map(|i| View {
-                    id: &i.id,
-                    region: &node.region,
-                    rtt_ms: 0.0,
-                    load: i.load(),
-                    soft: app.soft,
-                    hard: app.hard,
-                    healthy: i.accepts_work(now_ms),
-                })
-                .collect();
-            match balance::select(app.strategy, &views, &hints, &mut rand::rng()) {
-                Ok(order) => order.into_iter().map(|i| instances[i].clone()).collect(),
-                Err(e) => return Err(empty_error(e, app, &hints)),
-            }
+            let cands = candidates::collect(node, app, now_ms);
+            let views: Vec<_> = cands.iter().map(|c| c.view(app)).collect();
+            let order = balance::select(app.strategy, &views, &hints, &mut rand::rng())
+                .map_err(|e| empty_error(e, app, &hints))?;
+            drop(views);
+            (cands, order)
         }
     };
 
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let h2 = req.version() == Version::HTTP_2;
-    let mut out = prepare(req, conn, node, app, rid, upgrade, h2);
+    let proto = prepare(req, conn, node, app, rid, upgrade, h2);
 
     let budget = 1 + app.retries as usize;
-    let (mut full, mut last_connect) = (0usize, None);
+    let (mut full, mut last_instance, mut last_backhaul) = (0usize, None, None);
     let mut previous = None;
-    for (attempt, inst) in order.iter().take(budget).enumerate() {
+    for (attempt, &i) in order.iter().take(budget).enumerate() {
         if let Some(reason) = previous.take() {
+            if !proto.body.can_replay() {
+                break; // the body was partly sent and is too large to send again
+            }
             app.metrics.retry(reason);
         }
-        let slot = match admit(conn, app, inst) {
-            Some(s) => s,
-            None => {
-                full += 1;
-                app.metrics.reject();
-                previous = Some(RetryReason::Full);
-                continue;
+        let cand = &candidates[i];
+        let step = match &cand.target {
+            Target::Local(inst) => {
+                attempt_local(
+                    node,
+                    conn,
+                    app,
+                    inst,
+                    proto.attempt(),
+                    h2,
+                    &settings,
+                    now_ms,
+                )
+                .await
+            }
+            Target::Remote(r) => {
+                attempt_remote(node, app, r, proto.attempt(), h2, upgrade, &settings).await
             }
         };
-        let upstream = match inst.connect(h2, false, settings.connect_timeout).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(request_id = ?rid, instance = %inst.id, error = %e, "instance connect failed; trying next");
-                inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
-                last_connect = Some(e);
-                previous = Some(RetryReason::Connect);
-                continue;
-            }
-        };
-        inst.mark_reachable();
-        set_target(&mut out, inst, h2);
-        match send(upstream, out, inst, h2, &settings, app).await {
-            Ok(resp) => {
-                let attempts = attempt + 1;
+        match step {
+            Step::Done(resp, slot) => {
                 return Ok(respond(
                     node,
                     app,
-                    inst,
+                    cand,
                     resp,
                     slot,
                     client_upgrade,
                     rid,
                     start,
-                    attempts,
+                    attempt + 1,
                     &settings,
                 ));
             }
-            Err(Failure::Fatal(e)) => return Err(e),
-            Err(Failure::Retry(req, e)) => {
-                tracing::warn!(request_id = ?rid, instance = %inst.id, error = %e, "instance connection failed before the request went out; trying next");
-                inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
-                out = *req;
-                last_connect = Some(e);
-                previous = Some(RetryReason::Connect);
+            Step::Fatal(e) => return Err(e),
+            Step::Next(reason, miss) => {
+                previous = Some(reason);
+                match miss {
+                    Miss::Full => {
+                        full += 1;
+                        app.metrics.reject();
+                    }
+                    Miss::Instance(e) => {
+                        tracing::warn!(request_id = ?rid, instance = %cand.target.id(), error = %e, "instance unreachable; trying next");
+                        last_instance = Some(e);
+                    }
+                    Miss::Backhaul(e) => {
+                        tracing::warn!(request_id = ?rid, instance = %cand.target.id(), error = %e, "backhaul failed; trying next");
+                        last_backhaul = Some(e);
+                    }
+                }
             }
         }
     }
-    match last_connect {
-        Some(last) if full == 0 => Err(ProxyError::Connect {
+    let name = app.name.to_string();
+    Err(match (full, last_instance, last_backhaul) {
+        (0, Some(last), _) => ProxyError::Connect { app: name, last },
+        (0, None, Some(last)) => ProxyError::Backhaul {
+            app: name,
+            last: last.to_string(),
+        },
+        _ => ProxyError::AtCapacity(name),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt_local(
+    node: &NodeState,
+    conn: &ConnCtx,
+    app: &AppRoute,
+    inst: &Arc<Instance>,
+    req: Request<Body>,
+    h2: bool,
+    settings: &EdgeSettings,
+    now_ms: u64,
+) -> Step {
+    let Some(slot) = admit(conn, app, inst) else {
+        return Step::Next(RetryReason::Full, Miss::Full);
+    };
+    match send_to_instance(
+        inst,
+        req,
+        h2,
+        settings.connect_timeout,
+        settings.response_timeout,
+    )
+    .await
+    {
+        Ok(resp) => {
+            inst.mark_reachable();
+            Step::Done(resp, slot)
+        }
+        Err(Outcome::Retry(_, e)) => {
+            inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
+            let _ = node;
+            Step::Next(RetryReason::Connect, Miss::Instance(e))
+        }
+        Err(Outcome::Timeout) => Step::Fatal(ProxyError::Timeout(app.name.to_string())),
+        Err(Outcome::Failed(source)) => Step::Fatal(ProxyError::Upstream {
             app: app.name.to_string(),
-            last,
+            source,
         }),
-        _ => Err(ProxyError::AtCapacity(app.name.to_string())),
+    }
+}
+
+async fn attempt_remote(
+    node: &NodeState,
+    app: &AppRoute,
+    r: &Remote,
+    mut req: Request<Body>,
+    h2: bool,
+    upgrade: bool,
+    settings: &EdgeSettings,
+) -> Step {
+    if let Ok(v) = HeaderValue::from_str(&r.id) {
+        req.headers_mut().insert(protocol::INSTANCE, v);
+    }
+    req.headers_mut().insert(
+        protocol::VERSION,
+        HeaderValue::from_static(if h2 { "2" } else { "1.1" }),
+    );
+    let sent = tokio::time::timeout(
+        settings.response_timeout,
+        node.backhaul.send(r.backhaul, &r.region, req, upgrade),
+    )
+    .await;
+    let now_ms = node.now_ms();
+    let resp = match sent {
+        Err(_) => return Step::Fatal(ProxyError::Timeout(app.name.to_string())),
+        Ok(Err(e @ (BackhaulError::Connect(..) | BackhaulError::NotSent(..)))) => {
+            node.penalties
+                .mark(&r.id, now_ms + settings.unreachable_for.as_millis() as u64);
+            return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
+        }
+        Ok(Err(BackhaulError::Failed(_, source))) => {
+            return Step::Fatal(ProxyError::Upstream {
+                app: app.name.to_string(),
+                source,
+            })
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    match Reject::from_headers(resp.headers()) {
+        None => Step::Done(resp, None),
+        Some((Reject::Full, load)) => {
+            tracing::debug!(instance = %r.id, node = %r.node, ?load, "owner rejected: full");
+            node.penalties.mark(&r.id, now_ms + FULL_PENALTY_MS);
+            Step::Next(RetryReason::Full, Miss::Full)
+        }
+        Some((why, _)) => {
+            node.penalties
+                .mark(&r.id, now_ms + settings.unreachable_for.as_millis() as u64);
+            let e = BackhaulError::Connect(
+                r.backhaul,
+                format!("owner {} refused: {}", r.node, why.as_str()),
+            );
+            Step::Next(RetryReason::Connect, Miss::Backhaul(e))
+        }
     }
 }
 
@@ -211,7 +358,7 @@ fn admit(conn: &ConnCtx, app: &AppRoute, inst: &Arc<Instance>) -> Option<Option<
     }
 }
 
-/// Rewrites the client's request for the instance: headers per SPEC §5, body timed and boxed.
+/// Rewrites the client's request once: headers per SPEC §5, body made replayable and timed.
 fn prepare(
     req: Request<Incoming>,
     conn: &ConnCtx,
@@ -220,7 +367,7 @@ fn prepare(
     rid: &HeaderValue,
     upgrade: bool,
     h2: bool,
-) -> Request<Body> {
+) -> Proto {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_internal(&mut parts.headers);
@@ -237,81 +384,12 @@ fn prepare(
             via_version: if h2 { "2" } else { "1.1" },
         },
     );
-    Request::from_parts(parts, boxed(TimedUpload::new(body, app.clone())))
-}
-
-/// HTTP/1.1 gets origin-form (`/path?q`) with the client's Host kept; h2 keeps the client's
-/// authority in `:authority` (the connection itself already goes to the instance).
-fn set_target(req: &mut Request<Body>, inst: &Instance, h2: bool) {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let uri = if h2 {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| inst.addr.to_string());
-        Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(pq)
-            .build()
-    } else {
-        pq.parse::<Uri>().map_err(http::Error::from)
-    };
-    if let Ok(uri) = uri {
-        *req.uri_mut() = uri;
-    }
-}
-
-/// Why one candidate did not answer.
-enum Failure {
-    /// Nothing reached the instance; the request is handed back for the next candidate.
-    Retry(Box<Request<Body>>, ConnectError),
-    /// The request (or part of it) went out: the client gets this error.
-    Fatal(ProxyError),
-}
-
-/// Sends on `upstream`; if the pooled connection was dead before anything went out, sends once
-/// more on a fresh one (still safe: nothing was sent).
-async fn send(
-    upstream: Upstream,
-    req: Request<Body>,
-    inst: &Arc<Instance>,
-    h2: bool,
-    settings: &EdgeSettings,
-    app: &AppRoute,
-) -> Result<Response<Incoming>, Failure> {
-    let failed = |source| {
-        Failure::Fatal(ProxyError::Upstream {
-            app: app.name.to_string(),
-            source,
-        })
-    };
-    let attempt = async {
-        let req = match upstream.send(req).await {
-            Ok(r) => return Ok(r),
-            Err(SendError::Failed(e)) => return Err(failed(e)),
-            Err(SendError::NotSent(req)) => req,
-        };
-        let fresh = match inst.connect(h2, true, settings.connect_timeout).await {
-            Ok(f) => f,
-            Err(e) => return Err(Failure::Retry(req, e)),
-        };
-        match fresh.send(*req).await {
-            Ok(r) => Ok(r),
-            Err(SendError::Failed(e)) => Err(failed(e)),
-            Err(SendError::NotSent(req)) => {
-                Err(Failure::Retry(req, ConnectError::ClosedEarly(inst.addr)))
-            }
-        }
-    };
-    match tokio::time::timeout(settings.response_timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure::Fatal(ProxyError::Timeout(app.name.to_string()))),
+    Proto {
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: parts.headers,
+        body: Replayable::new(boxed(TimedUpload::new(body, app.clone()))),
     }
 }
 
@@ -321,7 +399,7 @@ async fn send(
 fn respond(
     node: &NodeState,
     app: &Arc<AppRoute>,
-    inst: &Instance,
+    cand: &Candidate,
     mut resp: Response<Incoming>,
     slot: Option<Slot>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -338,12 +416,17 @@ fn respond(
     strip_internal(&mut parts.headers);
     parts.headers.insert("petrel-request-id", rid.clone());
     if settings.debug_headers {
+        let owner = match &cand.target {
+            Target::Local(_) => &node.name,
+            Target::Remote(r) => &r.node,
+        };
         let route = format!(
-            "instance={}; region={}; node={}; strategy={}; attempts={attempts}; rtt_ms=0.0",
-            inst.id,
-            node.region,
-            node.name,
-            app.strategy.as_str()
+            "instance={}; region={}; node={}; strategy={}; attempts={attempts}; rtt_ms={:.1}",
+            cand.target.id(),
+            cand.region,
+            owner,
+            app.strategy.as_str(),
+            cand.rtt_ms
         );
         if let Ok(v) = HeaderValue::from_str(&route) {
             parts.headers.insert("petrel-route", v);

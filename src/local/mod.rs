@@ -1,10 +1,12 @@
 //! Local instances: the table of instances hosted on this node, hard-limit admission, pooled connections.
 
+mod forward;
 mod instance;
 mod pool;
 mod registry;
 mod table;
 
+pub use forward::{send_to_instance, set_target, Outcome};
 pub use instance::{Instance, Slot};
 pub use pool::{ConnectError, SendError, Upstream};
 pub use registry::{RegisterError, Registry};

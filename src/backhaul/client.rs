@@ -1,0 +1,239 @@
+//! Edge side of the backhaul: pooled h2 connections per owner node, fresh h1 ones for upgrades.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::delay::Delayed;
+use super::protocol;
+use crate::body::Body;
+use crate::cluster::Delays;
+use crate::telemetry::BACKHAUL_CONNECT;
+
+/// Why a backhaul exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackhaulError {
+    /// No connection to the owner could be opened in time; nothing was sent.
+    #[error("backhaul connect to {0} failed: {1}")]
+    Connect(SocketAddr, String),
+    /// The connection was dead before the request went out; nothing was sent.
+    #[error("backhaul connection to {0} closed before the request was sent")]
+    NotSent(SocketAddr, Box<Request<Body>>),
+    /// The request went out and the exchange failed.
+    #[error("backhaul exchange with {0} failed: {1}")]
+    Failed(SocketAddr, hyper::Error),
+}
+
+/// Pooled connections to other nodes' backhaul listeners.
+pub struct BackhaulClient {
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+    connect_timeout: Duration,
+    delays: Option<Delays>,
+    key: Option<[u8; 32]>,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Delayed(Delayed<TcpStream>),
+}
+
+impl BackhaulClient {
+    /// A client with no connections yet.
+    pub fn new(connect_timeout: Duration, delays: Option<Delays>, key: Option<[u8; 32]>) -> Self {
+        Self {
+            h2: Mutex::new(HashMap::new()),
+            connect_timeout,
+            delays,
+            key,
+        }
+    }
+
+    async fn dial(&self, to: SocketAddr, region: &str) -> Result<Io, BackhaulError> {
+        let t0 = Instant::now();
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(to)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(BackhaulError::Connect(to, e.to_string())),
+            Err(_) => {
+                return Err(BackhaulError::Connect(
+                    to,
+                    format!("timed out after {:?}", self.connect_timeout),
+                ))
+            }
+        };
+        metrics::histogram!(BACKHAUL_CONNECT, "transport" => "h2")
+            .record(t0.elapsed().as_secs_f64());
+        let _ = stream.set_nodelay(true);
+        Ok(match self.delays.as_ref().map(|d| d.toward(region)) {
+            Some(d) if !d.is_zero() => Io::Delayed(Delayed::new(stream, d)),
+            _ => Io::Plain(stream),
+        })
+    }
+
+    async fn h2_sender(
+        &self,
+        to: SocketAddr,
+        region: &str,
+        fresh: bool,
+    ) -> Result<http2::SendRequest<Body>, BackhaulError> {
+        if !fresh {
+            if let Some(s) = self
+                .h2
+                .lock()
+                .expect("pool lock")
+                .get(&to)
+                .filter(|s| !s.is_closed())
+            {
+                return Ok(s.clone());
+            }
+        }
+        let io = self.dial(to, region).await?;
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .adaptive_window(true)
+            .keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let handshake = async {
+            match io {
+                Io::Plain(s) => {
+                    let (sender, conn) = b.handshake(TokioIo::new(s)).await?;
+                    tokio::spawn(conn);
+                    Ok::<_, hyper::Error>(sender)
+                }
+                Io::Delayed(s) => {
+                    let (sender, conn) = b.handshake(TokioIo::new(s)).await?;
+                    tokio::spawn(conn);
+                    Ok(sender)
+                }
+            }
+        };
+        let sender = match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(BackhaulError::Connect(to, e.to_string())),
+            Err(_) => return Err(BackhaulError::Connect(to, "h2 handshake timed out".into())),
+        };
+        self.h2
+            .lock()
+            .expect("pool lock")
+            .insert(to, sender.clone());
+        Ok(sender)
+    }
+
+    fn sign(&self, req: &mut Request<Body>) {
+        let Some(key) = &self.key else { return };
+        let get = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let tag = protocol::auth_tag(key, &get(protocol::INSTANCE), &get("petrel-request-id"));
+        if let Ok(v) = HeaderValue::from_str(&tag) {
+            req.headers_mut().insert(protocol::AUTH, v);
+        }
+    }
+
+    /// Sends `req` (already carrying `petrel-internal-instance`/`-version`) to the owner at `to`.
+    /// Upgrades (`upgrade = true`) go over a fresh HTTP/1.1 connection so the stream can be spliced.
+    pub async fn send(
+        &self,
+        to: SocketAddr,
+        region: &str,
+        mut req: Request<Body>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, BackhaulError> {
+        self.sign(&mut req);
+        if upgrade {
+            *req.version_mut() = http::Version::HTTP_11;
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            if let Ok(u) = pq.parse() {
+                *req.uri_mut() = u;
+            }
+            let io = self.dial(to, region).await?;
+            let (mut sender, handshake) = match io {
+                Io::Plain(s) => {
+                    let (sender, conn) = http1::handshake(TokioIo::new(s))
+                        .await
+                        .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
+                    (
+                        sender,
+                        tokio::spawn(async move {
+                            let _ = conn.with_upgrades().await;
+                        }),
+                    )
+                }
+                Io::Delayed(s) => {
+                    let (sender, conn) = http1::handshake(TokioIo::new(s))
+                        .await
+                        .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
+                    (
+                        sender,
+                        tokio::spawn(async move {
+                            let _ = conn.with_upgrades().await;
+                        }),
+                    )
+                }
+            };
+            drop(handshake);
+            return sender
+                .send_request(req)
+                .await
+                .map_err(|e| BackhaulError::Failed(to, e));
+        }
+        // h2: the client's authority rides in the URI.
+        if req.uri().authority().is_none() {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("backhaul")
+                .to_string();
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            if let Ok(u) = http::Uri::builder()
+                .scheme("http")
+                .authority(host)
+                .path_and_query(pq)
+                .build()
+            {
+                *req.uri_mut() = u;
+            }
+        }
+        *req.version_mut() = http::Version::HTTP_2;
+        req.headers_mut().remove(http::header::HOST);
+        let mut sender = self.h2_sender(to, region, false).await?;
+        match sender.try_send_request(req).await {
+            Ok(r) => Ok(r),
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    // Pooled connection was dead: one fresh try, still nothing sent.
+                    let mut fresh = self.h2_sender(to, region, true).await?;
+                    match fresh.try_send_request(req).await {
+                        Ok(r) => Ok(r),
+                        Err(mut e) => match e.take_message() {
+                            Some(req) => Err(BackhaulError::NotSent(to, Box::new(req))),
+                            None => Err(BackhaulError::Failed(to, e.into_error())),
+                        },
+                    }
+                }
+                None => Err(BackhaulError::Failed(to, e.into_error())),
+            },
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The backhaul: how an edge sends a request to the node that owns the chosen instance, and how
+//! that owner admits it against the instance's hard limit before the instance sees a byte.
+//!
+//! Transport: HTTP/2 over TCP (one multiplexed connection per peer), HTTP/1.1 for upgrades
+//! (WebSockets). Requests carry `petrel-internal-*` headers, authenticated with the cluster key.
+
+mod client;
+pub mod delay;
+pub mod protocol;
+mod server;
+
+pub use client::{BackhaulClient, BackhaulError};
+pub use server::serve;

@@ -1,0 +1,138 @@
+//! The backhaul's internal headers: which instance, which HTTP version, and the owner's reject.
+//! All live under `petrel-internal-`, which edges and owners strip before anything leaves the cluster.
+
+use hmac::{Hmac, Mac};
+use http::HeaderMap;
+use sha2::Sha256;
+
+/// Target instance id (edge → owner).
+pub const INSTANCE: &str = "petrel-internal-instance";
+/// The client's HTTP version, "1.1" or "2" (edge → owner), so the instance sees the same.
+pub const VERSION: &str = "petrel-internal-version";
+/// HMAC over the target and request id with the cluster key (edge → owner).
+pub const AUTH: &str = "petrel-internal-auth";
+/// Owner's refusal: "full", "connect", "unknown", "down" or "auth" (owner → edge).
+pub const REJECT: &str = "petrel-internal-reject";
+/// The instance's load when it refused (owner → edge), so the edge's view is fresh at once.
+pub const LOAD: &str = "petrel-internal-load";
+
+/// Why an owner refused a backhaul request; nothing reached the instance in any of these cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// At its hard limit.
+    Full,
+    /// The owner could not connect to the instance.
+    Connect,
+    /// No such instance on that node (any more).
+    Unknown,
+    /// Being removed or failing checks.
+    Down,
+    /// The request did not carry valid cluster credentials.
+    Auth,
+}
+
+impl Reject {
+    /// Header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Full => "full",
+            Reject::Connect => "connect",
+            Reject::Unknown => "unknown",
+            Reject::Down => "down",
+            Reject::Auth => "auth",
+        }
+    }
+
+    /// Parses a header value.
+    pub fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "full" => Reject::Full,
+            "connect" => Reject::Connect,
+            "unknown" => Reject::Unknown,
+            "down" => Reject::Down,
+            "auth" => Reject::Auth,
+            _ => return None,
+        })
+    }
+
+    /// Reads a reject from response headers.
+    pub fn from_headers(h: &HeaderMap) -> Option<(Self, Option<u32>)> {
+        let r = Self::parse(h.get(REJECT)?.to_str().ok()?)?;
+        let load = h
+            .get(LOAD)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Some((r, load))
+    }
+}
+
+/// Computes the auth tag for a request to `instance` with `request_id`.
+pub fn auth_tag(key: &[u8; 32], instance: &str, request_id: &str) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    m.update(instance.as_bytes());
+    m.update(b"\n");
+    m.update(request_id.as_bytes());
+    m.finalize().into_bytes()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks a request's auth tag; an open cluster (no key) accepts everything.
+pub fn verify(key: Option<&[u8; 32]>, h: &HeaderMap) -> bool {
+    let Some(key) = key else { return true };
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    match (get(INSTANCE), get("petrel-request-id"), get(AUTH)) {
+        (Some(i), Some(r), Some(tag)) => {
+            let want = auth_tag(key, i, r);
+            // Constant-time compare.
+            want.len() == tag.len()
+                && want
+                    .bytes()
+                    .zip(tag.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0
+        }
+        _ => false,
+    }
+}
+
+/// Removes every `petrel-internal-*` header.
+pub fn strip(h: &mut HeaderMap) {
+    let names: Vec<_> = h
+        .keys()
+        .filter(|n| n.as_str().starts_with("petrel-internal-"))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_binds_instance_and_request_id() {
+        let key = [3u8; 32];
+        let mut h = HeaderMap::new();
+        h.insert(INSTANCE, "i1".parse().unwrap());
+        h.insert("petrel-request-id", "r1".parse().unwrap());
+        h.insert(AUTH, auth_tag(&key, "i1", "r1").parse().unwrap());
+        assert!(verify(Some(&key), &h));
+        assert!(!verify(Some(&[4u8; 32]), &h), "other key");
+        h.insert(INSTANCE, "i2".parse().unwrap());
+        assert!(!verify(Some(&key), &h), "tag is bound to the instance");
+        assert!(verify(None, &h), "open cluster");
+        for r in [
+            Reject::Full,
+            Reject::Connect,
+            Reject::Unknown,
+            Reject::Down,
+            Reject::Auth,
+        ] {
+            assert_eq!(Reject::parse(r.as_str()), Some(r));
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Owner side of the backhaul: authenticate, admit against the instance's hard limit before the
+//! instance sees a byte, forward in the client's HTTP version, or answer a reject at once.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use super::protocol::{self, Reject};
+use crate::body::{boxed, empty, Body};
+use crate::cluster::Delays;
+use crate::edge::headers::{strip_hop_by_hop, wants_upgrade};
+use crate::local::{send_to_instance, Outcome};
+use crate::state::NodeState;
+
+/// Serves backhaul requests from other nodes until the drain starts.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<NodeState>,
+    key: Option<[u8; 32]>,
+    delays: Option<Delays>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .adaptive_window(true)
+        .max_concurrent_streams(10_000)
+        .keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let delays = Arc::new(delays);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = node.shutdown.draining() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "backhaul accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (svc_node, delays) = (node.clone(), delays.clone());
+        let svc = service_fn(move |req| {
+            let (node, delays) = (svc_node.clone(), delays.clone());
+            async move {
+                Ok::<_, Infallible>(
+                    handle(&node, key.as_ref(), delays.as_ref().as_ref(), req).await,
+                )
+            }
+        });
+        let conn = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
+        node.shutdown.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "backhaul connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+fn reject(r: Reject, load: Option<u32>) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    resp.headers_mut()
+        .insert(protocol::REJECT, HeaderValue::from_static(r.as_str()));
+    if let Some(l) = load {
+        resp.headers_mut()
+            .insert(protocol::LOAD, HeaderValue::from(l));
+    }
+    resp
+}
+
+async fn handle(
+    node: &NodeState,
+    key: Option<&[u8; 32]>,
+    delays: Option<&Delays>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    // Our own [simulate] delay applies to what we send back toward the edge's region.
+    let back = delays
+        .zip(
+            req.headers()
+                .get("petrel-edge-region")
+                .and_then(|v| v.to_str().ok()),
+        )
+        .map(|(d, r)| d.toward(r))
+        .unwrap_or_default();
+    let resp = admit_and_forward(node, key, req).await;
+    if !back.is_zero() {
+        tokio::time::sleep(back).await;
+    }
+    resp
+}
+
+async fn admit_and_forward(
+    node: &NodeState,
+    key: Option<&[u8; 32]>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    if !protocol::verify(key, req.headers()) {
+        tracing::warn!("backhaul request without valid cluster credentials refused");
+        crate::telemetry::node_metrics()
+            .backhaul
+            .failure(crate::telemetry::Phase::Auth);
+        return reject(Reject::Auth, None);
+    }
+    let id = req
+        .headers()
+        .get(protocol::INSTANCE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let h2 = req
+        .headers()
+        .get(protocol::VERSION)
+        .is_some_and(|v| v == "2");
+    let local = node.local.load();
+    let Some(inst) = local.get(&id).cloned() else {
+        return reject(Reject::Unknown, None);
+    };
+    let routes = node.routes.load();
+    let Some(app) = routes.by_name(&inst.app).cloned() else {
+        return reject(Reject::Unknown, None);
+    };
+    drop(routes);
+    let now_ms = node.now_ms();
+    if !inst.accepts_work(now_ms) {
+        return reject(Reject::Down, None);
+    }
+    let Some(slot) = inst.try_acquire(app.hard) else {
+        app.metrics.reject();
+        return reject(Reject::Full, Some(inst.load()));
+    };
+    let upgrade = wants_upgrade(req.headers());
+    let edge_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    protocol::strip(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    let out = Request::from_parts(parts, boxed(body));
+    let settings = node.settings.load();
+    let resp = match send_to_instance(
+        &inst,
+        out,
+        h2 && !upgrade,
+        settings.connect_timeout,
+        settings.response_timeout,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(Outcome::Retry(_, e)) => {
+            tracing::warn!(instance = %inst.id, error = %e, "instance connect failed (backhaul)");
+            inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
+            return reject(Reject::Connect, None);
+        }
+        Err(Outcome::Timeout) => {
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            return r;
+        }
+        Err(Outcome::Failed(e)) => {
+            tracing::info!(instance = %inst.id, error = %e, "instance exchange failed (backhaul)");
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            return r;
+        }
+    };
+    let mut resp = resp;
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let instance_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching);
+    protocol::strip(&mut parts.headers);
+    match (edge_upgrade, instance_upgrade) {
+        (Some(e), Some(i)) => {
+            let rid = parts
+                .headers
+                .get("petrel-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            node.shutdown
+                .spawn(crate::edge::splice(e, i, Some(slot), rid));
+            Response::from_parts(parts, boxed(body))
+        }
+        _ => Response::from_parts(parts, boxed(crate::edge::Holding::new(body, slot))),
+    }
+}

@@ -1,0 +1,169 @@
+//! A request body that can be sent again: what was read is kept (up to a bound) so a request the
+//! owner rejected can go to the next candidate. Beyond the bound it streams and cannot be replayed.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::body::{Body, BoxError};
+
+/// Bodies up to this size stay replayable.
+pub const REPLAY_LIMIT: usize = 256 * 1024;
+
+struct Inner {
+    source: Body,
+    kept: Vec<Bytes>,
+    kept_bytes: usize,
+    /// Bytes read from the client so far.
+    total: usize,
+    overflow: bool,
+    ended: bool,
+}
+
+/// The client's body, shared by successive attempts.
+#[derive(Clone)]
+pub struct Replayable(Arc<Mutex<Inner>>);
+
+impl Replayable {
+    /// Wraps the client's body.
+    pub fn new(source: Body) -> Self {
+        Self(Arc::new(Mutex::new(Inner {
+            source,
+            kept: Vec::new(),
+            kept_bytes: 0,
+            total: 0,
+            overflow: false,
+            ended: false,
+        })))
+    }
+
+    /// False once more than `REPLAY_LIMIT` bytes were read: a new attempt could not resend them.
+    pub fn can_replay(&self) -> bool {
+        !self.0.lock().expect("body lock").overflow
+    }
+
+    /// A body for one attempt: replays what was read so far, then reads on.
+    pub fn attempt(&self) -> Body {
+        http_body_util::BodyExt::boxed_unsync(Attempt {
+            shared: self.0.clone(),
+            pos: 0,
+            sent: 0,
+        })
+    }
+}
+
+struct Attempt {
+    shared: Arc<Mutex<Inner>>,
+    pos: usize,
+    sent: usize,
+}
+
+impl HttpBody for Attempt {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let shared = self.shared.clone();
+        let mut inner = shared.lock().expect("body lock");
+        if !inner.overflow && self.pos < inner.kept.len() {
+            let b = inner.kept[self.pos].clone();
+            self.pos += 1;
+            self.sent += b.len();
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if self.sent != inner.total {
+            // Another attempt read past the replay limit: this one cannot resend those bytes.
+            return Poll::Ready(Some(Err(
+                "request body was partly sent elsewhere and cannot be replayed".into(),
+            )));
+        }
+        if inner.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut inner.source).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    inner.total += data.len();
+                    self.sent += data.len();
+                    if !inner.overflow && inner.kept_bytes + data.len() <= REPLAY_LIMIT {
+                        inner.kept_bytes += data.len();
+                        inner.kept.push(data.clone());
+                        self.pos = inner.kept.len();
+                    } else {
+                        inner.overflow = true;
+                        inner.kept = Vec::new();
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                inner.ended = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.shared.lock().expect("body lock");
+        if inner.ended && !inner.overflow {
+            SizeHint::with_exact(inner.kept_bytes as u64)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn small_bodies_replay_in_full() {
+        let r = Replayable::new(crate::body::full("hello world"));
+        let first = r.attempt().collect().await.unwrap().to_bytes();
+        let second = r.attempt().collect().await.unwrap().to_bytes();
+        assert_eq!(first, "hello world");
+        assert_eq!(second, "hello world");
+        assert!(r.can_replay());
+    }
+
+    #[tokio::test]
+    async fn a_partly_read_body_replays_then_continues() {
+        let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from("ab"))),
+            Ok(Frame::data(Bytes::from("cd"))),
+        ];
+        let src = crate::body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )));
+        let r = Replayable::new(src);
+        let mut a = r.attempt();
+        let f = a.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "ab");
+        drop(a); // rejected after one chunk
+        assert_eq!(r.attempt().collect().await.unwrap().to_bytes(), "abcd");
+    }
+
+    #[tokio::test]
+    async fn large_bodies_stream_once_and_a_second_attempt_fails() {
+        let big = vec![1u8; REPLAY_LIMIT + 1];
+        let r = Replayable::new(crate::body::full(big));
+        assert_eq!(
+            r.attempt().collect().await.unwrap().to_bytes().len(),
+            REPLAY_LIMIT + 1
+        );
+        assert!(!r.can_replay());
+        assert!(
+            r.attempt().collect().await.is_err(),
+            "must not send a truncated body"
+        );
+    }
+}
