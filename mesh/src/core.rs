@@ -516,7 +516,9 @@ impl Mesh {
     /// Builds the snapshot the request path routes on.
     pub fn view(&self, now: Duration) -> ClusterView {
         let mut members = Vec::new();
-        let mut live: HashMap<Arc<str>, (u64, Arc<str>, SocketAddr, Option<f64>)> = HashMap::new();
+        // name → (generation, region, backhaul, rtt) of members that are not down
+        type Live = (u64, Arc<str>, SocketAddr, Option<f64>);
+        let mut live: HashMap<Arc<str>, Live> = HashMap::new();
         for m in self.foca.iter_membership_state() {
             let id = m.id();
             if id.name.is_empty() || *id == self.id {
