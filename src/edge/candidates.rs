@@ -54,20 +54,24 @@ pub struct Candidate {
     pub rtt_ms: f64,
     /// Current load (a recent reject counts as full).
     pub load: u32,
+    /// Soft limit the owner applies.
+    pub soft: u32,
+    /// Hard limit the owner enforces.
+    pub hard: u32,
     /// May be given work.
     pub healthy: bool,
 }
 
 impl Candidate {
     /// The strategy's view of it.
-    pub fn view<'a>(&'a self, app: &AppRoute) -> View<'a> {
+    pub fn view(&self) -> View<'_> {
         View {
             id: self.target.id(),
             region: &self.region,
             rtt_ms: self.rtt_ms,
             load: self.load,
-            soft: app.soft,
-            hard: app.hard,
+            soft: self.soft,
+            hard: self.hard,
             healthy: self.healthy,
         }
     }
@@ -82,6 +86,8 @@ pub fn collect(node: &NodeState, app: &AppRoute, now_ms: u64) -> Vec<Candidate> 
             region: node.region.clone(),
             rtt_ms: 0.0,
             load: i.load(),
+            soft: app.soft,
+            hard: app.hard,
             healthy: i.accepts_work(now_ms),
         });
     }
@@ -102,12 +108,14 @@ pub fn collect(node: &NodeState, app: &AppRoute, now_ms: u64) -> Vec<Candidate> 
             region: r.region.clone(),
             rtt_ms: r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS),
             load: r.load.load,
+            soft: r.load.soft,
+            hard: r.load.hard,
             healthy: r.load.healthy,
         });
     }
     for c in out.iter_mut() {
         if node.penalties.active(c.target.id(), now_ms) {
-            c.load = c.load.max(app.hard);
+            c.load = c.load.max(c.hard);
         }
     }
     out

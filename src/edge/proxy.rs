@@ -136,13 +136,15 @@ async fn forward(
                 region: node.region.clone(),
                 rtt_ms: 0.0,
                 load: 0,
+                soft: app.soft,
+                hard: app.hard,
                 healthy: true,
             };
             (vec![c], vec![0])
         }
         None => {
             let cands = candidates::collect(node, app, now_ms);
-            let views: Vec<_> = cands.iter().map(|c| c.view(app)).collect();
+            let views: Vec<_> = cands.iter().map(Candidate::view).collect();
             let order = balance::select(app.strategy, &views, &hints, &mut rand::rng())
                 .map_err(|e| empty_error(e, app, &hints))?;
             drop(views);
@@ -220,6 +222,11 @@ async fn forward(
         }
     }
     let name = app.name.to_string();
+    if let Some(forced) = hints.force.as_deref() {
+        return Err(ProxyError::ForcedUnavailable(
+            forced.chars().take(63).collect(),
+        ));
+    }
     Err(match (full, last_instance, last_backhaul) {
         (0, Some(last), _) => ProxyError::Connect { app: name, last },
         (0, None, Some(last)) => ProxyError::Backhaul {

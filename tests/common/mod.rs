@@ -43,7 +43,11 @@ impl Proc {
         });
         let (etx, erx) = mpsc::channel();
         std::thread::spawn(move || {
+            let echo = std::env::var_os("PETREL_TEST_LOG").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[petrel] {line}");
+                }
                 let _ = etx.send(line);
             }
         });
@@ -231,7 +235,7 @@ impl<'a> Spec<'a> {
         let seeds: Vec<String> = self.seeds.iter().map(|s| format!("\"{s}\"")).collect();
         let mut t = format!(
             "[node]\nname = \"{}\"\nregion = \"{}\"\ndrain_timeout = \"10s\"\n\n\
-             [edge]\nlisten = [\"127.0.0.1:0\"]\n\n\
+             [edge]\nlisten = [\"127.0.0.1:0\"]\ndebug_headers = true\n\n\
              [mesh]\nbind = \"127.0.0.1:{}\"\nseeds = [{}]\nprofile = \"lan\"\n",
             self.name,
             self.region,

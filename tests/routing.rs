@@ -1,0 +1,324 @@
+//! Global routing over real processes with simulated inter-region latency (iad/ord/fra, RTT 80/300/240
+//! ms): closest first, spill-over to the nearer region at hard limit, reject-and-retry, routing
+//! headers, HTTP versions kept across the backhaul, nothing internal leaking.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::http::{get, get_json, request, request_h2, send};
+use common::{app_toml, backend, free_udp_port, Backend, Node, Spec};
+
+const KEY: &str = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+struct World {
+    nodes: Vec<Node>,
+    backends: Vec<Backend>,
+}
+
+fn topology() -> &'static std::path::Path {
+    let p: PathBuf =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/topologies/demo3.toml");
+    Box::leak(p.into_boxed_path())
+}
+
+/// One node per region, each hosting one instance `<region>-1` of app "hello" (soft = hard = `hard`).
+async fn world(hard: [u32; 3]) -> World {
+    let regions = ["iad", "ord", "fra"];
+    let seed_port = free_udp_port();
+    let seed: SocketAddr = format!("127.0.0.1:{seed_port}").parse().unwrap();
+    let backends: Vec<Backend> = regions.iter().map(|r| backend(&format!("{r}-1"))).collect();
+    let mut nodes = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        let mut s = Spec::new(Box::leak(format!("node-{r}").into_boxed_str()), r);
+        s.key = Some(KEY);
+        s.topology = Some(topology());
+        // Each node sees the app with its own instance's limits; limits are per app, so give
+        // each node the same app file with the limit of its instance.
+        s.apps = vec![("hello", app_toml("hello", hard[i], hard[i], "closest", 3))];
+        s.instances = vec![(
+            Box::leak(format!("{r}-1").into_boxed_str()),
+            "hello",
+            backends[i].addr,
+        )];
+        if i == 0 {
+            s.mesh_port = seed_port;
+        } else {
+            s.seeds = vec![seed];
+        }
+        nodes.push(s.start());
+    }
+    // Ready when the iad edge sees all three instances and has RTTs to both peers.
+    let t0 = Instant::now();
+    loop {
+        let inst = get_json(nodes[0].admin, "/v1/instances").await["instances"]
+            .as_array()
+            .unwrap()
+            .len();
+        let members = get_json(nodes[0].admin, "/v1/members").await["members"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let measured = members.len() == 2 && members.iter().all(|m| m["rtt_min_ms"].is_number());
+        if inst == 3 && measured {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "world never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    World { nodes, backends }
+}
+
+fn route(r: &common::http::Reply) -> String {
+    r.header("petrel-route").unwrap_or_default().to_string()
+}
+
+/// Holds `n` slow requests on `instance` through `edge` (forced), returning their handles.
+fn hold(edge: SocketAddr, instance: &str, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<u16>> {
+    (0..n)
+        .map(|_| {
+            let inst = instance.to_string();
+            tokio::spawn(async move {
+                let req = request(
+                    "GET",
+                    "hello",
+                    &format!("/sleep?ms={ms}"),
+                    &[("petrel-force-instance-id", &inst)],
+                );
+                send(edge, false, req).await.status.as_u16()
+            })
+        })
+        .collect()
+}
+
+async fn wait_load(admin: SocketAddr, id: &str, want: u64) {
+    let t0 = Instant::now();
+    loop {
+        let v = get_json(admin, "/v1/instances").await;
+        let load = v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .and_then(|i| i["load"].as_u64());
+        if load == Some(want) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{id} never reached load {want} (now {load:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closest_first_then_the_nearer_region_when_full() {
+    let w = world([2, 2, 2]).await;
+    let edge = w.nodes[0].edge;
+    for _ in 0..5 {
+        let r = get(edge, "hello", "/").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-backend-id"), Some("iad-1"), "{}", route(&r));
+    }
+    let held = hold(edge, "iad-1", 2, 3000);
+    wait_load(w.nodes[0].admin, "iad-1", 2).await;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let r = get(edge, "hello", "/").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("x-backend-id"),
+            Some("ord-1"),
+            "B (ord, 80 ms) not C (fra, 300 ms): {}",
+            route(&r)
+        );
+        assert!(route(&r).contains("region=ord"), "{}", route(&r));
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(75),
+            "simulated RTT applies to the backhaul: {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(1500),
+            "did not wait for iad's capacity: {took:?}"
+        );
+    }
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    drop(w.backends);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturated_region_spills_over_with_rejects_and_no_instance_exceeds_its_limit() {
+    let w = world([3, 3, 40]).await;
+    let (a, b) = (&w.nodes[0], &w.nodes[1]);
+    // iad-1 and ord-1 full of slow requests (ord's held from its own edge).
+    let mut held = hold(a.edge, "iad-1", 3, 6000);
+    held.extend(hold(b.edge, "ord-1", 3, 6000));
+    wait_load(a.admin, "iad-1", 3).await;
+    wait_load(b.admin, "ord-1", 3).await;
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    let edge = a.edge;
+    for _ in 0..10 {
+        tasks.push(tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            for _ in 0..20 {
+                let t = Instant::now();
+                let r = get(edge, "hello", "/").await;
+                assert_eq!(r.status, 200, "{}", r.text());
+                assert_eq!(r.header("x-backend-id"), Some("fra-1"));
+                worst = worst.max(t.elapsed());
+            }
+            worst
+        }));
+    }
+    let mut worst = Duration::ZERO;
+    for t in tasks {
+        worst = worst.max(t.await.unwrap());
+    }
+    let took = t0.elapsed();
+    let metrics = get(a.admin, "localhost", "/metrics").await.text();
+    let retries: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("petrel_retries_total{") && l.contains("app=\"hello\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "200 requests via fra in {took:?} (slowest {worst:?}); retries {retries} ({:.1}/s)",
+        retries / took.as_secs_f64()
+    );
+    assert!(
+        worst < Duration::from_secs(2),
+        "a request waited for capacity: {worst:?}"
+    );
+    for (be, hard) in w.backends.iter().zip([3, 3, 40]) {
+        let max = get_json(be.addr, "/stats").await["max_inflight"]
+            .as_u64()
+            .unwrap();
+        assert!(max <= hard, "{} max_inflight {max} > hard {hard}", be.id);
+    }
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_headers_versions_and_no_internal_leaks_across_the_backhaul() {
+    let w = world([2, 2, 2]).await;
+    let edge = w.nodes[0].edge;
+    // Force to a remote instance; HTTP/1.1 stays 1.1, h2 stays h2.
+    let r = send(
+        edge,
+        false,
+        request(
+            "GET",
+            "hello",
+            "/headers",
+            &[("fly-force-instance-id", "fra-1")],
+        ),
+    )
+    .await;
+    assert_eq!(r.header("x-backend-id"), Some("fra-1"));
+    let h = r.json();
+    assert_eq!(h[":version"], "HTTP/1.1");
+    assert_eq!(h["petrel-edge-region"], "iad");
+    assert_eq!(h["petrel-client-ip"], "127.0.0.1");
+    let mut req = request_h2("hello", "/headers");
+    req.headers_mut()
+        .insert("petrel-force-instance-id", "fra-1".parse().unwrap());
+    let r2 = send(edge, true, req).await;
+    assert_eq!(r2.json()[":version"], "HTTP/2.0");
+    for reply in [&r, &r2] {
+        let instance_side = reply.json();
+        for (k, v) in instance_side.as_object().unwrap() {
+            assert!(
+                !k.starts_with("petrel-internal"),
+                "internal header reached the instance: {k}: {v}"
+            );
+        }
+        for k in reply.headers.keys() {
+            assert!(
+                !k.as_str().starts_with("petrel-internal"),
+                "internal header reached the client: {k}"
+            );
+        }
+    }
+    // Prefer region with fallback; prefer instance.
+    let r = send(
+        edge,
+        false,
+        request("GET", "hello", "/", &[("petrel-prefer-region", "fra")]),
+    )
+    .await;
+    assert_eq!(r.header("x-backend-id"), Some("fra-1"));
+    let r = send(
+        edge,
+        false,
+        request(
+            "GET",
+            "hello",
+            "/",
+            &[("petrel-prefer-instance-id", "ord-1")],
+        ),
+    )
+    .await;
+    assert_eq!(r.header("x-backend-id"), Some("ord-1"));
+    // A forced instance that is full: 503 naming it, never another instance.
+    let held = hold(w.nodes[2].edge, "fra-1", 2, 3000);
+    wait_load(w.nodes[2].admin, "fra-1", 2).await;
+    let r = send(
+        edge,
+        false,
+        request(
+            "GET",
+            "hello",
+            "/",
+            &[("petrel-force-instance-id", "fra-1")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("fra-1"), "{}", r.text());
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_across_the_backhaul() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let w = world([5, 5, 5]).await;
+    let stream = tokio::net::TcpStream::connect(w.nodes[0].edge)
+        .await
+        .unwrap();
+    let mut req = "ws://hello/ws".into_client_request().unwrap();
+    req.headers_mut().insert("host", "hello".parse().unwrap());
+    req.headers_mut()
+        .insert("petrel-force-instance-id", "ord-1".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..50 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::text(format!("m{i}")));
+    }
+    // The WebSocket holds one unit of ord-1's load, as its owner counts it.
+    wait_load(w.nodes[1].admin, "ord-1", 1).await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+    wait_load(w.nodes[1].admin, "ord-1", 0).await;
+}
