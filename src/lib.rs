@@ -14,6 +14,7 @@
 //! - [`local`]: local instances, hard-limit admission, pooled instance connections.
 //! - [`admin`]: admin API, `/metrics`, dashboard, on its own runtime.
 //! - [`backend`]: the built-in origin used by demo, tests and benches.
+//! - [`demo`]: `petrel demo`, a multi-region cluster of child processes on loopback.
 //! - [`telemetry`]: logging and every metric name.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ pub mod balance;
 pub mod body;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod edge;
 pub mod local;
 pub mod shutdown;

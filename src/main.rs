@@ -55,6 +55,13 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         app: Option<PathBuf>,
     },
+    /// Start a small multi-region cluster on loopback (default: 3 regions × 2 nodes, built-in
+    /// backends, simulated inter-region latency), print the URLs to try, run until Ctrl-C, drain.
+    Demo {
+        /// A topology file (config/topologies/*.toml); regions are taken in file order.
+        #[arg(long, value_name = "FILE")]
+        topology: Option<PathBuf>,
+    },
     /// The built-in origin: GET / (hello), /sleep?ms=N, /bytes?n=N, /status?code=N, /headers,
     /// /health[?fail=1], /ws (WebSocket echo), /stats. Every response carries X-Backend-Id.
     Backend {
@@ -74,6 +81,13 @@ fn main() -> ExitCode {
         Cmd::Check { config, app } => check(config, app),
         Cmd::Run { config } => run(config),
         Cmd::Backend { listen, id } => backend(listen, id),
+        Cmd::Demo { topology } => match petrel::demo::run(topology) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("petrel demo: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
