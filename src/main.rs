@@ -77,6 +77,12 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging();
+    // Every proxied connection costs two descriptors (more for WebSockets over the backhaul):
+    // raise the soft limit to the hard one, as HAProxy and Envoy do.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     match cli.cmd {
         Cmd::Check { config, app } => check(config, app),
         Cmd::Run { config } => run(config),
