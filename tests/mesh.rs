@@ -485,3 +485,34 @@ async fn instances_registered_at_run_time_are_gossiped_and_removed() {
     assert!(instance_ids(&a).await.is_empty());
     assert_eq!(get(a.edge, "app", "/").await.status, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_the_mesh_so_peers_stop_routing_at_once() {
+    let seed_port = free_udp_port();
+    let seed: SocketAddr = format!("127.0.0.1:{seed_port}").parse().unwrap();
+    let mut a = Spec::new("a", "iad");
+    a.mesh_port = seed_port;
+    let a = a.start();
+    let mut b = Spec::new("b", "iad");
+    b.seeds = vec![seed];
+    let mut b = b.start();
+    assert!(within(Duration::from_secs(5), || async {
+        alive(&a).await == ["b"]
+    })
+    .await
+    .is_some());
+    b.proc.signal(15);
+    let took = within(Duration::from_secs(2), || async {
+        members(&a)
+            .await
+            .iter()
+            .any(|m| m["node"] == "b" && m["state"] == "down")
+    })
+    .await;
+    eprintln!("leave seen by peer after {took:?}");
+    assert!(
+        took.is_some(),
+        "peer did not mark the leaving node down within 2 s"
+    );
+    assert_eq!(b.proc.wait_exit(Duration::from_secs(10)), Some(0));
+}
