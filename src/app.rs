@@ -32,6 +32,7 @@ pub struct App {
     mesh_addr: Option<SocketAddr>,
     backhaul: Option<TcpListener>,
     key: Option<[u8; 32]>,
+    tls: Option<Arc<crate::backhaul::tls::ClusterTls>>,
     delays: Option<Delays>,
     cfg: Config,
 }
@@ -111,10 +112,26 @@ impl App {
             }
             None => None,
         };
+        let tls = match &key {
+            Some(k) => Some(Arc::new(
+                crate::backhaul::tls::ClusterTls::derive(k, &cfg.node.node.name).map_err(|e| {
+                    BindError {
+                        key: "mesh.cluster_key".into(),
+                        addr: bh_addr,
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?,
+            )),
+            None => {
+                tracing::warn!("backhaul runs without TLS because mesh.cluster_key is unset");
+                None
+            }
+        };
         let client = crate::backhaul::BackhaulClient::new(
             cfg.node.backhaul.connect_timeout.get(),
             delays.clone(),
             key,
+            tls.clone(),
         );
         let node = NodeState::new(&cfg, shutdown, client);
         let profile = match cfg.node.mesh.profile {
@@ -144,6 +161,7 @@ impl App {
             mesh_addr,
             backhaul: Some(backhaul),
             key,
+            tls,
             delays,
             cfg,
         })
@@ -155,6 +173,11 @@ impl App {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
+    }
+
+    /// Where the backhaul listens.
+    pub fn backhaul_addr(&self) -> Option<SocketAddr> {
+        self.backhaul.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Where the mesh socket is bound.
@@ -179,6 +202,7 @@ impl App {
                 self.node.clone(),
                 self.key,
                 self.delays.clone(),
+                self.tls.clone(),
             ))
         });
         let mesh = match self.mesh.take() {

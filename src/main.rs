@@ -186,6 +186,9 @@ fn run(path: PathBuf) -> ExitCode {
             if let Some(a) = app.mesh_addr() {
                 let _ = writeln!(out, "mesh listening on udp://{a}");
             }
+            if let Some(a) = app.backhaul_addr() {
+                let _ = writeln!(out, "backhaul listening on tcp://{a}");
+            }
             let _ = out.flush();
         }
         let serving = tokio::spawn(app.run());

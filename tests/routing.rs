@@ -160,8 +160,8 @@ async fn saturated_region_spills_over_with_rejects_and_no_instance_exceeds_its_l
     let w = world([3, 3, 40]).await;
     let (a, b) = (&w.nodes[0], &w.nodes[1]);
     // iad-1 and ord-1 full of slow requests (ord's held from its own edge).
-    let mut held = hold(a.edge, "iad-1", 3, 6000);
-    held.extend(hold(b.edge, "ord-1", 3, 6000));
+    let mut held = hold(a.edge, "iad-1", 3, 15000);
+    held.extend(hold(b.edge, "ord-1", 3, 15000));
     wait_load(a.admin, "iad-1", 3).await;
     wait_load(b.admin, "ord-1", 3).await;
     let t0 = Instant::now();
@@ -321,4 +321,70 @@ async fn websocket_across_the_backhaul() {
     ws.close(None).await.unwrap();
     drop(ws);
     wait_load(w.nodes[1].admin, "ord-1", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backhaul_refuses_peers_without_the_cluster_key() {
+    use petrel::backhaul::tls::ClusterTls;
+    use tokio::io::AsyncWriteExt;
+    let be = backend("k-1");
+    let mut s = Spec::new("keyed", "iad");
+    s.key = Some(KEY);
+    s.apps = vec![("hello", app_toml("hello", 5, 5, "closest", 3))];
+    s.instances = vec![("k-1", "hello", be.addr)];
+    let n = s.start();
+    // 1. Plaintext HTTP/2 straight at the backhaul port: not even a TLS handshake.
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        let tcp = tokio::net::TcpStream::connect(n.backhaul).await.unwrap();
+        let (mut s, conn) =
+            hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri("http://hello/")
+            .header("petrel-internal-instance", "k-1")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        s.send_request(req).await.ok()
+    })
+    .await
+    .unwrap();
+    assert!(r.is_none(), "plaintext request reached the backhaul");
+    // 2. TLS with a certificate from another cluster's key: refused in the handshake.
+    let outsider = ClusterTls::derive(&[0x42; 32], "outsider").unwrap();
+    let tcp = tokio::net::TcpStream::connect(n.backhaul).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(outsider.client_h2.clone());
+    let refused = match connector.connect(ClusterTls::server_name(), tcp).await {
+        Err(_) => true,
+        Ok(mut t) => {
+            // TLS 1.3 clients finish first; the server's verdict arrives on the next I/O.
+            let _ = t.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+            let mut buf = [0u8; 1];
+            matches!(
+                tokio::io::AsyncReadExt::read(&mut t, &mut buf).await,
+                Err(_) | Ok(0)
+            )
+        }
+    };
+    assert!(refused, "a foreign cluster's certificate was accepted");
+    assert_eq!(
+        get_json(be.addr, "/stats").await["served"],
+        0,
+        "nothing reached the instance"
+    );
+    let metrics = get(n.admin, "localhost", "/metrics").await.text();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("petrel_session_failures_total{")
+                && l.contains("_backhaul")
+                && l.contains("phase=\"auth\"")
+        })
+        .expect("auth failures counted");
+    eprintln!("{line}");
+    assert!(!line.ends_with(" 0"), "{line}");
 }

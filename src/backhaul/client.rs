@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use super::delay::Delayed;
 use super::protocol;
+use super::tls::ClusterTls;
 use crate::body::Body;
 use crate::cluster::Delays;
 use crate::telemetry::BACKHAUL_CONNECT;
@@ -37,30 +38,61 @@ pub struct BackhaulClient {
     connect_timeout: Duration,
     delays: Option<Delays>,
     key: Option<[u8; 32]>,
+    tls: Option<Arc<ClusterTls>>,
 }
 
-enum Io {
-    Plain(TcpStream),
-    Delayed(Delayed<TcpStream>),
-}
+/// Any byte stream a backhaul connection can run on (TCP, delayed TCP, TLS over either).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 impl BackhaulClient {
-    /// A client with no connections yet.
-    pub fn new(connect_timeout: Duration, delays: Option<Delays>, key: Option<[u8; 32]>) -> Self {
+    /// A client with no connections yet; with `tls`, every connection is mutual TLS.
+    pub fn new(
+        connect_timeout: Duration,
+        delays: Option<Delays>,
+        key: Option<[u8; 32]>,
+        tls: Option<Arc<ClusterTls>>,
+    ) -> Self {
         Self {
             h2: Mutex::new(HashMap::new()),
             connect_timeout,
             delays,
             key,
+            tls,
         }
     }
 
-    async fn dial(&self, to: SocketAddr, region: &str) -> Result<Io, BackhaulError> {
+    /// TCP (delayed under `[simulate]`), then TLS if configured, all within the connect timeout.
+    async fn dial(
+        &self,
+        to: SocketAddr,
+        region: &str,
+        h2: bool,
+    ) -> Result<Box<dyn Io>, BackhaulError> {
         let t0 = Instant::now();
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(to)).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(BackhaulError::Connect(to, e.to_string())),
+        let work = async {
+            let stream = TcpStream::connect(to)
+                .await
+                .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            let tcp: Box<dyn Io> = match self.delays.as_ref().map(|d| d.toward(region)) {
+                Some(d) if !d.is_zero() => Box::new(Delayed::new(stream, d)),
+                _ => Box::new(stream),
+            };
+            let Some(tls) = &self.tls else { return Ok(tcp) };
+            let cfg = if h2 {
+                tls.client_h2.clone()
+            } else {
+                tls.client_h1.clone()
+            };
+            let stream = tokio_rustls::TlsConnector::from(cfg)
+                .connect(ClusterTls::server_name(), tcp)
+                .await
+                .map_err(|e| BackhaulError::Connect(to, format!("TLS: {e}")))?;
+            Ok(Box::new(stream) as Box<dyn Io>)
+        };
+        let io = match tokio::time::timeout(self.connect_timeout, work).await {
+            Ok(r) => r?,
             Err(_) => {
                 return Err(BackhaulError::Connect(
                     to,
@@ -70,11 +102,7 @@ impl BackhaulClient {
         };
         metrics::histogram!(BACKHAUL_CONNECT, "transport" => "h2")
             .record(t0.elapsed().as_secs_f64());
-        let _ = stream.set_nodelay(true);
-        Ok(match self.delays.as_ref().map(|d| d.toward(region)) {
-            Some(d) if !d.is_zero() => Io::Delayed(Delayed::new(stream, d)),
-            _ => Io::Plain(stream),
-        })
+        Ok(io)
     }
 
     async fn h2_sender(
@@ -94,32 +122,22 @@ impl BackhaulClient {
                 return Ok(s.clone());
             }
         }
-        let io = self.dial(to, region).await?;
+        let io = self.dial(to, region, true).await?;
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .adaptive_window(true)
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let handshake = async {
-            match io {
-                Io::Plain(s) => {
-                    let (sender, conn) = b.handshake(TokioIo::new(s)).await?;
+        let sender =
+            match tokio::time::timeout(self.connect_timeout, b.handshake(TokioIo::new(io))).await {
+                Ok(Ok((sender, conn))) => {
                     tokio::spawn(conn);
-                    Ok::<_, hyper::Error>(sender)
+                    sender
                 }
-                Io::Delayed(s) => {
-                    let (sender, conn) = b.handshake(TokioIo::new(s)).await?;
-                    tokio::spawn(conn);
-                    Ok(sender)
-                }
-            }
-        };
-        let sender = match tokio::time::timeout(self.connect_timeout, handshake).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(BackhaulError::Connect(to, e.to_string())),
-            Err(_) => return Err(BackhaulError::Connect(to, "h2 handshake timed out".into())),
-        };
+                Ok(Err(e)) => return Err(BackhaulError::Connect(to, e.to_string())),
+                Err(_) => return Err(BackhaulError::Connect(to, "h2 handshake timed out".into())),
+            };
         self.h2
             .lock()
             .expect("pool lock")
@@ -162,32 +180,13 @@ impl BackhaulClient {
             if let Ok(u) = pq.parse() {
                 *req.uri_mut() = u;
             }
-            let io = self.dial(to, region).await?;
-            let (mut sender, handshake) = match io {
-                Io::Plain(s) => {
-                    let (sender, conn) = http1::handshake(TokioIo::new(s))
-                        .await
-                        .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
-                    (
-                        sender,
-                        tokio::spawn(async move {
-                            let _ = conn.with_upgrades().await;
-                        }),
-                    )
-                }
-                Io::Delayed(s) => {
-                    let (sender, conn) = http1::handshake(TokioIo::new(s))
-                        .await
-                        .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
-                    (
-                        sender,
-                        tokio::spawn(async move {
-                            let _ = conn.with_upgrades().await;
-                        }),
-                    )
-                }
-            };
-            drop(handshake);
+            let io = self.dial(to, region, false).await?;
+            let (mut sender, conn) = http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.with_upgrades().await;
+            });
             return sender
                 .send_request(req)
                 .await

@@ -2,12 +2,14 @@
 //! that owner admits it against the instance's hard limit before the instance sees a byte.
 //!
 //! Transport: HTTP/2 over TCP (one multiplexed connection per peer), HTTP/1.1 for upgrades
-//! (WebSockets). Requests carry `petrel-internal-*` headers, authenticated with the cluster key.
+//! (WebSockets), both in mutual TLS with a CA derived from the cluster key. Requests carry
+//! `petrel-internal-*` headers, also authenticated with the cluster key.
 
 mod client;
 pub mod delay;
 pub mod protocol;
 mod server;
+pub mod tls;
 
-pub use client::{BackhaulClient, BackhaulError};
+pub use client::{BackhaulClient, BackhaulError, Io};
 pub use server::serve;

@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use super::protocol::{self, Reject};
+use super::tls::ClusterTls;
 use crate::body::{boxed, empty, Body};
 use crate::cluster::Delays;
 use crate::edge::headers::{strip_hop_by_hop, wants_upgrade};
@@ -21,11 +22,13 @@ use crate::local::{send_to_instance, Outcome};
 use crate::state::NodeState;
 
 /// Serves backhaul requests from other nodes until the drain starts.
+/// With `tls`, only peers presenting a certificate from the cluster CA get past the handshake.
 pub async fn serve(
     listener: TcpListener,
     node: Arc<NodeState>,
     key: Option<[u8; 32]>,
     delays: Option<Delays>,
+    tls: Option<Arc<ClusterTls>>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -65,12 +68,33 @@ pub async fn serve(
                 )
             }
         });
-        let conn = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         node.shutdown.spawn(async move {
+            let io: Box<dyn super::client::Io> = match tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls.server.clone()).accept(stream);
+                    match tokio::time::timeout(Duration::from_secs(10), accept).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "backhaul TLS handshake refused");
+                            crate::telemetry::node_metrics()
+                                .backhaul
+                                .failure(crate::telemetry::Phase::Auth);
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, "backhaul TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = watcher.watch(
+                builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                    .into_owned(),
+            );
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "backhaul connection ended with an error");
             }

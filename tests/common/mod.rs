@@ -146,6 +146,7 @@ pub struct Node {
     pub edge: SocketAddr,
     pub admin: SocketAddr,
     pub mesh: SocketAddr,
+    pub backhaul: SocketAddr,
     pub dir: tempfile::TempDir,
 }
 
@@ -179,7 +180,7 @@ pub fn node(
 /// Starts `petrel run` on `dir/node.toml`.
 pub fn start_node(dir: tempfile::TempDir) -> Node {
     let path = dir.path().join("node.toml");
-    let (proc, addrs) = Proc::start(&["run", "--config", path.to_str().expect("utf8 path")], 3);
+    let (proc, addrs) = Proc::start(&["run", "--config", path.to_str().expect("utf8 path")], 4);
     let find = |k: &str| {
         addrs
             .iter()
@@ -191,6 +192,7 @@ pub fn start_node(dir: tempfile::TempDir) -> Node {
         edge: find("edge"),
         admin: find("admin"),
         mesh: find("mesh"),
+        backhaul: find("backhaul"),
         proc,
         dir,
     }
