@@ -33,6 +33,7 @@ pub struct App {
     backhaul: Option<TcpListener>,
     key: Option<[u8; 32]>,
     tls: Option<Arc<crate::backhaul::tls::ClusterTls>>,
+    quic: Option<quinn::Endpoint>,
     delays: Option<Delays>,
     cfg: Config,
 }
@@ -127,11 +128,40 @@ impl App {
                 None
             }
         };
+        // QUIC listens on the backhaul port number over UDP, beside TCP, whenever TLS exists.
+        let quic_endpoint = match &tls {
+            Some(t) => {
+                Some(
+                    crate::backhaul::bind_quic(t, bh_bound).map_err(|source| BindError {
+                        key: "backhaul.listen".into(),
+                        addr: bh_bound,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let quic_client = match (&tls, cfg.node.backhaul.transport) {
+            (Some(t), crate::config::Transport::Quic) => Some(
+                crate::backhaul::QuicClient::new(
+                    t,
+                    bh_bound.ip(),
+                    cfg.node.backhaul.connect_timeout.get(),
+                )
+                .map_err(|source| BindError {
+                    key: "backhaul.transport".into(),
+                    addr: bh_bound,
+                    source,
+                })?,
+            ),
+            _ => None,
+        };
         let client = crate::backhaul::BackhaulClient::new(
             cfg.node.backhaul.connect_timeout.get(),
             delays.clone(),
             key,
             tls.clone(),
+            quic_client,
         );
         let node = NodeState::new(&cfg, shutdown, client);
         let profile = match cfg.node.mesh.profile {
@@ -162,6 +192,7 @@ impl App {
             backhaul: Some(backhaul),
             key,
             tls,
+            quic: quic_endpoint,
             delays,
             cfg,
         })
@@ -205,6 +236,14 @@ impl App {
                 self.tls.clone(),
             ))
         });
+        let quic = self.quic.take().map(|e| {
+            tokio::spawn(crate::backhaul::serve_quic(
+                e,
+                self.node.clone(),
+                self.key,
+                self.delays.clone(),
+            ))
+        });
         let mesh = match self.mesh.take() {
             Some(setup) => Some(crate::cluster::spawn(setup, self.node.clone())?),
             None => None,
@@ -234,6 +273,9 @@ impl App {
         }
         if let Some(b) = backhaul {
             let _ = b.await;
+        }
+        if let Some(q) = quic {
+            let _ = q.await;
         }
         Ok(())
     }

@@ -25,7 +25,7 @@ fn topology() -> &'static std::path::Path {
 }
 
 /// One node per region, each hosting one instance `<region>-1` of app "hello" (soft = hard = `hard`).
-async fn world(hard: [u32; 3]) -> World {
+async fn world(hard: [u32; 3], transport: &'static str) -> World {
     let regions = ["iad", "ord", "fra"];
     let seed_port = free_udp_port();
     let seed: SocketAddr = format!("127.0.0.1:{seed_port}").parse().unwrap();
@@ -34,6 +34,7 @@ async fn world(hard: [u32; 3]) -> World {
     for (i, r) in regions.iter().enumerate() {
         let mut s = Spec::new(Box::leak(format!("node-{r}").into_boxed_str()), r);
         s.key = Some(KEY);
+        s.transport = transport;
         s.topology = Some(topology());
         // Each node sees the app with its own instance's limits; limits are per app, so give
         // each node the same app file with the limit of its instance.
@@ -118,8 +119,17 @@ async fn wait_load(admin: SocketAddr, id: &str, want: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closest_first_then_the_nearer_region_when_full() {
-    let w = world([2, 2, 2]).await;
+async fn closest_first_then_the_nearer_region_when_full_h2() {
+    closest_first_then_the_nearer_region_when_full("h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closest_first_then_the_nearer_region_when_full_quic() {
+    closest_first_then_the_nearer_region_when_full("quic").await;
+}
+
+async fn closest_first_then_the_nearer_region_when_full(transport: &'static str) {
+    let w = world([2, 2, 2], transport).await;
     let edge = w.nodes[0].edge;
     for _ in 0..5 {
         let r = get(edge, "hello", "/").await;
@@ -152,12 +162,20 @@ async fn closest_first_then_the_nearer_region_when_full() {
     for h in held {
         assert_eq!(h.await.unwrap(), 200);
     }
+    // The backhaul really used the configured transport.
+    let metrics = get(w.nodes[0].admin, "localhost", "/metrics").await.text();
+    let want = format!("petrel_backhaul_connect_seconds_count{{transport=\"{transport}\"}}");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .unwrap_or_else(|| panic!("no {want} in metrics"));
+    assert!(!line.ends_with(" 0"), "{line}");
     drop(w.backends);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturated_region_spills_over_with_rejects_and_no_instance_exceeds_its_limit() {
-    let w = world([3, 3, 40]).await;
+    let w = world([3, 3, 40], "h2").await;
     let (a, b) = (&w.nodes[0], &w.nodes[1]);
     // iad-1 and ord-1 full of slow requests (ord's held from its own edge).
     let mut held = hold(a.edge, "iad-1", 3, 15000);
@@ -211,8 +229,17 @@ async fn saturated_region_spills_over_with_rejects_and_no_instance_exceeds_its_l
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routing_headers_versions_and_no_internal_leaks_across_the_backhaul() {
-    let w = world([2, 2, 2]).await;
+async fn routing_headers_versions_and_no_internal_leaks_across_the_backhaul_h2() {
+    routing_headers_versions_and_no_internal_leaks("h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_headers_versions_and_no_internal_leaks_across_the_backhaul_quic() {
+    routing_headers_versions_and_no_internal_leaks("quic").await;
+}
+
+async fn routing_headers_versions_and_no_internal_leaks(transport: &'static str) {
+    let w = world([2, 2, 2], transport).await;
     let edge = w.nodes[0].edge;
     // Force to a remote instance; HTTP/1.1 stays 1.1, h2 stays h2.
     let r = send(
@@ -293,11 +320,20 @@ async fn routing_headers_versions_and_no_internal_leaks_across_the_backhaul() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_across_the_backhaul() {
+async fn websocket_across_the_backhaul_h2() {
+    websocket_across_the_backhaul("h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_across_the_backhaul_quic() {
+    websocket_across_the_backhaul("quic").await;
+}
+
+async fn websocket_across_the_backhaul(transport: &'static str) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
-    let w = world([5, 5, 5]).await;
+    let w = world([5, 5, 5], transport).await;
     let stream = tokio::net::TcpStream::connect(w.nodes[0].edge)
         .await
         .unwrap();

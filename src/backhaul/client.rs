@@ -30,6 +30,9 @@ pub enum BackhaulError {
     /// The request went out and the exchange failed.
     #[error("backhaul exchange with {0} failed: {1}")]
     Failed(SocketAddr, hyper::Error),
+    /// The request went out and the QUIC exchange failed.
+    #[error("backhaul exchange with {0} failed: {1}")]
+    Io(SocketAddr, String),
 }
 
 /// Pooled connections to other nodes' backhaul listeners.
@@ -39,19 +42,20 @@ pub struct BackhaulClient {
     delays: Option<Delays>,
     key: Option<[u8; 32]>,
     tls: Option<Arc<ClusterTls>>,
+    quic: Option<super::quic::QuicClient>,
 }
 
-/// Any byte stream a backhaul connection can run on (TCP, delayed TCP, TLS over either).
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+use crate::edge::{Io, Side};
 
 impl BackhaulClient {
-    /// A client with no connections yet; with `tls`, every connection is mutual TLS.
+    /// A client with no connections yet; with `tls`, every connection is mutual TLS; with `quic`,
+    /// requests go over QUIC instead of h2.
     pub fn new(
         connect_timeout: Duration,
         delays: Option<Delays>,
         key: Option<[u8; 32]>,
         tls: Option<Arc<ClusterTls>>,
+        quic: Option<super::quic::QuicClient>,
     ) -> Self {
         Self {
             h2: Mutex::new(HashMap::new()),
@@ -59,6 +63,7 @@ impl BackhaulClient {
             delays,
             key,
             tls,
+            quic,
         }
     }
 
@@ -160,16 +165,38 @@ impl BackhaulClient {
         }
     }
 
-    /// Sends `req` (already carrying `petrel-internal-instance`/`-version`) to the owner at `to`.
-    /// Upgrades (`upgrade = true`) go over a fresh HTTP/1.1 connection so the stream can be spliced.
+    /// Sends `req` (already carrying `petrel-internal-instance`/`-version`) to the owner at `to`,
+    /// over QUIC or h2. Returns the owner's response and, for an accepted upgrade, its raw side.
     pub async fn send(
         &self,
         to: SocketAddr,
         region: &str,
         mut req: Request<Body>,
         upgrade: bool,
-    ) -> Result<Response<Incoming>, BackhaulError> {
+    ) -> Result<(Response<Body>, Option<Side>), BackhaulError> {
         self.sign(&mut req);
+        if let Some(q) = &self.quic {
+            let delay = self
+                .delays
+                .as_ref()
+                .map(|d| d.toward(region))
+                .unwrap_or_default();
+            return q.send(to, delay, req, upgrade).await;
+        }
+        let mut resp = self.send_h2(to, region, req, upgrade).await?;
+        let side = (upgrade && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| Side::Hyper(hyper::upgrade::on(&mut resp)));
+        Ok((resp.map(crate::body::boxed), side))
+    }
+
+    /// Upgrades (`upgrade = true`) go over a fresh HTTP/1.1 connection so the stream can be spliced.
+    async fn send_h2(
+        &self,
+        to: SocketAddr,
+        region: &str,
+        mut req: Request<Body>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, BackhaulError> {
         if upgrade {
             *req.version_mut() = http::Version::HTTP_11;
             let pq = req

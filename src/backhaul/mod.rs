@@ -7,9 +7,12 @@
 
 mod client;
 pub mod delay;
+mod frame;
 pub mod protocol;
+mod quic;
 mod server;
 pub mod tls;
 
-pub use client::{BackhaulClient, BackhaulError, Io};
+pub use client::{BackhaulClient, BackhaulError};
+pub use quic::{bind as bind_quic, serve as serve_quic, QuicClient};
 pub use server::serve;

@@ -18,6 +18,7 @@ use super::tls::ClusterTls;
 use crate::body::{boxed, empty, Body};
 use crate::cluster::Delays;
 use crate::edge::headers::{strip_hop_by_hop, wants_upgrade};
+use crate::edge::Side;
 use crate::local::{send_to_instance, Outcome};
 use crate::state::NodeState;
 
@@ -70,7 +71,7 @@ pub async fn serve(
         });
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         node.shutdown.spawn(async move {
-            let io: Box<dyn super::client::Io> = match tls {
+            let io: Box<dyn crate::edge::Io> = match tls {
                 None => Box::new(stream),
                 Some(tls) => {
                     let accept = tokio_rustls::TlsAcceptor::from(tls.server.clone()).accept(stream);
@@ -119,7 +120,7 @@ async fn handle(
     node: &NodeState,
     key: Option<&[u8; 32]>,
     delays: Option<&Delays>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     // Our own [simulate] delay applies to what we send back toward the edge's region.
     let back = delays
@@ -130,17 +131,22 @@ async fn handle(
         )
         .map(|(d, r)| d.toward(r))
         .unwrap_or_default();
-    let resp = admit_and_forward(node, key, req).await;
+    let edge_side = wants_upgrade(req.headers()).then(|| Side::Hyper(hyper::upgrade::on(&mut req)));
+    let resp = admit_and_forward(node, key, req.map(boxed), edge_side).await;
     if !back.is_zero() {
         tokio::time::sleep(back).await;
     }
     resp
 }
 
-async fn admit_and_forward(
+/// Transport-neutral owner logic: authenticate, admit against the hard limit, forward in the
+/// client's HTTP version, or reject at once. `edge_side` is the edge's end of an upgrade, spliced
+/// to the instance's if it answers 101.
+pub(super) async fn admit_and_forward(
     node: &NodeState,
     key: Option<&[u8; 32]>,
-    mut req: Request<Incoming>,
+    req: Request<Body>,
+    edge_side: Option<Side>,
 ) -> Response<Body> {
     if !protocol::verify(key, req.headers()) {
         tracing::warn!("backhaul request without valid cluster credentials refused");
@@ -176,12 +182,11 @@ async fn admit_and_forward(
         app.metrics.reject();
         return reject(Reject::Full, Some(inst.load()));
     };
-    let upgrade = wants_upgrade(req.headers());
-    let edge_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade = edge_side.is_some();
     let (mut parts, body) = req.into_parts();
     protocol::strip(&mut parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    let out = Request::from_parts(parts, boxed(body));
+    let out = Request::from_parts(parts, body);
     let settings = node.settings.load();
     let resp = match send_to_instance(
         &inst,
@@ -216,7 +221,7 @@ async fn admit_and_forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
     protocol::strip(&mut parts.headers);
-    match (edge_upgrade, instance_upgrade) {
+    match (edge_side, instance_upgrade) {
         (Some(e), Some(i)) => {
             let rid = parts
                 .headers
@@ -225,7 +230,7 @@ async fn admit_and_forward(
                 .unwrap_or_default()
                 .to_string();
             node.shutdown
-                .spawn(crate::edge::splice(e, i, Some(slot), rid));
+                .spawn(crate::edge::splice(e, Side::Hyper(i), Some(slot), rid));
             Response::from_parts(parts, boxed(body))
         }
         _ => Response::from_parts(parts, boxed(crate::edge::Holding::new(body, slot))),

@@ -43,9 +43,16 @@ pub struct ClusterTls {
     pub client_h2: Arc<rustls::ClientConfig>,
     /// For HTTP/1.1 backhaul connections carrying upgrades (ALPN http/1.1).
     pub client_h1: Arc<rustls::ClientConfig>,
+    /// For the QUIC backhaul endpoint (ALPN petrel-bh).
+    pub quic_server: Arc<rustls::ServerConfig>,
+    /// For QUIC backhaul connections (ALPN petrel-bh).
+    pub quic_client: Arc<rustls::ClientConfig>,
     /// The derived CA certificate (identical on every node with the same key).
     pub ca: CertificateDer<'static>,
 }
+
+/// ALPN of the QUIC backhaul.
+pub const QUIC_ALPN: &[u8] = b"petrel-bh";
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -110,6 +117,8 @@ impl ClusterTls {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())?;
+        let mut quic_server = server.clone();
+        quic_server.alpn_protocols = vec![QUIC_ALPN.to_vec()];
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
         let client = |alpn: &[u8]| -> Result<Arc<rustls::ClientConfig>, TlsError> {
@@ -124,6 +133,8 @@ impl ClusterTls {
             server: Arc::new(server),
             client_h2: client(b"h2")?,
             client_h1: client(b"http/1.1")?,
+            quic_client: client(QUIC_ALPN)?,
+            quic_server: Arc::new(quic_server),
             ca: ca_der,
         })
     }

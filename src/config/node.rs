@@ -246,6 +246,12 @@ impl NodeConfig {
                 errs.push(src.error(key, "must be greater than 0s"));
             }
         }
+        if self.backhaul.transport == Transport::Quic && self.mesh.cluster_key.is_none() {
+            errs.push(src.error(
+                "backhaul.transport",
+                "\"quic\" needs mesh.cluster_key (QUIC always runs TLS, with the CA derived from the key)",
+            ));
+        }
         if let Some(key) = &self.mesh.cluster_key {
             if let Err(m) = super::decode_cluster_key(key) {
                 errs.push(src.error("mesh.cluster_key", m));

@@ -47,12 +47,12 @@ pub enum ProxyError {
     #[error("app {0:?} took too long to respond")]
     Timeout(String),
     /// The exchange with the instance failed after the request was sent.
-    #[error("app {app:?} failed: {source}")]
+    #[error("app {app:?} failed: {detail}")]
     Upstream {
         /// The app.
         app: String,
-        /// What hyper saw.
-        source: hyper::Error,
+        /// What went wrong.
+        detail: String,
     },
 }
 

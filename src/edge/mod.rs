@@ -16,4 +16,4 @@ pub use error::ProxyError;
 pub use penalty::Penalties;
 pub use routes::{AppRoute, RouteTable};
 pub use server::{serve, ConnCtx};
-pub use upgrade::splice;
+pub use upgrade::{splice, Io, Side};

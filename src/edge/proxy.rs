@@ -15,7 +15,7 @@ use super::headers::{add_forwarding, strip_hop_by_hop, strip_internal, wants_upg
 use super::replay::Replayable;
 use super::routes::normalize_host;
 use super::server::ConnCtx;
-use super::upgrade::splice;
+use super::upgrade::{splice, Side};
 use super::AppRoute;
 use crate::backhaul::protocol::{self, Reject};
 use crate::backhaul::BackhaulError;
@@ -79,7 +79,7 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 /// What one candidate did with the request.
 enum Step {
     /// It answered (the slot, if local, is held until the response ends).
-    Done(Response<Incoming>, Option<Slot>),
+    Done(Response<Body>, Option<Side>, Option<Slot>),
     /// Nothing reached it: try the next one.
     Next(RetryReason, Miss),
     /// It failed after the request went out.
@@ -187,12 +187,13 @@ async fn forward(
             }
         };
         match step {
-            Step::Done(resp, slot) => {
+            Step::Done(resp, side, slot) => {
                 return Ok(respond(
                     node,
                     app,
                     cand,
                     resp,
+                    side,
                     slot,
                     client_upgrade,
                     rid,
@@ -260,9 +261,11 @@ async fn attempt_local(
     )
     .await
     {
-        Ok(resp) => {
+        Ok(mut resp) => {
             inst.mark_reachable();
-            Step::Done(resp, slot)
+            let side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| Side::Hyper(hyper::upgrade::on(&mut resp)));
+            Step::Done(resp.map(boxed), side, slot)
         }
         Err(Outcome::Retry(_, e)) => {
             inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
@@ -270,9 +273,9 @@ async fn attempt_local(
             Step::Next(RetryReason::Connect, Miss::Instance(e))
         }
         Err(Outcome::Timeout) => Step::Fatal(ProxyError::Timeout(app.name.to_string())),
-        Err(Outcome::Failed(source)) => Step::Fatal(ProxyError::Upstream {
+        Err(Outcome::Failed(e)) => Step::Fatal(ProxyError::Upstream {
             app: app.name.to_string(),
-            source,
+            detail: e.to_string(),
         }),
     }
 }
@@ -306,16 +309,17 @@ async fn attempt_remote(
                 .mark(&r.id, now_ms + settings.unreachable_for.as_millis() as u64);
             return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
         }
-        Ok(Err(BackhaulError::Failed(_, source))) => {
+        Ok(Err(e @ (BackhaulError::Failed(..) | BackhaulError::Io(..)))) => {
             return Step::Fatal(ProxyError::Upstream {
                 app: app.name.to_string(),
-                source,
+                detail: e.to_string(),
             })
         }
-        Ok(Ok(resp)) => resp,
+        Ok(Ok(r)) => r,
     };
+    let (resp, side) = resp;
     match Reject::from_headers(resp.headers()) {
-        None => Step::Done(resp, None),
+        None => Step::Done(resp, side, None),
         Some((Reject::Full, load)) => {
             tracing::debug!(instance = %r.id, node = %r.node, ?load, "owner rejected: full");
             node.penalties.mark(&r.id, now_ms + FULL_PENALTY_MS);
@@ -407,7 +411,8 @@ fn respond(
     node: &NodeState,
     app: &Arc<AppRoute>,
     cand: &Candidate,
-    mut resp: Response<Incoming>,
+    resp: Response<Body>,
+    instance_side: Option<Side>,
     slot: Option<Slot>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     rid: &HeaderValue,
@@ -417,7 +422,6 @@ fn respond(
 ) -> Response<Body> {
     let status = resp.status();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let instance_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
     strip_internal(&mut parts.headers);
@@ -446,10 +450,10 @@ fn respond(
         start,
         head: Instant::now(),
     };
-    match (client_upgrade, instance_upgrade) {
+    match (client_upgrade, instance_side) {
         (Some(c), Some(i)) => {
             let rid = rid.to_str().unwrap_or_default().to_string();
-            node.shutdown.spawn(splice(c, i, slot, rid));
+            node.shutdown.spawn(splice(Side::Hyper(c), i, slot, rid));
             Response::from_parts(parts, boxed(Tracked::new(body, finish)))
         }
         _ => Response::from_parts(parts, boxed(Tracked::new(body, Finish { slot, ..finish }))),

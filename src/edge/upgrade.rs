@@ -1,4 +1,5 @@
-//! Splices an upgraded client connection (WebSocket) to the instance's, for as long as both live.
+//! Splices two upgraded byte streams (a WebSocket's client side and instance side), for as long as
+//! both live. Either side may be a hyper upgrade or a raw stream (a QUIC backhaul stream).
 
 use std::time::Duration;
 
@@ -13,17 +14,36 @@ use crate::telemetry::node_metrics;
 /// (a close frame, the last output) before both are closed.
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Waits for both sides to finish the upgrade, then copies bytes both ways until either closes.
+/// Any byte stream a connection can run on (TCP, TLS, an upgraded HTTP connection, a QUIC stream).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// One side of a splice.
+pub enum Side {
+    /// An HTTP/1.1 upgrade that completes once the 101 is through.
+    Hyper(OnUpgrade),
+    /// A stream that is already raw bytes.
+    Stream(Box<dyn Io>),
+    /// A stream handed over once the transport has written its own 101 head (QUIC backhaul).
+    Later(tokio::sync::oneshot::Receiver<Box<dyn Io>>),
+}
+
+impl Side {
+    async fn ready(self) -> Result<Box<dyn Io>, String> {
+        match self {
+            Side::Hyper(on) => Ok(Box::new(TokioIo::new(on.await.map_err(|e| e.to_string())?))),
+            Side::Stream(s) => Ok(s),
+            Side::Later(rx) => rx.await.map_err(|_| "stream never handed over".to_string()),
+        }
+    }
+}
+
+/// Waits for both sides to be ready, then copies bytes both ways until either closes.
 /// The slot (one unit of the instance's load) is held for the socket's whole life.
-pub async fn splice(
-    client: OnUpgrade,
-    instance: OnUpgrade,
-    slot: Option<Slot>,
-    request_id: String,
-) {
-    let (client, instance) = tokio::join!(client, instance);
+pub async fn splice(client: Side, instance: Side, slot: Option<Slot>, request_id: String) {
+    let (client, instance) = tokio::join!(client.ready(), instance.ready());
     let (client, instance) = match (client, instance) {
-        (Ok(c), Ok(i)) => (TokioIo::new(c), TokioIo::new(i)),
+        (Ok(c), Ok(i)) => (c, i),
         (c, i) => {
             tracing::warn!(
                 request_id,

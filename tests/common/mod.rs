@@ -210,6 +210,8 @@ pub struct Spec<'a> {
     pub topology: Option<&'a Path>,
     pub apps: Vec<(&'a str, String)>,
     pub instances: Vec<(&'a str, &'a str, SocketAddr)>,
+    /// "h2" or "quic".
+    pub transport: &'a str,
 }
 
 impl<'a> Spec<'a> {
@@ -223,6 +225,7 @@ impl<'a> Spec<'a> {
             topology: None,
             apps: Vec::new(),
             instances: Vec::new(),
+            transport: "h2",
         }
     }
 
@@ -247,7 +250,10 @@ impl<'a> Spec<'a> {
         if let Some(k) = self.key {
             t.push_str(&format!("cluster_key = \"{k}\"\n"));
         }
-        t.push_str("\n[backhaul]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+        t.push_str(&format!(
+            "\n[backhaul]\nlisten = \"127.0.0.1:0\"\ntransport = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            self.transport
+        ));
         if let Some(topo) = self.topology {
             t.push_str(&format!(
                 "\n[simulate]\ntopology = \"{}\"\n",

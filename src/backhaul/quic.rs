@@ -1,0 +1,251 @@
+//! The QUIC backhaul (quinn): one connection per peer, one bidirectional stream per request,
+//! mutual TLS with the derived cluster CA. Owner-side admission is shared with the h2 backhaul.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+use super::frame::{self, Duplex};
+use super::tls::{ClusterTls, SERVER_NAME};
+use super::BackhaulError;
+use crate::body::{empty, Body};
+use crate::cluster::Delays;
+use crate::edge::headers::wants_upgrade;
+use crate::edge::Side;
+use crate::state::NodeState;
+use crate::telemetry::BACKHAUL_CONNECT;
+
+/// Edge side: a client endpoint and a connection per owner node.
+pub struct QuicClient {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    connect_timeout: Duration,
+}
+
+/// Transport settings shared by both ends: keep-alives so idle connections survive NATs and
+/// dead peers are noticed.
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s fits")));
+    t.max_concurrent_bidi_streams(10_000u32.into());
+    Arc::new(t)
+}
+
+impl QuicClient {
+    /// Binds a client endpoint on `bind_ip`.
+    pub fn new(
+        tls: &ClusterTls,
+        bind_ip: std::net::IpAddr,
+        connect_timeout: Duration,
+    ) -> std::io::Result<Self> {
+        let crypto =
+            QuicClientConfig::try_from(tls.quic_client.clone()).map_err(std::io::Error::other)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport());
+        let endpoint = quinn::Endpoint::client(SocketAddr::new(bind_ip, 0))?;
+        Ok(Self {
+            endpoint,
+            config,
+            conns: Mutex::new(HashMap::new()),
+            connect_timeout,
+        })
+    }
+
+    async fn connection(&self, to: SocketAddr) -> Result<quinn::Connection, BackhaulError> {
+        if let Some(c) = self
+            .conns
+            .lock()
+            .expect("quic pool")
+            .get(&to)
+            .filter(|c| c.close_reason().is_none())
+        {
+            return Ok(c.clone());
+        }
+        let t0 = Instant::now();
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), to, SERVER_NAME)
+            .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
+        let conn = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(BackhaulError::Connect(to, format!("QUIC: {e}"))),
+            Err(_) => {
+                return Err(BackhaulError::Connect(
+                    to,
+                    format!("QUIC connect timed out after {:?}", self.connect_timeout),
+                ))
+            }
+        };
+        metrics::histogram!(BACKHAUL_CONNECT, "transport" => "quic")
+            .record(t0.elapsed().as_secs_f64());
+        self.conns
+            .lock()
+            .expect("quic pool")
+            .insert(to, conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request on a new stream; an upgrade answered with 101 returns the raw stream.
+    pub async fn send(
+        &self,
+        to: SocketAddr,
+        delay: Duration,
+        req: Request<Body>,
+        upgrade: bool,
+    ) -> Result<(Response<Body>, Option<Side>), BackhaulError> {
+        let conn = self.connection(to).await?;
+        let (mut send, mut recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.conns.lock().expect("quic pool").remove(&to);
+                return Err(BackhaulError::Connect(to, format!("QUIC stream: {e}")));
+            }
+        };
+        if !delay.is_zero() {
+            // [simulate]: quinn owns its socket, so the one-way delay is applied per request.
+            tokio::time::sleep(delay).await;
+        }
+        let head = frame::request_head(&req);
+        frame::write_head(&mut send, &head)
+            .await
+            .map_err(|e| BackhaulError::Connect(to, format!("QUIC write: {e}")))?;
+        let send = if upgrade {
+            Some(send)
+        } else {
+            tokio::spawn(frame::pump(req.into_body(), send));
+            None
+        };
+        let head = frame::read_head(&mut recv)
+            .await
+            .map_err(|e| BackhaulError::Io(to, e))?;
+        if upgrade {
+            let resp = frame::response_from(head, empty()).map_err(|e| BackhaulError::Io(to, e))?;
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let send = send.expect("kept for upgrades");
+                return Ok((resp, Some(Side::Stream(Box::new(Duplex { send, recv })))));
+            }
+            return Ok((resp, None));
+        }
+        let resp = frame::response_from(head, frame::body_from(recv))
+            .map_err(|e| BackhaulError::Io(to, e))?;
+        Ok((resp, None))
+    }
+}
+
+/// Owner side: accepts QUIC connections and serves each stream as one backhaul request.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    node: Arc<NodeState>,
+    key: Option<[u8; 32]>,
+    delays: Option<Delays>,
+) {
+    let delays = Arc::new(delays);
+    loop {
+        let incoming = tokio::select! {
+            biased;
+            _ = node.shutdown.draining() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let (node, delays) = (node.clone(), delays.clone());
+        node.clone().shutdown.spawn(async move {
+            let peer = incoming.remote_address();
+            let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "QUIC backhaul handshake refused");
+                    crate::telemetry::node_metrics()
+                        .backhaul
+                        .failure(crate::telemetry::Phase::Auth);
+                    return;
+                }
+                Err(_) => return,
+            };
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let (node, delays) = (node.clone(), delays.clone());
+                node.clone().shutdown.spawn(async move {
+                    stream(&node, key.as_ref(), delays.as_ref().as_ref(), send, recv).await;
+                });
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"draining");
+}
+
+async fn stream(
+    node: &NodeState,
+    key: Option<&[u8; 32]>,
+    delays: Option<&Delays>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let head =
+        match tokio::time::timeout(Duration::from_secs(10), frame::read_head(&mut recv)).await {
+            Ok(Ok(h)) => h,
+            _ => {
+                let _ = send.reset(2u32.into());
+                return;
+            }
+        };
+    let upgrade = head
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("upgrade"));
+    let (body, recv) = if upgrade {
+        (empty(), Some(recv))
+    } else {
+        (frame::body_from(recv), None)
+    };
+    let req = match frame::request_from(head, body) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed QUIC backhaul request");
+            let _ = send.reset(2u32.into());
+            return;
+        }
+    };
+    let upgrade = upgrade && wants_upgrade(req.headers());
+    let back = delays
+        .zip(
+            req.headers()
+                .get("petrel-edge-region")
+                .and_then(|v| v.to_str().ok()),
+        )
+        .map(|(d, r)| d.toward(r))
+        .unwrap_or_default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let edge_side = upgrade.then_some(Side::Later(rx));
+    let resp = super::server::admit_and_forward(node, key, req, edge_side).await;
+    if !back.is_zero() {
+        tokio::time::sleep(back).await;
+    }
+    if frame::write_head(&mut send, &frame::response_head(&resp))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    match recv {
+        Some(recv) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let _ = tx.send(Box::new(Duplex { send, recv }));
+        }
+        _ => frame::pump(resp.into_body(), send).await,
+    }
+}
+
+/// Binds the QUIC endpoint on the backhaul address (UDP, same port number as the TCP listener).
+pub fn bind(tls: &ClusterTls, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let crypto =
+        QuicServerConfig::try_from(tls.quic_server.clone()).map_err(std::io::Error::other)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport());
+    quinn::Endpoint::server(config, addr)
+}
