@@ -539,7 +539,7 @@ impl Mesh {
                     id.generation,
                     id.region.clone(),
                     id.backhaul,
-                    rtt.rtt_min_ms,
+                    rtt.routing_ms,
                 );
                 live.insert(id.name.clone(), entry);
             }

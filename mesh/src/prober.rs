@@ -12,6 +12,10 @@ const LOSS_WINDOW: usize = 32;
 /// Smoothing gains (RFC 6298).
 const ALPHA: f64 = 1.0 / 8.0;
 const BETA: f64 = 1.0 / 4.0;
+/// The routing RTT moves only when the windowed minimum leaves a band of ±10% (at least ±2 ms)
+/// around it, so routing does not flap between two nearly equal peers.
+const HYSTERESIS_FRACTION: f64 = 0.10;
+const HYSTERESIS_MIN_MS: f64 = 2.0;
 
 /// What one node knows about its path to one peer.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +26,7 @@ pub struct PeerStats {
     outcomes: VecDeque<bool>,
     pending: VecDeque<(u32, Duration)>,
     last_seen: Option<Duration>,
+    routing: Option<f64>,
 }
 
 /// A read-only summary for snapshots.
@@ -37,6 +42,8 @@ pub struct RttSummary {
     pub loss: f64,
     /// When a pong last arrived.
     pub last_seen: Option<Duration>,
+    /// The RTT routing uses: the windowed minimum behind hysteresis, in ms.
+    pub routing_ms: Option<f64>,
 }
 
 impl PeerStats {
@@ -64,6 +71,19 @@ impl PeerStats {
         {
             self.samples.pop_front();
         }
+        let min = self
+            .samples
+            .iter()
+            .map(|(_, r)| *r)
+            .fold(f64::MAX, f64::min);
+        self.routing = match self.routing {
+            Some(cur)
+                if (min - cur).abs() <= (cur * HYSTERESIS_FRACTION).max(HYSTERESIS_MIN_MS) =>
+            {
+                Some(cur)
+            }
+            _ => Some(min),
+        };
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -108,6 +128,7 @@ impl PeerStats {
                 lost as f64 / self.outcomes.len() as f64
             },
             last_seen: self.last_seen,
+            routing_ms: self.routing,
         }
     }
 }
@@ -175,6 +196,31 @@ mod tests {
             p.answered(seq, ms(t + 20));
         }
         assert_eq!(p.summary().loss, 0.0, "old losses leave the window");
+    }
+
+    #[test]
+    fn routing_rtt_holds_within_the_band_and_follows_real_changes() {
+        let mut p = PeerStats::default();
+        let mut t = 0;
+        let mut feed = |p: &mut PeerStats, seq: u32, rtt: u64| {
+            p.sent(seq, ms(t));
+            p.answered(seq, ms(t + rtt));
+            t += 1000;
+        };
+        feed(&mut p, 0, 40);
+        assert_eq!(p.summary().routing_ms, Some(40.0));
+        // A slightly better sample (-3 ms, within ±4 ms of 40): routing stays put.
+        feed(&mut p, 1, 37);
+        assert_eq!(p.summary().routing_ms, Some(40.0));
+        assert_eq!(p.summary().rtt_min_ms, Some(37.0));
+        // A real improvement (20 ms) moves it at once.
+        feed(&mut p, 2, 20);
+        assert_eq!(p.summary().routing_ms, Some(20.0));
+        // A path that got worse moves it once the old minimum leaves the 30 s window.
+        for seq in 3..40 {
+            feed(&mut p, seq, 80);
+        }
+        assert_eq!(p.summary().routing_ms, Some(80.0));
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct RemoteInstance {
     pub region: Arc<str>,
     /// Owner node backhaul address.
     pub backhaul: std::net::SocketAddr,
-    /// This node's windowed-minimum RTT to the owner, ms (None until measured).
+    /// This node's routing RTT to the owner (windowed minimum behind hysteresis), ms.
     pub rtt_ms: Option<f64>,
     /// The load record.
     pub load: InstanceLoad,
