@@ -113,18 +113,33 @@ impl App {
             }
             None => None,
         };
-        let tls = match &key {
-            Some(k) => Some(Arc::new(
-                crate::backhaul::tls::ClusterTls::derive(k, &cfg.node.node.name).map_err(|e| {
-                    BindError {
-                        key: "mesh.cluster_key".into(),
-                        addr: bh_addr,
-                        source: std::io::Error::other(e.to_string()),
-                    }
-                })?,
+        let dir = cfg
+            .path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let tls_err = |e: crate::backhaul::tls::TlsError, k: &str| BindError {
+            key: k.into(),
+            addr: bh_addr,
+            source: std::io::Error::other(e.to_string()),
+        };
+        let tls = match (cfg.node.backhaul.cert_files(), &key) {
+            (Some((ca, cert, k)), _) => Some(Arc::new(
+                crate::backhaul::tls::ClusterTls::from_files(
+                    &dir.join(ca),
+                    &dir.join(cert),
+                    &dir.join(k),
+                )
+                .map_err(|e| tls_err(e, "backhaul.cert"))?,
             )),
-            None => {
-                tracing::warn!("backhaul runs without TLS because mesh.cluster_key is unset");
+            (None, Some(k)) => Some(Arc::new(
+                crate::backhaul::tls::ClusterTls::derive(k, &cfg.node.node.name)
+                    .map_err(|e| tls_err(e, "mesh.cluster_key"))?,
+            )),
+            (None, None) => {
+                tracing::warn!(
+                    "backhaul runs without TLS: set mesh.cluster_key or backhaul.ca/cert/key"
+                );
                 None
             }
         };

@@ -55,6 +55,17 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         app: Option<PathBuf>,
     },
+    /// Make a cluster CA and a certificate and key per node for backhaul mutual TLS. Point each
+    /// node's [backhaul] ca, cert and key at ca.pem, <node>.pem and <node>.key. (Without them, nodes
+    /// derive a CA from mesh.cluster_key.)
+    Certs {
+        /// Directory to write into (created if missing; existing files are not overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Node names, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+    },
     /// Start a small multi-region cluster on loopback (default: 3 regions × 2 nodes, built-in
     /// backends, simulated inter-region latency), print the URLs to try, run until Ctrl-C, drain.
     Demo {
@@ -87,6 +98,7 @@ fn main() -> ExitCode {
         Cmd::Check { config, app } => check(config, app),
         Cmd::Run { config } => run(config),
         Cmd::Backend { listen, id } => backend(listen, id),
+        Cmd::Certs { out, nodes } => certs(&out, &nodes),
         Cmd::Demo { topology } => match petrel::demo::run(topology) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -133,6 +145,52 @@ fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn certs(out: &std::path::Path, nodes: &[String]) -> ExitCode {
+    if let Some(bad) = nodes.iter().find(|n| !config::valid_name(n)) {
+        eprintln!(
+            "petrel certs: invalid node name {bad:?} (use a-z, 0-9 and '-', at most 63 characters)"
+        );
+        return ExitCode::from(2);
+    }
+    let files = match petrel::backhaul::tls::make_cluster_files(nodes) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("petrel certs: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(out) {
+        eprintln!("petrel certs: cannot create {}: {e}", out.display());
+        return ExitCode::from(1);
+    }
+    for (name, _) in &files {
+        if out.join(name).exists() {
+            eprintln!(
+                "petrel certs: {} exists; not overwriting anything",
+                out.join(name).display()
+            );
+            return ExitCode::from(1);
+        }
+    }
+    for (name, text) in &files {
+        let path = out.join(name);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        if name.ends_with(".key") {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        }
+        if let Err(e) = opts
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+        {
+            eprintln!("petrel certs: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

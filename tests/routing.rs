@@ -424,3 +424,87 @@ async fn backhaul_refuses_peers_without_the_cluster_key() {
     eprintln!("{line}");
     assert!(!line.ends_with(" 0"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn petrel_certs_files_secure_a_quic_backhaul() {
+    let certs = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "certs",
+            "--out",
+            certs.path().to_str().unwrap(),
+            "--nodes",
+            "c-a,c-b",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "ca.pem", "ca.key", "c-a.pem", "c-a.key", "c-b.pem", "c-b.key",
+    ] {
+        assert!(certs.path().join(f).is_file(), "{f} missing");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(certs.path().join("c-a.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "private keys are private");
+    let again = std::process::Command::new(common::bin())
+        .args([
+            "certs",
+            "--out",
+            certs.path().to_str().unwrap(),
+            "--nodes",
+            "c-a",
+        ])
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "must not overwrite existing files");
+
+    let be = backend("cb-1");
+    let seed_port = free_udp_port();
+    let files = |n: &str| {
+        let p = |f: String| certs.path().join(f).display().to_string();
+        format!(
+            "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
+            p("ca.pem".into()),
+            p(format!("{n}.pem")),
+            p(format!("{n}.key"))
+        )
+    };
+    let mut a = Spec::new("c-a", "iad");
+    a.mesh_port = seed_port;
+    a.transport = "quic";
+    a.backhaul_extra = files("c-a");
+    a.apps = vec![("hello", app_toml("hello", 5, 5, "closest", 3))];
+    let a = a.start();
+    let mut b = Spec::new("c-b", "iad");
+    b.seeds = vec![format!("127.0.0.1:{seed_port}").parse().unwrap()];
+    b.transport = "quic";
+    b.backhaul_extra = files("c-b");
+    b.apps = vec![("hello", app_toml("hello", 5, 5, "closest", 3))];
+    b.instances = vec![("cb-1", "hello", be.addr)];
+    let _b = b.start();
+    let t0 = Instant::now();
+    loop {
+        let r = get(a.edge, "hello", "/").await;
+        if r.status == 200 {
+            assert_eq!(r.header("x-backend-id"), Some("cb-1"));
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never routed: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = get(a.admin, "localhost", "/metrics").await.text();
+    assert!(metrics.contains("petrel_backhaul_connect_seconds_count{transport=\"quic\"}"));
+}

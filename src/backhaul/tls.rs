@@ -33,6 +33,9 @@ pub enum TlsError {
     /// The verifier could not be built.
     #[error("TLS verifier failed: {0}")]
     Verifier(String),
+    /// A certificate or key file could not be read.
+    #[error("{0}: {1}")]
+    File(String, String),
 }
 
 /// Server and client configurations for one node.
@@ -58,14 +61,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The cluster CA's key pair and parameters, derived from the cluster key.
-fn derive_ca(cluster_key: &[u8; 32]) -> Result<(CertificateParams, KeyPair), TlsError> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(cluster_key).expect("any key length");
-    mac.update(b"petrel backhaul CA v1");
-    let seed = mac.finalize().into_bytes();
-    let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
-    pkcs8.extend_from_slice(&seed);
-    let key = KeyPair::try_from(pkcs8.as_slice())?;
+/// Parameters of a cluster CA certificate (fixed, so a derived CA is identical on every node).
+fn ca_params() -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "petrel cluster CA");
@@ -78,6 +75,74 @@ fn derive_ca(cluster_key: &[u8; 32]) -> Result<(CertificateParams, KeyPair), Tls
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
     params.serial_number = Some(rcgen::SerialNumber::from(1u64));
+    Ok(params)
+}
+
+/// Issues a node certificate (names `petrel-node` and `<node>.petrel`) with a fresh key.
+fn issue_leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    ca_der: &CertificateDer<'static>,
+    node_name: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let mut leaf =
+        CertificateParams::new(vec![SERVER_NAME.to_string(), format!("{node_name}.petrel")])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, node_name);
+    leaf.distinguished_name = dn;
+    leaf.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    leaf.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    let cert = leaf.signed_by(&leaf_key, issuer)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    Ok((vec![cert.der().clone(), ca_der.clone()], key))
+}
+
+/// Files written by `petrel certs`: (file name, contents).
+pub fn make_cluster_files(nodes: &[String]) -> Result<Vec<(String, String)>, TlsError> {
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let params = ca_params()?;
+    let ca_cert = params.self_signed(&ca_key)?;
+    let ca_der = ca_cert.der().clone();
+    let mut files = vec![
+        ("ca.pem".to_string(), ca_cert.pem()),
+        ("ca.key".to_string(), ca_key.serialize_pem()),
+    ];
+    let issuer = Issuer::new(params, ca_key);
+    for n in nodes {
+        let (chain, key) = issue_leaf(&issuer, &ca_der, n)?;
+        let pem = |tag: &str, der: &[u8]| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let body: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+                .collect();
+            format!(
+                "-----BEGIN {tag}-----\n{}\n-----END {tag}-----\n",
+                body.join("\n")
+            )
+        };
+        let certs: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        files.push((format!("{n}.pem"), certs));
+        files.push((format!("{n}.key"), pem("PRIVATE KEY", key.secret_der())));
+    }
+    Ok(files)
+}
+
+/// The cluster CA's key pair and parameters, derived from the cluster key.
+fn derive_ca(cluster_key: &[u8; 32]) -> Result<(CertificateParams, KeyPair), TlsError> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(cluster_key).expect("any key length");
+    mac.update(b"petrel backhaul CA v1");
+    let seed = mac.finalize().into_bytes();
+    let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
+    pkcs8.extend_from_slice(&seed);
+    let key = KeyPair::try_from(pkcs8.as_slice())?;
+    let params = ca_params()?;
     Ok((params, key))
 }
 
@@ -89,22 +154,35 @@ impl ClusterTls {
         let ca_der = ca_cert.der().clone();
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-        let mut leaf =
-            CertificateParams::new(vec![SERVER_NAME.to_string(), format!("{node_name}.petrel")])?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, node_name);
-        leaf.distinguished_name = dn;
-        leaf.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        leaf.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
-        let chain = vec![leaf_cert.der().clone(), ca_der.clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let (chain, key) = issue_leaf(&issuer, &ca_der, node_name)?;
+        Self::build(ca_der, chain, key)
+    }
 
+    /// Loads a CA and this node's certificate and key made by `petrel certs`.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| TlsError::File(p.display().to_string(), e.to_string()))
+        };
+        let ca_der = CertificateDer::from_pem_slice(&read(ca)?)
+            .map_err(|e| TlsError::File(ca.display().to_string(), e.to_string()))?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::File(cert.display().to_string(), e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+            .map_err(|e| TlsError::File(key.display().to_string(), e.to_string()))?;
+        Self::build(ca_der, chain, key)
+    }
+
+    fn build(
+        ca_der: CertificateDer<'static>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca_der.clone())?;
         let roots = Arc::new(roots);
@@ -179,6 +257,35 @@ mod tests {
         let got = srv.await.ok().flatten();
         drop(client);
         got == Some(*b"ping")
+    }
+
+    #[tokio::test]
+    async fn certs_files_work_and_do_not_trust_another_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in make_cluster_files(&["a".into(), "b".into()]).unwrap() {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let load = |n: &str| {
+            ClusterTls::from_files(
+                &dir.path().join("ca.pem"),
+                &dir.path().join(format!("{n}.pem")),
+                &dir.path().join(format!("{n}.key")),
+            )
+            .unwrap()
+        };
+        let (a, b) = (load("a"), load("b"));
+        assert!(handshake(&a, &b).await);
+        let derived = ClusterTls::derive(&[1; 32], "x").unwrap();
+        assert!(
+            !handshake(&a, &derived).await,
+            "a derived CA is another cluster"
+        );
+        assert!(ClusterTls::from_files(
+            &dir.path().join("nope.pem"),
+            &dir.path().join("a.pem"),
+            &dir.path().join("a.key")
+        )
+        .is_err());
     }
 
     #[tokio::test]

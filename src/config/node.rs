@@ -127,6 +127,25 @@ pub struct BackhaulSection {
     /// Limit on opening a backhaul connection.
     #[serde(default = "d_connect_timeout")]
     pub connect_timeout: Dur,
+    /// Cluster CA certificate from `petrel certs` (instead of the CA derived from the cluster key).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// This node's certificate chain from `petrel certs`.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// This node's private key from `petrel certs`.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+impl BackhaulSection {
+    /// The three certificate files, if configured.
+    pub fn cert_files(&self) -> Option<(&str, &str, &str)> {
+        match (&self.ca, &self.cert, &self.key) {
+            (Some(a), Some(c), Some(k)) => Some((a, c, k)),
+            _ => None,
+        }
+    }
 }
 
 /// `[admin]`
@@ -246,10 +265,19 @@ impl NodeConfig {
                 errs.push(src.error(key, "must be greater than 0s"));
             }
         }
-        if self.backhaul.transport == Transport::Quic && self.mesh.cluster_key.is_none() {
+        let files = [&self.backhaul.ca, &self.backhaul.cert, &self.backhaul.key];
+        let set = files.iter().filter(|f| f.is_some()).count();
+        if set != 0 && set != 3 {
+            errs.push(src.error(
+                "backhaul.ca",
+                "backhaul.ca, backhaul.cert and backhaul.key go together",
+            ));
+        }
+        if self.backhaul.transport == Transport::Quic && self.mesh.cluster_key.is_none() && set != 3
+        {
             errs.push(src.error(
                 "backhaul.transport",
-                "\"quic\" needs mesh.cluster_key (QUIC always runs TLS, with the CA derived from the key)",
+                "\"quic\" always runs TLS: set mesh.cluster_key (derived CA) or backhaul.ca/cert/key (petrel certs)",
             ));
         }
         if let Some(key) = &self.mesh.cluster_key {

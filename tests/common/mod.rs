@@ -212,6 +212,8 @@ pub struct Spec<'a> {
     pub instances: Vec<(&'a str, &'a str, SocketAddr)>,
     /// "h2" or "quic".
     pub transport: &'a str,
+    /// Extra lines for `[backhaul]`.
+    pub backhaul_extra: String,
 }
 
 impl<'a> Spec<'a> {
@@ -226,6 +228,7 @@ impl<'a> Spec<'a> {
             apps: Vec::new(),
             instances: Vec::new(),
             transport: "h2",
+            backhaul_extra: String::new(),
         }
     }
 
@@ -251,8 +254,8 @@ impl<'a> Spec<'a> {
             t.push_str(&format!("cluster_key = \"{k}\"\n"));
         }
         t.push_str(&format!(
-            "\n[backhaul]\nlisten = \"127.0.0.1:0\"\ntransport = \"{}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            self.transport
+            "\n[backhaul]\nlisten = \"127.0.0.1:0\"\ntransport = \"{}\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            self.transport, self.backhaul_extra
         ));
         if let Some(topo) = self.topology {
             t.push_str(&format!(
