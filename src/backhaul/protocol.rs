@@ -99,14 +99,7 @@ pub fn verify(key: Option<&[u8; 32]>, h: &HeaderMap) -> bool {
 
 /// Removes every `petrel-internal-*` header.
 pub fn strip(h: &mut HeaderMap) {
-    let names: Vec<_> = h
-        .keys()
-        .filter(|n| n.as_str().starts_with("petrel-internal-"))
-        .cloned()
-        .collect();
-    for n in names {
-        h.remove(n);
-    }
+    crate::edge::headers::strip_prefixed(h, "petrel-internal-");
 }
 
 #[cfg(test)]

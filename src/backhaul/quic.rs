@@ -213,14 +213,7 @@ async fn stream(
         }
     };
     let upgrade = upgrade && wants_upgrade(req.headers());
-    let back = delays
-        .zip(
-            req.headers()
-                .get("petrel-edge-region")
-                .and_then(|v| v.to_str().ok()),
-        )
-        .map(|(d, r)| d.toward(r))
-        .unwrap_or_default();
+    let back = super::server::reply_delay(delays, req.headers());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let edge_side = upgrade.then_some(Side::Later(rx));
     let resp = super::server::admit_and_forward(node, key, req, edge_side).await;

@@ -47,19 +47,11 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let delays = Arc::new(delays);
     loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = node.shutdown.draining() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "backhaul accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) =
+            crate::edge::next_conn(&listener, &node.shutdown, "backhaul").await
+        else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let (svc_node, delays) = (node.clone(), delays.clone());
         let svc = service_fn(move |req| {
             let (node, delays) = (svc_node.clone(), delays.clone());
@@ -122,21 +114,21 @@ async fn handle(
     delays: Option<&Delays>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    // Our own [simulate] delay applies to what we send back toward the edge's region.
-    let back = delays
-        .zip(
-            req.headers()
-                .get("petrel-edge-region")
-                .and_then(|v| v.to_str().ok()),
-        )
-        .map(|(d, r)| d.toward(r))
-        .unwrap_or_default();
+    let back = reply_delay(delays, req.headers());
     let edge_side = wants_upgrade(req.headers()).then(|| Side::Hyper(hyper::upgrade::on(&mut req)));
     let resp = admit_and_forward(node, key, req.map(boxed), edge_side).await;
     if !back.is_zero() {
         tokio::time::sleep(back).await;
     }
     resp
+}
+
+/// Our own `[simulate]` delay for what we send back toward the edge's region.
+pub(super) fn reply_delay(delays: Option<&Delays>, h: &http::HeaderMap) -> Duration {
+    delays
+        .zip(h.get("petrel-edge-region").and_then(|v| v.to_str().ok()))
+        .map(|(d, r)| d.toward(r))
+        .unwrap_or_default()
 }
 
 /// Transport-neutral owner logic: authenticate, admit against the hard limit, forward in the

@@ -47,17 +47,22 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Removes every `petrel-*` header: the namespace is petrel's own, so nothing a client or an
-/// instance sends under it is trusted or passed on.
-pub fn strip_internal(h: &mut HeaderMap) {
+/// Removes every header whose name starts with `prefix` (lowercase).
+pub fn strip_prefixed(h: &mut HeaderMap, prefix: &str) {
     let names: Vec<HeaderName> = h
         .keys()
-        .filter(|n| n.as_str().starts_with("petrel-"))
+        .filter(|n| n.as_str().starts_with(prefix))
         .cloned()
         .collect();
     for n in names {
         h.remove(n);
     }
+}
+
+/// Removes every `petrel-*` header: the namespace is petrel's own, so nothing a client or an
+/// instance sends under it is trusted or passed on.
+pub fn strip_internal(h: &mut HeaderMap) {
+    strip_prefixed(h, "petrel-");
     for n in crate::balance::ROUTING_HEADERS {
         h.remove(n);
     }

@@ -15,5 +15,5 @@ pub use body::Holding;
 pub use error::ProxyError;
 pub use penalty::Penalties;
 pub use routes::{AppRoute, RouteTable};
-pub use server::{serve, ConnCtx};
+pub use server::{next_conn, serve, ConnCtx};
 pub use upgrade::{splice, Io, Side};

@@ -55,6 +55,31 @@ impl ConnCtx {
     }
 }
 
+/// The next accepted connection (nodelay set), or `None` once the drain starts. Accept errors
+/// (EMFILE and friends) back off instead of spinning; the listener stays.
+pub async fn next_conn(
+    listener: &TcpListener,
+    shutdown: &crate::shutdown::Shutdown,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.draining() => return None,
+            r = listener.accept() => match r {
+                Ok((s, peer)) => {
+                    let _ = s.set_nodelay(true);
+                    return Some((s, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Serves `listener` until the drain starts, then lets open connections finish (h1 closes after
 /// the current response, h2 sends GOAWAY). Every connection is a counted task of `node.shutdown`.
 pub async fn serve(
@@ -82,20 +107,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = node.shutdown.draining() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning; the listener stays.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = next_conn(&listener, &node.shutdown, "edge").await else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let local_addr = stream.local_addr().ok().or(local).unwrap_or(peer);
         let ctx = Arc::new(ConnCtx::new(peer, local_addr));
         let svc_node = node.clone();
