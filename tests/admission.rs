@@ -162,6 +162,7 @@ async fn connection_limits_count_client_connections_not_requests() {
     for round in 0..3 {
         for s in senders.iter_mut() {
             let req = common::http::request("GET", "conns", "/", &[]);
+            s.ready().await.unwrap(); // the previous response must be fully done first
             let resp = s.send_request(req).await.unwrap();
             assert_eq!(resp.status(), 200, "round {round}");
             let _ = resp.into_body().collect().await;
