@@ -66,10 +66,21 @@ pub async fn handle(b: Arc<Backend>, mut req: Request<Incoming>) -> Response<Bod
             "max_inflight": b.stats.max_inflight.load(Ordering::Acquire),
             "served": b.stats.served.load(Ordering::Relaxed),
         })),
-        "/health" => match query(&req, "fail").as_deref() {
-            Some("1") => text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
-            _ => text(StatusCode::OK, "ok\n"),
-        },
+        "/health" => {
+            // Extension: `?set=fail` / `?set=ok` make the answer sticky, so tests can flip health.
+            match query(&req, "set").as_deref() {
+                Some("fail") => b.stats.failing.store(true, Ordering::Relaxed),
+                Some("ok") => b.stats.failing.store(false, Ordering::Relaxed),
+                _ => {}
+            }
+            let fail = query(&req, "fail").as_deref() == Some("1")
+                || b.stats.failing.load(Ordering::Relaxed);
+            if fail {
+                text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n")
+            } else {
+                text(StatusCode::OK, "ok\n")
+            }
+        }
         "/ws" => super::ws::accept(&b, &mut req),
         _ => {
             let _guard = b.stats.enter();

@@ -19,6 +19,8 @@ pub struct Stats {
     inflight: AtomicU64,
     max_inflight: AtomicU64,
     served: AtomicU64,
+    /// Set by `/health?set=fail`, cleared by `/health?set=ok`.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Stats {

@@ -19,6 +19,10 @@ pub struct Instance {
     bad_until_ms: AtomicU64,
     /// Being removed: takes no new work, open work finishes.
     draining: AtomicBool,
+    /// Failing its active health checks.
+    failing_checks: AtomicBool,
+    /// Monotonic ms (node clock) when this instance was added; health-check grace counts from it.
+    pub(crate) added_ms: AtomicU64,
     pub(super) pool: ConnPool,
 }
 
@@ -32,6 +36,8 @@ impl Instance {
             inflight: AtomicU32::new(0),
             bad_until_ms: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            failing_checks: AtomicBool::new(false),
+            added_ms: AtomicU64::new(u64::MAX),
             pool: ConnPool::default(),
         })
     }
@@ -81,9 +87,16 @@ impl Instance {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Reachable and not being removed: may be given new work.
+    /// Reachable, passing its checks and not being removed: may be given new work.
     pub fn accepts_work(&self, now_ms: u64) -> bool {
-        self.reachable(now_ms) && !self.is_draining()
+        self.reachable(now_ms)
+            && !self.is_draining()
+            && !self.failing_checks.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of an active health check; returns true if the state changed.
+    pub fn set_check_result(&self, passing: bool) -> bool {
+        self.failing_checks.swap(!passing, Ordering::Relaxed) == passing
     }
 
     /// Clears the passive mark after a successful connect.

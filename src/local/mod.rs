@@ -1,6 +1,7 @@
 //! Local instances: the table of instances hosted on this node, hard-limit admission, pooled connections.
 
 mod forward;
+pub mod health;
 mod instance;
 mod pool;
 mod registry;
