@@ -16,6 +16,7 @@
 //! - [`backend`]: the built-in origin used by demo, tests and benches.
 //! - [`demo`]: `petrel demo`, a multi-region cluster of child processes on loopback.
 //! - [`telemetry`]: logging and every metric name.
+//! - [`status`]: `petrel status`, the node's view as tables.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -32,5 +33,6 @@ pub mod edge;
 pub mod local;
 pub mod shutdown;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 pub mod topology;

@@ -55,6 +55,12 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         app: Option<PathBuf>,
     },
+    /// Print this node's view: members with RTT/loss, and instances with load (from its admin API).
+    Status {
+        /// The node's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
     /// Make a cluster CA and a certificate and key per node for backhaul mutual TLS. Point each
     /// node's [backhaul] ca, cert and key at ca.pem, <node>.pem and <node>.key. (Without them, nodes
     /// derive a CA from mesh.cluster_key.)
@@ -99,6 +105,28 @@ fn main() -> ExitCode {
         Cmd::Run { config } => run(config),
         Cmd::Backend { listen, id } => backend(listen, id),
         Cmd::Certs { out, nodes } => certs(&out, &nodes),
+        Cmd::Status { admin } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("petrel status: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(petrel::status::render(admin)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("petrel status: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Demo { topology } => match petrel::demo::run(topology) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

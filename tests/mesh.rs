@@ -516,3 +516,47 @@ async fn sigterm_leaves_the_mesh_so_peers_stop_routing_at_once() {
     );
     assert_eq!(b.proc.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn petrel_status_prints_members_and_instances() {
+    let be = backend("st-1");
+    let seed_port = free_udp_port();
+    let mut a = Spec::new("st-a", "iad");
+    a.mesh_port = seed_port;
+    a.apps = vec![("app", app_toml("app", 10, 20, "closest", 3))];
+    a.instances = vec![("st-1", "app", be.addr)];
+    let a = a.start();
+    let mut b = Spec::new("st-b", "ord");
+    b.seeds = vec![format!("127.0.0.1:{seed_port}").parse().unwrap()];
+    let b = b.start();
+    assert!(within(Duration::from_secs(5), || async {
+        instance_ids(&b).await == ["st-1"]
+    })
+    .await
+    .is_some());
+    let out = std::process::Command::new(common::bin())
+        .args(["status", "--admin", &b.admin.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(out.status.success());
+    assert!(text.starts_with("node st-b (region ord)"), "{text}");
+    let member = text
+        .lines()
+        .find(|l| l.starts_with("st-a "))
+        .expect("member row");
+    assert!(member.contains("alive"), "{member}");
+    let inst = text
+        .lines()
+        .find(|l| l.starts_with("st-1 "))
+        .expect("instance row");
+    assert!(inst.contains("0/10/20") && inst.contains("yes"), "{inst}");
+    let down = std::process::Command::new(common::bin())
+        .args(["status", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach the admin API"));
+    drop(a);
+}
