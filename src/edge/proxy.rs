@@ -170,17 +170,7 @@ async fn forward(
         let cand = &candidates[i];
         let step = match &cand.target {
             Target::Local(inst) => {
-                attempt_local(
-                    node,
-                    conn,
-                    app,
-                    inst,
-                    proto.attempt(),
-                    h2,
-                    &settings,
-                    now_ms,
-                )
-                .await
+                attempt_local(conn, app, inst, proto.attempt(), h2, &settings, now_ms).await
             }
             Target::Remote(r) => {
                 attempt_remote(node, app, r, proto.attempt(), h2, upgrade, &settings).await
@@ -240,7 +230,6 @@ async fn forward(
 
 #[allow(clippy::too_many_arguments)]
 async fn attempt_local(
-    node: &NodeState,
     conn: &ConnCtx,
     app: &AppRoute,
     inst: &Arc<Instance>,
@@ -269,7 +258,6 @@ async fn attempt_local(
         }
         Err(Outcome::Retry(_, e)) => {
             inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
-            let _ = node;
             Step::Next(RetryReason::Connect, Miss::Instance(e))
         }
         Err(Outcome::Timeout) => Step::Fatal(ProxyError::Timeout(app.name.to_string())),
