@@ -251,15 +251,7 @@ impl App {
                 self.tls.clone(),
             ))
         });
-        let checks: std::collections::HashMap<Arc<str>, Vec<crate::config::Check>> = self
-            .cfg
-            .apps
-            .iter()
-            .filter(|a| !a.http_service.checks.is_empty())
-            .map(|a| (Arc::from(a.app.as_str()), a.http_service.checks.clone()))
-            .collect();
-        let health = (!checks.is_empty())
-            .then(|| tokio::spawn(crate::local::health::run(self.node.clone(), checks)));
+        let health = tokio::spawn(crate::local::health::run(self.node.clone()));
         let quic = self.quic.take().map(|e| {
             tokio::spawn(crate::backhaul::serve_quic(
                 e,
@@ -301,9 +293,7 @@ impl App {
         if let Some(q) = quic {
             let _ = q.await;
         }
-        if let Some(h) = health {
-            let _ = h.await;
-        }
+        let _ = health.await;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! - [`config`]: `node.toml` and fly.toml app configs, validated with file:line:key errors.
 //! - [`app`]: binds listeners, wires the parts, runs until the drain signal.
 //! - [`shutdown`]: the one drain signal, counted tasks, deadline.
+//! - [`reload`]: SIGHUP / `POST /v1/reload`, validated and swapped atomically.
 //! - [`state`]: the snapshots (`ArcSwap`) the request path reads without locks.
 //! - [`cluster`]: the mesh owner task (UDP, timers) and the snapshot it publishes.
 //! - [`topology`]: topology files and the RTT model behind `[simulate]`.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod edge;
 pub mod local;
+pub mod reload;
 pub mod shutdown;
 pub mod state;
 pub mod status;

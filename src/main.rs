@@ -277,10 +277,24 @@ fn run(path: PathBuf) -> ExitCode {
             }
             let _ = out.flush();
         }
+        let node = app.node.clone();
         let serving = tokio::spawn(app.run());
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(_) => {
+                eprintln!("petrel: cannot install the SIGHUP handler");
+                return ExitCode::from(1);
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    let _ = petrel::reload::reload_logged(&node);
+                }
+            }
         }
         shutdown.trigger();
         let drained = async {

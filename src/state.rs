@@ -53,6 +53,10 @@ pub struct NodeState {
     pub shutdown: Shutdown,
     /// How long open work may run on after a drain starts (also bounds instance removal).
     pub drain_timeout: Duration,
+    /// The node config file, re-read on reload.
+    pub config_path: std::path::PathBuf,
+    /// What of the running config only a restart can change (listeners, identity, mesh, backhaul).
+    pub restart_only: String,
     started: Instant,
     ids: RequestIds,
 }
@@ -77,6 +81,8 @@ impl NodeState {
             settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
             shutdown,
             drain_timeout: cfg.node.node.drain_timeout.get(),
+            config_path: cfg.path.clone(),
+            restart_only: restart_only(cfg),
             started: Instant::now(),
             ids: RequestIds::new(generation),
         })
@@ -96,6 +102,25 @@ impl NodeState {
     pub fn request_id(&self) -> HeaderValue {
         self.ids.next()
     }
+}
+
+/// The settings a reload cannot apply, as one comparable string.
+pub fn restart_only(cfg: &Config) -> String {
+    let n = &cfg.node;
+    let identity = (&n.node.name, &n.node.region, &n.admin.listen);
+    let edge = (
+        &n.edge.listen,
+        &n.edge.tls_listen,
+        n.edge.max_header_bytes,
+        n.edge.header_read_timeout,
+    );
+    let mesh = (&n.mesh.bind, &n.mesh.advertise, &n.mesh.cluster_key);
+    let backhaul = (
+        &n.backhaul.listen,
+        n.backhaul.transport,
+        (&n.backhaul.ca, &n.backhaul.cert, &n.backhaul.key),
+    );
+    format!("{identity:?} {edge:?} {mesh:?} {backhaul:?}")
 }
 
 impl EdgeSettings {

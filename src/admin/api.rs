@@ -51,6 +51,12 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
         (&Method::GET, "/v1/status") => ok_json(status(node)),
         (&Method::GET, "/v1/apps") => ok_json(apps(node)),
         (&Method::GET, "/v1/members") => ok_json(members(node)),
+        (&Method::POST, "/v1/reload") => match crate::reload::reload_logged(node) {
+            Ok(r) => ok_json(
+                json!({"reloaded": true, "apps": r.apps, "instances": r.instances, "needs_restart": r.needs_restart}),
+            ),
+            Err(errs) => error(StatusCode::BAD_REQUEST, &errs.to_string()),
+        },
         (&Method::GET, "/v1/instances") => ok_json(instances(node)),
         (&Method::GET, "/metrics") => {
             let h = prometheus();
@@ -58,9 +64,11 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
             reply(StatusCode::OK, "text/plain; version=0.0.4", h.render())
         }
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", dashboard(node)),
-        (_, "/v1/status" | "/v1/apps" | "/v1/members" | "/v1/instances" | "/metrics" | "/") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            "/v1/status" | "/v1/apps" | "/v1/members" | "/v1/instances" | "/v1/reload" | "/metrics"
+            | "/",
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint {path:?}")),
     }
 }

@@ -24,6 +24,8 @@ pub struct AppRoute {
     pub kind: LimitType,
     /// Pre-registered metric handles.
     pub metrics: AppMetrics,
+    /// Active health checks of its local instances.
+    pub checks: Vec<crate::config::Check>,
 }
 
 /// Host → app, immutable; a reload builds a new one and swaps it in.
@@ -49,6 +51,7 @@ impl RouteTable {
                 retries: svc.load_balancing.retries,
                 kind: svc.concurrency.kind,
                 metrics: AppMetrics::new(&a.app),
+                checks: svc.checks.clone(),
             });
             t.exact.insert(a.app.clone(), route.clone());
             t.exact

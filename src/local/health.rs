@@ -45,7 +45,8 @@ pub async fn probe(inst: &Instance, check: &Check) -> bool {
 }
 
 /// Runs every local instance's checks until the drain starts.
-pub async fn run(node: Arc<NodeState>, checks: HashMap<Arc<str>, Vec<Check>>) {
+/// Checks are read from the route table on every tick, so a reload changes them at once.
+pub async fn run(node: Arc<NodeState>) {
     // (instance id, check index) → next due time (node clock, ms)
     let mut due: HashMap<(Arc<str>, usize), u64> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
@@ -57,8 +58,9 @@ pub async fn run(node: Arc<NodeState>, checks: HashMap<Arc<str>, Vec<Check>>) {
         }
         let now = node.now_ms();
         let local = node.local.load();
+        let routes = node.routes.load();
         for inst in local.all() {
-            let Some(list) = checks.get(&inst.app) else {
+            let Some(list) = routes.by_name(&inst.app).map(|a| &a.checks) else {
                 continue;
             };
             let added = inst.added_ms.load(std::sync::atomic::Ordering::Relaxed);

@@ -25,12 +25,15 @@ pub enum RegisterError {
 /// The list the local table is built from; changes swap in a new table.
 pub struct Registry {
     configs: Mutex<Vec<InstanceConfig>>,
+    /// Ids that came from node.toml (the rest were registered at run time and survive reloads).
+    from_file: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Registry {
     /// Starts from the instances in node.toml.
     pub fn new(configs: Vec<InstanceConfig>) -> Self {
         Self {
+            from_file: Mutex::new(configs.iter().map(|c| c.id.clone()).collect()),
             configs: Mutex::new(configs),
         }
     }
@@ -69,6 +72,19 @@ impl Registry {
         node.local.store(Arc::new(table));
         tracing::info!(instance = id, app, %addr, "instance registered");
         Ok(())
+    }
+
+    /// Replaces the instances that came from node.toml with `file`, keeping run-time ones and the
+    /// live state (load, pools) of instances that stay; swaps in the new table.
+    pub fn reload(&self, node: &NodeState, file: &[InstanceConfig]) {
+        let mut configs = self.configs.lock().expect("registry lock");
+        let mut from_file = self.from_file.lock().expect("registry lock");
+        configs.retain(|c| !from_file.contains(&c.id));
+        configs.retain(|c| !file.iter().any(|f| f.id == c.id));
+        configs.extend(file.iter().cloned());
+        *from_file = file.iter().map(|c| c.id.clone()).collect();
+        let table = LocalTable::build(&configs, Some(&node.local.load()));
+        node.local.store(Arc::new(table));
     }
 
     /// Stops new work to `id` at once; forgets it once its open work has finished (or after

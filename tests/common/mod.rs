@@ -19,6 +19,8 @@ pub fn bin() -> &'static str {
 pub struct Proc {
     pub child: Child,
     pub lines: mpsc::Receiver<String>,
+    /// stderr lines (logs) after startup.
+    pub errs: mpsc::Receiver<String>,
 }
 
 impl Proc {
@@ -69,7 +71,14 @@ impl Proc {
                 addrs.push((what.to_string(), addr.parse().expect("address")));
             }
         }
-        (Proc { child, lines: rx }, addrs)
+        (
+            Proc {
+                child,
+                lines: rx,
+                errs: erx,
+            },
+            addrs,
+        )
     }
 
     pub fn pid(&self) -> u32 {

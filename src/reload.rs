@@ -1,0 +1,55 @@
+//! Hitless reload (SIGHUP, `POST /v1/reload`): re-read node and app configs, validate them, and
+//! swap the route table, edge settings and instance table atomically. An invalid config changes
+//! nothing; open connections are never touched.
+
+use std::sync::Arc;
+
+use crate::config::{self, ConfigErrors};
+use crate::edge::RouteTable;
+use crate::state::{restart_only, EdgeSettings, NodeState};
+
+/// What a successful reload applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Apps now routed.
+    pub apps: usize,
+    /// Instances from node.toml now hosted.
+    pub instances: usize,
+    /// True if settings changed that only a restart can apply (they were not applied).
+    pub needs_restart: bool,
+}
+
+/// Re-reads the config files and applies them, or returns why not (old config keeps running).
+pub fn reload(node: &NodeState) -> Result<Reloaded, ConfigErrors> {
+    let cfg = config::load_node(&node.config_path)?;
+    let needs_restart = restart_only(&cfg) != node.restart_only;
+    node.routes.store(Arc::new(RouteTable::build(&cfg.apps)));
+    node.settings
+        .store(Arc::new(EdgeSettings::from_config(&cfg)));
+    node.registry.reload(node, &cfg.node.instances);
+    let r = Reloaded {
+        apps: cfg.apps.len(),
+        instances: cfg.node.instances.len(),
+        needs_restart,
+    };
+    if needs_restart {
+        tracing::warn!("reloaded; listener, identity, mesh or backhaul settings changed and need a restart to apply");
+    }
+    tracing::info!(
+        apps = r.apps,
+        instances = r.instances,
+        "configuration reloaded"
+    );
+    Ok(r)
+}
+
+/// Reload and log the outcome; errors name file, line and key.
+pub fn reload_logged(node: &NodeState) -> Result<Reloaded, ConfigErrors> {
+    let r = reload(node);
+    if let Err(errs) = &r {
+        for e in &errs.0 {
+            tracing::error!("reload refused, old configuration keeps running: {e}");
+        }
+    }
+    r
+}
