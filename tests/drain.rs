@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use common::http::get;
 use common::{app_toml, backend, node};
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const SIGTERM: i32 = 15;
@@ -23,10 +22,7 @@ async fn sigterm_lets_open_work_finish_and_refuses_new_connections() {
     let edge = n.edge;
 
     // An open WebSocket and a slow request, both started before the signal.
-    let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
-    let mut req = "ws://app/ws".into_client_request().unwrap();
-    req.headers_mut().insert("host", "app".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    let mut ws = common::ws::connect(edge, "app", &[]).await;
     let slow = tokio::spawn(async move { get(edge, "app", "/sleep?ms=1500").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -84,10 +80,7 @@ async fn drain_deadline_cuts_what_is_left() {
     std::fs::write(&path, text).unwrap();
     let (mut proc, addrs) = common::Proc::start(&["run", "--config", path.to_str().unwrap()], 2);
     let edge = addrs.iter().find(|(k, _)| k == "edge").unwrap().1;
-    let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
-    let mut req = "ws://app/ws".into_client_request().unwrap();
-    req.headers_mut().insert("host", "app".parse().unwrap());
-    let (_ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    let _ws = common::ws::connect(edge, "app", &[]).await;
     let t0 = Instant::now();
     proc.signal(SIGTERM);
     let code = proc.wait_exit(Duration::from_secs(10));

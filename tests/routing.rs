@@ -331,18 +331,14 @@ async fn websocket_across_the_backhaul_quic() {
 
 async fn websocket_across_the_backhaul(transport: &'static str) {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
     let w = world([5, 5, 5], transport).await;
-    let stream = tokio::net::TcpStream::connect(w.nodes[0].edge)
-        .await
-        .unwrap();
-    let mut req = "ws://hello/ws".into_client_request().unwrap();
-    req.headers_mut().insert("host", "hello".parse().unwrap());
-    req.headers_mut()
-        .insert("petrel-force-instance-id", "ord-1".parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
-    assert_eq!(resp.status(), 101);
+    let mut ws = common::ws::connect(
+        w.nodes[0].edge,
+        "hello",
+        &[("petrel-force-instance-id", "ord-1")],
+    )
+    .await;
     for i in 0..50 {
         ws.send(Message::text(format!("m{i}"))).await.unwrap();
         let back = tokio::time::timeout(Duration::from_secs(5), ws.next())

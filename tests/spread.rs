@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use common::http::get_json;
 use common::{backend, free_udp_port, Backend, Node, Spec};
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+use common::ws::Ws;
 
 fn app(strategy: &str) -> String {
     format!(
@@ -74,17 +73,7 @@ async fn cluster(strategy: &str, simulate: bool) -> (Vec<Node>, Vec<Backend>) {
 }
 
 async fn open(edge: SocketAddr) -> Ws {
-    let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
-    let mut req = "ws://chat/ws".into_client_request().unwrap();
-    req.headers_mut().insert("host", "chat".parse().unwrap());
-    let (mut ws, resp) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::client_async(req, stream),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    assert_eq!(resp.status(), 101);
+    let mut ws = common::ws::connect(edge, "chat", &[]).await;
     ws.send(Message::text("hi")).await.unwrap();
     let echo = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await

@@ -7,26 +7,10 @@ use std::time::Duration;
 use common::http::get_json;
 use common::{app_toml, backend, node};
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn connect(
-    edge: std::net::SocketAddr,
-    host: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
-    let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
-    let mut req = format!("ws://{host}/ws").into_client_request().unwrap();
-    req.headers_mut().insert("host", host.parse().unwrap());
-    let (ws, resp) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::client_async(req, stream),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    assert_eq!(resp.status(), 101);
-    assert!(resp.headers().contains_key("petrel-request-id"));
-    ws
+async fn connect(edge: std::net::SocketAddr, host: &str) -> common::ws::Ws {
+    common::ws::connect(edge, host, &[]).await
 }
 
 async fn admin_load(admin: std::net::SocketAddr) -> u64 {

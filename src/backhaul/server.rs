@@ -18,7 +18,7 @@ use super::tls::ClusterTls;
 use crate::body::{boxed, empty, Body};
 use crate::cluster::Delays;
 use crate::edge::headers::{strip_hop_by_hop, wants_upgrade};
-use crate::edge::Side;
+use crate::edge::{Finish, Side, Tracked};
 use crate::local::{send_to_instance, Outcome};
 use crate::state::NodeState;
 
@@ -225,6 +225,6 @@ pub(super) async fn admit_and_forward(
                 .spawn(crate::edge::splice(e, Side::Hyper(i), Some(slot), rid));
             Response::from_parts(parts, boxed(body))
         }
-        _ => Response::from_parts(parts, boxed(crate::edge::Holding::new(body, slot))),
+        _ => Response::from_parts(parts, boxed(Tracked::new(body, Finish::hold(slot)))),
     }
 }

@@ -32,8 +32,8 @@ pin_project_lite::pin_project! {
 
 /// What to record when a response ends.
 pub struct Finish {
-    /// The app.
-    pub app: Arc<AppRoute>,
+    /// The app whose metrics count the request; `None` on an owner node (the edge counts it).
+    pub app: Option<Arc<AppRoute>>,
     /// Held until the end.
     pub slot: Option<Slot>,
     /// Status sent to the client.
@@ -46,14 +46,25 @@ pub struct Finish {
 
 impl Finish {
     fn finish(self) {
-        let now = Instant::now();
-        self.app
-            .metrics
-            .response_body((now - self.head).as_secs_f64());
-        self.app
-            .metrics
-            .request(self.status, (now - self.start).as_secs_f64());
+        if let Some(app) = &self.app {
+            let now = Instant::now();
+            app.metrics.response_body((now - self.head).as_secs_f64());
+            app.metrics
+                .request(self.status, (now - self.start).as_secs_f64());
+        }
         drop(self.slot);
+    }
+
+    /// Only holds `slot` until the body ends (owner side of the backhaul; the edge counts).
+    pub fn hold(slot: Slot) -> Self {
+        let now = Instant::now();
+        Self {
+            app: None,
+            slot: Some(slot),
+            status: 0,
+            start: now,
+            head: now,
+        }
     }
 }
 
@@ -141,55 +152,6 @@ where
                 }
             }
             _ => {}
-        }
-        r.map_err(Into::into)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Owner side of the backhaul: holds the instance's slot until the response body ends or is
-    /// dropped (the edge does the counting).
-    pub struct Holding<B> {
-        #[pin]
-        inner: B,
-        slot: Option<Slot>,
-    }
-}
-
-impl<B> Holding<B> {
-    /// Wraps `inner`, releasing `slot` at the end.
-    pub fn new(inner: B, slot: Slot) -> Self {
-        Self {
-            inner,
-            slot: Some(slot),
-        }
-    }
-}
-
-impl<B> HttpBody for Holding<B>
-where
-    B: HttpBody<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let r = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = r {
-            this.slot.take();
         }
         r.map_err(Into::into)
     }

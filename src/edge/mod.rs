@@ -11,7 +11,7 @@ mod routes;
 mod server;
 mod upgrade;
 
-pub use body::Holding;
+pub use body::{Finish, Tracked};
 pub use error::ProxyError;
 pub use penalty::Penalties;
 pub use routes::{AppRoute, RouteTable};

@@ -432,7 +432,7 @@ fn respond(
         }
     }
     let finish = Finish {
-        app: app.clone(),
+        app: Some(app.clone()),
         slot: None,
         status: status.as_u16(),
         start,
