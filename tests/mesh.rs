@@ -54,7 +54,6 @@ where
 }
 
 fn five(seed_port: u16, key: Option<&'static str>) -> Vec<Node> {
-    let seed: SocketAddr = format!("127.0.0.1:{seed_port}").parse().unwrap();
     let names = ["m0", "m1", "m2", "m3", "m4"];
     names
         .iter()
@@ -62,11 +61,7 @@ fn five(seed_port: u16, key: Option<&'static str>) -> Vec<Node> {
         .map(|(i, name)| {
             let mut s = Spec::new(name, "iad");
             s.key = key;
-            if i == 0 {
-                s.mesh_port = seed_port;
-            } else {
-                s.seeds = vec![seed];
-            }
+            s.seeded(seed_port, i == 0);
             s.start()
         })
         .collect()
@@ -116,7 +111,6 @@ async fn simulated_rtts_match_the_topology() {
         }
     };
     let seed_port = free_udp_port();
-    let seed: SocketAddr = format!("127.0.0.1:{seed_port}").parse().unwrap();
     let nodes: Vec<Node> = regions
         .iter()
         .enumerate()
@@ -124,11 +118,7 @@ async fn simulated_rtts_match_the_topology() {
             let name = format!("n-{r}");
             let mut s = Spec::new(Box::leak(name.into_boxed_str()), r);
             s.topology = Some(Box::leak(topo.clone().into_boxed_path()));
-            if i == 0 {
-                s.mesh_port = seed_port;
-            } else {
-                s.seeds = vec![seed];
-            }
+            s.seeded(seed_port, i == 0);
             s.start()
         })
         .collect();
@@ -195,11 +185,7 @@ async fn killed_node_goes_down_and_a_restart_never_shows_old_records() {
             let mut s = Spec::new(name, "iad");
             s.key = Some(KEY);
             s.apps = vec![("app", app_toml("app", 10, 20, "closest", 3))];
-            if i == 0 {
-                s.mesh_port = seed_port;
-            } else {
-                s.seeds = vec![seed];
-            }
+            s.seeded(seed_port, i == 0);
             s.start()
         })
         .collect();

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::http::{get, get_json, request, send};
@@ -25,17 +24,12 @@ fn connect_retries(metrics: &str) -> f64 {
 async fn killed_owner_costs_only_requests_already_at_its_instances() {
     let bes: Vec<_> = ["a-1", "b-1", "c-1"].iter().map(|id| backend(id)).collect();
     let seed_port = free_udp_port();
-    let seed: SocketAddr = format!("127.0.0.1:{seed_port}").parse().unwrap();
     let mut nodes = Vec::new();
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         let mut s = Spec::new(name, "iad");
         s.apps = vec![("hello", app_toml("hello", 50, 50, "leastload", 3))];
         s.instances = vec![(["a-1", "b-1", "c-1"][i], "hello", bes[i].addr)];
-        if i == 0 {
-            s.mesh_port = seed_port;
-        } else {
-            s.seeds = vec![seed];
-        }
+        s.seeded(seed_port, i == 0);
         nodes.push(s.start());
     }
     let a = nodes[0].edge;

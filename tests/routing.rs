@@ -28,7 +28,6 @@ fn topology() -> &'static std::path::Path {
 async fn world(hard: [u32; 3], transport: &'static str) -> World {
     let regions = ["iad", "ord", "fra"];
     let seed_port = free_udp_port();
-    let seed: SocketAddr = format!("127.0.0.1:{seed_port}").parse().unwrap();
     let backends: Vec<Backend> = regions.iter().map(|r| backend(&format!("{r}-1"))).collect();
     let mut nodes = Vec::new();
     for (i, r) in regions.iter().enumerate() {
@@ -44,11 +43,7 @@ async fn world(hard: [u32; 3], transport: &'static str) -> World {
             "hello",
             backends[i].addr,
         )];
-        if i == 0 {
-            s.mesh_port = seed_port;
-        } else {
-            s.seeds = vec![seed];
-        }
+        s.seeded(seed_port, i == 0);
         nodes.push(s.start());
     }
     // Ready when the iad edge sees all three instances and has RTTs to both peers.

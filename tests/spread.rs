@@ -27,7 +27,6 @@ async fn cluster(strategy: &str, simulate: bool) -> (Vec<Node>, Vec<Backend>) {
             .into_boxed_path(),
     );
     let seed_port = free_udp_port();
-    let seed: SocketAddr = format!("127.0.0.1:{seed_port}").parse().unwrap();
     let backends: Vec<Backend> = (0..3).map(|i| backend(&format!("chat-{i}"))).collect();
     let mut nodes = Vec::new();
     for (i, be) in backends.iter().enumerate() {
@@ -44,11 +43,7 @@ async fn cluster(strategy: &str, simulate: bool) -> (Vec<Node>, Vec<Backend>) {
             "chat",
             be.addr,
         )];
-        if i == 0 {
-            s.mesh_port = seed_port;
-        } else {
-            s.seeds = vec![seed];
-        }
+        s.seeded(seed_port, i == 0);
         nodes.push(s.start());
     }
     let t0 = Instant::now();

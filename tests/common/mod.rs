@@ -242,6 +242,15 @@ impl<'a> Spec<'a> {
         }
     }
 
+    /// Joins a test cluster: the seed node binds `seed_port`, every other node seeds from it.
+    pub fn seeded(&mut self, seed_port: u16, is_seed: bool) {
+        if is_seed {
+            self.mesh_port = seed_port;
+        } else {
+            self.seeds = vec![SocketAddr::from(([127, 0, 0, 1], seed_port))];
+        }
+    }
+
     /// Writes the files into a new temp dir and starts the node (lan profile).
     pub fn start(&self) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
