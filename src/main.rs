@@ -307,6 +307,11 @@ fn run(path: PathBuf) -> ExitCode {
                     tracing::info!("drained; exiting");
                 } else {
                     tracing::warn!(open = shutdown.open_tasks(), deadline = %drain_timeout, "drain deadline reached; closing what is left");
+                    // WebSockets get a close frame (1001) at their next frame boundary.
+                    shutdown.cut();
+                    if !shutdown.wait_drained(CLOSE_GRACE).await {
+                        tracing::warn!(open = shutdown.open_tasks(), "some connections did not close in time");
+                    }
                 }
                 ExitCode::SUCCESS
             }
@@ -315,6 +320,9 @@ fn run(path: PathBuf) -> ExitCode {
         }
     })
 }
+
+/// After the drain deadline, how long spliced sockets get to send their close frames.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn fast_exit(shutdown: &Shutdown) -> ExitCode {
     tracing::warn!(open = shutdown.open_tasks(), "second signal: exiting now");

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone, Default)]
 pub struct Shutdown {
     drain: CancellationToken,
+    cut: CancellationToken,
     tracker: TaskTracker,
 }
 
@@ -33,6 +34,17 @@ impl Shutdown {
     /// Resolves when the drain starts.
     pub async fn draining(&self) {
         self.drain.cancelled().await
+    }
+
+    /// The drain deadline has passed: long-lived work (spliced WebSockets) closes cleanly now.
+    pub fn cut(&self) {
+        self.drain.cancel();
+        self.cut.cancel();
+    }
+
+    /// Cancelled by [`Shutdown::cut`]; spliced sockets watch it.
+    pub fn cut_token(&self) -> CancellationToken {
+        self.cut.clone()
     }
 
     /// Spawns a task the drain waits for (a connection, a spliced WebSocket).

@@ -80,9 +80,31 @@ async fn drain_deadline_cuts_what_is_left() {
     std::fs::write(&path, text).unwrap();
     let (mut proc, addrs) = common::Proc::start(&["run", "--config", path.to_str().unwrap()], 2);
     let edge = addrs.iter().find(|(k, _)| k == "edge").unwrap().1;
-    let _ws = common::ws::connect(edge, "app", &[]).await;
+    let mut ws = common::ws::connect(edge, "app", &[]).await;
     let t0 = Instant::now();
     proc.signal(SIGTERM);
+    // Echo goes on until the deadline; then a close frame "going away" (1001) arrives.
+    ws.send(Message::text("before the deadline")).await.unwrap();
+    let mut echoed = false;
+    let close = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message or a close frame within 5 s")
+            .expect("stream open")
+            .expect("no protocol error");
+        match msg {
+            Message::Text(t) if t == "before the deadline" => echoed = true,
+            Message::Close(frame) => break frame,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(echoed, "the socket echoed during the drain");
+    let frame = close.expect("close frame carries a code");
+    assert_eq!(
+        u16::from(frame.code),
+        1001,
+        "close code is going away: {frame:?}"
+    );
     let code = proc.wait_exit(Duration::from_secs(10));
     let took = t0.elapsed();
     assert_eq!(code, Some(0));

@@ -221,8 +221,14 @@ pub(super) async fn admit_and_forward(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            node.shutdown
-                .spawn(crate::edge::splice(e, Side::Hyper(i), Some(slot), rid));
+            let ending = crate::edge::Ending::for_response(&parts.headers, &node.shutdown);
+            node.shutdown.spawn(crate::edge::splice(
+                e,
+                Side::Hyper(i),
+                Some(slot),
+                rid,
+                ending,
+            ));
             Response::from_parts(parts, boxed(body))
         }
         _ => Response::from_parts(parts, boxed(Tracked::new(body, Finish::hold(slot)))),

@@ -10,10 +10,11 @@ mod replay;
 mod routes;
 mod server;
 mod upgrade;
+mod wsframe;
 
 pub use body::{Finish, Tracked};
 pub use error::ProxyError;
 pub use penalty::Penalties;
 pub use routes::{AppRoute, RouteTable};
 pub use server::{next_conn, serve, ConnCtx};
-pub use upgrade::{splice, Io, Side};
+pub use upgrade::{splice, Ending, Io, Side};

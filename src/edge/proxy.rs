@@ -15,7 +15,7 @@ use super::headers::{add_forwarding, strip_hop_by_hop, strip_internal, wants_upg
 use super::replay::Replayable;
 use super::routes::normalize_host;
 use super::server::ConnCtx;
-use super::upgrade::{splice, Side};
+use super::upgrade::{splice, Ending, Side};
 use super::AppRoute;
 use crate::backhaul::protocol::{self, Reject};
 use crate::backhaul::BackhaulError;
@@ -441,7 +441,9 @@ fn respond(
     match (client_upgrade, instance_side) {
         (Some(c), Some(i)) => {
             let rid = rid.to_str().unwrap_or_default().to_string();
-            node.shutdown.spawn(splice(Side::Hyper(c), i, slot, rid));
+            let ending = Ending::for_response(&parts.headers, &node.shutdown);
+            node.shutdown
+                .spawn(splice(Side::Hyper(c), i, slot, rid, ending));
             Response::from_parts(parts, boxed(Tracked::new(body, finish)))
         }
         _ => Response::from_parts(parts, boxed(Tracked::new(body, Finish { slot, ..finish }))),

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::wsframe::{close_to_client, close_to_server, FrameTracker};
 
 use crate::local::Slot;
 use crate::telemetry::node_metrics;
@@ -13,6 +16,9 @@ use crate::telemetry::node_metrics;
 /// After one side has closed, how long the other direction may still deliver what is in flight
 /// (a close frame, the last output) before both are closed.
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Bytes read at a time in each direction of a splice.
+const RELAY_BUF: usize = 8 * 1024;
 
 /// Any byte stream a connection can run on (TCP, TLS, an upgraded HTTP connection, a QUIC stream).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -38,9 +44,38 @@ impl Side {
     }
 }
 
+/// How a splice ends besides either side closing.
+#[derive(Clone)]
+pub struct Ending {
+    /// Cancelled when the drain deadline passes: the splice closes at the next frame boundary.
+    pub cut: CancellationToken,
+    /// The upgrade is a WebSocket: frames are tracked and a close frame (1001) goes both ways on a cut.
+    pub websocket: bool,
+}
+
+impl Ending {
+    /// The ending for a 101 response with these headers, cut by `shutdown`'s deadline.
+    pub fn for_response(headers: &http::HeaderMap, shutdown: &crate::shutdown::Shutdown) -> Self {
+        let websocket = headers
+            .get(http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        Self {
+            cut: shutdown.cut_token(),
+            websocket,
+        }
+    }
+}
+
 /// Waits for both sides to be ready, then copies bytes both ways until either closes.
 /// The slot (one unit of the instance's load) is held for the socket's whole life.
-pub async fn splice(client: Side, instance: Side, slot: Option<Slot>, request_id: String) {
+pub async fn splice(
+    client: Side,
+    instance: Side,
+    slot: Option<Slot>,
+    request_id: String,
+    ending: Ending,
+) {
     let (client, instance) = tokio::join!(client.ready(), instance.ready());
     let (client, instance) = match (client, instance) {
         (Ok(c), Ok(i)) => (c, i),
@@ -56,29 +91,24 @@ pub async fn splice(client: Side, instance: Side, slot: Option<Slot>, request_id
     };
     let gauge = &node_metrics().websockets;
     gauge.increment(1.0);
-    pipe(client, instance, HALF_CLOSE_GRACE).await;
-    tracing::debug!(request_id, "upgraded connection closed");
+    pipe(client, instance, HALF_CLOSE_GRACE, &ending).await;
+    tracing::debug!(request_id, cut = ending.cut.is_cancelled(), "upgraded connection closed");
     gauge.decrement(1.0);
     drop(slot);
 }
 
 /// Copies both ways; when one direction ends, its write side is shut down and the other direction
-/// gets `grace` to finish.
-pub async fn pipe<A, B>(a: A, b: B, grace: Duration)
+/// gets `grace` to finish. A cut ends both directions at their next frame boundary.
+pub async fn pipe<A, B>(a: A, b: B, grace: Duration, ending: &Ending)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut ar, mut aw) = tokio::io::split(a);
-    let (mut br, mut bw) = tokio::io::split(b);
-    let up = async {
-        let _ = tokio::io::copy(&mut ar, &mut bw).await;
-        let _ = bw.shutdown().await;
-    };
-    let down = async {
-        let _ = tokio::io::copy(&mut br, &mut aw).await;
-        let _ = aw.shutdown().await;
-    };
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let frames = || ending.websocket.then(FrameTracker::default);
+    let up = relay(ar, bw, frames(), close_to_server(rand::random()), &ending.cut);
+    let down = relay(br, aw, frames(), close_to_client(), &ending.cut);
     tokio::pin!(up, down);
     tokio::select! {
         _ = &mut up => { let _ = tokio::time::timeout(grace, &mut down).await; }
@@ -86,16 +116,69 @@ where
     }
 }
 
+/// One direction: copy until EOF, an error, or a cut at a frame boundary (then `close`, if frames
+/// are tracked); the write side is shut down in every case.
+async fn relay<R, W>(
+    mut r: R,
+    mut w: W,
+    mut frames: Option<FrameTracker>,
+    close: Vec<u8>,
+    cut: &CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; RELAY_BUF];
+    let boundary = |f: &Option<FrameTracker>| f.as_ref().is_none_or(FrameTracker::at_boundary);
+    'copy: loop {
+        let n = tokio::select! {
+            biased;
+            _ = cut.cancelled(), if boundary(&frames) => break 'copy,
+            n = r.read(&mut buf) => match n {
+                Ok(0) | Err(_) => {
+                    let _ = w.shutdown().await;
+                    return;
+                }
+                Ok(n) => n,
+            },
+        };
+        let mut off = 0;
+        while off < n {
+            let k = frames.as_mut().map_or(n - off, |f| f.advance(&buf[off..n]));
+            if w.write_all(&buf[off..off + k]).await.is_err() {
+                return;
+            }
+            off += k;
+            if cut.is_cancelled() && boundary(&frames) {
+                break 'copy;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+    if frames.is_some() {
+        let _ = w.write_all(&close).await;
+    }
+    let _ = w.shutdown().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+
+    fn plain() -> Ending {
+        Ending {
+            cut: CancellationToken::new(),
+            websocket: false,
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn one_side_closing_ends_the_pipe_after_the_grace() {
         let (client, mut client_peer) = tokio::io::duplex(1024);
         let (inst, mut inst_peer) = tokio::io::duplex(1024);
-        let task = tokio::spawn(pipe(client, inst, Duration::from_secs(2)));
+        let task = tokio::spawn(async move { pipe(client, inst, Duration::from_secs(2), &plain()).await });
         client_peer.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
         inst_peer.read_exact(&mut buf).await.unwrap();
@@ -108,5 +191,39 @@ mod tests {
         let mut rest = Vec::new();
         client_peer.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty(), "client sees EOF");
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_waits_for_the_frame_then_sends_close_both_ways() {
+        let (client, mut client_peer) = tokio::io::duplex(1 << 16);
+        let (inst, mut inst_peer) = tokio::io::duplex(1 << 16);
+        let ending = Ending {
+            cut: CancellationToken::new(),
+            websocket: true,
+        };
+        let cut = ending.cut.clone();
+        let task = tokio::spawn(async move { pipe(client, inst, Duration::from_secs(2), &ending).await });
+        // The instance starts a 10-byte text frame but sends only half of it before the cut.
+        inst_peer.write_all(&[0x81, 10, b'h', b'e', b'l', b'l', b'o']).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cut.cancel();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        inst_peer.write_all(b"12345").await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client_peer.read_to_end(&mut got))
+            .await
+            .expect("client side closes")
+            .unwrap();
+        assert_eq!(&got[..12], &[0x81, 10, b'h', b'e', b'l', b'l', b'o', b'1', b'2', b'3', b'4', b'5']);
+        assert_eq!(&got[12..], &close_to_client()[..], "then one close frame, 1001");
+        let mut to_inst = Vec::new();
+        inst_peer.read_to_end(&mut to_inst).await.unwrap();
+        assert_eq!(&to_inst[..2], &[0x88, 0x82], "a masked close frame reaches the instance");
+        task.await.unwrap();
     }
 }
