@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::cluster::{Delays, MeshSetup};
 use crate::config::{Config, MeshProfile};
+use crate::handoff::{Inherited, Sockets};
 use crate::shutdown::Shutdown;
 use crate::state::NodeState;
 
@@ -35,45 +36,53 @@ pub struct App {
     tls: Option<Arc<crate::backhaul::tls::ClusterTls>>,
     quic: Option<quinn::Endpoint>,
     delays: Option<Delays>,
+    handoff: Option<Sockets>,
     cfg: Config,
 }
 
 impl App {
-    /// Binds the edge and admin listeners (ports given as 0 get ephemeral ones).
-    pub async fn build(cfg: Config, shutdown: Shutdown) -> Result<Self, BindError> {
+    /// Binds every listener (ports given as 0 get ephemeral ones), or takes it from `inherited`
+    /// (sockets handed over by an older process for the same config key and address).
+    pub async fn build(
+        cfg: Config,
+        shutdown: Shutdown,
+        inherited: &mut Inherited,
+    ) -> Result<Self, BindError> {
+        let mut handoff = Sockets::new();
         let mut edge = Vec::new();
         for (i, a) in cfg.node.edge.listen.iter().enumerate() {
-            let l = TcpListener::bind(a.get())
-                .await
-                .map_err(|source| BindError {
-                    key: format!("edge.listen[{i}]"),
-                    addr: a.get(),
-                    source,
-                })?;
-            edge.push(l);
+            let key = format!("edge.listen[{i}]");
+            let l = tcp_listener(inherited, &key, a.get())?;
+            offer(&mut handoff, &key, a.get(), &l);
+            edge.push(TcpListener::from_std(l).map_err(|source| BindError {
+                key,
+                addr: a.get(),
+                source,
+            })?);
         }
         let admin_addr = cfg.node.admin.listen.get();
-        let admin = std::net::TcpListener::bind(admin_addr).map_err(|source| BindError {
-            key: "admin.listen".into(),
-            addr: admin_addr,
-            source,
-        })?;
+        let admin = tcp_listener(inherited, "admin.listen", admin_addr)?;
+        offer(&mut handoff, "admin.listen", admin_addr, &admin);
         let mesh_bind = cfg.node.mesh.bind.get();
-        let socket = std::net::UdpSocket::bind(mesh_bind).map_err(|source| BindError {
-            key: "mesh.bind".into(),
-            addr: mesh_bind,
-            source,
-        })?;
+        let socket = match inherited.udp("mesh.bind", mesh_bind) {
+            Some(s) => s,
+            None => std::net::UdpSocket::bind(mesh_bind).map_err(|source| BindError {
+                key: "mesh.bind".into(),
+                addr: mesh_bind,
+                source,
+            })?,
+        };
+        offer(&mut handoff, "mesh.bind", mesh_bind, &socket);
         let mesh_addr = socket.local_addr().ok();
         let bh_addr = cfg.node.backhaul.listen.get();
-        let backhaul = TcpListener::bind(bh_addr)
-            .await
-            .map_err(|source| BindError {
-                key: "backhaul.listen".into(),
-                addr: bh_addr,
-                source,
-            })?;
+        let backhaul = tcp_listener(inherited, "backhaul.listen", bh_addr)?;
+        offer(&mut handoff, "backhaul.listen", bh_addr, &backhaul);
         let bh_bound = backhaul.local_addr().unwrap_or(bh_addr);
+        let backhaul = TcpListener::from_std(backhaul).map_err(|source| BindError {
+            key: "backhaul.listen".into(),
+            addr: bh_addr,
+            source,
+        })?;
         if !cfg.node.edge.tls_listen.is_empty() {
             tracing::warn!("edge.tls_listen is set but this build does not serve TLS yet; those addresses are not bound");
         }
@@ -146,13 +155,17 @@ impl App {
         // QUIC listens on the backhaul port number over UDP, beside TCP, whenever TLS exists.
         let quic_endpoint = match &tls {
             Some(t) => {
-                Some(
-                    crate::backhaul::bind_quic(t, bh_bound).map_err(|source| BindError {
-                        key: "backhaul.listen".into(),
-                        addr: bh_bound,
-                        source,
-                    })?,
-                )
+                let err = |source| BindError {
+                    key: "backhaul.listen".into(),
+                    addr: bh_bound,
+                    source,
+                };
+                let udp = match inherited.udp("backhaul.quic", bh_addr) {
+                    Some(s) => s,
+                    None => std::net::UdpSocket::bind(bh_bound).map_err(err)?,
+                };
+                offer(&mut handoff, "backhaul.quic", bh_addr, &udp);
+                Some(crate::backhaul::bind_quic(t, udp).map_err(err)?)
             }
             None => None,
         };
@@ -179,6 +192,17 @@ impl App {
             quic_client,
         );
         let node = NodeState::new(&cfg, shutdown, client);
+        for i in std::mem::take(&mut inherited.instances) {
+            match node
+                .registry
+                .register(&node, &i.id, &i.app, i.address.get())
+            {
+                Ok(()) => tracing::info!(instance = %i.id, "run-time instance taken over"),
+                Err(e) => {
+                    tracing::warn!(instance = %i.id, error = %e, "run-time instance not taken over")
+                }
+            }
+        }
         let profile = match cfg.node.mesh.profile {
             MeshProfile::Lan => petrel_mesh::Profile::Lan,
             MeshProfile::Wan => petrel_mesh::Profile::Wan,
@@ -209,8 +233,15 @@ impl App {
             tls,
             quic: quic_endpoint,
             delays,
+            handoff: Some(handoff),
             cfg,
         })
+    }
+
+    /// The sockets to offer to a later `petrel run --upgrade`, and where to listen for it.
+    pub fn handoff(&mut self) -> Option<(std::path::PathBuf, Sockets)> {
+        let path = self.cfg.node.node.upgrade_socket_path(&self.cfg.path);
+        self.handoff.take().map(|s| (path, s))
     }
 
     /// Where the edge listens (after binding, so ephemeral ports are real).
@@ -295,5 +326,41 @@ impl App {
         }
         let _ = health.await;
         Ok(())
+    }
+}
+
+/// A listening TCP socket for `key`: taken over if offered, else bound now.
+fn tcp_listener(
+    inherited: &mut Inherited,
+    key: &str,
+    addr: SocketAddr,
+) -> Result<std::net::TcpListener, BindError> {
+    if let Some(l) = inherited.tcp(key, addr) {
+        tracing::info!(key, addr = ?l.local_addr().ok(), "listener taken over");
+        return Ok(l);
+    }
+    let err = |source| BindError {
+        key: key.into(),
+        addr,
+        source,
+    };
+    let sock = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(err)?;
+    sock.set_reuseaddr(true).map_err(err)?;
+    sock.bind(addr).map_err(err)?;
+    let l = sock.listen(LISTEN_BACKLOG).map_err(err)?;
+    l.into_std().map_err(err)
+}
+
+/// Pending connections the kernel queues per listener (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Keeps a duplicate of a socket for a later upgrade; a failure only disables that.
+fn offer(handoff: &mut Sockets, key: &str, addr: SocketAddr, sock: &impl std::os::fd::AsFd) {
+    if let Err(e) = handoff.add(key, addr, sock) {
+        tracing::warn!(key, error = %e, "socket cannot be handed over on upgrade");
     }
 }

@@ -5,6 +5,7 @@
 //! - [`config`]: `node.toml` and fly.toml app configs, validated with file:line:key errors.
 //! - [`app`]: binds listeners, wires the parts, runs until the drain signal.
 //! - [`shutdown`]: the one drain signal, counted tasks, deadline.
+//! - [`handoff`]: `petrel run --upgrade`, listening sockets passed to a new process.
 //! - [`reload`]: SIGHUP / `POST /v1/reload`, validated and swapped atomically.
 //! - [`state`]: the snapshots (`ArcSwap`) the request path reads without locks.
 //! - [`cluster`]: the mesh owner task (UDP, timers) and the snapshot it publishes.
@@ -18,7 +19,7 @@
 //! - [`demo`]: `petrel demo`, a multi-region cluster of child processes on loopback.
 //! - [`telemetry`]: logging and every metric name.
 //! - [`status`]: `petrel status`, the node's view as tables.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -31,6 +32,8 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod edge;
+#[allow(unsafe_code)] // descriptors received over SCM_RIGHTS
+pub mod handoff;
 pub mod local;
 pub mod reload;
 pub mod shutdown;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use petrel::app::App;
 use petrel::config;
+use petrel::handoff;
 use petrel::shutdown::Shutdown;
 use petrel::telemetry;
 use tokio::signal::unix::{signal, SignalKind};
@@ -34,10 +35,19 @@ enum Cmd {
     ///
     /// SIGTERM or SIGINT starts a drain: listeners close, open requests and WebSockets run on for up
     /// to node.drain_timeout, then the process exits 0. A second signal exits at once.
+    ///
+    /// SIGHUP reloads the node and app configs (an invalid config is refused, the old one stays).
+    ///
+    /// With --upgrade, the new process takes every listening socket from the running one through
+    /// node.upgrade_socket (no connection is refused), and the old process then drains.
     Run {
         /// The node config file (node.toml).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Take over from the petrel already running with this config (zero-downtime binary
+        /// upgrade): its sockets pass to this process, then it drains and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate configs without starting anything: exit 0 with a summary, or 2 with every error
     /// as FILE:LINE: KEY: MESSAGE.
@@ -102,7 +112,7 @@ fn main() -> ExitCode {
     }
     match cli.cmd {
         Cmd::Check { config, app } => check(config, app),
-        Cmd::Run { config } => run(config),
+        Cmd::Run { config, upgrade } => run(config, upgrade),
         Cmd::Backend { listen, id } => backend(listen, id),
         Cmd::Certs { out, nodes } => certs(&out, &nodes),
         Cmd::Status { admin } => {
@@ -227,14 +237,29 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn run(path: PathBuf) -> ExitCode {
-    // Validate everything before binding any port.
+fn run(path: PathBuf, upgrade: bool) -> ExitCode {
+    // Validate everything before binding (or taking) any port.
     let cfg = match config::load_node(&path) {
         Ok(c) => c,
         Err(errs) => {
             eprintln!("{errs}");
             return ExitCode::from(2);
         }
+    };
+    let mut inherited = if upgrade {
+        let socket = cfg.node.node.upgrade_socket_path(&cfg.path);
+        match handoff::take(&socket) {
+            Ok(i) => {
+                tracing::info!(path = %socket.display(), "took the listening sockets from the running process");
+                i
+            }
+            Err(e) => {
+                eprintln!("petrel: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        handoff::Inherited::default()
     };
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -254,7 +279,7 @@ fn run(path: PathBuf) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let app = match App::build(cfg, shutdown.clone()).await {
+        let mut app = match App::build(cfg, shutdown.clone(), &mut inherited).await {
             Ok(a) => a,
             Err(e) => {
                 eprintln!("petrel: {e}");
@@ -278,7 +303,26 @@ fn run(path: PathBuf) -> ExitCode {
             let _ = out.flush();
         }
         let node = app.node.clone();
+        let handoff = app.handoff();
         let serving = tokio::spawn(app.run());
+        if upgrade {
+            // Serving on the inherited sockets now: the old process may stop accepting.
+            match tokio::task::spawn_blocking(move || inherited.ready()).await {
+                Ok(Ok(())) => tracing::info!("the old process is draining; this one serves"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the old process did not confirm the handover"),
+                Err(e) => tracing::warn!(error = %e, "handover confirmation failed"),
+            }
+        }
+        if let Some((path, sockets)) = handoff {
+            let started = if upgrade {
+                handoff::serve_after_takeover(path.clone(), sockets, node.clone())
+            } else {
+                handoff::serve(path.clone(), sockets, node.clone())
+            };
+            if let Err(e) = started {
+                tracing::warn!(path = %path.display(), error = %e, "upgrade socket unavailable; petrel run --upgrade will not work for this process");
+            }
+        }
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(h) => h,
             Err(_) => {
@@ -290,6 +334,7 @@ fn run(path: PathBuf) -> ExitCode {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+                _ = shutdown.handed_over() => { tracing::info!("handed over to a new process: draining"); break; }
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading configuration");
                     let _ = petrel::reload::reload_logged(&node);

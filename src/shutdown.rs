@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 pub struct Shutdown {
     drain: CancellationToken,
     cut: CancellationToken,
+    handover: CancellationToken,
     tracker: TaskTracker,
 }
 
@@ -34,6 +35,23 @@ impl Shutdown {
     /// Resolves when the drain starts.
     pub async fn draining(&self) {
         self.drain.cancelled().await
+    }
+
+    /// A newer process took the listening sockets (`petrel run --upgrade`): drain as on SIGTERM,
+    /// but stay quiet in the mesh (the new process is this node now) and stop serving admin.
+    pub fn hand_over(&self) {
+        self.handover.cancel();
+        self.drain.cancel();
+    }
+
+    /// True once the sockets were handed over.
+    pub fn is_handed_over(&self) -> bool {
+        self.handover.is_cancelled()
+    }
+
+    /// Resolves when the sockets are handed over.
+    pub async fn handed_over(&self) {
+        self.handover.cancelled().await
     }
 
     /// The drain deadline has passed: long-lived work (spliced WebSockets) closes cleanly now.

@@ -39,7 +39,15 @@ pub fn spawn(
                     }
                 };
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
+                    let accepted = tokio::select! {
+                        biased;
+                        _ = node.shutdown.handed_over() => {
+                            tracing::info!("admin listener handed over to the new process");
+                            return;
+                        }
+                        a = listener.accept() => a,
+                    };
+                    let Ok((stream, _)) = accepted else {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         continue;
                     };

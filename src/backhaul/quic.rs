@@ -169,7 +169,16 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            while let Ok((send, recv)) = conn.accept_bi().await {
+            loop {
+                let (send, recv) = tokio::select! {
+                    biased;
+                    // Streams already open run on (counted); the connection closes when they end.
+                    _ = node.shutdown.draining() => break,
+                    s = conn.accept_bi() => match s {
+                        Ok(s) => s,
+                        Err(_) => break,
+                    },
+                };
                 let (node, delays) = (node.clone(), delays.clone());
                 node.clone().shutdown.spawn(async move {
                     stream(&node, key.as_ref(), delays.as_ref().as_ref(), send, recv).await;
@@ -177,7 +186,22 @@ pub async fn serve(
             }
         });
     }
-    endpoint.close(0u32.into(), b"draining");
+    // No new connections; open streams finish on their own (they are counted tasks).
+    endpoint.set_server_config(None);
+    if node.shutdown.is_handed_over() {
+        // The new process reads the shared UDP socket now; this endpoint moves off it so the two
+        // never see each other's packets. (Peers' connections to it end: QUIC servers cannot migrate.)
+        let ip = endpoint
+            .local_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        match std::net::UdpSocket::bind((ip, 0)).and_then(|s| endpoint.rebind(s)) {
+            Ok(()) => tracing::info!("QUIC backhaul socket handed over"),
+            Err(e) => {
+                tracing::warn!(error = %e, "QUIC endpoint could not move off the handed-over socket")
+            }
+        }
+    }
 }
 
 async fn stream(
@@ -234,11 +258,19 @@ async fn stream(
     }
 }
 
-/// Binds the QUIC endpoint on the backhaul address (UDP, same port number as the TCP listener).
-pub fn bind(tls: &ClusterTls, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+/// Runs the QUIC endpoint on `socket`: UDP on the backhaul address, same port number as the TCP
+/// listener (bound by the caller, or taken over from an older process).
+pub fn bind(tls: &ClusterTls, socket: std::net::UdpSocket) -> std::io::Result<quinn::Endpoint> {
     let crypto =
         QuicServerConfig::try_from(tls.quic_server.clone()).map_err(std::io::Error::other)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport());
-    quinn::Endpoint::server(config, addr)
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        runtime,
+    )
 }

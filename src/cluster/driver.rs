@@ -88,6 +88,11 @@ async fn run(
         tokio::select! {
             biased;
             _ = node.shutdown.draining() => {
+                if node.shutdown.is_handed_over() {
+                    // The new process answers on this socket under a new generation.
+                    tracing::info!("mesh handed over to the new process");
+                    return;
+                }
                 tracing::info!("leaving the mesh");
                 mesh.leave(now());
                 // Leave messages go out at once, without simulated delay: the process may exit soon.

@@ -42,6 +42,24 @@ pub struct NodeSection {
     /// Globs of app config files, relative to this file's directory.
     #[serde(default = "d_apps")]
     pub apps: Vec<String>,
+    /// Unix socket where `petrel run --upgrade` takes the listening sockets from this process;
+    /// relative to this file's directory; default `.petrel-<name>.sock` beside it.
+    #[serde(default)]
+    pub upgrade_socket: Option<String>,
+}
+
+impl NodeSection {
+    /// The upgrade socket path for a config file at `config_path`.
+    pub fn upgrade_socket_path(&self, config_path: &std::path::Path) -> std::path::PathBuf {
+        let dir = config_path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        match &self.upgrade_socket {
+            Some(p) => dir.join(p),
+            None => dir.join(format!(".petrel-{}.sock", self.name)),
+        }
+    }
 }
 
 /// `[edge]`

@@ -8,7 +8,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use super::proxy;
@@ -23,6 +22,8 @@ pub struct ConnCtx {
     /// Our listener address.
     pub local: SocketAddr,
     held: Mutex<Vec<Slot>>,
+    /// Set when the first request head has arrived.
+    first: tokio::sync::watch::Sender<bool>,
 }
 
 impl ConnCtx {
@@ -31,7 +32,19 @@ impl ConnCtx {
             peer,
             local,
             held: Mutex::new(Vec::new()),
+            first: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Marks that a request arrived on this connection.
+    fn saw_request(&self) {
+        self.first.send_if_modified(|seen| !std::mem::replace(seen, true));
+    }
+
+    /// Resolves once a request has arrived, or after `limit`.
+    async fn first_request(&self, limit: Duration) {
+        let mut rx = self.first.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|seen| *seen)).await;
     }
 
     /// A reachable instance of `app` this connection already holds a slot on.
@@ -104,7 +117,6 @@ pub async fn serve(
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     loop {
         let Some((stream, peer)) = next_conn(&listener, &node.shutdown, "edge").await else {
@@ -112,25 +124,47 @@ pub async fn serve(
         };
         let local_addr = stream.local_addr().ok().or(local).unwrap_or(peer);
         let ctx = Arc::new(ConnCtx::new(peer, local_addr));
-        let svc_node = node.clone();
+        let (svc_node, svc_ctx) = (node.clone(), ctx.clone());
         let svc = service_fn(move |req| {
-            let (node, ctx) = (svc_node.clone(), ctx.clone());
+            let (node, ctx) = (svc_node.clone(), svc_ctx.clone());
+            ctx.saw_request();
             async move { Ok::<_, Infallible>(proxy::handle(node, ctx, req).await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
-        let conn = graceful.watch(conn);
+        let shutdown = node.shutdown.clone();
         node.shutdown.spawn(async move {
             let gauge = &node_metrics().http_connections;
             gauge.increment(1.0);
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = shutdown.draining() => None,
+            };
+            let result = match ended {
+                Some(r) => r,
+                None => {
+                    // A connection accepted just before the drain may not have sent its request
+                    // yet: wait for it (briefly) so it is answered, not closed unread.
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = ctx.first_request(FIRST_REQUEST_GRACE) => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             gauge.decrement(1.0);
         });
     }
     drop(listener);
-    tracing::info!(listener = ?local, open = graceful.count(), "listener closed; draining open connections");
-    graceful.shutdown().await;
+    tracing::info!(listener = ?local, "listener closed; draining open connections");
 }
+
+/// On drain, how long a connection that has not sent a request yet gets to send one.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);

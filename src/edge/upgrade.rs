@@ -92,7 +92,11 @@ pub async fn splice(
     let gauge = &node_metrics().websockets;
     gauge.increment(1.0);
     pipe(client, instance, HALF_CLOSE_GRACE, &ending).await;
-    tracing::debug!(request_id, cut = ending.cut.is_cancelled(), "upgraded connection closed");
+    tracing::debug!(
+        request_id,
+        cut = ending.cut.is_cancelled(),
+        "upgraded connection closed"
+    );
     gauge.decrement(1.0);
     drop(slot);
 }
@@ -107,7 +111,13 @@ where
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
     let frames = || ending.websocket.then(FrameTracker::default);
-    let up = relay(ar, bw, frames(), close_to_server(rand::random()), &ending.cut);
+    let up = relay(
+        ar,
+        bw,
+        frames(),
+        close_to_server(rand::random()),
+        &ending.cut,
+    );
     let down = relay(br, aw, frames(), close_to_client(), &ending.cut);
     tokio::pin!(up, down);
     tokio::select! {
@@ -178,7 +188,8 @@ mod tests {
     async fn one_side_closing_ends_the_pipe_after_the_grace() {
         let (client, mut client_peer) = tokio::io::duplex(1024);
         let (inst, mut inst_peer) = tokio::io::duplex(1024);
-        let task = tokio::spawn(async move { pipe(client, inst, Duration::from_secs(2), &plain()).await });
+        let task =
+            tokio::spawn(async move { pipe(client, inst, Duration::from_secs(2), &plain()).await });
         client_peer.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
         inst_peer.read_exact(&mut buf).await.unwrap();
@@ -207,9 +218,13 @@ mod cut_tests {
             websocket: true,
         };
         let cut = ending.cut.clone();
-        let task = tokio::spawn(async move { pipe(client, inst, Duration::from_secs(2), &ending).await });
+        let task =
+            tokio::spawn(async move { pipe(client, inst, Duration::from_secs(2), &ending).await });
         // The instance starts a 10-byte text frame but sends only half of it before the cut.
-        inst_peer.write_all(&[0x81, 10, b'h', b'e', b'l', b'l', b'o']).await.unwrap();
+        inst_peer
+            .write_all(&[0x81, 10, b'h', b'e', b'l', b'l', b'o'])
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         cut.cancel();
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -219,11 +234,22 @@ mod cut_tests {
             .await
             .expect("client side closes")
             .unwrap();
-        assert_eq!(&got[..12], &[0x81, 10, b'h', b'e', b'l', b'l', b'o', b'1', b'2', b'3', b'4', b'5']);
-        assert_eq!(&got[12..], &close_to_client()[..], "then one close frame, 1001");
+        assert_eq!(
+            &got[..12],
+            &[0x81, 10, b'h', b'e', b'l', b'l', b'o', b'1', b'2', b'3', b'4', b'5']
+        );
+        assert_eq!(
+            &got[12..],
+            &close_to_client()[..],
+            "then one close frame, 1001"
+        );
         let mut to_inst = Vec::new();
         inst_peer.read_to_end(&mut to_inst).await.unwrap();
-        assert_eq!(&to_inst[..2], &[0x88, 0x82], "a masked close frame reaches the instance");
+        assert_eq!(
+            &to_inst[..2],
+            &[0x88, 0x82],
+            "a masked close frame reaches the instance"
+        );
         task.await.unwrap();
     }
 }

@@ -22,7 +22,8 @@ impl FrameTracker {
         let mut used = 0;
         while used < data.len() {
             if self.left > 0 {
-                let take = (data.len() - used).min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                let take =
+                    (data.len() - used).min(usize::try_from(self.left).unwrap_or(usize::MAX));
                 self.left -= take as u64;
                 used += take;
                 if self.left == 0 {

@@ -74,6 +74,17 @@ impl Registry {
         Ok(())
     }
 
+    /// Instances registered at run time (not from node.toml).
+    pub fn run_time(&self) -> Vec<InstanceConfig> {
+        let from_file = self.from_file.lock().expect("registry lock");
+        let configs = self.configs.lock().expect("registry lock");
+        configs
+            .iter()
+            .filter(|c| !from_file.contains(&c.id))
+            .cloned()
+            .collect()
+    }
+
     /// Replaces the instances that came from node.toml with `file`, keeping run-time ones and the
     /// live state (load, pools) of instances that stay; swaps in the new table.
     pub fn reload(&self, node: &NodeState, file: &[InstanceConfig]) {

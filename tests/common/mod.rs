@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod load;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
