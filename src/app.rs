@@ -283,6 +283,12 @@ impl App {
             ))
         });
         let health = tokio::spawn(crate::local::health::run(self.node.clone()));
+        if let Some(endpoint) = &self.cfg.node.tracing.otlp_endpoint {
+            if let Err(e) = crate::trace::otlp::start(endpoint, &self.node.name, &self.node.region)
+            {
+                tracing::warn!(endpoint, error = %e, "OTLP export not started");
+            }
+        }
         let quic = self.quic.take().map(|e| {
             tokio::spawn(crate::backhaul::serve_quic(
                 e,

@@ -18,6 +18,7 @@
 //! - [`backend`]: the built-in origin used by demo, tests and benches.
 //! - [`demo`]: `petrel demo`, a multi-region cluster of child processes on loopback.
 //! - [`telemetry`]: logging and every metric name.
+//! - [`trace`]: per-request phase timings, the slow-request log, OTLP export.
 //! - [`status`]: `petrel status`, the node's view as tables.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -41,3 +42,4 @@ pub mod state;
 pub mod status;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;

@@ -25,6 +25,10 @@ pub struct EdgeSettings {
     pub response_timeout: Duration,
     /// How long an instance that refused a connect is skipped.
     pub unreachable_for: Duration,
+    /// Requests slower than this are logged with their phases (and always exported).
+    pub slow_request: Duration,
+    /// Fraction of other requests exported over OTLP.
+    pub otlp_sample: f64,
 }
 
 /// Everything the edge and admin share.
@@ -114,7 +118,12 @@ pub fn restart_only(cfg: &Config) -> String {
         n.edge.max_header_bytes,
         n.edge.header_read_timeout,
     );
-    let mesh = (&n.mesh.bind, &n.mesh.advertise, &n.mesh.cluster_key);
+    let mesh = (
+        &n.mesh.bind,
+        &n.mesh.advertise,
+        &n.mesh.cluster_key,
+        &n.tracing.otlp_endpoint,
+    );
     let backhaul = (
         &n.backhaul.listen,
         n.backhaul.transport,
@@ -131,6 +140,8 @@ impl EdgeSettings {
             connect_timeout: cfg.node.edge.connect_timeout.get(),
             response_timeout: cfg.node.edge.response_timeout.get(),
             unreachable_for: Duration::from_secs(2),
+            slow_request: cfg.node.tracing.slow_request.get(),
+            otlp_sample: cfg.node.tracing.otlp_sample,
         }
     }
 }

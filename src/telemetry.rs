@@ -32,6 +32,8 @@ pub const PEER_RTT: &str = "petrel_peer_rtt_seconds";
 pub const GOSSIP_BYTES: &str = "petrel_gossip_bytes_total";
 /// `petrel_mesh_dropped_total{reason}`: mesh datagrams dropped (size, magic, auth, replay, kind, payload).
 pub const MESH_DROPPED: &str = "petrel_mesh_dropped_total";
+/// Request spans sent to the OTLP collector, or dropped (`outcome`: exported, dropped).
+pub const TRACE_SPANS: &str = "petrel_trace_spans_total";
 
 /// Where a failed session failed (the `phase` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

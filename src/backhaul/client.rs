@@ -17,6 +17,7 @@ use super::tls::ClusterTls;
 use crate::body::Body;
 use crate::cluster::Delays;
 use crate::telemetry::BACKHAUL_CONNECT;
+use crate::trace::ConnectMark;
 
 /// Why a backhaul exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +174,7 @@ impl BackhaulClient {
         region: &str,
         mut req: Request<Body>,
         upgrade: bool,
+        mark: &ConnectMark,
     ) -> Result<(Response<Body>, Option<Side>), BackhaulError> {
         self.sign(&mut req);
         if let Some(q) = &self.quic {
@@ -181,9 +183,9 @@ impl BackhaulClient {
                 .as_ref()
                 .map(|d| d.toward(region))
                 .unwrap_or_default();
-            return q.send(to, delay, req, upgrade).await;
+            return q.send(to, delay, req, upgrade, mark).await;
         }
-        let mut resp = self.send_h2(to, region, req, upgrade).await?;
+        let mut resp = self.send_h2(to, region, req, upgrade, mark).await?;
         let side = (upgrade && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
             .then(|| Side::Hyper(hyper::upgrade::on(&mut resp)));
         Ok((resp.map(crate::body::boxed), side))
@@ -196,6 +198,7 @@ impl BackhaulClient {
         region: &str,
         mut req: Request<Body>,
         upgrade: bool,
+        mark: &ConnectMark,
     ) -> Result<Response<Incoming>, BackhaulError> {
         if upgrade {
             *req.version_mut() = http::Version::HTTP_11;
@@ -211,6 +214,7 @@ impl BackhaulClient {
             let (mut sender, conn) = http1::handshake(TokioIo::new(io))
                 .await
                 .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
+            mark.mark();
             tokio::spawn(async move {
                 let _ = conn.with_upgrades().await;
             });
@@ -244,12 +248,14 @@ impl BackhaulClient {
         *req.version_mut() = http::Version::HTTP_2;
         req.headers_mut().remove(http::header::HOST);
         let mut sender = self.h2_sender(to, region, false).await?;
+        mark.mark();
         match sender.try_send_request(req).await {
             Ok(r) => Ok(r),
             Err(mut e) => match e.take_message() {
                 Some(req) => {
                     // Pooled connection was dead: one fresh try, still nothing sent.
                     let mut fresh = self.h2_sender(to, region, true).await?;
+                    mark.mark();
                     match fresh.try_send_request(req).await {
                         Ok(r) => Ok(r),
                         Err(mut e) => match e.take_message() {

@@ -18,6 +18,7 @@ use crate::edge::headers::wants_upgrade;
 use crate::edge::Side;
 use crate::state::NodeState;
 use crate::telemetry::BACKHAUL_CONNECT;
+use crate::trace::ConnectMark;
 
 /// Edge side: a client endpoint and a connection per owner node.
 pub struct QuicClient {
@@ -98,6 +99,7 @@ impl QuicClient {
         delay: Duration,
         req: Request<Body>,
         upgrade: bool,
+        mark: &ConnectMark,
     ) -> Result<(Response<Body>, Option<Side>), BackhaulError> {
         let conn = self.connection(to).await?;
         let (mut send, mut recv) = match conn.open_bi().await {
@@ -107,6 +109,7 @@ impl QuicClient {
                 return Err(BackhaulError::Connect(to, format!("QUIC stream: {e}")));
             }
         };
+        mark.mark();
         if !delay.is_zero() {
             // [simulate]: quinn owns its socket, so the one-way delay is applied per request.
             tokio::time::sleep(delay).await;

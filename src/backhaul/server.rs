@@ -186,6 +186,7 @@ pub(super) async fn admit_and_forward(
         h2 && !upgrade,
         settings.connect_timeout,
         settings.response_timeout,
+        &crate::trace::ConnectMark::default(),
     )
     .await
     {

@@ -26,6 +26,38 @@ pub struct NodeConfig {
     /// Simulated inter-region latency (one machine only).
     #[serde(default)]
     pub simulate: Option<SimulateSection>,
+    /// Slow-request log and optional OTLP export.
+    #[serde(default)]
+    pub tracing: TracingSection,
+}
+
+/// `[tracing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSection {
+    /// Requests that take longer (head and body) are logged with the time of each phase.
+    #[serde(default = "d_slow")]
+    pub slow_request: Dur,
+    /// OTLP/HTTP (JSON) collector base URL, e.g. `http://127.0.0.1:4318`; unset = no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction (0..1) of requests exported besides the slow ones, which always are.
+    #[serde(default)]
+    pub otlp_sample: f64,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        Self {
+            slow_request: d_slow(),
+            otlp_endpoint: None,
+            otlp_sample: 0.0,
+        }
+    }
+}
+
+fn d_slow() -> Dur {
+    Dur::secs(1)
 }
 
 /// `[node]`
@@ -281,6 +313,17 @@ impl NodeConfig {
         ] {
             if d.get().is_zero() {
                 errs.push(src.error(key, "must be greater than 0s"));
+            }
+        }
+        if self.tracing.slow_request.get().is_zero() {
+            errs.push(src.error("tracing.slow_request", "must be greater than 0s"));
+        }
+        if !(0.0..=1.0).contains(&self.tracing.otlp_sample) {
+            errs.push(src.error("tracing.otlp_sample", "must be between 0 and 1"));
+        }
+        if let Some(url) = &self.tracing.otlp_endpoint {
+            if let Err(m) = crate::trace::otlp::parse_endpoint(url) {
+                errs.push(src.error("tracing.otlp_endpoint", m));
             }
         }
         let files = [&self.backhaul.ca, &self.backhaul.cert, &self.backhaul.key];

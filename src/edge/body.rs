@@ -11,6 +11,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use super::AppRoute;
 use crate::body::BoxError;
 use crate::local::Slot;
+use crate::trace::Trace;
 
 pin_project_lite::pin_project! {
     /// Streams an instance's response to the client; when it ends (or the client goes away) the
@@ -42,6 +43,8 @@ pub struct Finish {
     pub start: Instant,
     /// When the response head arrived from the instance.
     pub head: Instant,
+    /// The request's timeline (edge side only).
+    pub trace: Option<Trace>,
 }
 
 impl Finish {
@@ -53,6 +56,9 @@ impl Finish {
                 .request(self.status, (now - self.start).as_secs_f64());
         }
         drop(self.slot);
+        if let Some(t) = self.trace {
+            t.finish(Instant::now(), self.status);
+        }
     }
 
     /// Only holds `slot` until the body ends (owner side of the backhaul; the edge counts).
@@ -64,6 +70,7 @@ impl Finish {
             status: 0,
             start: now,
             head: now,
+            trace: None,
         }
     }
 }

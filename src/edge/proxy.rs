@@ -25,6 +25,7 @@ use crate::config::LimitType;
 use crate::local::{send_to_instance, ConnectError, Instance, Outcome, Slot};
 use crate::state::{EdgeSettings, NodeState};
 use crate::telemetry::{node_metrics, RetryReason};
+use crate::trace::{ConnectMark, Target as TraceTarget, Trace};
 
 /// How long an instance that rejected as full is skipped by this edge.
 const FULL_PENALTY_MS: u64 = 1_000;
@@ -37,6 +38,16 @@ pub async fn handle(
 ) -> Response<Body> {
     let start = Instant::now();
     let rid = node.request_id();
+    let mut trace = {
+        let settings = node.settings.load();
+        Some(Trace::new(
+            start,
+            req.headers(),
+            rid.to_str().unwrap_or_default(),
+            settings.slow_request,
+            settings.otlp_sample,
+        ))
+    };
     let host = request_host(&req);
     let routes = node.routes.load();
     let app = match host.as_deref().map(|h| routes.lookup(h)) {
@@ -49,13 +60,22 @@ pub async fn handle(
             let m = &node_metrics().unrouted;
             m.failure(err.phase());
             m.request(err.status().as_u16(), start.elapsed().as_secs_f64());
+            if let Some(t) = trace {
+                t.finish(Instant::now(), err.status().as_u16());
+            }
             return err.to_response(&rid);
         }
     };
     drop(routes);
-    match forward(&node, &conn, &app, req, &rid, start).await {
+    if let Some(t) = trace.as_mut() {
+        t.set_app(&app.name);
+    }
+    match forward(&node, &conn, &app, req, &rid, start, &mut trace).await {
         Ok(resp) => resp,
         Err(err) => {
+            if let Some(t) = trace.take() {
+                t.finish(Instant::now(), err.status().as_u16());
+            }
             app.metrics.failure(err.phase());
             app.metrics
                 .request(err.status().as_u16(), start.elapsed().as_secs_f64());
@@ -120,6 +140,7 @@ async fn forward(
     mut req: Request<Incoming>,
     rid: &HeaderValue,
     start: Instant,
+    trace: &mut Option<Trace>,
 ) -> Result<Response<Body>, ProxyError> {
     let hints = Hints::from_headers(req.headers());
     let now_ms = node.now_ms();
@@ -152,6 +173,9 @@ async fn forward(
         }
     };
 
+    if let Some(t) = trace.as_mut() {
+        t.routed();
+    }
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let h2 = req.version() == Version::HTTP_2;
@@ -168,16 +192,35 @@ async fn forward(
             app.metrics.retry(reason);
         }
         let cand = &candidates[i];
+        let Some(t) = trace.as_mut() else { break };
+        t.attempt();
+        let mark = &t.mark;
         let step = match &cand.target {
             Target::Local(inst) => {
-                attempt_local(conn, app, inst, proto.attempt(), h2, &settings, now_ms).await
+                attempt_local(
+                    conn,
+                    app,
+                    inst,
+                    proto.attempt(),
+                    h2,
+                    &settings,
+                    now_ms,
+                    mark,
+                )
+                .await
             }
             Target::Remote(r) => {
-                attempt_remote(node, app, r, proto.attempt(), h2, upgrade, &settings).await
+                attempt_remote(node, app, r, proto.attempt(), h2, upgrade, &settings, mark).await
             }
         };
+        t.attempt_done();
         match step {
             Step::Done(resp, side, slot) => {
+                t.head(TraceTarget {
+                    instance: cand.target.id().to_string(),
+                    region: cand.region.to_string(),
+                    remote: matches!(cand.target, Target::Remote(_)),
+                });
                 return Ok(respond(
                     node,
                     app,
@@ -190,6 +233,7 @@ async fn forward(
                     start,
                     attempt + 1,
                     &settings,
+                    trace.take(),
                 ));
             }
             Step::Fatal(e) => return Err(e),
@@ -237,6 +281,7 @@ async fn attempt_local(
     h2: bool,
     settings: &EdgeSettings,
     now_ms: u64,
+    mark: &ConnectMark,
 ) -> Step {
     let Some(slot) = admit(conn, app, inst) else {
         return Step::Next(RetryReason::Full, Miss::Full);
@@ -247,6 +292,7 @@ async fn attempt_local(
         h2,
         settings.connect_timeout,
         settings.response_timeout,
+        mark,
     )
     .await
     {
@@ -268,6 +314,7 @@ async fn attempt_local(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attempt_remote(
     node: &NodeState,
     app: &AppRoute,
@@ -276,6 +323,7 @@ async fn attempt_remote(
     h2: bool,
     upgrade: bool,
     settings: &EdgeSettings,
+    mark: &ConnectMark,
 ) -> Step {
     if let Ok(v) = HeaderValue::from_str(&r.id) {
         req.headers_mut().insert(protocol::INSTANCE, v);
@@ -286,7 +334,8 @@ async fn attempt_remote(
     );
     let sent = tokio::time::timeout(
         settings.response_timeout,
-        node.backhaul.send(r.backhaul, &r.region, req, upgrade),
+        node.backhaul
+            .send(r.backhaul, &r.region, req, upgrade, mark),
     )
     .await;
     let now_ms = node.now_ms();
@@ -407,6 +456,7 @@ fn respond(
     start: Instant,
     attempts: usize,
     settings: &EdgeSettings,
+    trace: Option<Trace>,
 ) -> Response<Body> {
     let status = resp.status();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
@@ -437,6 +487,7 @@ fn respond(
         status: status.as_u16(),
         start,
         head: Instant::now(),
+        trace,
     };
     match (client_upgrade, instance_side) {
         (Some(c), Some(i)) => {

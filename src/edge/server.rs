@@ -38,7 +38,8 @@ impl ConnCtx {
 
     /// Marks that a request arrived on this connection.
     fn saw_request(&self) {
-        self.first.send_if_modified(|seen| !std::mem::replace(seen, true));
+        self.first
+            .send_if_modified(|seen| !std::mem::replace(seen, true));
     }
 
     /// Resolves once a request has arrived, or after `limit`.

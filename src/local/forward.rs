@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 
 use super::{ConnectError, Instance, SendError};
 use crate::body::Body;
+use crate::trace::ConnectMark;
 
 /// Why an instance did not answer.
 pub enum Outcome {
@@ -28,11 +29,13 @@ pub async fn send_to_instance(
     h2: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
+    mark: &ConnectMark,
 ) -> Result<Response<Incoming>, Outcome> {
     let upstream = match inst.connect(h2, false, connect_timeout).await {
         Ok(u) => u,
         Err(e) => return Err(Outcome::Retry(Box::new(req), e)),
     };
+    mark.mark();
     set_target(&mut req, inst, h2);
     let attempt = async {
         let req = match upstream.send(req).await {
@@ -44,6 +47,7 @@ pub async fn send_to_instance(
             Ok(f) => f,
             Err(e) => return Err(Outcome::Retry(req, e)),
         };
+        mark.mark();
         match fresh.send(*req).await {
             Ok(r) => Ok(r),
             Err(SendError::Failed(e)) => Err(Outcome::Failed(e)),

@@ -1,0 +1,261 @@
+//! Per-request phase timings (route, retries, connect, first byte, body): the slow-request log,
+//! and the spans exported over OTLP when `tracing.otlp_endpoint` is set.
+
+pub mod otlp;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::HeaderMap;
+
+/// Set by the transport when the connection for the current attempt is ready (pooled or new).
+#[derive(Debug, Default)]
+pub struct ConnectMark(Mutex<Option<Instant>>);
+
+impl ConnectMark {
+    /// The connection is ready now.
+    pub fn mark(&self) {
+        *self.0.lock().expect("mark lock") = Some(Instant::now());
+    }
+
+    fn take(&self) -> Option<Instant> {
+        self.0.lock().expect("mark lock").take()
+    }
+}
+
+/// Where the request went.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Instance id.
+    pub instance: String,
+    /// Its region.
+    pub region: String,
+    /// Sent over the backhaul to another node.
+    pub remote: bool,
+}
+
+/// The timeline of one request at the edge.
+#[derive(Debug)]
+pub struct Trace {
+    start: Instant,
+    wall: SystemTime,
+    parent: Option<otlp::Parent>,
+    routed: Option<Instant>,
+    attempt: Option<Instant>,
+    connected: Option<Instant>,
+    head: Option<Instant>,
+    attempts: u32,
+    target: Option<Target>,
+    /// Reset for each attempt and read after it.
+    pub mark: ConnectMark,
+    request_id: String,
+    app: String,
+    slow: Duration,
+    sample: f64,
+}
+
+/// Durations of each phase; `None` where the request never got there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Phases {
+    /// Host lookup and candidate selection.
+    pub route: Option<Duration>,
+    /// Attempts that were rejected or could not connect, before the one that answered.
+    pub retries: Option<Duration>,
+    /// Getting a connection for the last attempt: to the owner node (`backhaul_connect`) or to
+    /// the local instance (`instance_connect`).
+    pub connect: Option<Duration>,
+    /// From the connection to the response head.
+    pub first_byte: Option<Duration>,
+    /// From the response head to the end of the body.
+    pub body: Option<Duration>,
+    /// Start to end.
+    pub total: Duration,
+    /// The last attempt went over the backhaul.
+    pub remote: bool,
+}
+
+impl Phases {
+    /// Each phase by name, in order.
+    pub fn named(&self) -> [(&'static str, Option<Duration>); 5] {
+        let connect = if self.remote {
+            "backhaul_connect"
+        } else {
+            "instance_connect"
+        };
+        [
+            ("route", self.route),
+            ("retries", self.retries),
+            (connect, self.connect),
+            ("first_byte", self.first_byte),
+            ("body", self.body),
+        ]
+    }
+
+    /// The name of the longest phase.
+    pub fn slowest(&self) -> &'static str {
+        self.named()
+            .into_iter()
+            .filter_map(|(n, d)| d.map(|d| (n, d)))
+            .max_by_key(|(_, d)| *d)
+            .map_or("route", |(n, _)| n)
+    }
+}
+
+impl Trace {
+    /// A request that arrived at `start`, continuing the caller's W3C trace if it sent one;
+    /// logged if it takes `slow` or more, exported if slow or picked by `sample`.
+    pub fn new(
+        start: Instant,
+        headers: &HeaderMap,
+        request_id: &str,
+        slow: Duration,
+        sample: f64,
+    ) -> Self {
+        Self {
+            start,
+            wall: SystemTime::now() - start.elapsed(),
+            parent: otlp::Parent::from_headers(headers),
+            routed: None,
+            attempt: None,
+            connected: None,
+            head: None,
+            attempts: 0,
+            target: None,
+            mark: ConnectMark::default(),
+            request_id: request_id.to_string(),
+            app: String::new(),
+            slow,
+            sample,
+        }
+    }
+
+    /// The app the request was routed to.
+    pub fn set_app(&mut self, app: &str) {
+        self.app = app.to_string();
+    }
+
+    /// Candidates are ordered.
+    pub fn routed(&mut self) {
+        self.routed = Some(Instant::now());
+    }
+
+    /// An attempt starts.
+    pub fn attempt(&mut self) {
+        self.attempts += 1;
+        self.attempt = Some(Instant::now());
+        self.connected = None;
+        self.mark.take();
+    }
+
+    /// The attempt's connection time, if the transport marked it.
+    pub fn attempt_done(&mut self) {
+        self.connected = self.mark.take().or(self.connected);
+    }
+
+    /// The response head arrived from `target`.
+    pub fn head(&mut self, target: Target) {
+        self.head = Some(Instant::now());
+        self.target = Some(target);
+    }
+
+    /// The phases as of `end`.
+    pub fn phases(&self, end: Instant) -> Phases {
+        let span = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.saturating_duration_since(a)),
+            _ => None,
+        };
+        // Without an answer, the phase in progress runs to the end.
+        let first_byte = match self.connected {
+            Some(c) => span(Some(c), self.head.or(Some(end))),
+            None => span(self.attempt, self.head),
+        };
+        Phases {
+            route: span(Some(self.start), self.routed),
+            retries: span(self.routed, self.attempt).filter(|_| self.attempts > 1),
+            connect: span(self.attempt, self.connected.or(self.head).or(Some(end))),
+            first_byte,
+            body: span(self.head, Some(end)),
+            total: end.saturating_duration_since(self.start),
+            remote: self.target.as_ref().is_some_and(|t| t.remote),
+        }
+    }
+
+    /// The request ended at `end` with `status`: log it if slow, export it if slow or sampled.
+    pub fn finish(self, end: Instant, status: u16) {
+        let phases = self.phases(end);
+        let is_slow = phases.total >= self.slow;
+        let (app, request_id) = (self.app.as_str(), self.request_id.as_str());
+        if is_slow {
+            let ms = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1e3);
+            let (instance, region, remote) = match &self.target {
+                Some(t) => (t.instance.as_str(), t.region.as_str(), t.remote),
+                None => ("", "", false),
+            };
+            tracing::warn!(
+                request_id,
+                app,
+                status,
+                total_ms = phases.total.as_secs_f64() * 1e3,
+                slowest = phases.slowest(),
+                route_ms = ms(phases.route),
+                retries_ms = ms(phases.retries),
+                connect_ms = ms(phases.connect),
+                connect = phases.named()[2].0,
+                first_byte_ms = ms(phases.first_byte),
+                body_ms = ms(phases.body),
+                attempts = self.attempts,
+                instance,
+                region,
+                remote,
+                "slow request"
+            );
+        }
+        if let Some(exporter) = otlp::exporter() {
+            if is_slow || (self.sample > 0.0 && rand::random::<f64>() < self.sample) {
+                exporter.offer(otlp::Record {
+                    trace: self,
+                    phases,
+                    status,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_add_up_and_name_the_slowest() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut t = Trace::new(t0, &HeaderMap::new(), "r", Duration::from_secs(1), 0.0);
+        t.routed = Some(t0 + ms(1));
+        t.attempts = 2;
+        t.attempt = Some(t0 + ms(11));
+        t.connected = Some(t0 + ms(13));
+        t.head = Some(t0 + ms(513));
+        let p = t.phases(t0 + ms(520));
+        assert_eq!(p.route, Some(ms(1)));
+        assert_eq!(p.retries, Some(ms(10)));
+        assert_eq!(p.connect, Some(ms(2)));
+        assert_eq!(p.first_byte, Some(ms(500)));
+        assert_eq!(p.body, Some(ms(7)));
+        assert_eq!(p.total, ms(520));
+        assert_eq!(p.slowest(), "first_byte");
+    }
+
+    #[test]
+    fn a_request_that_never_got_an_answer_has_no_body_phase() {
+        let t0 = Instant::now();
+        let mut t = Trace::new(t0, &HeaderMap::new(), "r", Duration::from_secs(1), 0.0);
+        t.routed = Some(t0);
+        t.attempts = 1;
+        t.attempt = Some(t0);
+        let p = t.phases(t0 + Duration::from_secs(3));
+        assert_eq!((p.body, p.first_byte, p.retries), (None, None, None));
+        assert_eq!(p.connect, Some(Duration::from_secs(3)));
+        assert_eq!(p.slowest(), "instance_connect");
+    }
+}
