@@ -113,3 +113,119 @@ async fn drain_deadline_cuts_what_is_left() {
         "exited after {took:?}"
     );
 }
+
+/// Issue 6, done-when 1: continuous load plus 100 open WebSockets (half spliced over the backhaul),
+/// SIGTERM to the edge node: nothing that started fails, every socket keeps echoing, the peer
+/// marks the node down within 2 s, and the process exits 0 once the sockets close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_with_100_websockets_loses_nothing() {
+    let be_a = backend("dl-a");
+    let be_b = backend("dl-b");
+    let seed_port = common::free_udp_port();
+    let app = app_toml("app", 200, 300, "closest", 3);
+    let mut a = common::Spec::new("a", "iad");
+    a.seeded(seed_port, true);
+    a.apps = vec![("app", app.clone())];
+    a.instances = vec![("dl-a", "app", be_a.addr)];
+    let mut a = a.start();
+    let mut b = common::Spec::new("b", "iad");
+    b.seeded(seed_port, false);
+    b.apps = vec![("app", app)];
+    b.instances = vec![("dl-b", "app", be_b.addr)];
+    let b = b.start();
+    let peer_sees = |state: &'static str| {
+        let admin = b.admin;
+        async move {
+            common::http::get_json(admin, "/v1/members").await["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["node"] == "a" && m["state"] == state)
+        }
+    };
+    let t = Instant::now();
+    while !peer_sees("alive").await {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "cluster did not form"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The remote instance must be routable from a before sockets are forced onto it.
+    let t = Instant::now();
+    loop {
+        let r = common::http::send(
+            a.edge,
+            false,
+            common::http::request("GET", "app", "/", &[("petrel-force-instance-id", "dl-b")]),
+        )
+        .await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "dl-b not routable from a"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut sockets = Vec::new();
+    for i in 0..100 {
+        let force: &[(&str, &str)] = if i % 2 == 0 {
+            &[("petrel-force-instance-id", "dl-b")]
+        } else {
+            &[]
+        };
+        sockets.push(common::ws::connect(a.edge, "app", force).await);
+    }
+    let load = common::load::Load::start(a.edge, "app", "/sleep?ms=20", 4, 1_000_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let t0 = Instant::now();
+    a.proc.signal(SIGTERM);
+    let mut seen_down = None;
+    while t0.elapsed() < Duration::from_secs(3) {
+        if peer_sees("down").await {
+            seen_down = Some(t0.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every socket still echoes during the drain.
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        ws.send(Message::text(format!("drain {i}"))).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::text(format!("drain {i}")));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sum = load.stop().await;
+    assert!(
+        a.proc.child.try_wait().unwrap().is_none(),
+        "still draining while sockets are open"
+    );
+    for mut ws in sockets {
+        ws.close(None).await.unwrap();
+    }
+    let code = a.proc.wait_exit(Duration::from_secs(10));
+    let exit_after = t0.elapsed();
+    eprintln!(
+        "drain under load: peer saw down after {seen_down:?}; requests ok={} refused after close={} failed={}; exit {code:?} after {exit_after:?}",
+        sum.ok, sum.refused, sum.failed
+    );
+    assert!(
+        seen_down.is_some_and(|d| d <= Duration::from_secs(2)),
+        "peer marked the node down after {seen_down:?}"
+    );
+    assert!(
+        sum.errors.is_empty(),
+        "started requests failed: {:?}",
+        sum.errors
+    );
+    assert!(sum.ok > 50, "the load ran: {}", sum.ok);
+    assert_eq!(code, Some(0));
+}

@@ -95,8 +95,18 @@ async fn each_failure_is_counted_under_its_phase_and_labels_stay_bounded() {
 
     // Bounded labels: only known label names; no ids, addresses or request ids as values.
     let allowed = [
-        "app", "region", "phase", "reason", "transport", "status_class", "direction", "kind",
-        "state", "outcome", "le", "quantile",
+        "app",
+        "region",
+        "phase",
+        "reason",
+        "transport",
+        "status_class",
+        "direction",
+        "kind",
+        "state",
+        "outcome",
+        "le",
+        "quantile",
     ];
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         if let Some((_, labels)) = line.split_once('{') {

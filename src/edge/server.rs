@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -79,7 +80,17 @@ pub async fn next_conn(
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.draining() => return None,
+            _ = shutdown.draining() => {
+                // Connections the kernel already completed would be reset when the listener
+                // closes: take them (their first request is still answered), then stop.
+                return match listener.accept().now_or_never() {
+                    Some(Ok((s, peer))) => {
+                        let _ = s.set_nodelay(true);
+                        Some((s, peer))
+                    }
+                    _ => None,
+                };
+            }
             r = listener.accept() => match r {
                 Ok((s, peer)) => {
                     let _ = s.set_nodelay(true);
