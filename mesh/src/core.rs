@@ -223,6 +223,19 @@ impl Mesh {
             return self.drop_packet(wire::Drop::Payload);
         }
         let (seq, rest) = payload.split_at(4);
+        // The sender's region rides in the ping, so the pong is delayed right under [simulate]
+        // even before the sender is a known member (else that first RTT sample is half).
+        let Some((&n, rest)) = rest.split_first() else {
+            return self.drop_packet(wire::Drop::Payload);
+        };
+        let n = usize::from(n);
+        if n > 8 || rest.len() < n {
+            return self.drop_packet(wire::Drop::Payload);
+        }
+        let (region, rest) = rest.split_at(n);
+        let Ok(region) = std::str::from_utf8(region) else {
+            return self.drop_packet(wire::Drop::Payload);
+        };
         let records: Vec<LoadRecord> = if rest.is_empty() {
             Vec::new()
         } else {
@@ -232,12 +245,11 @@ impl Mesh {
             }
         };
         let sender = self.peers.get(&from).map(|p| p.id.clone());
-        self.send(
-            from,
-            sender.as_ref().map(|s| s.region.clone()),
-            Kind::Pong,
-            seq,
-        );
+        let reply_region = match &sender {
+            Some(s) => Some(s.region.clone()),
+            None => (!region.is_empty()).then(|| Arc::from(region)),
+        };
+        self.send(from, reply_region, Kind::Pong, seq);
         let Some(sender) = sender else {
             return;
         };
@@ -326,7 +338,7 @@ impl Mesh {
             p.stats.sent(seq, now);
             // Records the peer may not have, oldest change first, as many as fit.
             let mut carry: Vec<&LoadRecord> = Vec::new();
-            let mut size = 8;
+            let mut size = 8 + 1 + self.id.region.len();
             for r in by_version.iter().filter(|r| r.version > p.acked) {
                 let len = r.encode().len() + 1;
                 if size + len > wire::MAX_PAYLOAD - 4 {
@@ -336,6 +348,9 @@ impl Mesh {
                 carry.push(r);
             }
             let mut payload = seq.to_le_bytes().to_vec();
+            let mine = &self.id.region.as_bytes()[..self.id.region.len().min(8)];
+            payload.push(mine.len() as u8);
+            payload.extend_from_slice(mine);
             if let Some(last) = carry.last() {
                 p.carried.push_back((seq, last.version));
                 while p.carried.len() > 64 {

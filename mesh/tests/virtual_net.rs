@@ -414,3 +414,33 @@ fn every_datagram_fits_1200_bytes() {
     let seen = net.mesh(7).view(net.now).instances.len();
     assert_eq!(seen, 200, "all 200 records disseminated");
 }
+
+#[test]
+fn a_pong_to_a_sender_not_yet_known_is_sent_toward_its_region() {
+    // Under [simulate] the pong's delay depends on the destination's region. A ping can arrive
+    // before its sender is a known member; the region it carries keeps that first RTT sample whole.
+    let mut a = Mesh::new(
+        id(0, 1, "iad"),
+        MeshConfig::new(Profile::Lan, 2, None),
+        1,
+        Duration::ZERO,
+    );
+    let stranger: SocketAddr = "127.0.0.1:10999".parse().unwrap();
+    let mut ping = 7u32.to_le_bytes().to_vec();
+    ping.push(3);
+    ping.extend_from_slice(b"fra");
+    let sealed =
+        petrel_mesh::wire::Sealer::new(None).seal(9, 1, petrel_mesh::wire::Kind::Ping, &ping);
+    a.handle_datagram(stranger, &sealed, Duration::ZERO);
+    let pong = a.poll_transmit().expect("a pong");
+    assert_eq!(pong.to, stranger);
+    assert_eq!(pong.region.as_deref(), Some("fra"));
+    // A region longer than any valid one is a malformed ping: dropped, not answered.
+    let mut bad = 8u32.to_le_bytes().to_vec();
+    bad.push(200);
+    let sealed =
+        petrel_mesh::wire::Sealer::new(None).seal(9, 2, petrel_mesh::wire::Kind::Ping, &bad);
+    a.handle_datagram(stranger, &sealed, Duration::ZERO);
+    assert!(a.poll_transmit().is_none());
+    assert_eq!(a.counters().dropped_total(), 1);
+}
