@@ -33,6 +33,8 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod edge;
+#[doc(hidden)]
+pub mod fuzz_targets;
 #[allow(unsafe_code)] // descriptors received over SCM_RIGHTS
 pub mod handoff;
 pub mod local;

@@ -48,6 +48,30 @@ pub fn decode_cluster_key(s: &str) -> Result<[u8; 32], String> {
         .map_err(|b: Vec<u8>| format!("must decode to 32 bytes, got {}", b.len()))
 }
 
+/// Parses and validates node-file text on its own (no app files are read); for fuzzing and tools.
+pub fn check_node_text(name: &Path, text: String) -> Result<NodeConfig, ConfigErrors> {
+    let src = Source::from_text(name, text);
+    let node: NodeConfig = src.parse().map_err(|e| ConfigErrors(vec![e]))?;
+    let errs = node.validate(&src);
+    if errs.is_empty() {
+        Ok(node)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+/// Parses and validates app-file text; for fuzzing and tools.
+pub fn check_app_text(name: &Path, text: String) -> Result<AppConfig, ConfigErrors> {
+    let src = Source::from_text(name, text);
+    let app: AppConfig = src.parse().map_err(|e| ConfigErrors(vec![e]))?;
+    let errs = app.validate(&src);
+    if errs.is_empty() {
+        Ok(app)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
 /// Loads and validates one app file on its own (`petrel check --app`).
 pub fn load_app(path: &Path) -> Result<AppConfig, ConfigErrors> {
     let src = Source::read(path).map_err(|e| ConfigErrors(vec![e]))?;

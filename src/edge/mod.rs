@@ -15,6 +15,6 @@ mod wsframe;
 pub use body::{Finish, Tracked};
 pub use error::ProxyError;
 pub use penalty::Penalties;
-pub use routes::{AppRoute, RouteTable};
+pub use routes::{normalize_host, AppRoute, RouteTable};
 pub use server::{next_conn, serve, ConnCtx};
 pub use upgrade::{splice, Ending, Io, Side};
