@@ -28,6 +28,7 @@ pub struct App {
     /// Shared state (snapshots, shutdown).
     pub node: Arc<NodeState>,
     edge: Vec<TcpListener>,
+    edge_tls: Vec<TcpListener>,
     admin: Option<std::net::TcpListener>,
     mesh: Option<MeshSetup>,
     mesh_addr: Option<SocketAddr>,
@@ -60,6 +61,17 @@ impl App {
                 source,
             })?);
         }
+        let mut edge_tls = Vec::new();
+        for (i, a) in cfg.node.edge.tls_listen.iter().enumerate() {
+            let key = format!("edge.tls_listen[{i}]");
+            let l = tcp_listener(inherited, &key, a.get())?;
+            offer(&mut handoff, &key, a.get(), &l);
+            edge_tls.push(TcpListener::from_std(l).map_err(|source| BindError {
+                key,
+                addr: a.get(),
+                source,
+            })?);
+        }
         let admin_addr = cfg.node.admin.listen.get();
         let admin = tcp_listener(inherited, "admin.listen", admin_addr)?;
         offer(&mut handoff, "admin.listen", admin_addr, &admin);
@@ -83,9 +95,6 @@ impl App {
             addr: bh_addr,
             source,
         })?;
-        if !cfg.node.edge.tls_listen.is_empty() {
-            tracing::warn!("edge.tls_listen is set but this build does not serve TLS yet; those addresses are not bound");
-        }
         let key = cfg
             .node
             .mesh
@@ -225,6 +234,7 @@ impl App {
         Ok(Self {
             node,
             edge,
+            edge_tls,
             admin: Some(admin),
             mesh: Some(mesh),
             mesh_addr,
@@ -247,6 +257,14 @@ impl App {
     /// Where the edge listens (after binding, so ephemeral ports are real).
     pub fn edge_addrs(&self) -> Vec<SocketAddr> {
         self.edge
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Where the edge serves TLS.
+    pub fn edge_tls_addrs(&self) -> Vec<SocketAddr> {
+        self.edge_tls
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
@@ -301,14 +319,23 @@ impl App {
             Some(setup) => Some(crate::cluster::spawn(setup, self.node.clone())?),
             None => None,
         };
-        let edge = &self.cfg.node.edge;
+        let limits = crate::edge::Limits::from_config(&self.cfg.node.edge);
         let mut servers = Vec::new();
         for l in self.edge.drain(..) {
             servers.push(tokio::spawn(crate::edge::serve(
                 l,
                 self.node.clone(),
-                edge.max_header_bytes,
-                edge.header_read_timeout.get(),
+                limits,
+                None,
+            )));
+        }
+        let tls = self.node.tls.clone().map(crate::certs::server_config);
+        for l in self.edge_tls.drain(..) {
+            servers.push(tokio::spawn(crate::edge::serve(
+                l,
+                self.node.clone(),
+                limits,
+                tls.clone(),
             )));
         }
         tracing::info!(

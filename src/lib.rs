@@ -10,6 +10,7 @@
 //! - [`state`]: the snapshots (`ArcSwap`) the request path reads without locks.
 //! - [`cluster`]: the mesh owner task (UDP, timers) and the snapshot it publishes.
 //! - [`topology`]: topology files and the RTT model behind `[simulate]`.
+//! - [`certs`]: edge certificates by SNI, reloaded whole.
 //! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
 //! - [`balance`]: strategies as pure functions (closest, leastload, routing hints).
 //! - [`backhaul`]: node-to-node requests, owner-side admission and rejects.
@@ -29,6 +30,7 @@ pub mod backend;
 pub mod backhaul;
 pub mod balance;
 pub mod body;
+pub mod certs;
 pub mod cluster;
 pub mod config;
 pub mod demo;

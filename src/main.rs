@@ -291,6 +291,9 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
             for a in app.edge_addrs() {
                 let _ = writeln!(out, "edge listening on http://{a}");
             }
+            for a in app.edge_tls_addrs() {
+                let _ = writeln!(out, "tls listening on https://{a}");
+            }
             if let Some(a) = app.admin_addr() {
                 let _ = writeln!(out, "admin listening on http://{a}");
             }

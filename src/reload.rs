@@ -27,6 +27,10 @@ pub fn reload(node: &NodeState) -> Result<Reloaded, ConfigErrors> {
     node.settings
         .store(Arc::new(EdgeSettings::from_config(&cfg)));
     node.registry.reload(node, &cfg.node.instances);
+    if let (Some(resolver), Some(store)) = (&node.tls, &cfg.certs) {
+        tracing::info!(names = store.len(), "edge certificates reloaded");
+        resolver.swap(store.clone());
+    }
     let r = Reloaded {
         apps: cfg.apps.len(),
         instances: cfg.node.instances.len(),

@@ -55,6 +55,8 @@ pub struct NodeState {
     pub settings: ArcSwap<EdgeSettings>,
     /// The drain signal.
     pub shutdown: Shutdown,
+    /// Edge certificates by SNI (when `edge.tls_listen` is set); reload swaps them.
+    pub tls: Option<Arc<crate::certs::SniResolver>>,
     /// How long open work may run on after a drain starts (also bounds instance removal).
     pub drain_timeout: Duration,
     /// The node config file, re-read on reload.
@@ -84,6 +86,10 @@ impl NodeState {
             penalties: Penalties::default(),
             settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
             shutdown,
+            tls: cfg
+                .certs
+                .clone()
+                .map(|c| Arc::new(crate::certs::SniResolver::new(c))),
             drain_timeout: cfg.node.node.drain_timeout.get(),
             config_path: cfg.path.clone(),
             restart_only: restart_only(cfg),

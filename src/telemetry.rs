@@ -32,6 +32,10 @@ pub const PEER_RTT: &str = "petrel_peer_rtt_seconds";
 pub const GOSSIP_BYTES: &str = "petrel_gossip_bytes_total";
 /// `petrel_mesh_dropped_total{reason}`: mesh datagrams dropped (size, magic, auth, replay, kind, payload).
 pub const MESH_DROPPED: &str = "petrel_mesh_dropped_total";
+/// TLS handshakes refused at the edge (`reason`: no_sni, unknown_sni, handshake, timeout).
+pub const TLS_FAILURES: &str = "petrel_tls_failures_total";
+/// Client connections closed for sending nothing useful in time (`phase`: first_request).
+pub const CONN_TIMEOUTS: &str = "petrel_connection_timeouts_total";
 /// Request spans sent to the OTLP collector, or dropped (`outcome`: exported, dropped).
 pub const TRACE_SPANS: &str = "petrel_trace_spans_total";
 

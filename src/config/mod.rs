@@ -33,6 +33,8 @@ pub struct Config {
     pub path: PathBuf,
     /// Where each app came from, parallel to `apps`.
     pub app_paths: Vec<PathBuf>,
+    /// Edge certificates, loaded when `edge.tls_listen` is set.
+    pub certs: Option<std::sync::Arc<crate::certs::CertStore>>,
 }
 
 /// Decodes `base64:<32 bytes>`.
@@ -198,12 +200,25 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
         ));
     }
 
+    let mut certs = None;
+    if !node.edge.tls_listen.is_empty() {
+        let dir = dir.join(&node.edge.certs_dir);
+        match crate::certs::CertStore::load(&dir, node.edge.default_cert.as_deref()) {
+            Ok(store) => certs = Some(std::sync::Arc::new(store)),
+            Err(e @ crate::certs::CertError::NoDefault(..)) => {
+                errs.push(src.error("edge.default_cert", e.to_string()))
+            }
+            Err(e) => errs.push(src.error("edge.certs_dir", e.to_string())),
+        }
+    }
+
     if errs.is_empty() {
         Ok(Config {
             node,
             apps,
             path: path.to_path_buf(),
             app_paths: loaded_paths,
+            certs,
         })
     } else {
         Err(ConfigErrors(errs))

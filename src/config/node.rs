@@ -106,6 +106,10 @@ pub struct EdgeSection {
     /// Directory of `<hostname>.pem` + `<hostname>.key`.
     #[serde(default = "d_certs")]
     pub certs_dir: String,
+    /// Certificate (by file name, without `.pem`) for TLS clients that send no SNI; unset = such
+    /// handshakes are refused.
+    #[serde(default)]
+    pub default_cert: Option<String>,
     /// Add the `Petrel-Route` response header.
     #[serde(default)]
     pub debug_headers: bool,
@@ -115,6 +119,12 @@ pub struct EdgeSection {
     /// Time a client has to send a full request head (408 / close after).
     #[serde(default = "d_header_timeout")]
     pub header_read_timeout: Dur,
+    /// Open client connections per listener; at the limit, accepting pauses.
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    #[serde(default = "d_h2_streams")]
+    pub h2_max_streams: u32,
     /// Time allowed to open a TCP connection to a local instance before trying another.
     #[serde(default = "d_connect_timeout")]
     pub connect_timeout: Dur,
@@ -233,6 +243,12 @@ pub struct SimulateSection {
     pub topology: String,
 }
 
+fn d_max_connections() -> usize {
+    50_000
+}
+fn d_h2_streams() -> u32 {
+    256
+}
 fn d_drain() -> Dur {
     Dur::secs(600)
 }
@@ -301,6 +317,12 @@ impl NodeConfig {
         }
         if self.edge.listen.is_empty() && self.edge.tls_listen.is_empty() {
             errs.push(src.error("edge.listen", "at least one listen address is needed"));
+        }
+        if self.edge.max_connections == 0 {
+            errs.push(src.error("edge.max_connections", "must be at least 1"));
+        }
+        if self.edge.h2_max_streams == 0 {
+            errs.push(src.error("edge.h2_max_streams", "must be at least 1"));
         }
         if !(8192..=1 << 20).contains(&self.edge.max_header_bytes) {
             errs.push(src.error("edge.max_header_bytes", "must be between 8192 and 1048576"));

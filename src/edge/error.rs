@@ -15,6 +15,14 @@ pub enum ProxyError {
     /// The request has no usable Host.
     #[error("request has no Host")]
     NoHost,
+    /// Over TLS, the Host belongs to another app than the server name the client asked for.
+    #[error("host {host:?} is not served on this TLS connection (server name {sni:?})")]
+    Misdirected {
+        /// The request's Host.
+        host: String,
+        /// The SNI of the connection.
+        sni: String,
+    },
     /// The app has no healthy instance anywhere.
     #[error("app {0:?} has no healthy instance")]
     NoHealthy(String),
@@ -62,6 +70,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::NoHost => StatusCode::BAD_REQUEST,
+            ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoHealthy(_)
             | ProxyError::AtCapacity(_)
             | ProxyError::ForcedUnknown(_)
@@ -78,6 +87,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute(_)
             | ProxyError::NoHost
+            | ProxyError::Misdirected { .. }
             | ProxyError::NoHealthy(_)
             | ProxyError::ForcedUnknown(_) => Phase::Route,
             ProxyError::AtCapacity(_) | ProxyError::ForcedUnavailable(_) => Phase::InstanceFull,

@@ -16,5 +16,5 @@ pub use body::{Finish, Tracked};
 pub use error::ProxyError;
 pub use penalty::Penalties;
 pub use routes::{normalize_host, AppRoute, RouteTable};
-pub use server::{next_conn, serve, ConnCtx};
+pub use server::{next_conn, serve, ConnCtx, Limits, TlsInfo};
 pub use upgrade::{splice, Ending, Io, Side};

@@ -50,13 +50,29 @@ pub async fn handle(
     };
     let host = request_host(&req);
     let routes = node.routes.load();
-    let app = match host.as_deref().map(|h| routes.lookup(h)) {
-        Some(Some(app)) => app.clone(),
-        other => {
-            let err = match (other, host) {
-                (None, _) | (_, None) => ProxyError::NoHost,
-                (_, Some(h)) => ProxyError::NoRoute(h.chars().take(255).collect()),
-            };
+    let routed = match host.as_deref().map(|h| routes.lookup(h)) {
+        Some(Some(app)) => Ok(app.clone()),
+        other => Err(match (other, &host) {
+            (None, _) | (_, None) => ProxyError::NoHost,
+            (_, Some(h)) => ProxyError::NoRoute(h.chars().take(255).collect()),
+        }),
+    };
+    // Over TLS the app is chosen by the server name: a Host of another app is refused, so a
+    // certificate for one app never carries another app's traffic.
+    let routed = routed.and_then(
+        |app| match conn.tls.as_ref().and_then(|t| t.sni.as_deref()) {
+            Some(sni) if !routes.lookup(sni).is_some_and(|a| Arc::ptr_eq(a, &app)) => {
+                Err(ProxyError::Misdirected {
+                    host: host.clone().unwrap_or_default().chars().take(255).collect(),
+                    sni: sni.chars().take(255).collect(),
+                })
+            }
+            _ => Ok(app),
+        },
+    );
+    let app = match routed {
+        Ok(app) => app,
+        Err(err) => {
             let m = &node_metrics().unrouted;
             m.failure(err.phase());
             m.request(err.status().as_u16(), start.elapsed().as_secs_f64());
@@ -426,7 +442,7 @@ fn prepare(
         &Forwarded {
             peer: conn.peer,
             local_port: conn.local.port(),
-            proto: "http",
+            proto: if conn.tls.is_some() { "https" } else { "http" },
             region: &node.region,
             request_id: rid.to_str().unwrap_or_default(),
             via_version: if h2 { "2" } else { "1.1" },

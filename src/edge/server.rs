@@ -16,6 +16,15 @@ use crate::local::{Instance, Slot};
 use crate::state::NodeState;
 use crate::telemetry::node_metrics;
 
+/// What the TLS handshake settled.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// The server name the client asked for, lowercased.
+    pub sni: Option<String>,
+    /// ALPN chose h2.
+    pub alpn_h2: bool,
+}
+
 /// Per client connection: addresses, and the instance slots held under `type = "connections"`.
 pub struct ConnCtx {
     /// Client address.
@@ -23,16 +32,19 @@ pub struct ConnCtx {
     /// Our listener address.
     pub local: SocketAddr,
     held: Mutex<Vec<Slot>>,
+    /// Present on TLS connections.
+    pub tls: Option<TlsInfo>,
     /// Set when the first request head has arrived.
     first: tokio::sync::watch::Sender<bool>,
 }
 
 impl ConnCtx {
-    fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+    fn new(peer: SocketAddr, local: SocketAddr, tls: Option<TlsInfo>) -> Self {
         Self {
             peer,
             local,
             held: Mutex::new(Vec::new()),
+            tls,
             first: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -41,6 +53,10 @@ impl ConnCtx {
     fn saw_request(&self) {
         self.first
             .send_if_modified(|seen| !std::mem::replace(seen, true));
+    }
+
+    fn has_seen_request(&self) -> bool {
+        *self.first.borrow()
     }
 
     /// Resolves once a request has arrived, or after `limit`.
@@ -105,77 +121,187 @@ pub async fn next_conn(
     }
 }
 
-/// Serves `listener` until the drain starts, then lets open connections finish (h1 closes after
-/// the current response, h2 sends GOAWAY). Every connection is a counted task of `node.shutdown`.
+/// Per-listener limits (SPEC §6): every wait a client can stretch is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request head (431 above).
+    pub max_header_bytes: usize,
+    /// Time to send a full request head, and to finish a TLS handshake (408 / close after).
+    pub header_read_timeout: Duration,
+    /// Open connections per listener; at the limit, accepting pauses.
+    pub max_connections: usize,
+    /// Concurrent h2 streams per connection.
+    pub h2_max_streams: u32,
+}
+
+impl Limits {
+    /// From the `[edge]` section.
+    pub fn from_config(edge: &crate::config::EdgeSection) -> Self {
+        Self {
+            max_header_bytes: edge.max_header_bytes,
+            header_read_timeout: edge.header_read_timeout.get(),
+            max_connections: edge.max_connections,
+            h2_max_streams: edge.h2_max_streams,
+        }
+    }
+}
+
+/// Serves `listener` (TLS with `tls`) until the drain starts, then lets open connections finish
+/// (h1 closes after the current response, h2 sends GOAWAY). Every connection is a counted task
+/// of `node.shutdown`.
 pub async fn serve(
     listener: TcpListener,
     node: Arc<NodeState>,
-    max_header_bytes: usize,
-    header_read_timeout: Duration,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(max_header_bytes)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .adaptive_window(true)
-        .max_header_list_size(max_header_bytes as u32)
-        .max_concurrent_streams(1024)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(limits.h2_max_streams)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let local = listener.local_addr().ok();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
+        if slots.available_permits() == 0 {
+            tracing::warn!(listener = ?local, limit = limits.max_connections, "connection limit reached; accepting pauses");
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = node.shutdown.draining() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let Some((stream, peer)) = next_conn(&listener, &node.shutdown, "edge").await else {
             break;
         };
         let local_addr = stream.local_addr().ok().or(local).unwrap_or(peer);
-        let ctx = Arc::new(ConnCtx::new(peer, local_addr));
-        let (svc_node, svc_ctx) = (node.clone(), ctx.clone());
-        let svc = service_fn(move |req| {
-            let (node, ctx) = (svc_node.clone(), svc_ctx.clone());
-            ctx.saw_request();
-            async move { Ok::<_, Infallible>(proxy::handle(node, ctx, req).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let shutdown = node.shutdown.clone();
-        node.shutdown.spawn(async move {
+        let (node, builder, acceptor) = (node.clone(), builder.clone(), acceptor.clone());
+        node.clone().shutdown.spawn(async move {
+            let _permit = permit;
             let gauge = &node_metrics().http_connections;
             gauge.increment(1.0);
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                r = conn.as_mut() => Some(r),
-                _ = shutdown.draining() => None,
-            };
-            let result = match ended {
-                Some(r) => r,
+            match acceptor {
                 None => {
-                    // A connection accepted just before the drain may not have sent its request
-                    // yet: wait for it (briefly) so it is answered, not closed unread.
-                    tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = ctx.first_request(FIRST_REQUEST_GRACE) => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
+                    let ctx = Arc::new(ConnCtx::new(peer, local_addr, None));
+                    run_conn(stream, &builder, node, ctx, limits.header_read_timeout).await;
+                }
+                Some(acceptor) => {
+                    if let Some((tls, info)) =
+                        handshake(&acceptor, stream, limits.header_read_timeout, peer).await
+                    {
+                        let ctx = Arc::new(ConnCtx::new(peer, local_addr, Some(info)));
+                        run_conn(tls, &builder, node, ctx, limits.header_read_timeout).await;
                     }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             gauge.decrement(1.0);
         });
     }
     drop(listener);
     tracing::info!(listener = ?local, "listener closed; draining open connections");
+}
+
+/// The TLS handshake, bounded by `limit`; failures are counted by reason, never logged per client
+/// above debug (a public edge sees scanners all day).
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    limit: Duration,
+    peer: SocketAddr,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    TlsInfo,
+)> {
+    let reason = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let (_, conn) = tls.get_ref();
+            let info = TlsInfo {
+                sni: conn.server_name().map(str::to_ascii_lowercase),
+                alpn_h2: conn.alpn_protocol() == Some(b"h2"),
+            };
+            return Some((tls, info));
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            "handshake"
+        }
+        Err(_) => "timeout",
+    };
+    metrics::counter!(crate::telemetry::TLS_FAILURES, "reason" => reason).increment(1);
+    None
+}
+
+/// Serves HTTP on one accepted connection until it ends or the drain closes it. A connection
+/// must deliver its first request head within `first_limit` (slowloris defence before hyper's
+/// own header timer starts).
+async fn run_conn<I>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    node: Arc<NodeState>,
+    ctx: Arc<ConnCtx>,
+    first_limit: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let peer = ctx.peer;
+    let shutdown = node.shutdown.clone();
+    let svc_ctx = ctx.clone();
+    let svc = service_fn(move |req| {
+        let (node, ctx) = (node.clone(), svc_ctx.clone());
+        ctx.saw_request();
+        async move { Ok::<_, Infallible>(proxy::handle(node, ctx, req).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    // Resolves only if no request head arrived within the limit.
+    let no_first_request = async {
+        ctx.first_request(first_limit).await;
+        if ctx.has_seen_request() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = shutdown.draining() => None,
+        _ = no_first_request => {
+            // No request head in time (slowloris, or an idle scanner): close.
+            tracing::debug!(%peer, "no request within the header timeout; closing");
+            metrics::counter!(crate::telemetry::CONN_TIMEOUTS, "phase" => "first_request").increment(1);
+            return;
+        }
+    };
+    let result = match ended {
+        Some(r) => r,
+        None => {
+            // A connection accepted just before the drain may not have sent its request
+            // yet: wait for it (briefly) so it is answered, not closed unread.
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = ctx.first_request(FIRST_REQUEST_GRACE) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
 }
 
 /// On drain, how long a connection that has not sent a request yet gets to send one.
