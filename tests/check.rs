@@ -156,6 +156,20 @@ fn cases() -> Vec<(&'static str, String, String, &'static str, &'static str)> {
             "invalid host name",
         ),
         ("zero hard limit", NODE.into(), a("hard_limit = 25", "hard_limit = 0"), "hello.toml:9: http_service.concurrency.hard_limit", "at least 1"),
+        (
+            "TLS without certificates",
+            n("listen = [\"127.0.0.1:8080\"]\n", "listen = [\"127.0.0.1:8080\"]\ntls_listen = [\"127.0.0.1:8443\"]\ncerts_dir = \"nowhere\"\n"),
+            APP.into(),
+            "node.toml:8: edge.certs_dir",
+            "cannot read certificate directory",
+        ),
+        (
+            "OTLP over https",
+            format!("{NODE}\n[tracing]\notlp_endpoint = \"https://collector:4318\"\n"),
+            APP.into(),
+            "node.toml:21: tracing.otlp_endpoint",
+            "only http://",
+        ),
     ]
 }
 

@@ -122,7 +122,7 @@ async fn sni_alpn_host_agreement_and_a_hitless_certificate_swap() {
         "hosts = [\"b.example.com\"]",
         "hosts = [\"*.b.example.com\"]",
     );
-    let app_a = app_toml("a", 10, 20, "closest", 1).replace("a.example.com", "a.example.com");
+    let app_a = app_toml("a", 10, 20, "closest", 1);
     common::write_node_files(
         dir.path(),
         &[("a", app_a), ("b", app_b)],
