@@ -29,6 +29,8 @@ pub struct EdgeSettings {
     pub slow_request: Duration,
     /// Fraction of other requests exported over OTLP.
     pub otlp_sample: f64,
+    /// Time a client has to send a request head (and the first chunk of a chunked body).
+    pub header_read_timeout: Duration,
 }
 
 /// Everything the edge and admin share.
@@ -148,6 +150,7 @@ impl EdgeSettings {
             unreachable_for: Duration::from_secs(2),
             slow_request: cfg.node.tracing.slow_request.get(),
             otlp_sample: cfg.node.tracing.otlp_sample,
+            header_read_timeout: cfg.node.edge.header_read_timeout.get(),
         }
     }
 }

@@ -15,6 +15,13 @@ pub enum ProxyError {
     /// The request has no usable Host.
     #[error("request has no Host")]
     NoHost,
+    /// The request is malformed in a way the HTTP parser let through (ambiguous framing, a bad
+    /// first chunk); it is never forwarded.
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    /// The client did not send its body in time.
+    #[error("request body not received in time")]
+    BodyTimeout,
     /// Over TLS, the Host belongs to another app than the server name the client asked for.
     #[error("host {host:?} is not served on this TLS connection (server name {sni:?})")]
     Misdirected {
@@ -69,7 +76,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
-            ProxyError::NoHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoHost | ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoHealthy(_)
             | ProxyError::AtCapacity(_)
@@ -87,13 +95,14 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute(_)
             | ProxyError::NoHost
+            | ProxyError::Malformed(_)
             | ProxyError::Misdirected { .. }
             | ProxyError::NoHealthy(_)
             | ProxyError::ForcedUnknown(_) => Phase::Route,
             ProxyError::AtCapacity(_) | ProxyError::ForcedUnavailable(_) => Phase::InstanceFull,
             ProxyError::Connect { .. } => Phase::InstanceConnect,
             ProxyError::Backhaul { .. } => Phase::BackhaulConnect,
-            ProxyError::Timeout(_) => Phase::Timeout,
+            ProxyError::Timeout(_) | ProxyError::BodyTimeout => Phase::Timeout,
             ProxyError::Upstream { .. } => Phase::Upstream,
         }
     }

@@ -126,6 +126,21 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
     set(h, "x-forwarded-port", &f.local_port.to_string());
 }
 
+/// Refuses request heads that two parsers could frame differently (request smuggling): both
+/// `Content-Length` and `Transfer-Encoding`, or more than one `Host`. (hyper itself refuses
+/// conflicting lengths, bad `Transfer-Encoding` lists, obs-fold and malformed fields.)
+pub fn ambiguous_framing(h: &HeaderMap) -> Option<&'static str> {
+    if h.contains_key(http::header::TRANSFER_ENCODING)
+        && h.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if h.get_all(http::header::HOST).iter().count() > 1 {
+        return Some("more than one Host header");
+    }
+    None
+}
+
 /// True for an HTTP/1.1 request asking to switch protocols (WebSocket and friends).
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(UPGRADE)
@@ -139,6 +154,19 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ambiguous_framing_is_named() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "a".parse().unwrap());
+        assert_eq!(ambiguous_framing(&h), None);
+        h.append("host", "b".parse().unwrap());
+        assert_eq!(ambiguous_framing(&h), Some("more than one Host header"));
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        assert!(ambiguous_framing(&h).unwrap().contains("Transfer-Encoding"));
+    }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

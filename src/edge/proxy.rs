@@ -4,14 +4,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{Finish, TimedUpload, Tracked};
 use super::candidates::{self, Candidate, Remote, Target};
 use super::error::ProxyError;
-use super::headers::{add_forwarding, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded};
+use super::headers::{
+    add_forwarding, ambiguous_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded,
+};
 use super::replay::Replayable;
 use super::routes::normalize_host;
 use super::server::ConnCtx;
@@ -48,6 +52,18 @@ pub async fn handle(
             settings.otlp_sample,
         ))
     };
+    if let Some(why) = ambiguous_framing(req.headers()) {
+        let err = ProxyError::Malformed(why);
+        let m = &node_metrics().unrouted;
+        m.failure(err.phase());
+        m.request(err.status().as_u16(), start.elapsed().as_secs_f64());
+        tracing::info!(request_id = ?rid, peer = %conn.peer, reason = why, "malformed request refused");
+        let mut resp = err.to_response(&rid);
+        // The rest of the connection's bytes cannot be framed safely.
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     let host = request_host(&req);
     let routes = node.routes.load();
     let routed = match host.as_deref().map(|h| routes.lookup(h)) {
@@ -195,6 +211,7 @@ async fn forward(
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let h2 = req.version() == Version::HTTP_2;
+    let req = first_chunk(req, settings.header_read_timeout).await?;
     let proto = prepare(req, conn, node, app, rid, upgrade, h2);
 
     let budget = 1 + app.retries as usize;
@@ -424,7 +441,7 @@ fn admit(conn: &ConnCtx, app: &AppRoute, inst: &Arc<Instance>) -> Option<Option<
 
 /// Rewrites the client's request once: headers per SPEC §5, body made replayable and timed.
 fn prepare(
-    req: Request<Incoming>,
+    req: Request<Body>,
     conn: &ConnCtx,
     node: &NodeState,
     app: &Arc<AppRoute>,
@@ -455,6 +472,31 @@ fn prepare(
         headers: parts.headers,
         body: Replayable::new(boxed(TimedUpload::new(body, app.clone()))),
     }
+}
+
+/// A chunked HTTP/1.1 body has its first chunk read before any instance is contacted, so a
+/// malformed chunk is refused (400) instead of reaching an instance as half a request.
+async fn first_chunk(
+    req: Request<Incoming>,
+    limit: std::time::Duration,
+) -> Result<Request<Body>, ProxyError> {
+    let chunked = req.version() == Version::HTTP_11
+        && req.headers().contains_key(http::header::TRANSFER_ENCODING);
+    if !chunked {
+        return Ok(req.map(boxed));
+    }
+    let (parts, mut body) = req.into_parts();
+    let first = match tokio::time::timeout(limit, body.frame()).await {
+        Err(_) => return Err(ProxyError::BodyTimeout),
+        Ok(Some(Err(_))) => return Err(ProxyError::Malformed("invalid chunked body")),
+        Ok(first) => first,
+    };
+    let rest = http_body_util::BodyStream::new(body);
+    let stream = futures_util::stream::iter(first).chain(rest);
+    Ok(Request::from_parts(
+        parts,
+        boxed(http_body_util::StreamBody::new(stream)),
+    ))
 }
 
 /// Turns the instance's response into the client's: hop-by-hop and internal headers removed,

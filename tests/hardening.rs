@@ -1,0 +1,249 @@
+//! Hostile clients: malformed and smuggling-shaped requests get the right 4xx and never reach an
+//! instance; 500 slowloris connections neither starve normal requests nor outlive the header
+//! timeout.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{app_toml, node};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Everything each connection to the instance carried, lowercased.
+type Heads = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A raw instance that counts every connection that delivered at least one byte, and answers 200.
+async fn recording_instance() -> (SocketAddr, Arc<AtomicUsize>, Heads) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let r = reached.clone();
+    let heads: Heads = Arc::default();
+    let h = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (r, h) = (r.clone(), h.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                let mut counted = false;
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if !counted {
+                        counted = true;
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        // Let a body that follows the head arrive too.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if let Ok(Ok(n)) =
+                            tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await
+                        {
+                            seen.extend_from_slice(&buf[..n]);
+                        }
+                        h.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&seen).to_lowercase());
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                            .await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, reached, heads)
+}
+
+/// Sends raw bytes and returns the status code of the first response (0: closed without one).
+async fn raw(edge: SocketAddr, bytes: &[u8]) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(2).any(|w| w == b"\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    let line = String::from_utf8_lossy(&got);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_smuggling_requests_get_4xx_and_never_reach_an_instance() {
+    let (inst, reached, heads) = recording_instance().await;
+    let n = node(
+        &[("app", app_toml("app", 10, 20, "closest", 1))],
+        &[("h-1", "app", inst)],
+        "max_header_bytes = 16384",
+    );
+    let big = "a".repeat(20_000);
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        ("two different Content-Lengths", b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), &[400]),
+        ("Content-Length list of different values", b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 5, 6\r\n\r\nhello!".to_vec(), &[400]),
+        ("non-numeric Content-Length", b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 5x\r\n\r\nhello".to_vec(), &[400]),
+        ("negative Content-Length", b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: -1\r\n\r\n".to_vec(), &[400]),
+        ("Transfer-Encoding not ending in chunked", b"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: gzip\r\n\r\nxx".to_vec(), &[400, 501]),
+        ("obs-folded Transfer-Encoding", b"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n".to_vec(), &[400]),
+        ("obs-fold in another header", b"GET / HTTP/1.1\r\nHost: app\r\nX-Long: a\r\n b\r\n\r\n".to_vec(), &[400]),
+        ("space before the colon", b"GET / HTTP/1.1\r\nHost : app\r\n\r\n".to_vec(), &[400]),
+        ("bad chunk size", b"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(), &[400]),
+        ("chunk size overflow", b"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nhello\r\n0\r\n\r\n".to_vec(), &[400]),
+        ("no Host in HTTP/1.1", b"GET / HTTP/1.1\r\n\r\n".to_vec(), &[400]),
+        ("two Host headers", b"GET / HTTP/1.1\r\nHost: app\r\nHost: other\r\n\r\n".to_vec(), &[400]),
+        ("control character in the method", b"G\x01T / HTTP/1.1\r\nHost: app\r\n\r\n".to_vec(), &[400]),
+        ("unknown HTTP version", b"GET / HTTP/1.2\r\nHost: app\r\n\r\n".to_vec(), &[400, 505]),
+        ("NUL in a header value", b"GET / HTTP/1.1\r\nHost: app\r\nX-A: a\x00b\r\n\r\n".to_vec(), &[400]),
+        ("quote in a header name", b"GET / HTTP/1.1\r\nHost: app\r\nX\"A: b\r\n\r\n".to_vec(), &[400]),
+        ("headers over max_header_bytes", format!("GET / HTTP/1.1\r\nHost: app\r\nX-Big: {big}\r\n\r\n").into_bytes(), &[431]),
+        ("Transfer-Encoding twice", b"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n".to_vec(), &[400, 501]),
+        ("request line is garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), &[400]),
+    ];
+    assert!(cases.len() >= 15);
+    let mut table = Vec::new();
+    let mut wrong = Vec::new();
+    for (what, bytes, want) in &cases {
+        let before = reached.load(Ordering::SeqCst);
+        let got = raw(n.edge, bytes).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let arrived = reached.load(Ordering::SeqCst) - before;
+        table.push(format!("{what:<42} {got} (instance saw {arrived})"));
+        if !want.contains(&got) || arrived != 0 {
+            wrong.push(format!(
+                "{what}: got {got} (want {want:?}), reached the instance {arrived} time(s)"
+            ));
+        }
+    }
+    eprintln!("{}", table.join("\n"));
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The same instance does answer a well-formed request.
+    assert_eq!(
+        raw(n.edge, b"GET / HTTP/1.1\r\nHost: app\r\n\r\n").await,
+        200
+    );
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+
+    // The classic CL.TE smuggle: a front end framing by Content-Length would carry the second
+    // request inside the body. Here Transfer-Encoding wins (RFC 9112 §6.3), Content-Length is
+    // dropped, and the connection closes after the response: the instance gets one chunked
+    // request with an empty body, and the smuggled one goes nowhere.
+    heads.lock().unwrap().clear();
+    let smuggle = b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+    s.write_all(smuggle).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the edge closes the connection after the response")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1").count(),
+        1,
+        "one response only: {text}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = heads.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains("transfer-encoding: chunked"),
+        "{}",
+        seen[0]
+    );
+    assert!(!seen[0].contains("content-length"), "{}", seen[0]);
+    assert!(!seen.iter().any(|h| h.contains("smuggled")), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed_at_the_header_timeout_and_starve_nobody() {
+    let be = common::backend("sl-1");
+    let n = node(
+        &[("app", app_toml("app", 50, 100, "closest", 1))],
+        &[("sl-1", "app", be.addr)],
+        "header_read_timeout = \"2s\"",
+    );
+    // 500 connections: half send nothing, half dribble an unfinished head.
+    let t0 = Instant::now();
+    let mut slow = Vec::new();
+    for i in 0..500 {
+        let mut s = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        slow.push(s);
+    }
+    let dribble = tokio::spawn(async move {
+        // One more byte per connection every 500 ms, never finishing the head; record when each
+        // connection is closed by the server.
+        let mut closed_at = vec![None; slow.len()];
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for (i, s) in slow.iter_mut().enumerate() {
+                if closed_at[i].is_some() {
+                    continue;
+                }
+                let mut b = [0u8; 256];
+                let gone =
+                    match tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) => true,
+                        Ok(Ok(_)) => true, // a 408 answer, then close
+                        Err(_) => i % 2 == 0 && s.write_all(b"a").await.is_err(),
+                    };
+                if gone {
+                    closed_at[i] = Some(t0.elapsed());
+                }
+            }
+        }
+        closed_at
+    });
+    // Meanwhile normal requests are served at once.
+    let mut worst = Duration::ZERO;
+    for _ in 0..50 {
+        let t = Instant::now();
+        let r = common::http::get(n.edge, "app", "/").await;
+        assert_eq!(r.status, 200);
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let closed_at = dribble.await.unwrap();
+    let closed: Vec<Duration> = closed_at.iter().flatten().copied().collect();
+    let last = closed.iter().max().copied().unwrap_or_default();
+    let first = closed.iter().min().copied().unwrap_or_default();
+    eprintln!(
+        "slowloris: {} of 500 closed by the server, between {first:?} and {last:?}; slowest normal request {worst:?}",
+        closed.len()
+    );
+    assert_eq!(closed.len(), 500, "every slow connection is closed");
+    assert!(
+        last < Duration::from_secs(4),
+        "closed at the 2 s header timeout, last at {last:?}"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "normal requests served promptly: {worst:?}"
+    );
+}
