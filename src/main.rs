@@ -70,6 +70,9 @@ enum Cmd {
         /// The node's admin address.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// The admin token, if the node sets admin.token.
+        #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Make a cluster CA and a certificate and key per node for backhaul mutual TLS. Point each
     /// node's [backhaul] ca, cert and key at ca.pem, <node>.pem and <node>.key. (Without them, nodes
@@ -115,7 +118,7 @@ fn main() -> ExitCode {
         Cmd::Run { config, upgrade } => run(config, upgrade),
         Cmd::Backend { listen, id } => backend(listen, id),
         Cmd::Certs { out, nodes } => certs(&out, &nodes),
-        Cmd::Status { admin } => {
+        Cmd::Status { admin, token } => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -126,7 +129,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(petrel::status::render(admin)) {
+            match rt.block_on(petrel::status::render(admin, token.as_deref())) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

@@ -57,6 +57,8 @@ pub struct NodeState {
     pub settings: ArcSwap<EdgeSettings>,
     /// The drain signal.
     pub shutdown: Shutdown,
+    /// Bearer token the admin API requires, if configured.
+    pub admin_token: Option<String>,
     /// Edge certificates by SNI (when `edge.tls_listen` is set); reload swaps them.
     pub tls: Option<Arc<crate::certs::SniResolver>>,
     /// How long open work may run on after a drain starts (also bounds instance removal).
@@ -88,6 +90,7 @@ impl NodeState {
             penalties: Penalties::default(),
             settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
             shutdown,
+            admin_token: cfg.node.admin.token.clone(),
             tls: cfg
                 .certs
                 .clone()

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-async fn fetch(admin: SocketAddr, path: &str) -> Result<Value> {
+async fn fetch(admin: SocketAddr, token: Option<&str>, path: &str) -> Result<Value> {
     let work = async {
         let stream = tokio::net::TcpStream::connect(admin)
             .await
@@ -18,10 +18,13 @@ async fn fetch(admin: SocketAddr, path: &str) -> Result<Value> {
             })?;
         let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let req = http::Request::builder()
+        let mut req = http::Request::builder()
             .uri(path)
-            .header("host", admin.to_string())
-            .body(Empty::<Bytes>::new())?;
+            .header("host", admin.to_string());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Empty::<Bytes>::new())?;
         let resp = s.send_request(req).await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
@@ -80,10 +83,10 @@ fn s(v: &Value) -> String {
 }
 
 /// Fetches and renders the node's status, members and instances.
-pub async fn render(admin: SocketAddr) -> Result<String> {
-    let st = fetch(admin, "/v1/status").await?;
-    let members = fetch(admin, "/v1/members").await?;
-    let instances = fetch(admin, "/v1/instances").await?;
+pub async fn render(admin: SocketAddr, token: Option<&str>) -> Result<String> {
+    let st = fetch(admin, token, "/v1/status").await?;
+    let members = fetch(admin, token, "/v1/members").await?;
+    let instances = fetch(admin, token, "/v1/instances").await?;
     let mut out = format!(
         "node {} (region {}), version {}, up {} s{}\n\n",
         s(&st["node"]),

@@ -164,6 +164,13 @@ fn cases() -> Vec<(&'static str, String, String, &'static str, &'static str)> {
             "cannot read certificate directory",
         ),
         (
+            "public admin without a token",
+            format!("{NODE}\n[admin]\nlisten = \"0.0.0.0:9090\"\n"),
+            APP.into(),
+            "node.toml:21: admin.token",
+            "not a loopback address",
+        ),
+        (
             "OTLP over https",
             format!("{NODE}\n[tracing]\notlp_endpoint = \"https://collector:4318\"\n"),
             APP.into(),

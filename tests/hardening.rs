@@ -247,3 +247,66 @@ async fn slowloris_connections_are_closed_at_the_header_timeout_and_starve_nobod
         "normal requests served promptly: {worst:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_every_admin_path() {
+    let token = "s3cret-token-0123456789";
+    let mut n = node(&[("app", app_toml("app", 5, 10, "closest", 1))], &[], "");
+    let _ = n.proc.child.kill();
+    let _ = n.proc.child.wait();
+    // Restart the same node with a token set (admin stays on loopback here; the token still applies).
+    let path = n.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\n"),
+    );
+    assert!(text.contains("token ="));
+    std::fs::write(&path, text).unwrap();
+    let (proc, addrs) = common::Proc::start(&["run", "--config", path.to_str().unwrap()], 4);
+    let admin = addrs.iter().find(|(k, _)| k == "admin").unwrap().1;
+    for p in ["/v1/status", "/v1/members", "/metrics", "/", "/v1/reload"] {
+        let r = common::http::get(admin, "localhost", p).await;
+        assert_eq!(r.status, 401, "{p} without a token");
+        let r = common::http::send(
+            admin,
+            false,
+            common::http::request(
+                "GET",
+                "localhost",
+                p,
+                &[("authorization", "Bearer wrong-token-0123456789")],
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{p} with a wrong token");
+    }
+    let r = common::http::send(
+        admin,
+        false,
+        common::http::request(
+            "GET",
+            "localhost",
+            "/v1/status",
+            &[("authorization", &format!("Bearer {token}"))],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let out = std::process::Command::new(common::bin())
+        .args(["status", "--admin", &admin.to_string()])
+        .env("PETREL_ADMIN_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(common::bin())
+        .args(["status", "--admin", &admin.to_string()])
+        .env_remove("PETREL_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    drop(proc);
+}

@@ -37,6 +37,23 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Routes one admin request.
 pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<Body> {
+    if let Some(token) = &node.admin_token {
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same(given.as_bytes(), token.as_bytes()) {
+            tracing::debug!(path = %req.uri().path(), "admin request without the right token");
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
     let path = req.uri().path().to_string();
     if let Some(id) = path.strip_prefix("/v1/instances/") {
         let id = id.to_string();
@@ -262,4 +279,9 @@ fn dashboard(node: &NodeState) -> String {
         region = esc(&node.region),
         draining = node.shutdown.is_draining(),
     )
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

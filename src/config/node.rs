@@ -215,11 +215,18 @@ pub struct AdminSection {
     /// Admin API listener; loopback by default.
     #[serde(default = "d_admin")]
     pub listen: Addr,
+    /// Bearer token every admin request must carry (`Authorization: Bearer <token>`); required
+    /// when `listen` is not a loopback address.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
-        Self { listen: d_admin() }
+        Self {
+            listen: d_admin(),
+            token: None,
+        }
     }
 }
 
@@ -317,6 +324,22 @@ impl NodeConfig {
         }
         if self.edge.listen.is_empty() && self.edge.tls_listen.is_empty() {
             errs.push(src.error("edge.listen", "at least one listen address is needed"));
+        }
+        match &self.admin.token {
+            None if !self.admin.listen.get().ip().is_loopback() => errs.push(src.error(
+                "admin.token",
+                format!(
+                    "required when admin.listen ({}) is not a loopback address",
+                    self.admin.listen
+                ),
+            )),
+            Some(t) if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                errs.push(src.error(
+                    "admin.token",
+                    "must be at least 16 printable characters without spaces",
+                ))
+            }
+            _ => {}
         }
         if self.edge.max_connections == 0 {
             errs.push(src.error("edge.max_connections", "must be at least 1"));
