@@ -167,7 +167,7 @@ fn cases() -> Vec<(&'static str, String, String, &'static str, &'static str)> {
             "public admin without a token",
             format!("{NODE}\n[admin]\nlisten = \"0.0.0.0:9090\"\n"),
             APP.into(),
-            "node.toml:21: admin.token",
+            "node.toml:20: admin.token",
             "not a loopback address",
         ),
         (
