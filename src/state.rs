@@ -31,6 +31,8 @@ pub struct EdgeSettings {
     pub otlp_sample: f64,
     /// Time a client has to send a request head (and the first chunk of a chunked body).
     pub header_read_timeout: Duration,
+    /// Largest request body accepted, if limited.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Everything the edge and admin share.
@@ -154,6 +156,8 @@ impl EdgeSettings {
             slow_request: cfg.node.tracing.slow_request.get(),
             otlp_sample: cfg.node.tracing.otlp_sample,
             header_read_timeout: cfg.node.edge.header_read_timeout.get(),
+            max_body_bytes: (cfg.node.edge.max_body_bytes > 0)
+                .then_some(cfg.node.edge.max_body_bytes),
         }
     }
 }

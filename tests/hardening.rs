@@ -96,9 +96,10 @@ async fn malformed_and_smuggling_requests_get_4xx_and_never_reach_an_instance() 
     let n = node(
         &[("app", app_toml("app", 10, 20, "closest", 1))],
         &[("h-1", "app", inst)],
-        "max_header_bytes = 16384",
+        "max_header_bytes = 16384\nmax_body_bytes = 1024",
     );
     let big = "a".repeat(20_000);
+    let body = "b".repeat(2000);
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         ("two different Content-Lengths", b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), &[400]),
         ("Content-Length list of different values", b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 5, 6\r\n\r\nhello!".to_vec(), &[400]),
@@ -118,6 +119,7 @@ async fn malformed_and_smuggling_requests_get_4xx_and_never_reach_an_instance() 
         ("quote in a header name", b"GET / HTTP/1.1\r\nHost: app\r\nX\"A: b\r\n\r\n".to_vec(), &[400]),
         ("headers over max_header_bytes", format!("GET / HTTP/1.1\r\nHost: app\r\nX-Big: {big}\r\n\r\n").into_bytes(), &[431]),
         ("Transfer-Encoding twice", b"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n".to_vec(), &[400, 501]),
+        ("Content-Length over max_body_bytes", format!("POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 2000\r\n\r\n{body}").into_bytes(), &[413]),
         ("request line is garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), &[400]),
     ];
     assert!(cases.len() >= 15);
@@ -144,10 +146,18 @@ async fn malformed_and_smuggling_requests_get_4xx_and_never_reach_an_instance() 
     );
     assert_eq!(reached.load(Ordering::SeqCst), 1);
 
+    // A chunked body that grows past max_body_bytes is cut off with 413 too.
+    let chunk = "c".repeat(1000);
+    let streamed = format!(
+        "POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{chunk}\r\n3e8\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    assert_eq!(raw(n.edge, streamed.as_bytes()).await, 413);
+
     // The classic CL.TE smuggle: a front end framing by Content-Length would carry the second
     // request inside the body. Here Transfer-Encoding wins (RFC 9112 §6.3), Content-Length is
     // dropped, and the connection closes after the response: the instance gets one chunked
     // request with an empty body, and the smuggled one goes nowhere.
+    tokio::time::sleep(Duration::from_millis(300)).await; // the instance records what it got
     heads.lock().unwrap().clear();
     let smuggle = b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n";
     let mut s = tokio::net::TcpStream::connect(n.edge).await.unwrap();
@@ -238,6 +248,26 @@ async fn slowloris_connections_are_closed_at_the_header_timeout_and_starve_nobod
         closed.len()
     );
     assert_eq!(closed.len(), 500, "every slow connection is closed");
+    // An idle keep-alive connection is closed too, once the next head does not come in time.
+    let mut idle = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let got = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..got].starts_with(b"HTTP/1.1 200"));
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest))
+        .await
+        .expect("idle keep-alive connection closed within 5 s")
+        .ok();
+    let idle_closed = t.elapsed();
+    eprintln!("idle keep-alive connection closed after {idle_closed:?}");
+    assert!(
+        idle_closed >= Duration::from_millis(1500),
+        "{idle_closed:?}"
+    );
     assert!(
         last < Duration::from_secs(4),
         "closed at the 2 s header timeout, last at {last:?}"

@@ -122,6 +122,9 @@ pub struct EdgeSection {
     /// Open client connections per listener; at the limit, accepting pauses.
     #[serde(default = "d_max_connections")]
     pub max_connections: usize,
+    /// Largest request body accepted (413 above); 0 = no limit.
+    #[serde(default)]
+    pub max_body_bytes: u64,
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "d_h2_streams")]
     pub h2_max_streams: u32,

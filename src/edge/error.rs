@@ -19,6 +19,9 @@ pub enum ProxyError {
     /// first chunk); it is never forwarded.
     #[error("malformed request: {0}")]
     Malformed(&'static str),
+    /// The request body is larger than `edge.max_body_bytes`.
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
     /// The client did not send its body in time.
     #[error("request body not received in time")]
     BodyTimeout,
@@ -78,6 +81,7 @@ impl ProxyError {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::NoHost | ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoHealthy(_)
             | ProxyError::AtCapacity(_)
@@ -96,6 +100,7 @@ impl ProxyError {
             ProxyError::NoRoute(_)
             | ProxyError::NoHost
             | ProxyError::Malformed(_)
+            | ProxyError::TooLarge(_)
             | ProxyError::Misdirected { .. }
             | ProxyError::NoHealthy(_)
             | ProxyError::ForcedUnknown(_) => Phase::Route,

@@ -211,7 +211,20 @@ async fn forward(
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let h2 = req.version() == Version::HTTP_2;
-    let req = first_chunk(req, settings.header_read_timeout).await?;
+    if let Some(max) = settings.max_body_bytes {
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ProxyError::TooLarge(max));
+        }
+    }
+    let mut req = first_chunk(req, settings.header_read_timeout).await?;
+    if let Some(max) = settings.max_body_bytes {
+        req = req.map(|b| boxed(http_body_util::Limited::new(b, max as usize)));
+    }
     let proto = prepare(req, conn, node, app, rid, upgrade, h2);
 
     let budget = 1 + app.retries as usize;
@@ -340,10 +353,27 @@ async fn attempt_local(
             Step::Next(RetryReason::Connect, Miss::Instance(e))
         }
         Err(Outcome::Timeout) => Step::Fatal(ProxyError::Timeout(app.name.to_string())),
-        Err(Outcome::Failed(e)) => Step::Fatal(ProxyError::Upstream {
-            app: app.name.to_string(),
-            detail: e.to_string(),
-        }),
+        Err(Outcome::Failed(e)) => Step::Fatal(failed(app, &e, settings)),
+    }
+}
+
+/// An exchange that failed after the request went out: the client's body over the limit (413),
+/// or the instance's fault.
+fn failed(
+    app: &AppRoute,
+    e: &(dyn std::error::Error + 'static),
+    settings: &EdgeSettings,
+) -> ProxyError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return ProxyError::TooLarge(settings.max_body_bytes.unwrap_or_default());
+        }
+        cause = c.source();
+    }
+    ProxyError::Upstream {
+        app: app.name.to_string(),
+        detail: e.to_string(),
     }
 }
 
@@ -380,10 +410,7 @@ async fn attempt_remote(
             return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
         }
         Ok(Err(e @ (BackhaulError::Failed(..) | BackhaulError::Io(..)))) => {
-            return Step::Fatal(ProxyError::Upstream {
-                app: app.name.to_string(),
-                detail: e.to_string(),
-            })
+            return Step::Fatal(failed(app, &e, settings))
         }
         Ok(Ok(r)) => r,
     };
