@@ -136,6 +136,173 @@ pub fn select<R: Rng + ?Sized>(
     Ok(order)
 }
 
+/// Relative loads above this are treated as equal (they are far over any soft limit).
+const REL_MAX: u64 = (1 << 47) - 1;
+
+/// Above this many wanted candidates, [`select_top`] orders everything instead.
+const TOP_MAX: usize = 16;
+
+/// The first `limit` candidates of [`select`]'s order (same rules), found in one pass without
+/// sorting every instance: the per-request path at thousands of instances. Ties are broken by a
+/// per-call random seed instead of a shuffle.
+pub fn select_top<R: Rng + ?Sized>(
+    strategy: Strategy,
+    views: &[View<'_>],
+    hints: &Hints,
+    rng: &mut R,
+    limit: usize,
+) -> Result<Vec<usize>, Empty> {
+    if hints.force.is_some() || !hints.prefer_regions.is_empty() || limit > TOP_MAX {
+        let mut order = select(strategy, views, hints, rng)?;
+        order.truncate(limit.max(1));
+        return Ok(order);
+    }
+    let limit = limit.max(1);
+    let seed = rng.next_u64();
+    let tie = |i: usize| mix(seed ^ i as u64) & 0xffff;
+    let mut best = Top::new(limit + LEASTLOAD_SAMPLE);
+    let mut any_healthy = false;
+    // leastload: the best (tier, relative load) seen, and a reservoir of LEASTLOAD_SAMPLE drawn
+    // from the instances within the tolerance of it (restarted whenever a better one appears).
+    let mut floor = u64::MAX;
+    let mut sample = [usize::MAX; LEASTLOAD_SAMPLE];
+    let mut seen_near = 0u64;
+    let (mut last_soft, mut inv) = (0u32, 0.0f64);
+    for (i, v) in views.iter().enumerate() {
+        any_healthy |= v.healthy;
+        if !v.can_take() {
+            continue;
+        }
+        let tier = u64::from(!v.below_soft());
+        let key = match strategy {
+            Strategy::Closest => {
+                let bucket = ((v.rtt_ms.max(0.0) * (1.0 / RTT_BUCKET_MS)) as u64).min(0xff_ffff);
+                tier << 63 | bucket << 39 | u64::from(v.load.min(0x7f_ffff)) << 16 | tie(i)
+            }
+            Strategy::Leastload => {
+                if v.soft != last_soft {
+                    last_soft = v.soft;
+                    inv = 1000.0 / f64::from(v.soft.max(1));
+                }
+                let rel = ((f64::from(v.load) * inv) as u64).min(REL_MAX);
+                let lead = tier << 47 | rel;
+                if lead + LEASTLOAD_TOLERANCE < floor {
+                    // A new, clearly better floor: the old near set no longer counts.
+                    sample = [usize::MAX; LEASTLOAD_SAMPLE];
+                    seen_near = 0;
+                }
+                if lead < floor {
+                    floor = lead;
+                }
+                if lead <= floor + LEASTLOAD_TOLERANCE && tier == floor >> 47 {
+                    seen_near += 1;
+                    let slot = if seen_near as usize <= LEASTLOAD_SAMPLE {
+                        Some(seen_near as usize - 1)
+                    } else {
+                        let r = mix(seed.rotate_left(17) ^ i as u64) % seen_near;
+                        (r < LEASTLOAD_SAMPLE as u64).then_some(r as usize)
+                    };
+                    if let Some(s) = slot {
+                        sample[s] = i;
+                    }
+                }
+                lead << 16 | tie(i)
+            }
+        };
+        best.offer(key, i);
+    }
+    if best.is_empty() {
+        return Err(if any_healthy {
+            Empty::AllFull
+        } else {
+            Empty::NoHealthy
+        });
+    }
+    let mut order: Vec<usize> = Vec::with_capacity(limit);
+    if strategy == Strategy::Leastload {
+        // A sampled instance may have fallen out of tolerance when the floor dropped by less than
+        // the tolerance; keep only those still near the final floor.
+        let lead = |i: usize| {
+            let v = &views[i];
+            let rel =
+                ((f64::from(v.load) * (1000.0 / f64::from(v.soft.max(1)))) as u64).min(REL_MAX);
+            u64::from(!v.below_soft()) << 47 | rel
+        };
+        let mut picked: Vec<usize> = sample
+            .iter()
+            .copied()
+            .filter(|&i| i != usize::MAX && lead(i) <= floor + LEASTLOAD_TOLERANCE)
+            .collect();
+        if picked.is_empty() {
+            picked.push(best.first());
+        }
+        picked.sort_by_key(|&i| (views[i].bucket(), tie(i)));
+        order.extend(picked);
+    }
+    for i in best.indexes() {
+        if order.len() >= limit {
+            break;
+        }
+        if !order.contains(&i) {
+            order.push(i);
+        }
+    }
+    order.truncate(limit);
+    if let Some(pref) = hints.prefer_instance.as_deref() {
+        if let Some(i) = views.iter().position(|v| v.id == pref && v.can_take()) {
+            order.retain(|&j| j != i);
+            order.insert(0, i);
+            order.truncate(limit);
+        }
+    }
+    Ok(order)
+}
+
+/// The `k` smallest (key, index) pairs seen, kept sorted; O(1) for the usual non-contender.
+struct Top {
+    k: usize,
+    items: Vec<(u64, usize)>,
+}
+
+impl Top {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            items: Vec::with_capacity(k + 1),
+        }
+    }
+
+    fn offer(&mut self, key: u64, i: usize) {
+        if self.items.len() == self.k {
+            if key >= self.items[self.k - 1].0 {
+                return;
+            }
+            self.items.pop();
+        }
+        let at = self.items.partition_point(|&(k, _)| k <= key);
+        self.items.insert(at, (key, i));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn first(&self) -> usize {
+        self.items[0].1
+    }
+
+    fn indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.items.iter().map(|&(_, i)| i)
+    }
+}
+
+/// A 64-bit mixer (splitmix64's finaliser): cheap per-candidate randomness from one seed.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,5 +493,96 @@ mod tests {
         let o = select(Strategy::Closest, &views, &h, &mut rng(0)).unwrap();
         let ids: Vec<_> = o.iter().map(|&i| views[i].id).collect();
         assert_eq!(ids, ["far", "mid", "near"]);
+    }
+
+    fn random_views(r: &mut SmallRng, n: usize) -> Vec<View<'static>> {
+        (0..n)
+            .map(|_| View {
+                id: "x",
+                region: "r",
+                rtt_ms: r.random_range(0.0..120.0),
+                load: r.random_range(0..25),
+                soft: 10,
+                hard: 20,
+                healthy: r.random_bool(0.9),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn select_top_matches_the_full_order_for_closest() {
+        for seed in 0..300u64 {
+            let mut r = rng(seed);
+            let n = r.random_range(1..60);
+            let views = random_views(&mut r, n);
+            let key = |i: usize| (!views[i].below_soft(), views[i].bucket(), views[i].load);
+            for limit in [1, 2, 4, 16] {
+                let full = select(Strategy::Closest, &views, &Hints::default(), &mut r);
+                let top = select_top(Strategy::Closest, &views, &Hints::default(), &mut r, limit);
+                match (full, top) {
+                    (Ok(full), Ok(top)) => {
+                        assert_eq!(top.len(), limit.min(full.len()));
+                        let want: Vec<_> = full.iter().take(limit).map(|&i| key(i)).collect();
+                        let got: Vec<_> = top.iter().map(|&i| key(i)).collect();
+                        assert_eq!(got, want, "seed {seed} limit {limit}");
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b),
+                    (a, b) => panic!("seed {seed}: {a:?} vs {b:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn select_top_leastload_starts_least_loaded_then_orders_by_load() {
+        for seed in 0..300u64 {
+            let mut r = rng(seed);
+            let n = r.random_range(1..60);
+            let views = random_views(&mut r, n);
+            let lead = |i: usize| (!views[i].below_soft(), views[i].rel_load());
+            let Ok(top) = select_top(Strategy::Leastload, &views, &Hints::default(), &mut r, 4)
+            else {
+                continue;
+            };
+            let eligible: Vec<usize> = (0..views.len()).filter(|&i| views[i].can_take()).collect();
+            assert_eq!(top.len(), 4.min(eligible.len()));
+            let floor = eligible.iter().map(|&i| lead(i)).min().unwrap();
+            let (t0, l0) = lead(top[0]);
+            assert!(
+                t0 == floor.0 && l0 <= floor.1 + LEASTLOAD_TOLERANCE,
+                "seed {seed}: first is least loaded"
+            );
+            let mut seen = std::collections::HashSet::new();
+            assert!(top.iter().all(|&i| views[i].can_take() && seen.insert(i)));
+        }
+    }
+
+    #[test]
+    fn select_top_spreads_ties_and_honours_hints() {
+        let views: Vec<View> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| v(id, "r", 0.0, 0))
+            .collect();
+        for s in [Strategy::Closest, Strategy::Leastload] {
+            let mut firsts = std::collections::HashMap::new();
+            let mut r = rng(11);
+            for _ in 0..4000 {
+                let o = select_top(s, &views, &Hints::default(), &mut r, 3).unwrap();
+                *firsts.entry(views[o[0]].id).or_insert(0) += 1;
+            }
+            for (id, n) in firsts {
+                assert!(
+                    (800..1200).contains(&n),
+                    "{s:?}: {id} first {n} times of 4000"
+                );
+            }
+        }
+        let hints = Hints {
+            prefer_instance: Some("c".into()),
+            ..Hints::default()
+        };
+        let o = select_top(Strategy::Closest, &views, &hints, &mut rng(1), 2).unwrap();
+        assert_eq!(views[o[0]].id, "c");
+        assert_eq!(o.len(), 2);
     }
 }

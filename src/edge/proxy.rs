@@ -198,7 +198,8 @@ async fn forward(
         None => {
             let cands = candidates::collect(node, app, now_ms);
             let views: Vec<_> = cands.iter().map(Candidate::view).collect();
-            let order = balance::select(app.strategy, &views, &hints, &mut rand::rng())
+            let budget = 1 + app.retries as usize;
+            let order = balance::select_top(app.strategy, &views, &hints, &mut rand::rng(), budget)
                 .map_err(|e| empty_error(e, app, &hints))?;
             drop(views);
             (cands, order)
