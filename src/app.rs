@@ -50,28 +50,18 @@ impl App {
         inherited: &mut Inherited,
     ) -> Result<Self, BindError> {
         let mut handoff = Sockets::new();
-        let mut edge = Vec::new();
-        for (i, a) in cfg.node.edge.listen.iter().enumerate() {
-            let key = format!("edge.listen[{i}]");
-            let l = tcp_listener(inherited, &key, a.get())?;
-            offer(&mut handoff, &key, a.get(), &l);
-            edge.push(TcpListener::from_std(l).map_err(|source| BindError {
-                key,
-                addr: a.get(),
-                source,
-            })?);
-        }
-        let mut edge_tls = Vec::new();
-        for (i, a) in cfg.node.edge.tls_listen.iter().enumerate() {
-            let key = format!("edge.tls_listen[{i}]");
-            let l = tcp_listener(inherited, &key, a.get())?;
-            offer(&mut handoff, &key, a.get(), &l);
-            edge_tls.push(TcpListener::from_std(l).map_err(|source| BindError {
-                key,
-                addr: a.get(),
-                source,
-            })?);
-        }
+        let edge = edge_listeners(
+            "edge.listen",
+            &cfg.node.edge.listen,
+            inherited,
+            &mut handoff,
+        )?;
+        let edge_tls = edge_listeners(
+            "edge.tls_listen",
+            &cfg.node.edge.tls_listen,
+            inherited,
+            &mut handoff,
+        )?;
         let admin_addr = cfg.node.admin.listen.get();
         let admin = tcp_listener(inherited, "admin.listen", admin_addr)?;
         offer(&mut handoff, "admin.listen", admin_addr, &admin);
@@ -360,6 +350,27 @@ impl App {
         let _ = health.await;
         Ok(())
     }
+}
+
+/// The listeners of one `[edge]` list, taken over or bound, each kept for a later handover.
+fn edge_listeners(
+    key: &str,
+    addrs: &[crate::config::Addr],
+    inherited: &mut Inherited,
+    handoff: &mut Sockets,
+) -> Result<Vec<TcpListener>, BindError> {
+    let mut out = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        let l = tcp_listener(inherited, &key, a.get())?;
+        offer(handoff, &key, a.get(), &l);
+        out.push(TcpListener::from_std(l).map_err(|source| BindError {
+            key,
+            addr: a.get(),
+            source,
+        })?);
+    }
+    Ok(out)
 }
 
 /// A listening TCP socket for `key`: taken over if offered, else bound now.

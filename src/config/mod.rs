@@ -50,40 +50,34 @@ pub fn decode_cluster_key(s: &str) -> Result<[u8; 32], String> {
         .map_err(|b: Vec<u8>| format!("must decode to 32 bytes, got {}", b.len()))
 }
 
-/// Parses and validates node-file text on its own (no app files are read); for fuzzing and tools.
-pub fn check_node_text(name: &Path, text: String) -> Result<NodeConfig, ConfigErrors> {
-    let src = Source::from_text(name, text);
-    let node: NodeConfig = src.parse().map_err(|e| ConfigErrors(vec![e]))?;
-    let errs = node.validate(&src);
+/// Parses `src` as `T` and runs `validate`; every error comes back together.
+fn parse_checked<T: serde::de::DeserializeOwned>(
+    src: &Source,
+    validate: impl Fn(&T, &Source) -> Vec<ConfigError>,
+) -> Result<T, ConfigErrors> {
+    let value: T = src.parse().map_err(|e| ConfigErrors(vec![e]))?;
+    let errs = validate(&value, src);
     if errs.is_empty() {
-        Ok(node)
+        Ok(value)
     } else {
         Err(ConfigErrors(errs))
     }
 }
 
+/// Parses and validates node-file text on its own (no app files are read); for fuzzing and tools.
+pub fn check_node_text(name: &Path, text: String) -> Result<NodeConfig, ConfigErrors> {
+    parse_checked(&Source::from_text(name, text), NodeConfig::validate)
+}
+
 /// Parses and validates app-file text; for fuzzing and tools.
 pub fn check_app_text(name: &Path, text: String) -> Result<AppConfig, ConfigErrors> {
-    let src = Source::from_text(name, text);
-    let app: AppConfig = src.parse().map_err(|e| ConfigErrors(vec![e]))?;
-    let errs = app.validate(&src);
-    if errs.is_empty() {
-        Ok(app)
-    } else {
-        Err(ConfigErrors(errs))
-    }
+    parse_checked(&Source::from_text(name, text), AppConfig::validate)
 }
 
 /// Loads and validates one app file on its own (`petrel check --app`).
 pub fn load_app(path: &Path) -> Result<AppConfig, ConfigErrors> {
     let src = Source::read(path).map_err(|e| ConfigErrors(vec![e]))?;
-    let app: AppConfig = src.parse().map_err(|e| ConfigErrors(vec![e]))?;
-    let errs = app.validate(&src);
-    if errs.is_empty() {
-        Ok(app)
-    } else {
-        Err(ConfigErrors(errs))
-    }
+    parse_checked(&src, AppConfig::validate)
 }
 
 /// Loads the node file and every app file its `node.apps` globs match, then checks them together.
