@@ -33,8 +33,9 @@ enum Cmd {
     /// Run one node: edge proxy, mesh membership and admin API. Logs go to stderr; bound
     /// addresses are printed on stdout.
     ///
-    /// SIGTERM or SIGINT starts a drain: listeners close, open requests and WebSockets run on for up
-    /// to node.drain_timeout, then the process exits 0. A second signal exits at once.
+    /// SIGTERM or SIGINT starts a drain: the node leaves the mesh, listeners close, open requests
+    /// and WebSockets run on for up to node.drain_timeout; then WebSockets get a close frame (1001)
+    /// and the process exits 0. A second signal exits at once.
     ///
     /// SIGHUP reloads the node and app configs (an invalid config is refused, the old one stays).
     ///
