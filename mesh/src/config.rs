@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::wire::MAX_PAYLOAD;
 
+/// Most pings a node sends per second; larger clusters ping each peer less often.
+pub const MAX_PINGS_PER_SEC: f64 = 200.0;
+
 /// Which preset to start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -46,6 +49,12 @@ impl MeshConfig {
             Profile::Lan => (Duration::from_millis(500), Duration::from_secs(2)),
             Profile::Wan => (Duration::from_secs(1), Duration::from_secs(3)),
         };
+        // Every node pings every peer, so a node's ping rate grows with the cluster. Past
+        // MAX_PINGS_PER_SEC peers the interval stretches instead: bytes per node stay bounded
+        // and the windowed-minimum RTT needs only a sample every few seconds.
+        let floor = Duration::from_secs_f64(f64::from(cluster_size) / MAX_PINGS_PER_SEC);
+        let ping_interval = ping_interval.max(floor);
+        let ping_timeout = ping_timeout.max(ping_interval * 2);
         if profile == Profile::Lan {
             // Tuned: a failed probe is suspected a little sooner, so down is declared well
             // within 10 s for small clusters.

@@ -5,7 +5,7 @@
 //! code runs on a real clock in the node and on a virtual clock in the simulator.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,11 +99,13 @@ pub struct Mesh {
     timer_seq: u64,
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
-    peers: HashMap<SocketAddr, Peer>,
+    // Ordered maps wherever the core iterates: the same seed gives the same datagrams in the
+    // same order, which the simulator's byte-identical reports rely on.
+    peers: BTreeMap<SocketAddr, Peer>,
     ping_seq: u32,
     next_probe_tick: Duration,
-    local: HashMap<Arc<str>, InstanceLoad>,
-    local_records: HashMap<Arc<str>, LoadRecord>,
+    local: BTreeMap<Arc<str>, InstanceLoad>,
+    local_records: BTreeMap<Arc<str>, LoadRecord>,
     local_version: u64,
     counters: Counters,
     changes: u64,
@@ -153,11 +155,11 @@ impl Mesh {
             timer_seq: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             ping_seq: 0,
             next_probe_tick: now,
-            local: HashMap::new(),
-            local_records: HashMap::new(),
+            local: BTreeMap::new(),
+            local_records: BTreeMap::new(),
             local_version: 0,
             counters: Counters::default(),
             changes: 0,
@@ -375,6 +377,11 @@ impl Mesh {
         self.events.pop_front()
     }
 
+    /// Members currently believed alive (or suspect), not counting this node.
+    pub fn live_members(&self) -> usize {
+        self.foca.num_members()
+    }
+
     /// Traffic and drop counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
@@ -530,9 +537,23 @@ impl Mesh {
 
     /// Builds the snapshot the request path routes on.
     pub fn view(&self, now: Duration) -> ClusterView {
+        let (members, live) = self.members_and_live(true);
+        ClusterView {
+            members,
+            instances: self.instances(&live, None),
+            built_at: now,
+        }
+    }
+
+    /// The instances of one app only, without member details: what a simulated edge needs per
+    /// request at thousands of instances.
+    pub fn app_instances(&self, app: &str) -> Vec<RemoteInstance> {
+        let (_, live) = self.members_and_live(false);
+        self.instances(&live, Some(app))
+    }
+
+    fn members_and_live(&self, with_members: bool) -> (Vec<MemberView>, HashMap<Arc<str>, Live>) {
         let mut members = Vec::new();
-        // name → (generation, region, backhaul, rtt) of members that are not down
-        type Live = (u64, Arc<str>, SocketAddr, Option<f64>);
         let mut live: HashMap<Arc<str>, Live> = HashMap::new();
         for m in self.foca.iter_membership_state() {
             let id = m.id();
@@ -558,16 +579,23 @@ impl Mesh {
                 );
                 live.insert(id.name.clone(), entry);
             }
-            members.push(MemberView {
-                id: id.clone(),
-                state,
-                rtt,
-            });
+            if with_members {
+                members.push(MemberView {
+                    id: id.clone(),
+                    state,
+                    rtt,
+                });
+            }
         }
         members.sort_by(|a, b| a.id.name.cmp(&b.id.name));
+        (members, live)
+    }
+
+    fn instances(&self, live: &HashMap<Arc<str>, Live>, app: Option<&str>) -> Vec<RemoteInstance> {
         let book = self.book.lock().expect("load book");
         let mut instances: Vec<RemoteInstance> = book
             .iter()
+            .filter(|(r, _)| app.is_none_or(|a| *r.inst.app == *a))
             .filter_map(|(r, at)| {
                 let (generation, region, backhaul, rtt) = live.get(&r.node)?;
                 (*generation == r.generation).then(|| RemoteInstance {
@@ -581,10 +609,9 @@ impl Mesh {
             })
             .collect();
         instances.sort_by(|a, b| a.load.id.cmp(&b.load.id));
-        ClusterView {
-            members,
-            instances,
-            built_at: now,
-        }
+        instances
     }
 }
+
+/// A member that is not down: (generation, region, backhaul, routing RTT).
+type Live = (u64, Arc<str>, SocketAddr, Option<f64>);

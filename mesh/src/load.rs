@@ -77,10 +77,15 @@ impl foca::Invalidates for LoadKey {
     }
 }
 
+/// One node's records: instance → newest record and when it arrived.
+type NodeRecords = HashMap<Arc<str>, (LoadRecord, Duration)>;
+
 /// The newest record per (node, instance), and each node's current generation.
 #[derive(Debug, Default)]
 pub struct LoadBook {
-    records: HashMap<(Arc<str>, Arc<str>), (LoadRecord, Duration)>,
+    /// Node → instance → newest record and when it arrived. Nested so that forgetting a node
+    /// costs its own records, not the whole book (a 1,000-node mesh forgets often at start-up).
+    records: HashMap<Arc<str>, NodeRecords>,
     generations: HashMap<Arc<str>, u64>,
     /// Bumped whenever what `records` says changes.
     pub changes: u64,
@@ -99,13 +104,13 @@ impl LoadBook {
         if rec.generation > current_gen {
             self.forget_node_below(&rec.node, rec.generation);
         }
-        let key = (rec.node.clone(), rec.inst.id.clone());
-        if let Some((old, _)) = self.records.get(&key) {
+        let node = self.records.entry(rec.node.clone()).or_default();
+        if let Some((old, _)) = node.get(&rec.inst.id) {
             if (old.generation, old.version) >= (rec.generation, rec.version) {
                 return false;
             }
         }
-        self.records.insert(key, (rec, self.now));
+        node.insert(rec.inst.id.clone(), (rec, self.now));
         self.changes += 1;
         true
     }
@@ -113,11 +118,15 @@ impl LoadBook {
     /// Drops every record of `node` older than `generation` and remembers the generation.
     pub fn forget_node_below(&mut self, node: &Arc<str>, generation: u64) {
         self.generations.insert(node.clone(), generation);
-        let before = self.records.len();
-        self.records
-            .retain(|(n, _), (r, _)| n != node || r.generation >= generation);
-        if self.records.len() != before {
-            self.changes += 1;
+        if let Some(mine) = self.records.get_mut(node) {
+            let before = mine.len();
+            mine.retain(|_, (r, _)| r.generation >= generation);
+            if mine.len() != before {
+                self.changes += 1;
+            }
+            if mine.is_empty() {
+                self.records.remove(node);
+            }
         }
     }
 
@@ -130,6 +139,7 @@ impl LoadBook {
     pub fn iter(&self) -> impl Iterator<Item = (&LoadRecord, Duration)> {
         self.records
             .values()
+            .flat_map(|m| m.values())
             .filter(|(r, _)| !r.removed)
             .map(|(r, t)| (r, *t))
     }
