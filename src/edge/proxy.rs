@@ -31,8 +31,10 @@ use crate::state::{EdgeSettings, NodeState};
 use crate::telemetry::{node_metrics, RetryReason};
 use crate::trace::{ConnectMark, Target as TraceTarget, Trace};
 
-/// How long an instance that rejected as full is skipped by this edge.
-const FULL_PENALTY_MS: u64 = 1_000;
+/// How long an instance that rejected as full is skipped by this edge. Short: a busy instance frees
+/// a slot every few ms. `petrel sim` showed 1 s starving small clusters (3 regions × 4 instances
+/// under overload: 80% success at 1 s, 100% at 200 ms).
+const FULL_PENALTY_MS: u64 = 200;
 
 /// Handles one client request end to end; never fails (errors become SPEC §6 responses).
 pub async fn handle(
