@@ -1,9 +1,9 @@
 //! Candidate selection per request (`balance::select_top`, and the full `select` order for
-//! comparison) at 10 to 10,000 instances, both strategies, over views spread across 14 regions
+//! comparison, and `closest` through its per-snapshot bucket index) at 10 to 10,000 instances, both strategies, over views spread across 14 regions
 //! with mixed loads.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use petrel::balance::{select, select_top, Hints, View};
+use petrel::balance::{select, select_closest, select_top, ClosestIndex, Hints, View};
 use petrel::config::Strategy;
 use rand::{RngExt, SeedableRng};
 
@@ -42,6 +42,13 @@ fn bench(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new("top4", n), &v, |b, v| {
                 b.iter(|| select_top(strategy, std::hint::black_box(v), &hints, &mut rng, 4))
             });
+            // closest with the per-snapshot bucket index: reads the nearest buckets only.
+            if strategy == Strategy::Closest {
+                let index = ClosestIndex::new(&v);
+                g.bench_with_input(BenchmarkId::new("indexed_top4", n), &v, |b, v| {
+                    b.iter(|| select_closest(&index, std::hint::black_box(v), &hints, &mut rng, 4))
+                });
+            }
             // The whole order (tests, hints that reorder everything).
             if n <= 1_000 {
                 g.bench_with_input(BenchmarkId::new("full", n), &v, |b, v| {
