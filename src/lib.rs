@@ -17,6 +17,7 @@
 //! - [`local`]: local instances, hard-limit admission, pooled instance connections.
 //! - [`admin`]: admin API, `/metrics`, dashboard, on its own runtime.
 //! - [`backend`]: the built-in origin used by demo, tests and benches.
+//! - [`sim`]: `petrel sim`, the whole topology on a virtual clock with the real mesh core.
 //! - [`demo`]: `petrel demo`, a multi-region cluster of child processes on loopback.
 //! - [`telemetry`]: logging and every metric name.
 //! - [`trace`]: per-request phase timings, the slow-request log, OTLP export.
@@ -42,6 +43,7 @@ pub mod handoff;
 pub mod local;
 pub mod reload;
 pub mod shutdown;
+pub mod sim;
 pub mod state;
 pub mod status;
 pub mod telemetry;

@@ -93,6 +93,34 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         topology: Option<PathBuf>,
     },
+    /// Simulate a whole topology on a virtual clock: every node runs the real mesh core and the
+    /// real strategies over simulated links. Compares policies on the same workload and seed,
+    /// prints a table, and with --out writes report.json and SVG charts. Same seed, same report.
+    ///
+    /// The topology's [sim] section sets nodes, instances, limits, service time, demand, jitter,
+    /// loss, crashes and partitions (config/topologies/README.md).
+    Sim {
+        /// A topology file (config/topologies/*.toml).
+        #[arg(long, value_name = "FILE")]
+        topology: PathBuf,
+        /// Policies to compare: closest, leastload, coordinates, least_conn, round_robin, random.
+        #[arg(
+            long = "strategy",
+            value_delimiter = ',',
+            value_name = "LIST",
+            default_value = "closest,leastload,coordinates,least_conn,round_robin,random"
+        )]
+        strategies: Vec<String>,
+        /// Seed for every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated traffic time, e.g. 60s or 5m (default: the file's sim.duration_s).
+        #[arg(long, value_name = "D")]
+        duration: Option<config::Dur>,
+        /// Directory for report.json, latency_cdf.svg, region_load.svg and mesh_bytes.svg.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// The built-in origin: GET / (hello), /sleep?ms=N, /bytes?n=N, /status?code=N, /headers,
     /// /health[?fail=1], /ws (WebSocket echo), /stats. Every response carries X-Backend-Id.
     Backend {
@@ -141,6 +169,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Sim {
+            topology,
+            strategies,
+            seed,
+            duration,
+            out,
+        } => sim(topology, &strategies, seed, duration, out),
         Cmd::Demo { topology } => match petrel::demo::run(topology) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -148,6 +183,49 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+fn sim(
+    topology: PathBuf,
+    strategies: &[String],
+    seed: u64,
+    duration: Option<config::Dur>,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    let mut policies = Vec::new();
+    for s in strategies {
+        match petrel::sim::Policy::parse(s.trim()) {
+            Some(p) if !policies.contains(&p) => policies.push(p),
+            Some(_) => {}
+            None => {
+                eprintln!(
+                    "petrel sim: unknown strategy {s:?}; choose from closest, leastload, \
+                     coordinates, least_conn, round_robin, random"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let opts = petrel::sim::Options {
+        topology,
+        policies,
+        seed,
+        duration_s: duration.map(|d| d.get().as_secs_f64()),
+        out: out.clone(),
+    };
+    match petrel::sim::run(&opts) {
+        Ok(report) => {
+            print!("{}", report.table());
+            if let Some(dir) = out {
+                println!("report: {}", dir.join("report.json").display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("petrel sim: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

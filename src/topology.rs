@@ -23,6 +23,10 @@ struct File {
     region: Vec<RegionEntry>,
     #[serde(default)]
     rtt_ms: HashMap<String, f64>,
+    /// Nodes, workload and failures for `petrel sim`; read by `crate::sim::scenario`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    sim: Option<toml::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +133,11 @@ impl Topology {
     /// Region codes, in file order.
     pub fn regions(&self) -> &[String] {
         &self.regions
+    }
+
+    /// Latitude and longitude of a region, when the file gives them.
+    pub fn coords(&self, code: &str) -> Option<(f64, f64)> {
+        self.coords.get(code).copied()
     }
 
     /// Round-trip time between two regions in ms, if both are known.

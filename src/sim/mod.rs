@@ -1,0 +1,129 @@
+//! `petrel sim`: a deterministic discrete-event simulation of a whole topology on a virtual clock.
+//!
+//! Every node runs the real `petrel-mesh` core (foca SWIM, the RTT prober, load gossip, sealed
+//! datagrams) over simulated links; every edge decides with the real strategies from its own
+//! published snapshot. Instances have soft and hard limits; petrel's policies reject at the hard
+//! limit and retry elsewhere, the baselines queue. The same seed gives the same report, byte for
+//! byte: one event queue ordered by (time, insertion), seeded RNGs, ordered maps where order shows.
+//!
+//! - [`scenario`]: the `[sim]` section of a topology file.
+//! - [`world`]: nodes, links, instances and the event loop; [`requests`] and [`failures`] extend it.
+//! - [`policy`]: petrel's strategies and the baselines; [`vivaldi`]: estimated coordinates.
+//! - [`stats`], [`report`], [`charts`]: what is measured and how it is written.
+
+pub mod charts;
+pub mod failures;
+pub mod policy;
+pub mod queue;
+pub mod report;
+pub mod requests;
+pub mod scenario;
+pub mod stats;
+pub mod vivaldi;
+pub mod world;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub use policy::Policy;
+pub use report::Report;
+pub use scenario::Scenario;
+
+use world::World;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The topology file.
+    pub topology: PathBuf,
+    /// Policies to compare, in order.
+    pub policies: Vec<Policy>,
+    /// Seed for every random choice.
+    pub seed: u64,
+    /// Overrides `[sim] duration_s`.
+    pub duration_s: Option<f64>,
+    /// Where to write `report.json` and the SVG charts.
+    pub out: Option<PathBuf>,
+}
+
+/// Errors `petrel sim` reports.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The topology file is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    /// A report file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A chart could not be drawn.
+    #[error("cannot draw {path}: {message}")]
+    Chart {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Runs every policy on the scenario, then the mesh-only size sweep; prints progress to stderr.
+pub fn run(opts: &Options) -> Result<Report, SimError> {
+    let mut sc = Scenario::load(&opts.topology)?;
+    if let Some(d) = opts.duration_s {
+        sc.sim.duration_s = d;
+    }
+    let estimate = vivaldi::estimate(&sc.rtt_ms, opts.seed);
+    let mut report = Report::new(&sc, opts.seed, vivaldi::median_error(&sc.rtt_ms, &estimate));
+    for &p in &opts.policies {
+        let started = Instant::now();
+        let est = (p == Policy::Coordinates).then(|| estimate.clone());
+        let mut w = World::new(&sc, p, opts.seed, true, est);
+        w.run();
+        eprintln!(
+            "sim: {:<12} {} nodes, {:.0} simulated s, {} events in {:.1} s",
+            p.name(),
+            w.nodes.len(),
+            sc.sim.warmup_s + sc.sim.duration_s,
+            w.stats.events,
+            started.elapsed().as_secs_f64()
+        );
+        report.add_policy(&w);
+    }
+    let own = sc.node_names().len() as u32;
+    let mut sizes: Vec<u32> = sc.sim.sweep_nodes.clone();
+    sizes.retain(|&n| n != own);
+    for n in sizes {
+        let started = Instant::now();
+        let small = sc.with_node_count(n);
+        let mut w = World::new(&small, Policy::Closest, opts.seed, false, None);
+        w.run();
+        eprintln!(
+            "sim: mesh-only {n} nodes in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        report.add_mesh_size(n, w.stats.mesh_bytes_per_node_s);
+    }
+    report.finish();
+    if let Some(dir) = &opts.out {
+        write_all(&report, dir)?;
+    }
+    Ok(report)
+}
+
+fn write_all(report: &Report, dir: &Path) -> Result<(), SimError> {
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SimError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(werr(dir))?;
+    let json = dir.join("report.json");
+    std::fs::write(&json, report.to_json()).map_err(werr(&json))?;
+    charts::latency_cdf(report, &dir.join("latency_cdf.svg"))?;
+    charts::region_load(report, &dir.join("region_load.svg"))?;
+    charts::mesh_bytes(report, &dir.join("mesh_bytes.svg"))?;
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! The request path in the simulator: client arrivals, the edge's decision from its own snapshot,
+//! owner-side admission (reject at hard limit, or queue for the baselines), retries, responses.
+
+use rand::RngExt;
+
+use super::queue::{ms, secs, Nanos};
+use super::world::{Ev, Req, Rid, Stage, World, PUBLISH_EVERY};
+use crate::balance::View;
+
+/// RTT used for an instance whose owner has not been measured yet (as the edge does).
+const UNMEASURED_RTT_MS: f64 = 1_000.0;
+
+impl World<'_> {
+    /// Client rate of region `r` at the current time, requests per second.
+    fn rate(&self, r: usize) -> f64 {
+        let s = &self.sc.sim;
+        let insts: u32 = self
+            .sc
+            .regions
+            .iter()
+            .map(|g| g.nodes * g.instances_per_node)
+            .sum();
+        let capacity = f64::from(insts) * f64::from(s.soft_limit) / (s.service_ms / 1000.0);
+        let total_w: f64 = self.sc.regions.iter().map(|g| g.weight).sum();
+        if total_w <= 0.0 {
+            return 0.0;
+        }
+        let reg = &self.sc.regions[r];
+        let t = (self.now - self.window.0) as f64 / 1e9;
+        let phase = std::f64::consts::TAU * (t / s.diurnal_period_s + reg.lon / 360.0);
+        s.demand * capacity * reg.weight / total_w * (1.0 + s.diurnal_amplitude * phase.sin())
+    }
+
+    fn service_time(&mut self) -> Nanos {
+        let s = &self.sc.sim;
+        // Log-normal with the configured mean: mu = ln(mean) - sigma²/2.
+        let sigma = s.service_sigma;
+        let mu = s.service_ms.ln() - sigma * sigma / 2.0;
+        let (u1, u2): (f64, f64) = (self.load_rng.random(), self.load_rng.random());
+        let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        ms((mu + sigma * z).exp())
+    }
+
+    pub(super) fn arrival(&mut self, r: usize) {
+        let rate = self.rate(r);
+        if rate > 0.0 {
+            let u: f64 = self.load_rng.random();
+            let gap = secs(-(1.0 - u).ln() / rate).max(1);
+            if self.now + gap < self.window.1 {
+                self.q.push(self.now + gap, Ev::Arrival(r));
+            }
+        } else if self.now + secs(1.0) < self.window.1 {
+            self.q.push(self.now + secs(1.0), Ev::Arrival(r)); // a diurnal trough: look again
+            return;
+        }
+        let app = self.load_rng.random_range(0..self.sc.sim.apps as usize);
+        let service = self.service_time();
+        let pick: u64 = self.load_rng.random();
+        self.stats.arrivals += 1;
+        // Anycast: an alive node of the client's region, else of the nearest region that has one.
+        let Some((edge, extra)) = self.nearest_edge(r, pick) else {
+            self.stats.fail("no_edge");
+            return;
+        };
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.reqs.push(Req {
+                    uid: 0,
+                    stage: Stage::Free,
+                    arrival: 0,
+                    extra: 0,
+                    edge: 0,
+                    edge_gen: 0,
+                    app: 0,
+                    service: 0,
+                    order: Vec::new(),
+                    next: 0,
+                    sent_at: 0,
+                    oracle_rtt: 0.0,
+                });
+                (self.reqs.len() - 1) as u32
+            }
+        };
+        self.next_uid = self.next_uid.wrapping_add(1);
+        let rid = Rid {
+            slot,
+            uid: self.next_uid,
+        };
+        let oracle_rtt = self.oracle_rtt(app, self.nodes[edge].region);
+        let req = &mut self.reqs[slot as usize];
+        req.uid = rid.uid;
+        req.stage = Stage::At(usize::MAX);
+        req.arrival = self.now;
+        req.extra = extra;
+        req.edge = edge;
+        req.edge_gen = self.nodes[edge].generation;
+        req.app = app;
+        req.service = service;
+        req.next = 0;
+        req.oracle_rtt = oracle_rtt;
+        self.in_flight += 1;
+        self.decide(rid);
+        self.attempt(rid);
+    }
+
+    fn nearest_edge(&self, r: usize, pick: u64) -> Option<(usize, Nanos)> {
+        for &reg in &self.nearest[r] {
+            let alive: Vec<usize> = (0..self.nodes.len())
+                .filter(|&n| self.nodes[n].region == reg && self.nodes[n].mesh.is_some())
+                .collect();
+            if !alive.is_empty() {
+                let edge = alive[(pick % alive.len() as u64) as usize];
+                return Some((edge, ms(self.sc.rtt_ms[r][reg])));
+            }
+        }
+        None
+    }
+
+    /// RTT from `region` to the nearest region where an instance of `app` is below its soft limit
+    /// right now (true loads: the oracle); below hard when none is below soft.
+    fn oracle_rtt(&self, app: usize, region: usize) -> f64 {
+        let caps = &self.capacity[app];
+        let first = |f: &dyn Fn(&(u32, u32)) -> bool| {
+            self.nearest[region]
+                .iter()
+                .find(|&&r| f(&caps[r]))
+                .map(|&r| self.sc.rtt_ms[region][r])
+        };
+        first(&|c| c.0 > 0)
+            .or_else(|| first(&|c| c.1 > 0))
+            .unwrap_or(f64::INFINITY)
+    }
+
+    /// Rebuilds the edge's snapshot of `app` when its mesh changed and the last one is old enough
+    /// (the node's driver publishes at most every 50 ms; per app here, so thousands of instances
+    /// stay cheap).
+    fn refresh_view(&mut self, n: usize, app: usize) {
+        let node = &mut self.nodes[n];
+        let Some(mesh) = node.mesh.as_ref() else {
+            return;
+        };
+        let changes = mesh.changes();
+        let cache = &mut node.remote[app];
+        if changes == cache.changes || self.now < cache.at + PUBLISH_EVERY {
+            return;
+        }
+        cache.changes = changes;
+        cache.at = self.now;
+        cache.list.clear();
+        for r in mesh.app_instances(&self.app_names[app]) {
+            if let Some(&i) = self.by_id.get(&r.load.id) {
+                let rtt = r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS);
+                cache.list.push((i, rtt, r.load.load, r.load.healthy));
+            }
+        }
+    }
+
+    /// The edge orders candidates once, from its own snapshot, as the proxy does.
+    fn decide(&mut self, rid: Rid) {
+        let slot = rid.slot as usize;
+        let (edge, app) = (self.reqs[slot].edge, self.reqs[slot].app);
+        self.refresh_view(edge, app);
+        let (soft, hard) = (self.sc.sim.soft_limit, self.sc.sim.hard_limit);
+        let now = self.now;
+        let node = &self.nodes[edge];
+        let edge_region = node.region;
+        let penalised = |i: usize| node.penalties.get(&i).is_some_and(|&t| t > now);
+        let mut ids: Vec<usize> = Vec::new();
+        let mut views: Vec<View<'_>> = Vec::new();
+        let estimate = self.estimate.as_ref();
+        let rtt_of = |inst_region: usize, measured: f64| match estimate {
+            Some(e) => e[edge_region][inst_region],
+            None => measured,
+        };
+        for &i in &node.insts {
+            let inst = &self.insts[i];
+            if inst.app != app {
+                continue;
+            }
+            ids.push(i);
+            views.push(View {
+                id: &inst.id,
+                region: &self.sc.regions[inst.region].code,
+                rtt_ms: rtt_of(inst.region, 0.0),
+                load: if penalised(i) { hard } else { inst.load },
+                soft,
+                hard,
+                healthy: inst.alive,
+            });
+        }
+        for &(i, rtt, load, healthy) in &node.remote[app].list {
+            let inst = &self.insts[i];
+            ids.push(i);
+            views.push(View {
+                id: &inst.id,
+                region: &self.sc.regions[inst.region].code,
+                rtt_ms: rtt_of(inst.region, rtt),
+                load: if penalised(i) { hard.max(load) } else { load },
+                soft,
+                hard,
+                healthy,
+            });
+        }
+        let budget = 1 + self.sc.sim.retries as usize;
+        let mut rr = node.rr;
+        let order = self
+            .policy
+            .order(&views, budget, &mut self.pick_rng, &mut rr);
+        drop(views);
+        self.nodes[edge].rr = rr;
+        self.reqs[slot].order = order.into_iter().map(|k| ids[k]).collect();
+    }
+
+    fn live(&self, rid: Rid) -> bool {
+        let r = &self.reqs[rid.slot as usize];
+        r.uid == rid.uid && r.stage != Stage::Free
+    }
+
+    /// Sends the request to its next candidate, or fails it when none is left.
+    fn attempt(&mut self, rid: Rid) {
+        loop {
+            let slot = rid.slot as usize;
+            let req = &mut self.reqs[slot];
+            let Some(&i) = req.order.get(req.next) else {
+                let why = if req.order.is_empty() {
+                    "no_candidate"
+                } else {
+                    "all_full"
+                };
+                self.fail(rid, why);
+                return;
+            };
+            req.next += 1;
+            req.stage = Stage::At(i);
+            req.sent_at = self.now;
+            if req.next > 1 {
+                self.stats.retries += 1;
+            }
+            let (edge, owner) = (req.edge, self.insts[i].node);
+            if owner == edge {
+                if self.admit(rid, i) {
+                    return;
+                }
+                self.stats.rejects += 1;
+                self.nodes[edge]
+                    .penalties
+                    .insert(i, self.now + super::world::FULL_PENALTY);
+                continue;
+            }
+            if !self.reachable(edge, owner) || self.nodes[owner].mesh.is_none() {
+                let at = self.now + ms(self.sc.sim.connect_timeout_ms);
+                self.q.push(at, Ev::Unreachable(rid, i));
+            } else {
+                let at = self.now + self.leg(edge, owner);
+                self.q.push(at, Ev::AtOwner(rid, i));
+            }
+            return;
+        }
+    }
+
+    /// Owner-side admission: start, queue (baselines) or refuse.
+    fn admit(&mut self, rid: Rid, i: usize) -> bool {
+        let inst = &self.insts[i];
+        if !inst.alive {
+            return false;
+        }
+        if inst.load < self.sc.sim.hard_limit {
+            let (epoch, load) = (inst.epoch, inst.load);
+            self.set_load(i, load + 1);
+            let at = self.now + self.reqs[rid.slot as usize].service;
+            self.q.push(at, Ev::Finish(rid, i, epoch));
+            return true;
+        }
+        if self.policy.rejects() {
+            return false;
+        }
+        let inst = &mut self.insts[i];
+        inst.queue.push_back(rid);
+        let len = inst.queue.len() as u32;
+        self.stats.max_queue = self.stats.max_queue.max(len);
+        true
+    }
+
+    pub(super) fn at_owner(&mut self, rid: Rid, i: usize) {
+        if !self.live(rid) {
+            return;
+        }
+        let slot = rid.slot as usize;
+        let (edge, owner) = (self.reqs[slot].edge, self.insts[i].node);
+        if self.nodes[owner].mesh.is_none() || !self.reachable(edge, owner) {
+            let at = self.reqs[slot].sent_at + ms(self.sc.sim.connect_timeout_ms);
+            self.q.push(at.max(self.now), Ev::Unreachable(rid, i));
+            return;
+        }
+        if self.admit(rid, i) {
+            return;
+        }
+        self.stats.rejects += 1;
+        let at = self.now + self.leg(owner, edge);
+        self.q.push(at, Ev::Rejected(rid, i));
+    }
+
+    /// A "full" or unreachable answer at the edge: skip that instance for a while, try the next.
+    pub(super) fn rejected(&mut self, rid: Rid, i: usize, penalty: Nanos) {
+        if !self.live(rid) {
+            return;
+        }
+        let edge = self.reqs[rid.slot as usize].edge;
+        let until = self.now + penalty;
+        let e = self.nodes[edge].penalties.entry(i).or_insert(0);
+        *e = (*e).max(until);
+        self.attempt(rid);
+    }
+
+    pub(super) fn finish(&mut self, rid: Rid, i: usize, epoch: u32) {
+        if self.insts[i].epoch != epoch {
+            return; // the instance died with its node; the request was failed then
+        }
+        let load = self.insts[i].load;
+        self.set_load(i, load - 1);
+        if let Some(next) = self.insts[i].queue.pop_front() {
+            let load = self.insts[i].load;
+            self.set_load(i, load + 1);
+            let at = self.now + self.reqs[next.slot as usize].service;
+            self.q.push(at, Ev::Finish(next, i, epoch));
+        }
+        if !self.live(rid) {
+            return;
+        }
+        let (edge, owner) = (self.reqs[rid.slot as usize].edge, self.insts[i].node);
+        if owner == edge {
+            self.complete(rid);
+        } else if self.reachable(owner, edge) {
+            let at = self.now + self.leg(owner, edge);
+            self.q.push(at, Ev::Response(rid));
+        } else {
+            self.fail(rid, "partition");
+        }
+    }
+
+    /// The response reached the edge: a success, with its latency and where it was served.
+    pub(super) fn complete(&mut self, rid: Rid) {
+        if !self.live(rid) {
+            return;
+        }
+        let slot = rid.slot as usize;
+        let req = &self.reqs[slot];
+        if self.nodes[req.edge].generation != req.edge_gen || self.nodes[req.edge].mesh.is_none() {
+            self.fail(rid, "edge_crash");
+            return;
+        }
+        let Stage::At(i) = req.stage else {
+            return;
+        };
+        let served_rtt = self.sc.rtt_ms[self.nodes[req.edge].region][self.insts[i].region];
+        let latency = self.now - req.arrival + req.extra;
+        let optimal = served_rtt <= req.oracle_rtt + 1e-9;
+        self.stats.ok(self.nodes[req.edge].region, latency, optimal);
+        self.release(rid);
+    }
+
+    /// Ends a request as failed for `why`.
+    pub(super) fn fail(&mut self, rid: Rid, why: &'static str) {
+        if !self.live(rid) {
+            return;
+        }
+        self.stats.fail(why);
+        self.release(rid);
+    }
+
+    fn release(&mut self, rid: Rid) {
+        let req = &mut self.reqs[rid.slot as usize];
+        req.stage = Stage::Free;
+        req.order.clear();
+        self.free.push(rid.slot);
+        self.in_flight -= 1;
+    }
+}
