@@ -14,13 +14,7 @@ impl World<'_> {
     /// Client rate of region `r` at the current time, requests per second.
     fn rate(&self, r: usize) -> f64 {
         let s = &self.sc.sim;
-        let insts: u32 = self
-            .sc
-            .regions
-            .iter()
-            .map(|g| g.nodes * g.instances_per_node)
-            .sum();
-        let capacity = f64::from(insts) * f64::from(s.soft_limit) / (s.service_ms / 1000.0);
+        let capacity = self.capacity_rps;
         let total_w: f64 = self.sc.regions.iter().map(|g| g.weight).sum();
         if total_w <= 0.0 {
             return 0.0;
@@ -106,11 +100,12 @@ impl World<'_> {
 
     fn nearest_edge(&self, r: usize, pick: u64) -> Option<(usize, Nanos)> {
         for &reg in &self.nearest[r] {
-            let alive: Vec<usize> = (0..self.nodes.len())
-                .filter(|&n| self.nodes[n].region == reg && self.nodes[n].mesh.is_some())
-                .collect();
-            if !alive.is_empty() {
-                let edge = alive[(pick % alive.len() as u64) as usize];
+            let here = &self.region_nodes[reg];
+            let up = |n: &&usize| self.nodes[**n].mesh.is_some();
+            let alive = here.iter().filter(up).count();
+            if alive > 0 {
+                let k = (pick % alive as u64) as usize;
+                let edge = *here.iter().filter(up).nth(k).expect("counted");
                 return Some((edge, ms(self.sc.rtt_ms[r][reg])));
             }
         }

@@ -175,6 +175,10 @@ pub struct World<'a> {
     pub(super) mesh_cfg: MeshConfig,
     pub(super) seed: u64,
     pub(super) in_flight: u64,
+    /// Node indexes of each region, in order.
+    pub(super) region_nodes: Vec<Vec<usize>>,
+    /// Global capacity, requests per second (instances × soft / mean service time).
+    pub(super) capacity_rps: f64,
 }
 
 fn node_addr(i: usize, port: u16) -> SocketAddr {
@@ -270,6 +274,11 @@ impl<'a> World<'a> {
             .collect();
         let warm = secs(s.warmup_s);
         let n_regions = sc.regions.len();
+        let mut region_nodes = vec![Vec::new(); n_regions];
+        for (n, node) in nodes.iter().enumerate() {
+            region_nodes[node.region].push(n);
+        }
+        let capacity_rps = insts.len() as f64 * f64::from(s.soft_limit) / (s.service_ms / 1000.0);
         Self {
             sc,
             policy,
@@ -297,6 +306,8 @@ impl<'a> World<'a> {
             mesh_cfg,
             seed,
             in_flight: 0,
+            region_nodes,
+            capacity_rps,
         }
     }
 
