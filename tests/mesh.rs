@@ -375,8 +375,10 @@ async fn garbage_datagrams_are_counted_and_a_wrong_key_never_gets_in() {
             d[1] = 1;
         }
         let _ = sock.send_to(&d, a.mesh).await;
-        if i % 500 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await; // stay within socket buffers
+        if i % 100 == 0 {
+            // Stay within the receive buffer even on a loaded CI machine: what the kernel drops
+            // never reaches petrel's counters (one run lost ~1,000 of 10,000 at 5 ms per 500).
+            tokio::time::sleep(Duration::from_millis(3)).await;
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -33,30 +33,54 @@ impl Reply {
 
 /// Sends `req` over a new connection, HTTP/1.1 or h2c, with an overall timeout.
 pub async fn send(addr: SocketAddr, h2: bool, req: Request<Full<Bytes>>) -> Reply {
+    try_send(addr, h2, req)
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+/// Like [`send`], but a failure (refused connection, reset, a body cut short) comes back as an
+/// error for tests that count failed requests instead of stopping at the first one.
+pub async fn try_send(
+    addr: SocketAddr,
+    h2: bool,
+    req: Request<Full<Bytes>>,
+) -> Result<Reply, String> {
     tokio::time::timeout(Duration::from_secs(30), async move {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let io = TokioIo::new(stream);
         let resp = if h2 {
             let (mut s, conn) = http2::handshake(TokioExecutor::new(), io)
                 .await
-                .expect("h2 handshake");
+                .map_err(|e| format!("h2 handshake: {e}"))?;
             tokio::spawn(conn);
-            s.send_request(req).await.expect("h2 request")
+            s.send_request(req)
+                .await
+                .map_err(|e| format!("h2 request: {e}"))?
         } else {
-            let (mut s, conn) = http1::handshake(io).await.expect("h1 handshake");
+            let (mut s, conn) = http1::handshake(io)
+                .await
+                .map_err(|e| format!("h1 handshake: {e}"))?;
             tokio::spawn(conn);
-            s.send_request(req).await.expect("h1 request")
+            s.send_request(req)
+                .await
+                .map_err(|e| format!("h1 request: {e}"))?
         };
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Reply {
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Reply {
             status: parts.status,
             headers: parts.headers,
             body,
-        }
+        })
     })
     .await
-    .expect("request timed out")
+    .map_err(|_| "request timed out after 30 s".to_string())?
 }
 
 /// GET `path` with `Host: host`.
