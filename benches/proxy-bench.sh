@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# Side-by-side proxy bench on loopback: direct to a backend, through HAProxy, nginx and petrel
-# (one node), in alternating rounds within one run. Prints medians, min–max and ratios.
+# Side-by-side proxy bench on loopback, alternating rounds within one run:
+#   HTTP/1.1 keep-alive (wrk): direct to a backend, HAProxy, nginx, petrel one node, petrel two nodes
+#     (the edge has no instance; requests cross the backhaul over HTTP/2 or over QUIC);
+#   h2 (h2load): HAProxy, nginx and petrel over TLS (ALPN h2), petrel and direct over h2c, two nodes;
+#   idle WebSockets: RSS each proxy gains per open idle WebSocket (python3 client, petrel's backend echo).
+# Prints medians, min–max and ratios to direct and to HAProxy.
 #
 # Needs: a release build (cargo build --release) and, from Debian:
-#   apt-get install -y haproxy nginx wrk nghttp2-client
-# Usage: benches/proxy-bench.sh [rounds (default 3)] [seconds per round (default 5)]
-# Installs nothing; every process it starts is stopped on exit.
+#   apt-get install -y haproxy nginx wrk nghttp2-client openssl python3
+# Usage: benches/proxy-bench.sh [rounds (default 3)] [seconds per round (default 5)] [websockets (default 10000)]
+# Installs nothing; every process it starts is stopped on exit. The WebSocket count is lowered to what
+# the open-file limit allows (a proxy holds two sockets per WebSocket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SECS=${2:-5}
+WS=${3:-10000}
 BIN=${PETREL_BIN:-${CARGO_TARGET_DIR:-target}/release/petrel}
-for tool in haproxy nginx wrk h2load "$BIN"; do
+for tool in haproxy nginx wrk h2load openssl python3 "$BIN"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || { echo "missing: $tool (see the header of this script)" >&2; exit 2; }
 done
+MAXWS=$(( ($(ulimit -n) - 200) / 2 ))
+if [ "$WS" -gt "$MAXWS" ]; then
+  echo "note: open-file limit $(ulimit -n) allows $MAXWS proxied WebSockets per process, not $WS" >&2
+  WS=$MAXWS
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -21,108 +32,215 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BE=$(free_port); HA=$(free_port); NG=$(free_port); PE=$(free_port)
+HAS=$(free_port); NGS=$(free_port); PES=$(free_port)
+A2=$(free_port); AQ=$(free_port); BM=$(free_port); BB=$(free_port)
 
 "$BIN" backend --listen 127.0.0.1:$BE --id bench >/dev/null 2>&1 & PIDS+=($!)
 
+# One self-signed certificate for localhost, used by all three TLS listeners.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost -keyout "$WORK/localhost.key" -out "$WORK/localhost.pem" 2>/dev/null
+cat "$WORK/localhost.pem" "$WORK/localhost.key" > "$WORK/combined.pem"
+
 cat > "$WORK/haproxy.cfg" <<CFG
 global
-  maxconn 4096
+  maxconn $((WS + 500))
   nbthread 1
 defaults
   mode http
   timeout connect 2s
-  timeout client 30s
-  timeout server 30s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
   option http-keep-alive
 frontend fe
   bind 127.0.0.1:$HA
+  bind 127.0.0.1:$HAS ssl crt $WORK/combined.pem alpn h2,http/1.1
   default_backend be
 backend be
   http-reuse always
   server s1 127.0.0.1:$BE
 CFG
-haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!)
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HAPID=$!; PIDS+=($HAPID)
 
 cat > "$WORK/nginx.conf" <<CFG
 worker_processes 1;
+worker_rlimit_nofile $(ulimit -n);
 daemon off;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx.err;
-events { worker_connections 4096; }
+events { worker_connections $((2 * WS + 500)); }
 http {
   access_log off;
   upstream be { server 127.0.0.1:$BE; keepalive 256; }
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
     listen 127.0.0.1:$NG;
-    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    listen 127.0.0.1:$NGS ssl http2;
+    ssl_certificate $WORK/localhost.pem;
+    ssl_certificate_key $WORK/localhost.key;
+    location / {
+      proxy_pass http://be;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_read_timeout 1h;
+    }
   }
 }
 CFG
-nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1 & PIDS+=($!)
+nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1 & NGPID=$!; PIDS+=($NGPID)
 
-mkdir -p "$WORK/petrel/apps"
-cat > "$WORK/petrel/apps/bench.toml" <<CFG
+# petrel: one node with the instance (plaintext and TLS listeners), and a two-node cluster in which
+# edges a2 (sends over HTTP/2) and aq (sends over QUIC) have no instance and reach b's over the backhaul.
+KEY="base64:$(head -c 32 /dev/urandom | base64)"
+app_toml() {
+  mkdir -p "$1/apps"
+  cat > "$1/apps/bench.toml" <<CFG
 app = "bench"
 [http_service]
-hosts = ["127.0.0.1"]
+hosts = ["127.0.0.1", "localhost"]
   [http_service.concurrency]
   type = "requests"
-  soft_limit = 5000
-  hard_limit = 10000
+  soft_limit = 20000
+  hard_limit = 25000
 CFG
-cat > "$WORK/petrel/node.toml" <<CFG
+}
+node_toml() { # dir name edge-port mesh-bind seeds backhaul-listen transport extra
+  app_toml "$1"
+  cat > "$1/node.toml" <<CFG
 [node]
-name = "bench-1"
+name = "$2"
 region = "iad"
 [edge]
-listen = ["127.0.0.1:$PE"]
+listen = ["127.0.0.1:$3"]
+$8
 [mesh]
-bind = "127.0.0.1:0"
+bind = "$4"
+seeds = [$5]
+cluster_key = "$KEY"
+profile = "lan"
 [backhaul]
-listen = "127.0.0.1:0"
+listen = "$6"
+transport = "$7"
 [admin]
 listen = "127.0.0.1:0"
-[[instances]]
-id = "bench-1a"
-app = "bench"
-address = "127.0.0.1:$BE"
 CFG
-RUST_LOG=warn "$BIN" run --config "$WORK/petrel/node.toml" >/dev/null 2>&1 & PIDS+=($!)
-sleep 1.5
-
-declare -A TARGET=([direct]=$BE [haproxy]=$HA [nginx]=$NG [petrel]=$PE)
-ORDER=(direct haproxy nginx petrel)
-for name in "${ORDER[@]}"; do
-  curl -sf -o /dev/null -H 'Host: bench' "http://127.0.0.1:${TARGET[$name]}/" || { echo "$name is not answering" >&2; exit 1; }
+}
+mkdir -p "$WORK/p1/certs"; cp "$WORK/localhost.pem" "$WORK/localhost.key" "$WORK/p1/certs/"
+node_toml "$WORK/p1" bench-1 "$PE" 127.0.0.1:0 "" 127.0.0.1:0 h2 "tls_listen = [\"127.0.0.1:$PES\"]
+certs_dir = \"certs\""
+printf '[[instances]]\nid = "bench-1a"\napp = "bench"\naddress = "127.0.0.1:%s"\n' "$BE" >> "$WORK/p1/node.toml"
+node_toml "$WORK/pb" bench-b "$(free_port)" "127.0.0.1:$BM" "" "127.0.0.1:$BB" h2 ""
+printf '[[instances]]\nid = "bench-ba"\napp = "bench"\naddress = "127.0.0.1:%s"\n' "$BE" >> "$WORK/pb/node.toml"
+node_toml "$WORK/pa2" bench-a2 "$A2" 127.0.0.1:0 "\"127.0.0.1:$BM\"" 127.0.0.1:0 h2 ""
+node_toml "$WORK/paq" bench-aq "$AQ" 127.0.0.1:0 "\"127.0.0.1:$BM\"" 127.0.0.1:0 quic ""
+for n in p1 pb pa2 paq; do
+  RUST_LOG=warn "$BIN" run --config "$WORK/$n/node.toml" >"$WORK/$n.log" 2>&1 & PIDS+=($!)
+  [ "$n" = p1 ] && PEPID=$!
 done
 
-# wrk: HTTP/1.1 keep-alive, 2 threads, 64 connections. h2load: h2c prior knowledge, 64 clients x 10 streams
-# (only petrel and the direct backend speak h2c here; HAProxy and nginx get h2 only with TLS).
+declare -A TARGET=([direct]=$BE [haproxy]=$HA [nginx]=$NG [petrel]=$PE [petrel-2n-h2]=$A2 [petrel-2n-quic]=$AQ)
+ORDER=(direct haproxy nginx petrel petrel-2n-h2 petrel-2n-quic)
+for name in "${ORDER[@]}"; do
+  ok=""
+  for _ in $(seq 100); do # the two-node edges need the mesh to tell them where the instance is
+    if curl -sf -m 2 -o /dev/null "http://127.0.0.1:${TARGET[$name]}/"; then ok=1; break; fi
+    sleep 0.1
+  done
+  [ -n "$ok" ] || { echo "$name is not answering on ${TARGET[$name]}" >&2; tail -5 "$WORK"/*.log >&2 || true; exit 1; }
+done
+for port in $HAS $NGS $PES; do
+  curl -sfk -m 2 -o /dev/null --http2 "https://localhost:$port/" || { echo "TLS listener $port is not answering" >&2; exit 1; }
+done
+
+# h2 targets: TLS (ALPN h2) for the three proxies, h2c prior knowledge for direct and petrel.
+declare -A H2URL=([direct-h2c]="http://127.0.0.1:$BE/" [haproxy-tls]="https://localhost:$HAS/"
+  [nginx-tls]="https://localhost:$NGS/" [petrel-tls]="https://localhost:$PES/" [petrel-h2c]="http://127.0.0.1:$PE/"
+  [petrel-2n-h2]="http://127.0.0.1:$A2/" [petrel-2n-quic]="http://127.0.0.1:$AQ/")
+H2ORDER=(direct-h2c haproxy-tls nginx-tls petrel-tls petrel-h2c petrel-2n-h2 petrel-2n-quic)
+
 declare -A RPS P99 H2
 for r in $(seq "$ROUNDS"); do
   for name in "${ORDER[@]}"; do
     out=$(wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:${TARGET[$name]}/" 2>&1)
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
+    [ -z "$errs" ] || echo "round $r $name: $errs" >&2
     RPS[$name]+="$rps "; P99[$name]+="$p99 "
-    if [ "$name" = direct ] || [ "$name" = petrel ]; then
-      h2=$(h2load -c64 -m10 -D"$SECS" -t2 "http://127.0.0.1:${TARGET[$name]}/" 2>&1 | awk '/^finished in/ {print $4}')
-      H2[$name]+="$h2 "
-    fi
+  done
+  for name in "${H2ORDER[@]}"; do
+    out=$(h2load -c64 -m10 -D"$SECS" -t2 "${H2URL[$name]}" 2>&1)
+    h2=$(awk '/^finished in/ {print $4}' <<<"$out")
+    bad=$(awk '/^requests:/ {print $10 + $12}' <<<"$out")
+    [ "${bad:-0}" = 0 ] || echo "round $r $name: $bad requests failed or errored" >&2
+    H2[$name]+="$h2 "
   done
   echo "round $r done" >&2
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sed 's/ms$//;s/us$/e-3/' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] " (" a[1] "–" a[NR] ")"}'; }
+to_ms() { sed 's/ms$//;s/us$/e-3/;s/\([0-9.]\)s$/\1e3/'; }
+median() { tr ' ' '\n' | grep -v '^$' | to_ms | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] " (" a[1] "–" a[NR] ")"}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 echo
 echo "HTTP/1.1 keep-alive, wrk -t2 -c64, ${ROUNDS} rounds of ${SECS}s, alternating (median (min–max))"
-printf "%-8s %-28s %-14s %-10s %-10s\n" target "requests/s" "p99 latency" "vs direct" "vs haproxy"
+printf "%-16s %-28s %-12s %-10s %-10s\n" target "requests/s" "p99 ms" "vs direct" "vs haproxy"
 d=$(echo "${RPS[direct]}" | median | cut -d' ' -f1); h=$(echo "${RPS[haproxy]}" | median | cut -d' ' -f1)
 for name in "${ORDER[@]}"; do
   m=$(echo "${RPS[$name]}" | median); v=$(cut -d' ' -f1 <<<"$m")
-  printf "%-8s %-28s %-14s %-10s %-10s\n" "$name" "$m" "$(echo "${P99[$name]}" | tr ' ' '\n' | grep -v '^$' | sort | sed -n "$(( (ROUNDS+1)/2 ))p")" \
-    "$(awk -v a="$v" -v b="$d" 'BEGIN{printf "%.2f", a/b}')" "$(awk -v a="$v" -v b="$h" 'BEGIN{printf "%.2f", a/b}')"
+  p=$(echo "${P99[$name]}" | median | cut -d' ' -f1)
+  printf "%-16s %-28s %-12s %-10s %-10s\n" "$name" "$m" "$p" "$(ratio "$v" "$d")" "$(ratio "$v" "$h")"
 done
 echo
-echo "h2c, h2load -c64 -m10 (median req/s (min–max))"
-for name in direct petrel; do printf "%-8s %s\n" "$name" "$(echo "${H2[$name]}" | median)"; done
+echo "h2, h2load -c64 -m10 -t2 (median req/s (min–max)); *-tls: TLS with ALPN h2, others h2c"
+printf "%-16s %-28s %-10s\n" target "requests/s" "vs haproxy-tls"
+h=$(echo "${H2[haproxy-tls]}" | median | cut -d' ' -f1)
+for name in "${H2ORDER[@]}"; do
+  m=$(echo "${H2[$name]}" | median)
+  printf "%-16s %-28s %-10s\n" "$name" "$m" "$(ratio "$(cut -d' ' -f1 <<<"$m")" "$h")"
+done
+
+# Idle WebSockets: open $WS through one proxy, hold them idle, read the proxy's RSS, close them.
+cat > "$WORK/ws.py" <<'PY'
+import asyncio, base64, os, sys
+port, n, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+async def one(conns):
+    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    w.write((f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(head.split(b"\r\n")[0].decode())
+    conns.append(w)
+async def main():
+    conns = []
+    for i in range(0, n, 250):
+        await asyncio.gather(*(one(conns) for _ in range(min(250, n - i))))
+    print("open", len(conns), flush=True)
+    sys.stdin.readline()  # the script reads RSS now
+    for w in conns:
+        w.close()
+asyncio.run(main())
+PY
+rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
+ws_rss() { # name port pids...
+  local name=$1 port=$2; shift 2
+  local before; before=$(rss_kib "$@")
+  coproc WSC { python3 "$WORK/ws.py" "$port" "$WS" 0; }
+  local line=""
+  read -r -t 120 line <&"${WSC[0]}" || true
+  if [ "${line%% *}" != open ]; then echo "$name: WebSockets did not open ($line)" >&2; kill "$WSC_PID" 2>/dev/null || true; return; fi
+  sleep 3
+  local after; after=$(rss_kib "$@")
+  echo >&"${WSC[1]}"; wait "$WSC_PID" 2>/dev/null || true
+  printf "%-16s %8d KiB before %8d KiB with %d open: %6.1f KiB per WebSocket\n" "$name" "$before" "$after" "$WS" \
+    "$(awk -v a="$after" -v b="$before" -v n="$WS" 'BEGIN{print (a-b)/n}')"
+  sleep 2
+}
+echo
+echo "Idle WebSockets: proxy RSS growth per open idle WebSocket ($WS at once; kernel socket buffers not included)"
+ws_rss haproxy "$HA" "$HAPID"
+ws_rss nginx "$NG" $(pgrep -P "$NGPID") "$NGPID"
+ws_rss petrel "$PE" "$PEPID"
