@@ -20,7 +20,7 @@ BIN=${PETREL_BIN:-${CARGO_TARGET_DIR:-target}/release/petrel}
 for tool in haproxy nginx wrk h2load openssl python3 "$BIN"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || { echo "missing: $tool (see the header of this script)" >&2; exit 2; }
 done
-MAXWS=$(( ($(ulimit -n) - 200) / 2 ))
+MAXWS=$(( ($(ulimit -n) - 400) / 2 / 100 * 100 )) # HAProxy wants 2 × maxconn + a few
 if [ "$WS" -gt "$MAXWS" ]; then
   echo "note: open-file limit $(ulimit -n) allows $MAXWS proxied WebSockets per process, not $WS" >&2
   WS=$MAXWS
@@ -44,7 +44,7 @@ cat "$WORK/localhost.pem" "$WORK/localhost.key" > "$WORK/combined.pem"
 
 cat > "$WORK/haproxy.cfg" <<CFG
 global
-  maxconn $((WS + 500))
+  maxconn $((WS + 50))
   nbthread 1
 defaults
   mode http
@@ -69,9 +69,10 @@ worker_rlimit_nofile $(ulimit -n);
 daemon off;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx.err;
-events { worker_connections $((2 * WS + 500)); }
+events { worker_connections $(ulimit -n); }
 http {
   access_log off;
+  keepalive_requests 1000000;   # the default (1000) closes h2 connections that h2load does not reopen
   upstream be { server 127.0.0.1:$BE; keepalive 256; }
   map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
@@ -148,7 +149,7 @@ for name in "${ORDER[@]}"; do
     if curl -sf -m 2 -o /dev/null "http://127.0.0.1:${TARGET[$name]}/"; then ok=1; break; fi
     sleep 0.1
   done
-  [ -n "$ok" ] || { echo "$name is not answering on ${TARGET[$name]}" >&2; tail -5 "$WORK"/*.log >&2 || true; exit 1; }
+  [ -n "$ok" ] || { echo "$name is not answering on ${TARGET[$name]}" >&2; tail -n 5 "$WORK"/*.log >&2 || true; exit 1; }
 done
 for port in $HAS $NGS $PES; do
   curl -sfk -m 2 -o /dev/null --http2 "https://localhost:$port/" || { echo "TLS listener $port is not answering" >&2; exit 1; }
@@ -183,6 +184,7 @@ done
 to_ms() { sed 's/ms$//;s/us$/e-3/;s/\([0-9.]\)s$/\1e3/'; }
 median() { tr ' ' '\n' | grep -v '^$' | to_ms | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] " (" a[1] "–" a[NR] ")"}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+if [ "$ROUNDS" -gt 0 ]; then
 echo
 echo "HTTP/1.1 keep-alive, wrk -t2 -c64, ${ROUNDS} rounds of ${SECS}s, alternating (median (min–max))"
 printf "%-16s %-28s %-12s %-10s %-10s\n" target "requests/s" "p99 ms" "vs direct" "vs haproxy"
@@ -200,12 +202,14 @@ for name in "${H2ORDER[@]}"; do
   m=$(echo "${H2[$name]}" | median)
   printf "%-16s %-28s %-10s\n" "$name" "$m" "$(ratio "$(cut -d' ' -f1 <<<"$m")" "$h")"
 done
+fi
 
 # Idle WebSockets: open $WS through one proxy, hold them idle, read the proxy's RSS, close them.
 cat > "$WORK/ws.py" <<'PY'
 import asyncio, base64, os, sys
 port, n, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-async def one(conns):
+async def one(conns, errors):
+  try:
     r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
     key = base64.b64encode(os.urandom(16)).decode()
     w.write((f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -214,11 +218,15 @@ async def one(conns):
     if not head.startswith(b"HTTP/1.1 101"):
         raise RuntimeError(head.split(b"\r\n")[0].decode())
     conns.append(w)
+  except Exception as e:
+    errors.append(f"{len(conns)} open: {type(e).__name__} {e}")
 async def main():
-    conns = []
+    conns, errors = [], []
     for i in range(0, n, 250):
-        await asyncio.gather(*(one(conns) for _ in range(min(250, n - i))))
-    print("open", len(conns), flush=True)
+        await asyncio.gather(*(one(conns, errors) for _ in range(min(250, n - i))))
+        if errors:
+            break
+    print("open", len(conns), "failed", len(errors), *(["first:", errors[0]] if errors else []), flush=True)
     sys.stdin.readline()  # the script reads RSS now
     for w in conns:
         w.close()
@@ -231,16 +239,21 @@ ws_rss() { # name port pids...
   coproc WSC { python3 "$WORK/ws.py" "$port" "$WS" 0; }
   local line=""
   read -r -t 120 line <&"${WSC[0]}" || true
-  if [ "${line%% *}" != open ]; then echo "$name: WebSockets did not open ($line)" >&2; kill "$WSC_PID" 2>/dev/null || true; return; fi
+  local open; open=$(awk '$1=="open" {print $2}' <<<"$line")
+  if [ -z "$open" ] || [ "$open" = 0 ]; then
+    echo "$name: no WebSocket opened: ${line:-no answer in 120 s}" >&2
+    kill "$WSC_PID" 2>/dev/null || true; wait "$WSC_PID" 2>/dev/null || true; sleep 2; return
+  fi
+  [ "$open" = "$WS" ] || echo "$name: only $open of $WS WebSockets opened (${line#* failed })" >&2
   sleep 3
   local after; after=$(rss_kib "$@")
   echo >&"${WSC[1]}"; wait "$WSC_PID" 2>/dev/null || true
-  printf "%-16s %8d KiB before %8d KiB with %d open: %6.1f KiB per WebSocket\n" "$name" "$before" "$after" "$WS" \
-    "$(awk -v a="$after" -v b="$before" -v n="$WS" 'BEGIN{print (a-b)/n}')"
+  printf "%-16s %8d KiB before %8d KiB with %d open: %6.1f KiB per WebSocket\n" "$name" "$before" "$after" "$open" \
+    "$(awk -v a="$after" -v b="$before" -v n="$open" 'BEGIN{print (a-b)/n}')"
   sleep 2
 }
 echo
-echo "Idle WebSockets: proxy RSS growth per open idle WebSocket ($WS at once; kernel socket buffers not included)"
-ws_rss haproxy "$HA" "$HAPID"
+echo "Idle WebSockets: proxy RSS growth per open idle WebSocket ($WS asked for at once; kernel socket buffers not included)"
 ws_rss nginx "$NG" $(pgrep -P "$NGPID") "$NGPID"
+ws_rss haproxy "$HA" "$HAPID"
 ws_rss petrel "$PE" "$PEPID"

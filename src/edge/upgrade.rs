@@ -1,11 +1,14 @@
 //! Splices two upgraded byte streams (a WebSocket's client side and instance side), for as long as
 //! both live. Either side may be a hyper upgrade or a raw stream (a QUIC backhaul stream).
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::wsframe::{close_to_client, close_to_server, FrameTracker};
@@ -19,6 +22,32 @@ const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Bytes read at a time in each direction of a splice.
 const RELAY_BUF: usize = 8 * 1024;
+
+thread_local! {
+    /// The read buffer every splice on this thread reads into, lent only while a read is being
+    /// polled: an idle WebSocket holds no buffer at all (two 8 KiB buffers each were most of its
+    /// memory), and what a read returns is copied out at its exact length.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; RELAY_BUF].into_boxed_slice());
+}
+
+/// Reads what `r` has (at most [`RELAY_BUF`] bytes); empty at EOF.
+async fn read_some<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    std::future::poll_fn(|cx| {
+        let mut poll = |buf: &mut [u8]| {
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().to_vec())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        };
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut buf) => poll(&mut buf),
+            Err(_) => poll(&mut vec![0u8; RELAY_BUF]), // a read polled from inside another
+        })
+    })
+    .await
+}
 
 /// Any byte stream a connection can run on (TCP, TLS, an upgraded HTTP connection, a QUIC stream).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -138,20 +167,20 @@ async fn relay<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; RELAY_BUF];
     let boundary = |f: &Option<FrameTracker>| f.as_ref().is_none_or(FrameTracker::at_boundary);
     'copy: loop {
-        let n = tokio::select! {
+        let buf = tokio::select! {
             biased;
             _ = cut.cancelled(), if boundary(&frames) => break 'copy,
-            n = r.read(&mut buf) => match n {
-                Ok(0) | Err(_) => {
+            read = read_some(&mut r) => match read {
+                Ok(b) if !b.is_empty() => b,
+                _ => {
                     let _ = w.shutdown().await;
                     return;
                 }
-                Ok(n) => n,
             },
         };
+        let n = buf.len();
         let mut off = 0;
         while off < n {
             let k = frames.as_mut().map_or(n - off, |f| f.advance(&buf[off..n]));
@@ -176,6 +205,36 @@ async fn relay<R, W>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn many_pipes_on_one_thread_relay_more_than_a_buffer_each_intact() {
+        // Every pipe shares the thread's read buffer; interleaved reads must not mix their bytes.
+        let mut tasks = Vec::new();
+        for p in 0..8u8 {
+            let (client, mut client_peer) = tokio::io::duplex(4096);
+            let (inst, mut inst_peer) = tokio::io::duplex(4096);
+            tokio::spawn(async move { pipe(client, inst, Duration::from_secs(1), &plain()).await });
+            tasks.push(tokio::spawn(async move {
+                let sent: Vec<u8> = (0..3 * RELAY_BUF + 17).map(|k| (k as u8) ^ p).collect();
+                let expect = sent.clone();
+                let writer = tokio::spawn(async move {
+                    client_peer.write_all(&sent).await.unwrap();
+                    client_peer
+                });
+                let mut got = vec![0u8; expect.len()];
+                inst_peer.read_exact(&mut got).await.unwrap();
+                assert!(got == expect, "pipe {p} delivered other bytes");
+                writer.await.unwrap();
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("relayed in time")
+                .unwrap();
+        }
+    }
 
     fn plain() -> Ending {
         Ending {
@@ -208,6 +267,7 @@ mod tests {
 #[cfg(test)]
 mod cut_tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test(start_paused = true)]
     async fn a_cut_waits_for_the_frame_then_sends_close_both_ways() {
