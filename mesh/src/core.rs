@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use crate::config::MeshConfig;
 use crate::identity::NodeId;
 use crate::load::{Handler, InstanceLoad, LoadBook, LoadRecord};
-use crate::prober::PeerStats;
+use crate::prober::{PeerStats, RttSummary};
 use crate::replay::ReplayGuard;
 use crate::view::{ClusterView, MemberState, MemberView, RemoteInstance};
 use crate::wire::{self, Kind, Sealer};
@@ -110,6 +110,7 @@ pub struct Mesh {
     counters: Counters,
     changes: u64,
     rng_state: u64,
+    live: Mutex<Option<Arc<LiveMap>>>,
 }
 
 /// foca's gateway: buffers what foca asks for until the core processes it.
@@ -164,6 +165,7 @@ impl Mesh {
             counters: Counters::default(),
             changes: 0,
             rng_state: seed | 1,
+            live: Mutex::new(None),
             cfg,
         }
     }
@@ -269,8 +271,12 @@ impl Mesh {
         let Some(p) = self.peers.get_mut(&from) else {
             return;
         };
+        let routing = p.stats.summary().routing_ms;
         if p.stats.answered(seq, now).is_some() {
             self.changes += 1;
+        }
+        if p.stats.summary().routing_ms != routing {
+            *self.live.get_mut().expect("live cache") = None;
         }
         if let Some(pos) = p.carried.iter().position(|(s, _)| *s == seq) {
             let (_, v) = p.carried[pos];
@@ -478,6 +484,7 @@ impl Mesh {
 
     fn notice(&mut self, n: OwnedNotification<NodeId>, now: Duration) {
         self.changes += 1;
+        self.forget_live();
         match n {
             OwnedNotification::MemberUp(id) => {
                 let offset = self.spread();
@@ -537,9 +544,9 @@ impl Mesh {
 
     /// Builds the snapshot the request path routes on.
     pub fn view(&self, now: Duration) -> ClusterView {
-        let (members, live) = self.members_and_live(true);
+        let live = self.live();
         ClusterView {
-            members,
+            members: self.members(),
             instances: self.instances(&live, None),
             built_at: now,
         }
@@ -548,66 +555,83 @@ impl Mesh {
     /// The instances of one app only, without member details: what a simulated edge needs per
     /// request at thousands of instances.
     pub fn app_instances(&self, app: &str) -> Vec<RemoteInstance> {
-        let (_, live) = self.members_and_live(false);
-        self.instances(&live, Some(app))
+        self.instances(&self.live(), Some(app))
     }
 
-    fn members_and_live(&self, with_members: bool) -> (Vec<MemberView>, HashMap<Arc<str>, Live>) {
-        let mut members = Vec::new();
-        let mut live: HashMap<Arc<str>, Live> = HashMap::new();
-        for m in self.foca.iter_membership_state() {
-            let id = m.id();
-            if id.name.is_empty() || *id == self.id {
-                continue;
-            }
-            let state = match m.state() {
-                State::Alive => MemberState::Alive,
-                State::Suspect => MemberState::Suspect,
-                State::Down => MemberState::Down,
-            };
-            let rtt = self
-                .peers
-                .get(&id.addr)
-                .map(|p| p.stats.summary())
-                .unwrap_or_default();
-            if state != MemberState::Down {
-                let entry = (
-                    id.generation,
-                    id.region.clone(),
-                    id.backhaul,
-                    rtt.routing_ms,
-                );
-                live.insert(id.name.clone(), entry);
-            }
-            if with_members {
-                members.push(MemberView {
-                    id: id.clone(),
-                    state,
-                    rtt,
-                });
-            }
-        }
-        members.sort_by(|a, b| a.id.name.cmp(&b.id.name));
-        (members, live)
-    }
-
-    fn instances(&self, live: &HashMap<Arc<str>, Live>, app: Option<&str>) -> Vec<RemoteInstance> {
-        let book = self.book.lock().expect("load book");
-        let mut instances: Vec<RemoteInstance> = book
-            .iter()
-            .filter(|(r, _)| app.is_none_or(|a| *r.inst.app == *a))
-            .filter_map(|(r, at)| {
-                let (generation, region, backhaul, rtt) = live.get(&r.node)?;
-                (*generation == r.generation).then(|| RemoteInstance {
-                    node: r.node.clone(),
-                    region: region.clone(),
-                    backhaul: *backhaul,
-                    rtt_ms: *rtt,
-                    load: r.inst.clone(),
-                    received_at: at,
-                })
+    fn members(&self) -> Vec<MemberView> {
+        let mut members: Vec<MemberView> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| !m.id().name.is_empty() && *m.id() != self.id)
+            .map(|m| MemberView {
+                id: m.id().clone(),
+                state: match m.state() {
+                    State::Alive => MemberState::Alive,
+                    State::Suspect => MemberState::Suspect,
+                    State::Down => MemberState::Down,
+                },
+                rtt: self.rtt_of(m.id()),
             })
             .collect();
+        members.sort_by(|a, b| a.id.name.cmp(&b.id.name));
+        members
+    }
+
+    fn rtt_of(&self, id: &NodeId) -> RttSummary {
+        self.peers
+            .get(&id.addr)
+            .map(|p| p.stats.summary())
+            .unwrap_or_default()
+    }
+
+    /// Members that are not down, by name. Cached: it changes only with membership (every
+    /// change arrives as a foca notification) or with a peer's routing RTT, and both drop the
+    /// cache; a 1,000-node mesh would otherwise rebuild it for every snapshot.
+    fn live(&self) -> Arc<LiveMap> {
+        let mut cache = self.live.lock().expect("live cache");
+        if let Some(live) = cache.as_ref() {
+            return live.clone();
+        }
+        let mut live = LiveMap::default();
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            if id.name.is_empty() || *id == self.id || m.state() == State::Down {
+                continue;
+            }
+            let entry = (
+                id.generation,
+                id.region.clone(),
+                id.backhaul,
+                self.rtt_of(id).routing_ms,
+            );
+            live.insert(id.name.clone(), entry);
+        }
+        let live = Arc::new(live);
+        *cache = Some(live.clone());
+        live
+    }
+
+    fn forget_live(&mut self) {
+        *self.live.get_mut().expect("live cache") = None;
+    }
+
+    fn instances(&self, live: &LiveMap, app: Option<&str>) -> Vec<RemoteInstance> {
+        let book = self.book.lock().expect("load book");
+        let to_view = |(r, at): (&LoadRecord, Duration)| {
+            let (generation, region, backhaul, rtt) = live.get(&r.node)?;
+            (*generation == r.generation).then(|| RemoteInstance {
+                node: r.node.clone(),
+                region: region.clone(),
+                backhaul: *backhaul,
+                rtt_ms: *rtt,
+                load: r.inst.clone(),
+                received_at: at,
+            })
+        };
+        let mut instances: Vec<RemoteInstance> = match app {
+            Some(app) => book.iter_app(app).filter_map(to_view).collect(),
+            None => book.iter().filter_map(to_view).collect(),
+        };
         instances.sort_by(|a, b| a.load.id.cmp(&b.load.id));
         instances
     }
@@ -615,3 +639,4 @@ impl Mesh {
 
 /// A member that is not down: (generation, region, backhaul, routing RTT).
 type Live = (u64, Arc<str>, SocketAddr, Option<f64>);
+type LiveMap = foldhash::HashMap<Arc<str>, Live>;

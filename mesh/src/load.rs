@@ -1,7 +1,7 @@
 //! Load records: each node's compact, versioned view of its own instances, gossiped through foca
 //! custom broadcasts. Newer versions invalidate older ones; a node's records die with its generation.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ impl foca::Invalidates for LoadKey {
     }
 }
 
+/// (node, instance): where a record sits in the book.
+type RecordKey = (Arc<str>, Arc<str>);
+
 /// One node's records: instance → newest record and when it arrived.
 type NodeRecords = HashMap<Arc<str>, (LoadRecord, Duration)>;
 
@@ -86,6 +89,9 @@ pub struct LoadBook {
     /// Node → instance → newest record and when it arrived. Nested so that forgetting a node
     /// costs its own records, not the whole book (a 1,000-node mesh forgets often at start-up).
     records: HashMap<Arc<str>, NodeRecords>,
+    /// App → (node, instance) of every record in `records`: one app's instances without a pass
+    /// over the whole book (10,000 records at 1,000 nodes).
+    by_app: HashMap<Arc<str>, HashSet<RecordKey>>,
     generations: HashMap<Arc<str>, u64>,
     /// Bumped whenever what `records` says changes.
     pub changes: u64,
@@ -104,13 +110,35 @@ impl LoadBook {
         if rec.generation > current_gen {
             self.forget_node_below(&rec.node, rec.generation);
         }
+        let mut rec = rec;
         let node = self.records.entry(rec.node.clone()).or_default();
-        if let Some((old, _)) = node.get(&rec.inst.id) {
-            if (old.generation, old.version) >= (rec.generation, rec.version) {
+        match node.get_mut(&rec.inst.id) {
+            Some((old, _)) if (old.generation, old.version) >= (rec.generation, rec.version) => {
                 return false;
             }
+            Some((old, at)) if old.inst.app == rec.inst.app => {
+                // The common case, a new version of a known instance: keep the strings the
+                // book already holds, so a busy mesh does not churn three allocations a record.
+                rec.node = old.node.clone();
+                rec.inst.id = old.inst.id.clone();
+                rec.inst.app = old.inst.app.clone();
+                *old = rec;
+                *at = self.now;
+            }
+            old => {
+                let key = (rec.node.clone(), rec.inst.id.clone());
+                if let Some((old, _)) = old {
+                    if let Some(set) = self.by_app.get_mut(&old.inst.app) {
+                        set.remove(&key);
+                    }
+                }
+                self.by_app
+                    .entry(rec.inst.app.clone())
+                    .or_default()
+                    .insert(key);
+                node.insert(rec.inst.id.clone(), (rec, self.now));
+            }
         }
-        node.insert(rec.inst.id.clone(), (rec, self.now));
         self.changes += 1;
         true
     }
@@ -120,7 +148,16 @@ impl LoadBook {
         self.generations.insert(node.clone(), generation);
         if let Some(mine) = self.records.get_mut(node) {
             let before = mine.len();
-            mine.retain(|_, (r, _)| r.generation >= generation);
+            let by_app = &mut self.by_app;
+            mine.retain(|id, (r, _)| {
+                let keep = r.generation >= generation;
+                if !keep {
+                    if let Some(set) = by_app.get_mut(&r.inst.app) {
+                        set.remove(&(node.clone(), id.clone()));
+                    }
+                }
+                keep
+            });
             if mine.len() != before {
                 self.changes += 1;
             }
@@ -140,6 +177,20 @@ impl LoadBook {
         self.records
             .values()
             .flat_map(|m| m.values())
+            .filter(|(r, _)| !r.removed)
+            .map(|(r, t)| (r, *t))
+    }
+
+    /// Live records of one app, through the app index.
+    pub fn iter_app<'a>(
+        &'a self,
+        app: &str,
+    ) -> impl Iterator<Item = (&'a LoadRecord, Duration)> + 'a {
+        self.by_app
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|(node, id)| self.records.get(node)?.get(id))
             .filter(|(r, _)| !r.removed)
             .map(|(r, t)| (r, *t))
     }
@@ -234,6 +285,47 @@ mod tests {
             "still generation 3: it was declared down"
         );
         assert!(b.offer(rec("a", 4, 1, "i", 3)));
+    }
+
+    #[test]
+    fn the_app_index_follows_offers_moves_and_forgotten_nodes() {
+        let mut b = LoadBook::default();
+        let mut other = rec("b", 1, 1, "k", 1);
+        other.inst.app = "other".into();
+        b.offer(rec("a", 1, 1, "i", 3));
+        b.offer(rec("a", 1, 2, "j", 3));
+        b.offer(other);
+        let ids = |b: &LoadBook, app: &str| {
+            let mut v: Vec<String> = b
+                .iter_app(app)
+                .map(|(r, _)| r.inst.id.to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(&b, "app"), ["i", "j"]);
+        assert_eq!(ids(&b, "other"), ["k"]);
+        let mut moved = rec("a", 1, 3, "j", 3);
+        moved.inst.app = "other".into();
+        b.offer(moved);
+        assert_eq!(ids(&b, "app"), ["i"]);
+        assert_eq!(ids(&b, "other"), ["j", "k"]);
+        let mut gone = rec("a", 1, 4, "i", 0);
+        gone.removed = true;
+        b.offer(gone);
+        assert!(
+            ids(&b, "app").is_empty(),
+            "a removed instance is not listed"
+        );
+        b.forget_node(&"a".into(), 1);
+        assert_eq!(ids(&b, "other"), ["k"]);
+        assert!(ids(&b, "nope").is_empty());
+        let all: usize = b.by_app.values().map(|s| s.len()).sum();
+        assert_eq!(
+            all,
+            b.records.values().map(|m| m.len()).sum::<usize>(),
+            "index matches the book"
+        );
     }
 
     #[test]

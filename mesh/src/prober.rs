@@ -24,6 +24,10 @@ pub struct PeerStats {
     srtt: Option<f64>,
     jitter: f64,
     outcomes: VecDeque<bool>,
+    /// Failures in `outcomes`, and the minimum of `samples`: kept so `summary` is O(1) (it runs
+    /// per peer on every probe tick and every snapshot).
+    lost: usize,
+    rtt_min: Option<f64>,
     pending: VecDeque<(u32, Duration)>,
     last_seen: Option<Duration>,
     routing: Option<f64>,
@@ -76,6 +80,7 @@ impl PeerStats {
             .iter()
             .map(|(_, r)| *r)
             .fold(f64::MAX, f64::min);
+        self.rtt_min = Some(min);
         self.routing = match self.routing {
             Some(cur)
                 if (min - cur).abs() <= (cur * HYSTERESIS_FRACTION).max(HYSTERESIS_MIN_MS) =>
@@ -110,17 +115,20 @@ impl PeerStats {
 
     fn record(&mut self, ok: bool) {
         self.outcomes.push_back(ok);
+        self.lost += usize::from(!ok);
         while self.outcomes.len() > LOSS_WINDOW {
-            self.outcomes.pop_front();
+            if self.outcomes.pop_front() == Some(false) {
+                self.lost -= 1;
+            }
         }
     }
 
     /// The current figures.
     pub fn summary(&self) -> RttSummary {
-        let lost = self.outcomes.iter().filter(|ok| !**ok).count();
+        let lost = self.lost;
         RttSummary {
             rtt_ms: self.srtt,
-            rtt_min_ms: self.samples.iter().map(|(_, r)| *r).reduce(f64::min),
+            rtt_min_ms: self.rtt_min,
             jitter_ms: self.srtt.map(|_| self.jitter),
             loss: if self.outcomes.is_empty() {
                 0.0

@@ -1,6 +1,8 @@
 //! Replay protection: a sliding window of counters per sender (address and generation), as in IPsec/DTLS.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 
 const WINDOW: u64 = 64;

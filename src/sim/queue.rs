@@ -7,24 +7,21 @@ use std::collections::BinaryHeap;
 /// Virtual time in nanoseconds since the simulation began.
 pub type Nanos = u64;
 
-struct Entry<E> {
+/// Heap entries stay small (24 bytes) whatever the event's size: the heap moves entries on every
+/// push and pop, the events themselves sit still in a slab.
+#[derive(PartialEq, Eq)]
+struct Entry {
     at: Nanos,
     seq: u64,
-    ev: E,
+    slot: u32,
 }
 
-impl<E> PartialEq for Entry<E> {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl<E> Eq for Entry<E> {}
-impl<E> PartialOrd for Entry<E> {
+impl PartialOrd for Entry {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
-impl<E> Ord for Entry<E> {
+impl Ord for Entry {
     fn cmp(&self, o: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap, the earliest event must come out first.
         (o.at, o.seq).cmp(&(self.at, self.seq))
@@ -33,7 +30,9 @@ impl<E> Ord for Entry<E> {
 
 /// Pending events.
 pub struct Queue<E> {
-    heap: BinaryHeap<Entry<E>>,
+    heap: BinaryHeap<Entry>,
+    slab: Vec<Option<E>>,
+    free: Vec<u32>,
     seq: u64,
 }
 
@@ -41,6 +40,8 @@ impl<E> Default for Queue<E> {
     fn default() -> Self {
         Self {
             heap: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             seq: 0,
         }
     }
@@ -50,16 +51,41 @@ impl<E> Queue<E> {
     /// Schedules `ev` at `at`.
     pub fn push(&mut self, at: Nanos, ev: E) {
         self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(ev);
+                slot
+            }
+            None => {
+                self.slab.push(Some(ev));
+                u32::try_from(self.slab.len() - 1).expect("fewer than 2^32 pending events")
+            }
+        };
         self.heap.push(Entry {
             at,
             seq: self.seq,
-            ev,
+            slot,
         });
     }
 
     /// The earliest event.
     pub fn pop(&mut self) -> Option<(Nanos, E)> {
-        self.heap.pop().map(|e| (e.at, e.ev))
+        let e = self.heap.pop()?;
+        self.free.push(e.slot);
+        let ev = self.slab[e.slot as usize]
+            .take()
+            .expect("a queued slot holds its event");
+        Some((e.at, ev))
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 
     /// Events processed so far plus pending ones (a measure of work).
@@ -90,7 +116,12 @@ mod tests {
         q.push(5, "c");
         assert_eq!(q.pop(), Some((1, "a")));
         assert_eq!(q.pop(), Some((5, "b")));
+        q.push(3, "d");
+        q.push(3, "e");
+        assert_eq!(q.pop(), Some((3, "d")), "a reused slot keeps time order");
+        assert_eq!(q.pop(), Some((3, "e")));
         assert_eq!(q.pop(), Some((5, "c")));
         assert_eq!(q.pop(), None);
+        assert!(q.is_empty());
     }
 }

@@ -25,6 +25,8 @@ pub const FULL_PENALTY: Nanos = 200_000_000;
 pub const UNREACHABLE_PENALTY: Nanos = 2_000_000_000;
 /// A node alone in the mesh knocks on the seeds again this often (as the driver does).
 pub const REJOIN_EVERY: Nanos = 500_000_000;
+/// How often a long run reports its progress on stderr (simulated time).
+pub const PROGRESS_EVERY: Nanos = 10_000_000_000;
 /// How long requests still in flight at the end of the window may take to finish.
 pub const DRAIN: Nanos = 30_000_000_000;
 
@@ -329,7 +331,19 @@ impl<'a> World<'a> {
         self.q.push(start, Ev::Tick);
         self.schedule_failures();
         let mut measured_bytes = false;
+        let started = std::time::Instant::now();
+        let mut next_progress: Nanos = PROGRESS_EVERY;
         while let Some((at, ev)) = self.q.pop() {
+            if at >= next_progress {
+                next_progress += PROGRESS_EVERY;
+                eprintln!(
+                    "sim:   {:>4.0} simulated s, {} events, {} pending, {:.1} s",
+                    at as f64 / 1e9,
+                    self.q.scheduled(),
+                    self.q.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
             if at >= start && !self.stats.mesh_started() {
                 let b = self.mesh_bytes();
                 self.stats.mesh_start(b);
