@@ -16,7 +16,7 @@ use rand::SeedableRng;
 
 use crate::config::MeshConfig;
 use crate::identity::NodeId;
-use crate::load::{Handler, InstanceLoad, LoadBook, LoadRecord};
+use crate::load::{Handler, InstanceLoad, LoadBook, LoadRecord, LoadRecordRef};
 use crate::prober::{PeerStats, RttSummary};
 use crate::replay::ReplayGuard;
 use crate::view::{ClusterView, MemberState, MemberView, RemoteInstance};
@@ -105,7 +105,8 @@ pub struct Mesh {
     ping_seq: u32,
     next_probe_tick: Duration,
     local: BTreeMap<Arc<str>, InstanceLoad>,
-    local_records: BTreeMap<Arc<str>, LoadRecord>,
+    /// This node's newest record per instance, with its encoding (pings carry it as is).
+    local_records: BTreeMap<Arc<str>, (LoadRecord, Vec<u8>)>,
     local_version: u64,
     counters: Counters,
     changes: u64,
@@ -240,7 +241,7 @@ impl Mesh {
         let Ok(region) = std::str::from_utf8(region) else {
             return self.drop_packet(wire::Drop::Payload);
         };
-        let records: Vec<LoadRecord> = if rest.is_empty() {
+        let records: Vec<LoadRecordRef<'_>> = if rest.is_empty() {
             Vec::new()
         } else {
             match postcard::from_bytes(rest) {
@@ -261,8 +262,8 @@ impl Mesh {
         book.now = now;
         for r in records {
             // A member speaks only for itself and its current generation.
-            if r.node == sender.name && r.generation == sender.generation {
-                book.offer(r);
+            if *r.node == *sender.name && r.generation == sender.generation {
+                book.offer_ref(&r);
             }
         }
     }
@@ -334,8 +335,8 @@ impl Mesh {
                 p.next_ping = now + interval;
             }
         }
-        let mut by_version: Vec<&LoadRecord> = self.local_records.values().collect();
-        by_version.sort_by_key(|r| r.version);
+        let mut by_version: Vec<&(LoadRecord, Vec<u8>)> = self.local_records.values().collect();
+        by_version.sort_by_key(|(r, _)| r.version);
         let mut pings = Vec::with_capacity(due.len());
         for (addr, region) in due {
             self.ping_seq = self.ping_seq.wrapping_add(1);
@@ -345,26 +346,32 @@ impl Mesh {
             };
             p.stats.sent(seq, now);
             // Records the peer may not have, oldest change first, as many as fit.
-            let mut carry: Vec<&LoadRecord> = Vec::new();
+            let mut carry: Vec<&[u8]> = Vec::new();
+            let mut last_version = 0;
             let mut size = 8 + 1 + self.id.region.len();
-            for r in by_version.iter().filter(|r| r.version > p.acked) {
-                let len = r.encode().len() + 1;
+            for (r, encoded) in by_version.iter().filter(|(r, _)| r.version > p.acked) {
+                let len = encoded.len() + 1;
                 if size + len > wire::MAX_PAYLOAD - 4 {
                     break;
                 }
                 size += len;
-                carry.push(r);
+                carry.push(encoded);
+                last_version = r.version;
             }
             let mut payload = seq.to_le_bytes().to_vec();
             let mine = &self.id.region.as_bytes()[..self.id.region.len().min(8)];
             payload.push(mine.len() as u8);
             payload.extend_from_slice(mine);
-            if let Some(last) = carry.last() {
-                p.carried.push_back((seq, last.version));
+            if !carry.is_empty() {
+                p.carried.push_back((seq, last_version));
                 while p.carried.len() > 64 {
                     p.carried.pop_front();
                 }
-                payload.extend(postcard::to_stdvec(&carry).expect("records serialize"));
+                // postcard's encoding of a sequence: varint length, then each element.
+                wire::put_varint(&mut payload, carry.len());
+                for encoded in carry {
+                    payload.extend_from_slice(encoded);
+                }
             }
             pings.push((addr, region, payload));
         }
@@ -436,8 +443,10 @@ impl Mesh {
             inst,
         };
         self.book.lock().expect("load book").now = now;
-        let _ = self.foca.add_broadcast(&rec.encode());
-        self.local_records.insert(rec.inst.id.clone(), rec);
+        let encoded = rec.encode();
+        let _ = self.foca.add_broadcast(&encoded);
+        self.local_records
+            .insert(rec.inst.id.clone(), (rec, encoded));
     }
 
     fn rebroadcast_all(&mut self, now: Duration) {
@@ -628,12 +637,15 @@ impl Mesh {
                 received_at: at,
             })
         };
-        let mut instances: Vec<RemoteInstance> = match app {
+        match app {
+            // Already in id order.
             Some(app) => book.iter_app(app).filter_map(to_view).collect(),
-            None => book.iter().filter_map(to_view).collect(),
-        };
-        instances.sort_by(|a, b| a.load.id.cmp(&b.load.id));
-        instances
+            None => {
+                let mut all: Vec<RemoteInstance> = book.iter().filter_map(to_view).collect();
+                all.sort_by(|a, b| a.load.id.cmp(&b.load.id));
+                all
+            }
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Load records: each node's compact, versioned view of its own instances, gossiped through foca
 //! custom broadcasts. Newer versions invalidate older ones; a node's records die with its generation.
 
-use foldhash::{HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +62,65 @@ impl LoadRecord {
     }
 }
 
+/// A record decoded in place: the same wire layout as [`LoadRecord`], borrowing its strings, so
+/// the common case (a newer version of a known instance) costs no allocation.
+#[derive(Debug, Deserialize)]
+pub struct LoadRecordRef<'a> {
+    /// Owner node name.
+    pub node: &'a str,
+    /// Owner node generation.
+    pub generation: u64,
+    /// Owner's change count.
+    pub version: u64,
+    /// The instance was removed.
+    pub removed: bool,
+    /// The figures.
+    #[serde(borrow)]
+    pub inst: InstanceLoadRef<'a>,
+}
+
+/// The borrowed form of [`InstanceLoad`].
+#[derive(Debug, Deserialize)]
+pub struct InstanceLoadRef<'a> {
+    /// Instance id.
+    pub id: &'a str,
+    /// App it serves.
+    pub app: &'a str,
+    /// In-flight requests or connections.
+    pub load: u32,
+    /// Soft limit.
+    pub soft: u32,
+    /// Hard limit.
+    pub hard: u32,
+    /// Healthy.
+    pub healthy: bool,
+}
+
+impl LoadRecordRef<'_> {
+    /// Decodes a record without copying its strings.
+    pub fn decode(data: &[u8]) -> Option<LoadRecordRef<'_>> {
+        postcard::from_bytes(data).ok()
+    }
+
+    /// The owned record.
+    pub fn to_owned(&self) -> LoadRecord {
+        LoadRecord {
+            node: self.node.into(),
+            generation: self.generation,
+            version: self.version,
+            removed: self.removed,
+            inst: InstanceLoad {
+                id: self.inst.id.into(),
+                app: self.inst.app.into(),
+                load: self.inst.load,
+                soft: self.inst.soft,
+                hard: self.inst.hard,
+                healthy: self.inst.healthy,
+            },
+        }
+    }
+}
+
 /// Identifies a broadcast for foca's dissemination backlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadKey {
@@ -77,7 +138,7 @@ impl foca::Invalidates for LoadKey {
     }
 }
 
-/// (node, instance): where a record sits in the book.
+/// (instance, node): where a record sits in the book, in the order snapshots list instances.
 type RecordKey = (Arc<str>, Arc<str>);
 
 /// One node's records: instance → newest record and when it arrived.
@@ -91,7 +152,7 @@ pub struct LoadBook {
     records: HashMap<Arc<str>, NodeRecords>,
     /// App → (node, instance) of every record in `records`: one app's instances without a pass
     /// over the whole book (10,000 records at 1,000 nodes).
-    by_app: HashMap<Arc<str>, HashSet<RecordKey>>,
+    by_app: HashMap<Arc<str>, BTreeSet<RecordKey>>,
     generations: HashMap<Arc<str>, u64>,
     /// Bumped whenever what `records` says changes.
     pub changes: u64,
@@ -126,7 +187,7 @@ impl LoadBook {
                 *at = self.now;
             }
             old => {
-                let key = (rec.node.clone(), rec.inst.id.clone());
+                let key = (rec.inst.id.clone(), rec.node.clone());
                 if let Some((old, _)) = old {
                     if let Some(set) = self.by_app.get_mut(&old.inst.app) {
                         set.remove(&key);
@@ -143,6 +204,45 @@ impl LoadBook {
         true
     }
 
+    /// [`offer`](Self::offer) for a borrowed record: a newer version of an instance the book
+    /// already holds (same node generation, same app) is written in place; anything else takes
+    /// the owned path.
+    pub fn offer_ref(&mut self, rec: &LoadRecordRef<'_>) -> bool {
+        let current_gen = self.generations.get(rec.node).copied().unwrap_or(0);
+        if rec.generation < current_gen {
+            return false;
+        }
+        if rec.generation == current_gen {
+            let known = self
+                .records
+                .get_mut(rec.node)
+                .and_then(|m| m.get_mut(rec.inst.id));
+            if let Some((old, at)) = known {
+                if *old.inst.app == *rec.inst.app {
+                    if (old.generation, old.version) >= (rec.generation, rec.version) {
+                        return false;
+                    }
+                    old.generation = rec.generation;
+                    old.version = rec.version;
+                    old.removed = rec.removed;
+                    old.inst.load = rec.inst.load;
+                    old.inst.soft = rec.inst.soft;
+                    old.inst.hard = rec.inst.hard;
+                    old.inst.healthy = rec.inst.healthy;
+                    *at = self.now;
+                    self.changes += 1;
+                    return true;
+                }
+            }
+        }
+        self.offer(rec.to_owned())
+    }
+
+    /// The dissemination key of the record the book holds for (node, instance).
+    pub fn key_of(&self, node: &str, id: &str) -> Option<LoadKey> {
+        self.records.get(node)?.get(id).map(|(r, _)| r.key())
+    }
+
     /// Drops every record of `node` older than `generation` and remembers the generation.
     pub fn forget_node_below(&mut self, node: &Arc<str>, generation: u64) {
         self.generations.insert(node.clone(), generation);
@@ -153,7 +253,7 @@ impl LoadBook {
                 let keep = r.generation >= generation;
                 if !keep {
                     if let Some(set) = by_app.get_mut(&r.inst.app) {
-                        set.remove(&(node.clone(), id.clone()));
+                        set.remove(&(id.clone(), node.clone()));
                     }
                 }
                 keep
@@ -181,7 +281,7 @@ impl LoadBook {
             .map(|(r, t)| (r, *t))
     }
 
-    /// Live records of one app, through the app index.
+    /// Live records of one app, through the app index, ordered by instance id.
     pub fn iter_app<'a>(
         &'a self,
         app: &str,
@@ -190,7 +290,7 @@ impl LoadBook {
             .get(app)
             .into_iter()
             .flatten()
-            .filter_map(|(node, id)| self.records.get(node)?.get(id))
+            .filter_map(|(id, node)| self.records.get(node)?.get(id))
             .filter(|(r, _)| !r.removed)
             .map(|(r, t)| (r, *t))
     }
@@ -220,10 +320,12 @@ impl<T> foca::BroadcastHandler<T> for Handler {
         data: &[u8],
         _sender: Option<&T>,
     ) -> Result<Option<LoadKey>, BadRecord> {
-        let rec = LoadRecord::decode(data).ok_or(BadRecord)?;
-        let key = rec.key();
+        let rec = LoadRecordRef::decode(data).ok_or(BadRecord)?;
         let mut book = self.0.lock().expect("load book lock");
-        Ok(book.offer(rec).then_some(key))
+        if !book.offer_ref(&rec) {
+            return Ok(None);
+        }
+        Ok(book.key_of(rec.node, rec.inst.id))
     }
 }
 
@@ -325,6 +427,37 @@ mod tests {
             all,
             b.records.values().map(|m| m.len()).sum::<usize>(),
             "index matches the book"
+        );
+    }
+
+    #[test]
+    fn borrowed_offers_agree_with_owned_ones() {
+        let cases = [
+            rec("a", 1, 1, "i", 3),
+            rec("a", 1, 2, "i", 5),
+            rec("a", 1, 2, "i", 9),
+            rec("a", 1, 1, "i", 9),
+            rec("a", 2, 1, "j", 1),
+            rec("a", 1, 3, "i", 2),
+            rec("b", 1, 1, "i", 4),
+        ];
+        let (mut owned, mut borrowed) = (LoadBook::default(), LoadBook::default());
+        for r in cases {
+            let bytes = r.encode();
+            let view = LoadRecordRef::decode(&bytes).unwrap();
+            assert_eq!(view.to_owned(), r);
+            assert_eq!(owned.offer(r.clone()), borrowed.offer_ref(&view), "{r:?}");
+        }
+        let dump = |b: &LoadBook| {
+            let mut v: Vec<LoadRecord> = b.iter().map(|(r, _)| r.clone()).collect();
+            v.sort_by(|x, y| (&x.node, &x.inst.id).cmp(&(&y.node, &y.inst.id)));
+            v
+        };
+        assert_eq!(dump(&owned), dump(&borrowed));
+        assert_eq!(owned.changes, borrowed.changes);
+        assert_eq!(
+            borrowed.key_of("a", "j"),
+            Some(rec("a", 2, 1, "j", 1).key())
         );
     }
 

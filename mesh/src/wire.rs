@@ -22,6 +22,15 @@ pub const MAX_DATAGRAM: usize = 1200;
 /// Largest payload.
 pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - HEADER - TAG;
 
+/// Appends `n` as an unsigned LEB128 varint, as postcard encodes lengths.
+pub fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
 /// What a datagram carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -156,6 +165,15 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varints_match_postcard_sequence_lengths() {
+        for n in [0usize, 1, 127, 128, 300, 16_383, 16_384, 1 << 30] {
+            let mut mine = Vec::new();
+            put_varint(&mut mine, n);
+            assert_eq!(mine, postcard::to_stdvec(&n).unwrap(), "{n}");
+        }
+    }
 
     #[test]
     fn round_trip_and_tamper_detection() {

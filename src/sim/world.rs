@@ -1,7 +1,9 @@
 //! The simulated world: nodes running the real mesh core over simulated links (latency, jitter,
 //! loss, partitions), instances with limits, and the event loop that drives them on a virtual clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,8 @@ pub const UNREACHABLE_PENALTY: Nanos = 2_000_000_000;
 pub const REJOIN_EVERY: Nanos = 500_000_000;
 /// How often a long run reports its progress on stderr (simulated time).
 pub const PROGRESS_EVERY: Nanos = 10_000_000_000;
+/// Runs shorter than this (wall time) print no progress.
+pub const PROGRESS_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long requests still in flight at the end of the window may take to finish.
 pub const DRAIN: Nanos = 30_000_000_000;
 
@@ -336,13 +340,7 @@ impl<'a> World<'a> {
         while let Some((at, ev)) = self.q.pop() {
             if at >= next_progress {
                 next_progress += PROGRESS_EVERY;
-                eprintln!(
-                    "sim:   {:>4.0} simulated s, {} events, {} pending, {:.1} s",
-                    at as f64 / 1e9,
-                    self.q.scheduled(),
-                    self.q.len(),
-                    started.elapsed().as_secs_f64()
-                );
+                self.progress(at, started);
             }
             if at >= start && !self.stats.mesh_started() {
                 let b = self.mesh_bytes();
@@ -368,6 +366,26 @@ impl<'a> World<'a> {
             self.account(i, now);
         }
         self.stats.events = self.q.scheduled();
+    }
+
+    /// One progress line on stderr, once a run has taken long enough to need one.
+    fn progress(&self, at: Nanos, started: std::time::Instant) {
+        if started.elapsed() < PROGRESS_AFTER {
+            return;
+        }
+        let fewest = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.mesh.as_ref().map(|m| m.live_members()))
+            .min()
+            .unwrap_or(0);
+        eprintln!(
+            "sim:   {:>4.0} simulated s, {} events, {} pending, fewest members known {fewest}, {:.1} s",
+            at as f64 / 1e9,
+            self.q.scheduled(),
+            self.q.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
 
     fn mesh_bytes(&self) -> u64 {
