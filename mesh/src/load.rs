@@ -150,7 +150,7 @@ pub struct LoadBook {
     /// Node → instance → newest record and when it arrived. Nested so that forgetting a node
     /// costs its own records, not the whole book (a 1,000-node mesh forgets often at start-up).
     records: HashMap<Arc<str>, NodeRecords>,
-    /// App → (node, instance) of every record in `records`: one app's instances without a pass
+    /// App → (instance, node) of every record in `records`: one app's instances without a pass
     /// over the whole book (10,000 records at 1,000 nodes).
     by_app: HashMap<Arc<str>, BTreeSet<RecordKey>>,
     generations: HashMap<Arc<str>, u64>,
@@ -171,35 +171,23 @@ impl LoadBook {
         if rec.generation > current_gen {
             self.forget_node_below(&rec.node, rec.generation);
         }
-        let mut rec = rec;
         let node = self.records.entry(rec.node.clone()).or_default();
-        match node.get_mut(&rec.inst.id) {
-            Some((old, _)) if (old.generation, old.version) >= (rec.generation, rec.version) => {
+        let key = (rec.inst.id.clone(), rec.node.clone());
+        if let Some((old, _)) = node.get(&rec.inst.id) {
+            if (old.generation, old.version) >= (rec.generation, rec.version) {
                 return false;
             }
-            Some((old, at)) if old.inst.app == rec.inst.app => {
-                // The common case, a new version of a known instance: keep the strings the
-                // book already holds, so a busy mesh does not churn three allocations a record.
-                rec.node = old.node.clone();
-                rec.inst.id = old.inst.id.clone();
-                rec.inst.app = old.inst.app.clone();
-                *old = rec;
-                *at = self.now;
-            }
-            old => {
-                let key = (rec.inst.id.clone(), rec.node.clone());
-                if let Some((old, _)) = old {
-                    if let Some(set) = self.by_app.get_mut(&old.inst.app) {
-                        set.remove(&key);
-                    }
+            if old.inst.app != rec.inst.app {
+                if let Some(set) = self.by_app.get_mut(&old.inst.app) {
+                    set.remove(&key);
                 }
-                self.by_app
-                    .entry(rec.inst.app.clone())
-                    .or_default()
-                    .insert(key);
-                node.insert(rec.inst.id.clone(), (rec, self.now));
             }
         }
+        self.by_app
+            .entry(rec.inst.app.clone())
+            .or_default()
+            .insert(key);
+        node.insert(rec.inst.id.clone(), (rec, self.now));
         self.changes += 1;
         true
     }
