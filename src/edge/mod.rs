@@ -1,5 +1,6 @@
 //! The edge: client listeners, Host → app routing, the proxy handler and WebSocket splicing.
 
+mod accept;
 mod body;
 mod candidates;
 mod error;
@@ -12,9 +13,10 @@ mod server;
 mod upgrade;
 mod wsframe;
 
+pub use accept::next_conn;
 pub use body::{Finish, Tracked};
 pub use error::ProxyError;
 pub use penalty::Penalties;
 pub use routes::{normalize_host, AppRoute, RouteTable};
-pub use server::{next_conn, serve, ConnCtx, Limits, TlsInfo};
+pub use server::{serve, ConnCtx, Limits, TlsInfo};
 pub use upgrade::{splice, Ending, Io, Side};

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -86,41 +85,6 @@ impl ConnCtx {
     }
 }
 
-/// The next accepted connection (nodelay set), or `None` once the drain starts. Accept errors
-/// (EMFILE and friends) back off instead of spinning; the listener stays.
-pub async fn next_conn(
-    listener: &TcpListener,
-    shutdown: &crate::shutdown::Shutdown,
-    what: &str,
-) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.draining() => {
-                // Connections the kernel already completed would be reset when the listener
-                // closes: take them (their first request is still answered), then stop.
-                return match listener.accept().now_or_never() {
-                    Some(Ok((s, peer))) => {
-                        let _ = s.set_nodelay(true);
-                        Some((s, peer))
-                    }
-                    _ => None,
-                };
-            }
-            r = listener.accept() => match r {
-                Ok((s, peer)) => {
-                    let _ = s.set_nodelay(true);
-                    return Some((s, peer));
-                }
-                Err(e) => {
-                    tracing::warn!(listener = what, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-}
-
 /// Per-listener limits (SPEC §6): every wait a client can stretch is bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -173,22 +137,8 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let local = listener.local_addr().ok();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    loop {
-        if slots.available_permits() == 0 {
-            tracing::warn!(listener = ?local, limit = limits.max_connections, "connection limit reached; accepting pauses");
-        }
-        let permit = tokio::select! {
-            biased;
-            _ = node.shutdown.draining() => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let Some((stream, peer)) = next_conn(&listener, &node.shutdown, "edge").await else {
-            break;
-        };
+    let mut conns = super::accept::Limited::new(limits.max_connections, local);
+    while let Some((stream, peer, permit)) = conns.next(&listener, &node.shutdown).await {
         let local_addr = stream.local_addr().ok().or(local).unwrap_or(peer);
         let (node, builder, acceptor) = (node.clone(), builder.clone(), acceptor.clone());
         node.clone().shutdown.spawn(async move {

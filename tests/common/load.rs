@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 pub struct Tally {
     /// Answered 2xx.
     pub ok: AtomicU64,
-    /// The TCP connect was refused (the listener was closed): the request never started.
+    /// The TCP connect failed, refused or reset (the listener was closed): the request never started.
     pub refused: AtomicU64,
     /// Started (connected and sent) but got no 2xx answer: a non-2xx status, a reset, a timeout.
     pub failed: AtomicU64,
@@ -114,7 +114,17 @@ enum Outcome {
 async fn one(edge: SocketAddr, host: &str, path: &str) -> Outcome {
     let stream = match tokio::net::TcpStream::connect(edge).await {
         Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Outcome::Refused,
+        // A connect that fails never sent a byte. Refused: the listener was closed. Reset: the
+        // handshake finished in the kernel in the microseconds between the drain emptying the
+        // accept queue and the listener closing; the client still saw its connect fail.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Outcome::Refused
+        }
         Err(e) => return Outcome::Failed(format!("connect: {e}")),
     };
     let work = async {
