@@ -53,8 +53,10 @@ pub struct NodeState {
     pub cluster: SharedSnapshot,
     /// Connections to other nodes' backhaul.
     pub backhaul: BackhaulClient,
-    /// Instances this edge recently saw reject or fail.
+    /// Instances this edge recently saw refuse a connection or be unreachable.
     pub penalties: Penalties,
+    /// Owners' load figures from backhaul answers and this edge's requests on the wire.
+    pub feedback: std::sync::Mutex<crate::balance::Feedback<Arc<str>>>,
     /// Edge settings.
     pub settings: ArcSwap<EdgeSettings>,
     /// The drain signal.
@@ -90,6 +92,9 @@ impl NodeState {
             cluster: crate::cluster::empty(),
             backhaul,
             penalties: Penalties::default(),
+            feedback: std::sync::Mutex::new(crate::balance::Feedback::new(
+                crate::balance::FEEDBACK_TTL_MS,
+            )),
             settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
             shutdown,
             admin_token: cfg.node.admin.token.clone(),

@@ -499,3 +499,57 @@ async fn petrel_certs_files_secure_a_quic_backhaul() {
     let metrics = get(a.admin, "localhost", "/metrics").await.text();
     assert!(metrics.contains("petrel_backhaul_connect_seconds_count{transport=\"quic\"}"));
 }
+
+/// An edge counts the requests it has on the wire towards a remote instance: gossip still says the
+/// far instance is idle, yet once this edge has sent it as many requests as its hard limit, the
+/// next one is refused at once (503) instead of crossing the 300 ms round trip to be told "full".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_the_wire_count_before_gossip_or_the_owner_says_so() {
+    let w = world([3, 3, 3], "h2").await;
+    let (a, b) = (&w.nodes[0], &w.nodes[1]);
+    let mut held = hold(a.edge, "iad-1", 3, 6000);
+    held.extend(hold(b.edge, "ord-1", 3, 6000));
+    wait_load(a.admin, "iad-1", 3).await;
+    // iad's own view of ord-1 (gossiped) shows it full; fra-1 stays idle in it.
+    wait_load(a.admin, "ord-1", 3).await;
+    let edge = a.edge;
+    let mut sends = Vec::new();
+    for _ in 0..5 {
+        sends.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = get(edge, "hello", "/sleep?ms=1500").await;
+            (
+                r.status.as_u16(),
+                r.header("x-backend-id").map(str::to_string),
+                t.elapsed(),
+            )
+        }));
+        // Well inside fra's 150 ms one-way time: every earlier request is still on the wire.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut outcomes = Vec::new();
+    for s in sends {
+        outcomes.push(s.await.unwrap());
+    }
+    eprintln!("outcomes: {outcomes:?}");
+    let served = outcomes.iter().filter(|o| o.0 == 200).count();
+    assert_eq!(served, 3, "fra-1 takes its hard limit: {outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .filter(|o| o.0 == 200)
+        .all(|o| o.1.as_deref() == Some("fra-1")));
+    for o in outcomes.iter().filter(|o| o.0 != 200) {
+        assert_eq!(o.0, 503, "{outcomes:?}");
+        assert!(
+            o.2 < Duration::from_millis(250),
+            "refused without a round trip to fra (300 ms): {outcomes:?}"
+        );
+    }
+    let max = get_json(w.backends[2].addr, "/stats").await["max_inflight"]
+        .as_u64()
+        .unwrap();
+    assert!(max <= 3, "fra-1 max_inflight {max}");
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+}

@@ -13,7 +13,8 @@ pub const VERSION: &str = "petrel-internal-version";
 pub const AUTH: &str = "petrel-internal-auth";
 /// Owner's refusal: "full", "connect", "unknown", "down" or "auth" (owner → edge).
 pub const REJECT: &str = "petrel-internal-reject";
-/// The instance's load when it refused (owner → edge), so the edge's view is fresh at once.
+/// The instance's load (owner → edge) with every answer: when it refused, or besides the request
+/// answered. The edge routes on it while fresh (`balance::Feedback`) instead of the gossiped one.
 pub const LOAD: &str = "petrel-internal-load";
 
 /// Why an owner refused a backhaul request; nothing reached the instance in any of these cases.
@@ -58,12 +59,13 @@ impl Reject {
     /// Reads a reject from response headers.
     pub fn from_headers(h: &HeaderMap) -> Option<(Self, Option<u32>)> {
         let r = Self::parse(h.get(REJECT)?.to_str().ok()?)?;
-        let load = h
-            .get(LOAD)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Some((r, load))
+        Some((r, load(h)))
     }
+}
+
+/// Reads the owner's load figure (`LOAD`) from response headers.
+pub fn load(h: &HeaderMap) -> Option<u32> {
+    h.get(LOAD)?.to_str().ok()?.parse().ok()
 }
 
 /// Computes the auth tag for a request to `instance` with `request_id`.

@@ -214,6 +214,11 @@ pub(super) async fn admit_and_forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
     protocol::strip(&mut parts.headers);
+    // The instance's load besides this request, so the edge routes on a figure one RTT/2 old.
+    parts.headers.insert(
+        protocol::LOAD,
+        HeaderValue::from(inst.load().saturating_sub(1)),
+    );
     match (edge_side, instance_upgrade) {
         (Some(e), Some(i)) => {
             let rid = parts

@@ -3,9 +3,11 @@
 //! The same code runs in the node, the simulator and the benches. Nothing here reads a clock,
 //! locks, awaits or touches a socket.
 
+mod feedback;
 mod hints;
 mod index;
 
+pub use feedback::{Feedback, FEEDBACK_TTL_MS};
 pub use hints::{Hints, ROUTING_HEADERS};
 pub use index::{select_closest, ClosestIndex};
 

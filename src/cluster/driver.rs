@@ -15,6 +15,8 @@ use crate::state::NodeState;
 
 /// How often local loads are sampled and fed to the mesh.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// Every this many samples (1 s) expired penalties and load figures are dropped.
+const SWEEP_EVERY_TICKS: u64 = 20;
 /// Least time between two published snapshots.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// How often to knock on the seeds again while no member is known.
@@ -68,6 +70,7 @@ async fn run(
     let mut metrics = MeshMetrics::default();
     let (mut published_changes, mut published_at) = (u64::MAX, Instant::now() - PUBLISH_EVERY);
     let mut last_join = Instant::now();
+    let mut ticks = 0u64;
     loop {
         flush(&mut mesh, &socket, delays.as_ref());
         while let Some(ev) = mesh.poll_event() {
@@ -114,6 +117,13 @@ async fn run(
             _ = sample.tick() => {
                 turn = Instant::now();
                 mesh.set_local_instances(local_loads(&node), now());
+                ticks = ticks.wrapping_add(1);
+                if ticks % SWEEP_EVERY_TICKS == 0 {
+                    // The edge's short-lived marks: forgotten once they no longer count.
+                    let now_ms = node.now_ms();
+                    node.penalties.sweep(now_ms);
+                    node.feedback.lock().expect("feedback lock").sweep(now_ms);
+                }
                 let alone = node.cluster.load().view.members.iter().all(|m| m.state == petrel_mesh::MemberState::Down);
                 if alone && !seeds.is_empty() && last_join.elapsed() >= REJOIN_EVERY {
                     last_join = Instant::now();

@@ -1,5 +1,6 @@
-//! Builds the candidate list for one request: local instances (live load) and remote ones (gossiped
-//! load, RTT to their node), with this edge's own recent rejects applied.
+//! Builds the candidate list for one request: local instances (live load) and remote ones (the
+//! owner's last reported load while fresh, else gossiped, plus this edge's requests on the wire),
+//! with this edge's recent connect failures applied.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct Remote {
     pub region: Arc<str>,
     /// Owner backhaul address.
     pub backhaul: SocketAddr,
+    /// RTT to the owner, ms: a request sent now reaches it in about half.
+    pub rtt_ms: f64,
 }
 
 impl Target {
@@ -52,7 +55,7 @@ pub struct Candidate {
     pub region: Arc<str>,
     /// RTT from this node to its node.
     pub rtt_ms: f64,
-    /// Current load (a recent reject counts as full).
+    /// Current load, as best this edge knows it (a recent "full" answer counts as full).
     pub load: u32,
     /// Soft limit the owner applies.
     pub soft: u32,
@@ -92,27 +95,31 @@ pub fn collect(node: &NodeState, app: &AppRoute, now_ms: u64) -> Vec<Candidate> 
         });
     }
     let snap = node.cluster.load();
+    let feedback = node.feedback.lock().expect("feedback lock");
     for r in snap
         .view
         .instances
         .iter()
         .filter(|r| *r.load.app == *app.name)
     {
+        let rtt_ms = r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS);
         out.push(Candidate {
             target: Target::Remote(Remote {
                 id: r.load.id.clone(),
                 node: r.node.clone(),
                 region: r.region.clone(),
                 backhaul: r.backhaul,
+                rtt_ms,
             }),
             region: r.region.clone(),
-            rtt_ms: r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS),
-            load: r.load.load,
+            rtt_ms,
+            load: feedback.estimate(&*r.load.id, r.load.load, now_ms),
             soft: r.load.soft,
             hard: r.load.hard,
             healthy: r.load.healthy,
         });
     }
+    drop(feedback);
     for c in out.iter_mut() {
         if node.penalties.active(c.target.id(), now_ms) {
             c.load = c.load.max(c.hard);

@@ -31,11 +31,6 @@ use crate::state::{EdgeSettings, NodeState};
 use crate::telemetry::{node_metrics, RetryReason};
 use crate::trace::{ConnectMark, Target as TraceTarget, Trace};
 
-/// How long an instance that rejected as full is skipped by this edge. Short: a busy instance frees
-/// a slot every few ms. `petrel sim` showed 1 s starving small clusters (3 regions × 4 instances
-/// under overload: 80% success at 1 s, 100% at 200 ms).
-const FULL_PENALTY_MS: u64 = 200;
-
 /// Handles one client request end to end; never fails (errors become SPEC §6 responses).
 pub async fn handle(
     node: Arc<NodeState>,
@@ -398,6 +393,12 @@ async fn attempt_remote(
         protocol::VERSION,
         HeaderValue::from_static(if h2 { "2" } else { "1.1" }),
     );
+    let sent_ms = node.now_ms();
+    node.feedback.lock().expect("feedback lock").sent(
+        r.id.clone(),
+        sent_ms,
+        sent_ms + (r.rtt_ms / 2.0) as u64,
+    );
     let sent = tokio::time::timeout(
         settings.response_timeout,
         node.backhaul
@@ -418,11 +419,22 @@ async fn attempt_remote(
         Ok(Ok(r)) => r,
     };
     let (resp, side) = resp;
-    match Reject::from_headers(resp.headers()) {
+    let reject = Reject::from_headers(resp.headers());
+    let told = match reject {
+        // An owner that says "full" without a figure is full as far as this edge knows.
+        Some((Reject::Full, load)) => Some(load.unwrap_or(u32::MAX)),
+        _ => protocol::load(resp.headers()),
+    };
+    if let Some(load) = told {
+        node.feedback
+            .lock()
+            .expect("feedback lock")
+            .answered(r.id.clone(), load, now_ms);
+    }
+    match reject {
         None => Step::Done(resp, side, None),
         Some((Reject::Full, load)) => {
             tracing::debug!(instance = %r.id, node = %r.node, ?load, "owner rejected: full");
-            node.penalties.mark(&r.id, now_ms + FULL_PENALTY_MS);
             Step::Next(RetryReason::Full, Miss::Full)
         }
         Some((why, _)) => {

@@ -72,6 +72,7 @@ impl World<'_> {
                     next: 0,
                     sent_at: 0,
                     oracle_rtt: 0.0,
+                    told: 0,
                 });
                 (self.reqs.len() - 1) as u32
             }
@@ -184,8 +185,9 @@ impl World<'_> {
                 healthy: inst.alive,
             });
         }
-        for &(i, rtt, load, healthy) in &node.remote[app].list {
+        for &(i, rtt, gossiped, healthy) in &node.remote[app].list {
             let inst = &self.insts[i];
+            let load = node.feedback.estimate(&i, gossiped, now);
             ids.push(i);
             views.push(View {
                 id: &inst.id,
@@ -234,19 +236,22 @@ impl World<'_> {
             }
             let (edge, owner) = (req.edge, self.insts[i].node);
             if owner == edge {
+                // Local load is exact: a refusal here needs no memory (the proxy keeps none).
                 if self.admit(rid, i) {
                     return;
                 }
                 self.stats.rejects += 1;
-                self.nodes[edge]
-                    .penalties
-                    .insert(i, self.now + super::world::FULL_PENALTY);
                 continue;
             }
             if !self.reachable(edge, owner) || self.nodes[owner].mesh.is_none() {
                 let at = self.now + ms(self.sc.sim.connect_timeout_ms);
                 self.q.push(at, Ev::Unreachable(rid, i));
             } else {
+                let one_way =
+                    ms(self.sc.rtt_ms[self.nodes[edge].region][self.insts[i].region] / 2.0);
+                self.nodes[edge]
+                    .feedback
+                    .sent(i, self.now, self.now + one_way);
                 let at = self.now + self.leg(edge, owner);
                 self.q.push(at, Ev::AtOwner(rid, i));
             }
@@ -292,11 +297,27 @@ impl World<'_> {
             return;
         }
         self.stats.rejects += 1;
+        self.reqs[slot].told = self.insts[i].load;
         let at = self.now + self.leg(owner, edge);
         self.q.push(at, Ev::Rejected(rid, i));
     }
 
-    /// A "full" or unreachable answer at the edge: skip that instance for a while, try the next.
+    /// A "full" answer at the edge: the load it carries keeps the instance skipped until a newer
+    /// figure; try the next.
+    pub(super) fn full(&mut self, rid: Rid, i: usize) {
+        if !self.live(rid) {
+            return;
+        }
+        let (edge, told) = (
+            self.reqs[rid.slot as usize].edge,
+            self.reqs[rid.slot as usize].told,
+        );
+        let now = self.now;
+        self.nodes[edge].feedback.answered(i, told, now);
+        self.attempt(rid);
+    }
+
+    /// An unreachable instance at the edge: skip it for a while, try the next.
     pub(super) fn rejected(&mut self, rid: Rid, i: usize, penalty: Nanos) {
         if !self.live(rid) {
             return;
@@ -327,6 +348,7 @@ impl World<'_> {
         if owner == edge {
             self.complete(rid);
         } else if self.reachable(owner, edge) {
+            self.reqs[rid.slot as usize].told = self.insts[i].load;
             let at = self.now + self.leg(owner, edge);
             self.q.push(at, Ev::Response(rid));
         } else {
@@ -352,6 +374,10 @@ impl World<'_> {
         let latency = self.now - req.arrival + req.extra;
         let optimal = served_rtt <= req.oracle_rtt + 1e-9;
         self.stats.ok(self.nodes[req.edge].region, latency, optimal);
+        if self.insts[i].node != req.edge {
+            let (edge, told, now) = (req.edge, req.told, self.now);
+            self.nodes[edge].feedback.answered(i, told, now);
+        }
         self.release(rid);
     }
 

@@ -16,13 +16,15 @@ use super::policy::Policy;
 use super::queue::{ms, secs, Nanos, Queue};
 use super::scenario::Scenario;
 use super::stats::Stats;
+use crate::balance::{Feedback, FEEDBACK_TTL_MS};
 
 /// How often a node reports its instances' load to its mesh core (as the node's driver does).
 pub const SAMPLE_EVERY: Nanos = 50_000_000;
 /// Least time between two snapshots a node routes on (as the node's driver does).
 pub const PUBLISH_EVERY: Nanos = 50_000_000;
-/// After a "full" answer the edge skips that instance this long (as the proxy's FULL_PENALTY_MS).
-pub const FULL_PENALTY: Nanos = 200_000_000;
+/// An owner's load figure counts this long at the edge (as the proxy's FEEDBACK_TTL_MS); a "full"
+/// answer therefore skips the instance this long unless a newer answer comes first.
+pub const FEEDBACK_TTL: Nanos = FEEDBACK_TTL_MS * 1_000_000;
 /// After an unreachable owner the edge skips that instance this long (as the proxy does).
 pub const UNREACHABLE_PENALTY: Nanos = 2_000_000_000;
 /// A node alone in the mesh knocks on the seeds again this often (as the driver does).
@@ -92,7 +94,10 @@ pub struct Node {
     pub(super) insts: Vec<usize>,
     /// Per app, the remote instances of the last published snapshot.
     pub(super) remote: Vec<AppView>,
+    /// Instances this edge found unreachable, skipped until then.
     pub(super) penalties: HashMap<usize, Nanos>,
+    /// Owners' load figures and this edge's requests on the wire, as the proxy keeps them.
+    pub(super) feedback: Feedback<usize>,
     pub(super) rr: usize,
     pub(super) last_join: Nanos,
     /// Mesh bytes sent by earlier incarnations (a crash resets the core's counters).
@@ -147,6 +152,8 @@ pub struct Req {
     pub(super) next: usize,
     pub(super) sent_at: Nanos,
     pub(super) oracle_rtt: f64,
+    /// The load the owner reported with its answer.
+    pub(super) told: u32,
 }
 
 /// The whole simulated system for one policy.
@@ -251,6 +258,7 @@ impl<'a> World<'a> {
                     apps
                 ],
                 penalties: HashMap::new(),
+                feedback: Feedback::new(FEEDBACK_TTL),
                 rr: n,
                 last_join: 0,
                 bytes_before: 0,
@@ -419,7 +427,7 @@ impl<'a> World<'a> {
             }
             Ev::Arrival(r) => self.arrival(r),
             Ev::AtOwner(rid, i) => self.at_owner(rid, i),
-            Ev::Rejected(rid, i) => self.rejected(rid, i, FULL_PENALTY),
+            Ev::Rejected(rid, i) => self.full(rid, i),
             Ev::Unreachable(rid, i) => self.rejected(rid, i, UNREACHABLE_PENALTY),
             Ev::Finish(rid, i, epoch) => self.finish(rid, i, epoch),
             Ev::Response(rid) => self.complete(rid),
@@ -462,6 +470,8 @@ impl<'a> World<'a> {
     }
 
     fn sample(&mut self, n: usize) {
+        let now = self.now;
+        self.nodes[n].feedback.sweep(now);
         let node = &self.nodes[n];
         let Some(_) = node.mesh.as_ref() else {
             return;
