@@ -54,6 +54,7 @@ impl LoadRecord {
 
     fn key(&self) -> LoadKey {
         LoadKey {
+            tag: LoadKey::tag(&self.node, &self.inst.id),
             node: self.node.clone(),
             instance: self.inst.id.clone(),
             generation: self.generation,
@@ -124,15 +125,27 @@ impl LoadRecordRef<'_> {
 /// Identifies a broadcast for foca's dissemination backlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadKey {
+    /// A hash of (node, instance): foca compares every new key with its whole backlog (thousands
+    /// of records at 1,000 nodes), and two different instances almost always differ here, before
+    /// any string is compared.
+    tag: u64,
     node: Arc<str>,
     instance: Arc<str>,
     generation: u64,
     version: u64,
 }
 
+impl LoadKey {
+    fn tag(node: &str, instance: &str) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0x5eed).hash_one((node, instance))
+    }
+}
+
 impl foca::Invalidates for LoadKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.node == other.node
+        self.tag == other.tag
+            && self.node == other.node
             && self.instance == other.instance
             && (self.generation, self.version) >= (other.generation, other.version)
     }
