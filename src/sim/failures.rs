@@ -8,7 +8,7 @@ use super::queue::{secs, Nanos};
 use super::stats::Watch;
 use super::world::{Ev, Stage, World};
 
-impl World<'_> {
+impl World {
     pub(super) fn schedule_failures(&mut self) {
         let start = self.window.0;
         let at = |s: f64| start + secs(s);

@@ -129,7 +129,7 @@ impl Report {
     }
 
     /// Adds the figures of a finished run.
-    pub fn add_policy(&mut self, w: &World<'_>) {
+    pub fn add_policy(&mut self, w: &World) {
         let s = &w.stats;
         let secs = w.sc.sim.duration_s;
         let mut lat = s.latencies_us.clone();

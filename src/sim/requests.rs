@@ -10,7 +10,7 @@ use crate::balance::View;
 /// RTT used for an instance whose owner has not been measured yet (as the edge does).
 const UNMEASURED_RTT_MS: f64 = 1_000.0;
 
-impl World<'_> {
+impl World {
     /// Client rate of region `r` at the current time, requests per second.
     fn rate(&self, r: usize) -> f64 {
         let s = &self.sc.sim;

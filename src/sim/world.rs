@@ -157,8 +157,8 @@ pub struct Req {
 }
 
 /// The whole simulated system for one policy.
-pub struct World<'a> {
-    pub(super) sc: &'a Scenario,
+pub struct World {
+    pub(super) sc: Arc<Scenario>,
     pub(super) policy: Policy,
     pub(super) q: Queue<Ev>,
     pub(super) now: Nanos,
@@ -198,10 +198,10 @@ fn node_addr(i: usize, port: u16) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], port))
 }
 
-impl<'a> World<'a> {
+impl World {
     /// Builds the world; `traffic` false runs the mesh alone (cluster-size sweeps).
     pub fn new(
-        sc: &'a Scenario,
+        sc: Arc<Scenario>,
         policy: Policy,
         seed: u64,
         traffic: bool,
@@ -294,7 +294,7 @@ impl<'a> World<'a> {
         }
         let capacity_rps = insts.len() as f64 * f64::from(s.soft_limit) / (s.service_ms / 1000.0);
         Self {
-            sc,
+            sc: sc.clone(),
             policy,
             q: Queue::default(),
             now: 0,
