@@ -95,7 +95,7 @@ pub fn collect(node: &NodeState, app: &AppRoute, now_ms: u64) -> Vec<Candidate> 
         });
     }
     let snap = node.cluster.load();
-    let feedback = node.feedback.lock().expect("feedback lock");
+    let first_remote = out.len();
     for r in snap
         .view
         .instances
@@ -113,13 +113,19 @@ pub fn collect(node: &NodeState, app: &AppRoute, now_ms: u64) -> Vec<Candidate> 
             }),
             region: r.region.clone(),
             rtt_ms,
-            load: feedback.estimate(&*r.load.id, r.load.load, now_ms),
+            load: r.load.load,
             soft: r.load.soft,
             hard: r.load.hard,
             healthy: r.load.healthy,
         });
     }
-    drop(feedback);
+    if out.len() > first_remote {
+        // One short hold of the lock, only over this app's remote candidates.
+        let feedback = node.feedback.lock().expect("feedback lock");
+        for c in &mut out[first_remote..] {
+            c.load = feedback.estimate(&**c.target.id(), c.load, now_ms);
+        }
+    }
     for c in out.iter_mut() {
         if node.penalties.active(c.target.id(), now_ms) {
             c.load = c.load.max(c.hard);
