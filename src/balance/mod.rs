@@ -6,10 +6,12 @@
 mod feedback;
 mod hints;
 mod index;
+mod resort;
 
 pub use feedback::{Feedback, FEEDBACK_TTL_MS};
 pub use hints::{Hints, ROUTING_HEADERS};
 pub use index::{select_closest, ClosestIndex};
+pub use resort::{last_resort, LAST_RESORT_FROM};
 
 use rand::seq::SliceRandom;
 use rand::Rng;

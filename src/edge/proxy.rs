@@ -196,8 +196,12 @@ async fn forward(
             let cands = candidates::collect(node, app, now_ms);
             let views: Vec<_> = cands.iter().map(Candidate::view).collect();
             let budget = 1 + app.retries as usize;
-            let order = balance::select_top(app.strategy, &views, &hints, &mut rand::rng(), budget)
+            let mut rng = rand::rng();
+            let mut order = balance::select_top(app.strategy, &views, &hints, &mut rng, budget)
                 .map_err(|e| empty_error(e, app, &hints))?;
+            if hints == Hints::default() {
+                balance::last_resort(app.strategy, &views, &mut order, budget, &mut rng);
+            }
             drop(views);
             (cands, order)
         }

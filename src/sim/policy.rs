@@ -77,7 +77,9 @@ impl Policy {
     ) -> Vec<usize> {
         let hints = Hints::default();
         let petrel = |s: Strategy, rng: &mut SmallRng| {
-            balance::select_top(s, views, &hints, rng, budget).unwrap_or_default()
+            let mut order = balance::select_top(s, views, &hints, rng, budget).unwrap_or_default();
+            balance::last_resort(s, views, &mut order, budget, rng);
+            order
         };
         match self {
             Policy::Closest | Policy::Coordinates => petrel(Strategy::Closest, rng),
