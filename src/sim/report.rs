@@ -22,6 +22,9 @@ pub struct PolicyReport {
     /// Answered in the nearest region that had an instance below its soft limit (or nearer) /
     /// answered.
     pub optimal_share: f64,
+    /// The same, with each region's capacity taken when the request, sent there at once from its
+    /// edge, would have reached it (slots freed or taken meanwhile count).
+    pub optimal_share_on_arrival: f64,
     /// Client latency: network, service and retries.
     pub latency: Latency,
     /// Attempts after the first, per second.
@@ -150,6 +153,7 @@ impl Report {
             requests: s.arrivals,
             success_rate: round(ratio(s.ok, s.arrivals), 6),
             optimal_share: round(ratio(s.optimal, s.ok), 6),
+            optimal_share_on_arrival: round(ratio(s.optimal_on_arrival, s.ok), 6),
             latency: latency(&lat),
             retries_per_s: round(s.retries as f64 / secs, 2),
             rejects_per_s: round(s.rejects as f64 / secs, 2),
@@ -229,11 +233,12 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "{:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8}",
+            "{:<12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8}",
             "policy",
             "requests",
             "success",
             "optimal",
+            "on arrival",
             "p50 ms",
             "p99 ms",
             "retries/s",
@@ -244,11 +249,12 @@ impl Report {
         for p in &self.policies {
             let _ = writeln!(
                 t,
-                "{:<12} {:>9} {:>8.3}% {:>8.2}% {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>9} {:>8.3}",
+                "{:<12} {:>9} {:>8.3}% {:>8.2}% {:>9.2}% {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>9} {:>8.3}",
                 p.policy,
                 p.requests,
                 p.success_rate * 100.0,
                 p.optimal_share * 100.0,
+                p.optimal_share_on_arrival * 100.0,
                 p.latency.p50_ms,
                 p.latency.p99_ms,
                 p.retries_per_s,

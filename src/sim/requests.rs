@@ -3,6 +3,7 @@
 
 use rand::RngExt;
 
+use super::oracle;
 use super::queue::{ms, secs, Nanos};
 use super::world::{Ev, Req, Rid, Stage, World, PUBLISH_EVERY};
 use crate::balance::View;
@@ -370,15 +371,35 @@ impl World {
         let Stage::At(i) = req.stage else {
             return;
         };
-        let served_rtt = self.sc.rtt_ms[self.nodes[req.edge].region][self.insts[i].region];
+        let edge_region = self.nodes[req.edge].region;
+        let served_rtt = self.sc.rtt_ms[edge_region][self.insts[i].region];
         let latency = self.now - req.arrival + req.extra;
         let optimal = served_rtt <= req.oracle_rtt + 1e-9;
-        self.stats.ok(self.nodes[req.edge].region, latency, optimal);
+        let on_arrival = self.optimal_on_arrival(rid, served_rtt);
+        self.stats.ok(edge_region, latency, optimal, on_arrival);
+        let req = &self.reqs[slot];
         if self.insts[i].node != req.edge {
             let (edge, told, now) = (req.edge, req.told, self.now);
             self.nodes[edge].feedback.answered(i, told, now);
         }
         self.release(rid);
+    }
+
+    /// The oracle's verdict for an answered request: was no region nearer than the one that served
+    /// it free (below soft; below hard when no region was below soft) when the request, sent
+    /// there from its edge at its arrival, would have reached it?
+    fn optimal_on_arrival(&mut self, rid: Rid, served_rtt: f64) -> bool {
+        let req = &self.reqs[rid.slot as usize];
+        let edge_region = self.nodes[req.edge].region;
+        let rtts = &self.sc.rtt_ms[edge_region];
+        self.reach.clear();
+        let mut nearer = 0;
+        for &r in &self.nearest[edge_region] {
+            let rtt = rtts[r];
+            nearer += usize::from(rtt < served_rtt - 1e-9);
+            self.reach.push((r, req.arrival + ms(rtt / 2.0)));
+        }
+        oracle::optimal(&self.timeline, req.app, &self.reach, nearer)
     }
 
     /// Ends a request as failed for `why`.

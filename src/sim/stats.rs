@@ -33,8 +33,12 @@ pub struct Stats {
     pub arrivals: u64,
     /// Requests answered.
     pub ok: u64,
-    /// Answered in the nearest region that had capacity (or nearer).
+    /// Answered in the nearest region that had capacity when the request reached its edge (or
+    /// nearer).
     pub optimal: u64,
+    /// Answered in the nearest region that had capacity when the request could have reached it
+    /// (or nearer).
+    pub optimal_on_arrival: u64,
     /// Failed requests by reason.
     pub failed: BTreeMap<&'static str, u64>,
     /// Latency of each answered request, µs.
@@ -65,7 +69,7 @@ impl Stats {
     }
 
     /// A success, answered to a client of edge region `region`.
-    pub fn ok(&mut self, region: usize, latency: Nanos, optimal: bool) {
+    pub fn ok(&mut self, region: usize, latency: Nanos, optimal: bool, on_arrival: bool) {
         if self.by_region.len() <= region {
             self.by_region.resize(region + 1, (0, 0));
         }
@@ -73,6 +77,7 @@ impl Stats {
         self.by_region[region].1 += u64::from(optimal);
         self.ok += 1;
         self.optimal += u64::from(optimal);
+        self.optimal_on_arrival += u64::from(on_arrival);
         self.latencies_us
             .push((latency / 1000).min(u64::from(u32::MAX)) as u32);
     }

@@ -12,6 +12,7 @@ use petrel_mesh::{Event, InstanceLoad, Mesh, MeshConfig, NodeId, Profile};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use super::oracle::Timeline;
 use super::policy::Policy;
 use super::queue::{ms, secs, Nanos, Queue};
 use super::scenario::Scenario;
@@ -35,6 +36,8 @@ pub const PROGRESS_EVERY: Nanos = 10_000_000_000;
 pub const PROGRESS_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long requests still in flight at the end of the window may take to finish.
 pub const DRAIN: Nanos = 30_000_000_000;
+/// How far back the oracle's timeline reaches (no request is in flight longer).
+pub const ORACLE_MEMORY: Nanos = DRAIN;
 
 /// A request handle: slot and a per-use id, so events for a finished request are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +195,10 @@ pub struct World {
     pub(super) region_nodes: Vec<Vec<usize>>,
     /// Global capacity, requests per second (instances × soft / mean service time).
     pub(super) capacity_rps: f64,
+    /// The `capacity` counts over time, for the arrival-time oracle.
+    pub(super) timeline: Timeline,
+    /// Scratch for judging one request: (region, when the request would have reached it).
+    pub(super) reach: Vec<(usize, Nanos)>,
 }
 
 fn node_addr(i: usize, port: u16) -> SocketAddr {
@@ -293,6 +300,7 @@ impl World {
             region_nodes[node.region].push(n);
         }
         let capacity_rps = insts.len() as f64 * f64::from(s.soft_limit) / (s.service_ms / 1000.0);
+        let timeline = Timeline::new(&capacity);
         Self {
             sc: sc.clone(),
             policy,
@@ -322,6 +330,8 @@ impl World {
             in_flight: 0,
             region_nodes,
             capacity_rps,
+            timeline,
+            reach: Vec::new(),
         }
     }
 
@@ -606,6 +616,7 @@ impl World {
         if inst.alive {
             c.0 = c.0 + u32::from(load < soft) - u32::from(inst.load < soft);
             c.1 = c.1 + u32::from(load < hard) - u32::from(inst.load < hard);
+            self.timeline.record(inst.app, inst.region, self.now, *c);
         }
         inst.load = load;
     }
@@ -627,10 +638,12 @@ impl World {
             c.0 -= s;
             c.1 -= h;
         }
+        self.timeline.record(inst.app, inst.region, self.now, *c);
         inst.alive = alive;
     }
 
     fn tick(&mut self) {
+        self.timeline.prune(self.now.saturating_sub(ORACLE_MEMORY));
         if self.now >= self.window.1 {
             return;
         }
