@@ -96,6 +96,13 @@ fn same_seed_same_bytes_and_policies_behave() {
     // RTT-blind round robin serves most requests far away; closest keeps them near.
     let opt = |p: &serde_json::Value| p["optimal_share"].as_f64().unwrap();
     assert!(opt(&closest) > opt(&rr) + 0.2, "{closest} vs {rr}");
+    // So it does when each nearer region is judged at the moment the request could have got there.
+    let on_arrival = |p: &serde_json::Value| p["optimal_share_on_arrival"].as_f64().unwrap();
+    assert!(
+        on_arrival(&closest) > on_arrival(&rr) + 0.2,
+        "{closest} vs {rr}"
+    );
+    assert!((0.0..=1.0).contains(&on_arrival(&closest)), "{closest}");
     let p50 = |p: &serde_json::Value| p["latency"]["p50_ms"].as_f64().unwrap();
     assert!(p50(&closest) < p50(&rr), "{closest} vs {rr}");
     // The mesh costs bytes, and the sweep size shows up beside the topology's own size.
