@@ -1,6 +1,6 @@
 //! Global routing over real processes with simulated inter-region latency (iad/ord/fra, RTT 80/300/240
 //! ms): closest first, spill-over to the nearer region at hard limit, reject-and-retry, routing
-//! headers, HTTP versions kept across the backhaul, nothing internal leaking.
+//! headers, HTTP versions kept across the backhaul, nothing internal leaking, the last resort.
 
 mod common;
 
@@ -26,6 +26,15 @@ fn topology() -> &'static std::path::Path {
 
 /// One node per region, each hosting one instance `<region>-1` of app "hello" (soft = hard = `hard`).
 async fn world(hard: [u32; 3], transport: &'static str) -> World {
+    world_with(hard, transport, &[]).await
+}
+
+/// [`world`], with `iad_extra` instances (id, address) on the iad node besides `iad-1`.
+async fn world_with(
+    hard: [u32; 3],
+    transport: &'static str,
+    iad_extra: &[(&'static str, SocketAddr)],
+) -> World {
     let regions = ["iad", "ord", "fra"];
     let seed_port = free_udp_port();
     let backends: Vec<Backend> = regions.iter().map(|r| backend(&format!("{r}-1"))).collect();
@@ -43,6 +52,10 @@ async fn world(hard: [u32; 3], transport: &'static str) -> World {
             "hello",
             backends[i].addr,
         )];
+        if i == 0 {
+            s.instances
+                .extend(iad_extra.iter().map(|&(id, addr)| (id, "hello", addr)));
+        }
         s.seeded(seed_port, i == 0);
         nodes.push(s.start());
     }
@@ -58,7 +71,7 @@ async fn world(hard: [u32; 3], transport: &'static str) -> World {
             .unwrap()
             .clone();
         let measured = members.len() == 2 && members.iter().all(|m| m["rtt_min_ms"].is_number());
-        if inst == 3 && measured {
+        if inst == 3 + iad_extra.len() && measured {
             break;
         }
         assert!(
@@ -549,6 +562,39 @@ async fn requests_on_the_wire_count_before_gossip_or_the_owner_says_so() {
         .as_u64()
         .unwrap();
     assert!(max <= 3, "fra-1 max_inflight {max}");
+    for h in held {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+}
+
+/// The last of a full retry budget goes where the room is. iad-1 is full and iad-2..4 refuse
+/// connections (but are not known to be down yet), so `closest` would try those three and then
+/// ord-1, which is busy; the fourth try goes to idle fra-1 instead, and the request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_try_goes_to_the_instance_with_the_most_room() {
+    let dead: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap() // closed when `l` drops: connects are refused
+        })
+        .collect();
+    let extra = [("iad-2", dead[0]), ("iad-3", dead[1]), ("iad-4", dead[2])];
+    let w = world_with([2, 10, 10], "h2", &extra).await;
+    let (a, b) = (&w.nodes[0], &w.nodes[1]);
+    let mut held = hold(a.edge, "iad-1", 2, 5000);
+    held.extend(hold(b.edge, "ord-1", 3, 5000));
+    wait_load(a.admin, "iad-1", 2).await;
+    wait_load(a.admin, "ord-1", 3).await;
+
+    let r = get(a.edge, "hello", "/").await;
+    assert_eq!(r.status.as_u16(), 200, "{}", route(&r));
+    assert_eq!(
+        r.header("x-backend-id"),
+        Some("fra-1"),
+        "the last resort, not the next-closest ord-1: {}",
+        route(&r)
+    );
+    assert!(route(&r).contains("attempts=4"), "{}", route(&r));
     for h in held {
         assert_eq!(h.await.unwrap(), 200);
     }
