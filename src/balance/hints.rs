@@ -37,6 +37,11 @@ fn first<'a>(h: &'a HeaderMap, names: [&str; 2]) -> Option<&'a str> {
 impl Hints {
     /// Reads the routing headers; values that are not plain tokens are ignored rather than trusted.
     pub fn from_headers(h: &HeaderMap) -> Self {
+        // The usual request names no hint: one pass over its keys instead of six lookups.
+        let routing = |n: &http::HeaderName| ROUTING_HEADERS.contains(&n.as_str());
+        if !h.keys().any(routing) {
+            return Self::default();
+        }
         let token = |s: &str| {
             s.len() <= 63
                 && s.bytes()

@@ -2,19 +2,30 @@
 
 use std::net::SocketAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, UPGRADE, VIA};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE, VIA};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
+}
+
+/// Removes `doomed` from `h`: the names were found in one pass over the keys, so a request that
+/// carries none of them costs no lookup at all.
+fn remove_all(h: &mut HeaderMap, doomed: Vec<HeaderName>) {
+    for n in doomed {
+        h.remove(n);
+    }
+}
 
 /// Removes hop-by-hop headers and any named in `Connection`. With `keep_upgrade`, `Upgrade` and a
 /// `Connection: upgrade` survive (a WebSocket handshake being passed on).
@@ -27,45 +38,51 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     let trailers_ok = h
-        .get("te")
+        .get(TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
-    for n in named {
-        if !(keep_upgrade && n == UPGRADE) {
-            h.remove(&n);
-        }
-    }
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            is_hop_by_hop(n.as_str())
+                || if *n == UPGRADE {
+                    !keep_upgrade
+                } else {
+                    named.contains(n)
+                }
+        })
+        .cloned()
+        .collect();
+    remove_all(h, doomed);
     if trailers_ok {
-        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
     }
     if keep_upgrade {
         h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(UPGRADE);
     }
 }
 
 /// Removes every header whose name starts with `prefix` (lowercase).
 pub fn strip_prefixed(h: &mut HeaderMap, prefix: &str) {
-    let names: Vec<HeaderName> = h
+    let doomed: Vec<HeaderName> = h
         .keys()
         .filter(|n| n.as_str().starts_with(prefix))
         .cloned()
         .collect();
-    for n in names {
-        h.remove(n);
-    }
+    remove_all(h, doomed);
 }
 
 /// Removes every `petrel-*` header: the namespace is petrel's own, so nothing a client or an
-/// instance sends under it is trusted or passed on.
+/// instance sends under it is trusted or passed on. The `fly-*` routing headers go too.
 pub fn strip_internal(h: &mut HeaderMap) {
-    strip_prefixed(h, "petrel-");
-    for n in crate::balance::ROUTING_HEADERS {
-        h.remove(n);
-    }
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            n.starts_with("petrel-") || crate::balance::ROUTING_HEADERS.contains(&n)
+        })
+        .cloned()
+        .collect();
+    remove_all(h, doomed);
 }
 
 /// What the edge knows about where a request came from.
@@ -84,46 +101,54 @@ pub struct Forwarded<'a> {
     pub via_version: &'static str,
 }
 
-/// Adds SPEC §5 headers (after `strip_internal` removed client copies).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const PETREL_CLIENT_IP: HeaderName = HeaderName::from_static("petrel-client-ip");
+const PETREL_EDGE_REGION: HeaderName = HeaderName::from_static("petrel-edge-region");
+const PETREL_REQUEST_ID: HeaderName = HeaderName::from_static("petrel-request-id");
+
+/// Adds SPEC §5 headers (after `strip_internal` removed client copies); each replaces any copy the
+/// client sent.
 pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
     let ip = f.peer.ip().to_string();
-    let xff = {
-        let prior: Vec<&str> = h
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            ip.clone()
-        } else {
-            format!("{}, {ip}", prior.join(", "))
+    let joined = |h: &HeaderMap, name: &HeaderName, mine: &str| {
+        let mut prior = h.get_all(name).iter().filter_map(|v| v.to_str().ok());
+        let Some(first) = prior.next() else {
+            return None; // the usual case: nothing to join
+        };
+        let mut all = first.to_string();
+        for p in prior {
+            all.push_str(", ");
+            all.push_str(p);
+        }
+        all.push_str(", ");
+        all.push_str(mine);
+        Some(all)
+    };
+    let xff = joined(h, &X_FORWARDED_FOR, &ip);
+    let other;
+    let mine = match f.via_version {
+        "2" => "2 petrel",
+        "1.1" => "1.1 petrel",
+        v => {
+            other = format!("{v} petrel");
+            &other
         }
     };
-    let via = {
-        let prior: Vec<&str> = h
-            .get_all(VIA)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let mine = format!("{} petrel", f.via_version);
-        if prior.is_empty() {
-            mine
-        } else {
-            format!("{}, {mine}", prior.join(", "))
-        }
-    };
-    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+    let via = joined(h, &VIA, mine);
+    let set = |h: &mut HeaderMap, name: HeaderName, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(name, v);
         }
     };
-    set(h, "x-forwarded-for", &xff);
-    set(h, "via", &via);
-    set(h, "petrel-client-ip", &ip);
-    set(h, "petrel-edge-region", f.region);
-    set(h, "petrel-request-id", f.request_id);
-    set(h, "x-forwarded-proto", f.proto);
-    set(h, "x-forwarded-port", &f.local_port.to_string());
+    set(h, X_FORWARDED_FOR, xff.as_deref().unwrap_or(&ip));
+    set(h, VIA, via.as_deref().unwrap_or(mine));
+    set(h, PETREL_CLIENT_IP, &ip);
+    set(h, PETREL_EDGE_REGION, f.region);
+    set(h, PETREL_REQUEST_ID, f.request_id);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    h.insert(X_FORWARDED_PORT, HeaderValue::from(f.local_port));
 }
 
 /// Refuses request heads that two parsers could frame differently (request smuggling): both
@@ -194,6 +219,22 @@ mod tests {
     }
 
     #[test]
+    fn internal_and_routing_headers_go_in_one_pass_others_stay() {
+        let mut h = map(&[
+            ("petrel-internal-load", "3"),
+            ("petrel-anything", "x"),
+            ("fly-prefer-region", "iad"),
+            ("petrel-force-instance-id", "i"),
+            ("fly-request-id", "keep"),
+            ("accept", "*/*"),
+        ]);
+        strip_internal(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "fly-request-id"]);
+    }
+
+    #[test]
     fn upgrade_survives_when_asked() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(wants_upgrade(&h));
@@ -210,9 +251,11 @@ mod tests {
             ("fly-force-instance-id", "x"),
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "1"),
+            ("x-forwarded-port", "2"),
+            ("via", "1.0 corp"),
         ]);
         strip_internal(&mut h);
-        h.remove("x-forwarded-proto");
         add_forwarding(
             &mut h,
             &Forwarded {
@@ -228,7 +271,10 @@ mod tests {
         assert_eq!(h["petrel-request-id"], "r1");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["via"], "1.1 petrel");
+        let ports: Vec<_> = h.get_all("x-forwarded-port").iter().collect();
+        assert_eq!(ports, ["8080"], "the client's copies are replaced");
+        assert_eq!(h["via"], "1.0 corp, 1.1 petrel");
         assert!(!h.contains_key("fly-force-instance-id"));
+        assert_eq!(h["petrel-edge-region"], "iad");
     }
 }

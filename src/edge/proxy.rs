@@ -498,8 +498,6 @@ fn prepare(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_internal(&mut parts.headers);
-    parts.headers.remove("x-forwarded-proto");
-    parts.headers.remove("x-forwarded-port");
     add_forwarding(
         &mut parts.headers,
         &Forwarded {
