@@ -61,16 +61,16 @@ mod tests {
         }
     }
 
+    /// Three near instances that look almost full, then `rest`.
+    fn near_then<'a>(rest: &[View<'a>]) -> Vec<View<'a>> {
+        let mut views = vec![v("a", 1.0, 19), v("b", 2.0, 19), v("c", 3.0, 19)];
+        views.extend_from_slice(rest);
+        views
+    }
+
     #[test]
     fn the_last_attempt_goes_where_the_room_is() {
-        // Three near instances that look almost full, a far one nearly idle.
-        let views = [
-            v("a", 1.0, 19),
-            v("b", 20.0, 19),
-            v("c", 30.0, 19),
-            v("d", 40.0, 19),
-            v("far", 200.0, 2),
-        ];
+        let views = near_then(&[v("d", 40.0, 19), v("far", 200.0, 2)]);
         let mut order = vec![0, 1, 2, 3];
         last_resort(Strategy::Closest, &views, &mut order, 4, &mut rng());
         assert_eq!(order, vec![0, 1, 2, 4]);
@@ -91,12 +91,7 @@ mod tests {
 
     #[test]
     fn leaves_short_budgets_short_orders_and_other_strategies_alone() {
-        let views = [
-            v("a", 1.0, 19),
-            v("b", 2.0, 19),
-            v("c", 3.0, 19),
-            v("far", 200.0, 0),
-        ];
+        let views = near_then(&[v("far", 200.0, 0)]);
         for (strategy, budget, order) in [
             (Strategy::Closest, 2, vec![0, 1]),
             (Strategy::Closest, 4, vec![0, 1, 2]),
@@ -110,14 +105,7 @@ mod tests {
 
     #[test]
     fn spreads_ties_among_equally_idle_instances() {
-        let views = [
-            v("a", 1.0, 19),
-            v("b", 2.0, 19),
-            v("c", 3.0, 19),
-            v("x", 50.0, 0),
-            v("y", 60.0, 0),
-            v("z", 70.0, 0),
-        ];
+        let views = near_then(&[v("x", 50.0, 0), v("y", 60.0, 0), v("z", 70.0, 0)]);
         let mut seen = [0u32; 6];
         let mut r = rng();
         for _ in 0..300 {
@@ -130,17 +118,9 @@ mod tests {
 
     #[test]
     fn never_picks_an_instance_that_cannot_take_the_request() {
-        let mut full = v("full", 200.0, 25);
-        full.load = 25;
         let mut sick = v("sick", 100.0, 0);
         sick.healthy = false;
-        let views = [
-            v("a", 1.0, 19),
-            v("b", 2.0, 19),
-            v("c", 3.0, 19),
-            full,
-            sick,
-        ];
+        let views = near_then(&[v("full", 200.0, 25), sick]);
         let mut order = vec![0, 1, 2];
         last_resort(Strategy::Closest, &views, &mut order, 3, &mut rng());
         assert_eq!(order, vec![0, 1, 2]);
