@@ -19,10 +19,11 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// Removes `doomed` from `h`: the names were found in one pass over the keys, so a request that
-/// carries none of them costs no lookup at all.
-fn remove_all(h: &mut HeaderMap, doomed: Vec<HeaderName>) {
-    for n in doomed {
+/// Removes every header whose name is `doomed`, found in one pass over the keys: a request that
+/// carries none of them costs no lookup (and no allocation) at all.
+fn strip_where(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let names: Vec<HeaderName> = h.keys().filter(|n| doomed(n)).cloned().collect();
+    for n in names {
         h.remove(n);
     }
 }
@@ -40,19 +41,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     let trailers_ok = h
         .get(TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    let doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| {
-            is_hop_by_hop(n.as_str())
-                || if *n == UPGRADE {
-                    !keep_upgrade
-                } else {
-                    named.contains(n)
-                }
-        })
-        .cloned()
-        .collect();
-    remove_all(h, doomed);
+    strip_where(h, |n| {
+        is_hop_by_hop(n.as_str())
+            || if *n == UPGRADE {
+                !keep_upgrade
+            } else {
+                named.contains(n)
+            }
+    });
     if trailers_ok {
         h.insert(TE, HeaderValue::from_static("trailers"));
     }
@@ -63,26 +59,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Removes every header whose name starts with `prefix` (lowercase).
 pub fn strip_prefixed(h: &mut HeaderMap, prefix: &str) {
-    let doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| n.as_str().starts_with(prefix))
-        .cloned()
-        .collect();
-    remove_all(h, doomed);
+    strip_where(h, |n| n.as_str().starts_with(prefix));
 }
 
 /// Removes every `petrel-*` header: the namespace is petrel's own, so nothing a client or an
 /// instance sends under it is trusted or passed on. The `fly-*` routing headers go too.
 pub fn strip_internal(h: &mut HeaderMap) {
-    let doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            n.starts_with("petrel-") || crate::balance::ROUTING_HEADERS.contains(&n)
-        })
-        .cloned()
-        .collect();
-    remove_all(h, doomed);
+    strip_where(h, |n| {
+        let n = n.as_str();
+        n.starts_with("petrel-") || crate::balance::ROUTING_HEADERS.contains(&n)
+    });
 }
 
 /// What the edge knows about where a request came from.
