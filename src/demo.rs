@@ -187,11 +187,17 @@ pub fn start(topology_text: &str) -> Result<Demo> {
 impl Demo {
     /// Asks every child to drain (SIGTERM) and waits up to `limit`; true if all exited.
     pub fn stop(&mut self, limit: Duration) -> bool {
-        for k in &self.kids {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(k.child.id().to_string())
-                .status();
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        for k in &mut self.kids {
+            if matches!(k.child.try_wait(), Ok(Some(_))) {
+                continue; // already gone (a Ctrl-C reaches the whole process group)
+            }
+            // A direct kill(2), not a helper process that the same Ctrl-C could stop first.
+            let pid = Pid::from_raw(k.child.id() as i32);
+            if let Err(e) = kill(pid, Signal::SIGTERM) {
+                eprintln!("petrel demo: cannot signal {}: {e}", k.what);
+            }
         }
         let deadline = std::time::Instant::now() + limit;
         let mut all = true;
