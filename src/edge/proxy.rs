@@ -179,7 +179,7 @@ async fn forward(
     let held = (app.kind == LimitType::Connections && hints == Hints::default())
         .then(|| conn.held_instance(&app.name, now_ms))
         .flatten();
-    let (candidates, order) = match held {
+    let (candidates, mut order) = match held {
         Some(inst) => {
             let c = Candidate {
                 target: Target::Local(inst),
@@ -196,12 +196,8 @@ async fn forward(
             let cands = candidates::collect(node, app, now_ms);
             let views: Vec<_> = cands.iter().map(Candidate::view).collect();
             let budget = 1 + app.retries as usize;
-            let mut rng = rand::rng();
-            let mut order = balance::select_top(app.strategy, &views, &hints, &mut rng, budget)
+            let order = balance::select_top(app.strategy, &views, &hints, &mut rand::rng(), budget)
                 .map_err(|e| empty_error(e, app, &hints))?;
-            if hints == Hints::default() {
-                balance::last_resort(app.strategy, &views, &mut order, budget, &mut rng);
-            }
             drop(views);
             (cands, order)
         }
@@ -232,14 +228,19 @@ async fn forward(
     let budget = 1 + app.retries as usize;
     let (mut full, mut last_instance, mut last_backhaul) = (0usize, None, None);
     let mut previous = None;
-    for (attempt, &i) in order.iter().take(budget).enumerate() {
+    for attempt in 0..order.len().min(budget) {
         if let Some(reason) = previous.take() {
             if !proto.body.can_replay() {
                 break; // the body was partly sent and is too large to send again
             }
             app.metrics.retry(reason);
         }
-        let cand = &candidates[i];
+        if attempt + 1 == budget && hints == Hints::default() {
+            // Only a request that reached its last try pays for looking for the last resort.
+            let views: Vec<_> = candidates.iter().map(Candidate::view).collect();
+            balance::last_resort(app.strategy, &views, &mut order, budget, &mut rand::rng());
+        }
+        let cand = &candidates[order[attempt]];
         let Some(t) = trace.as_mut() else { break };
         t.attempt();
         let mark = &t.mark;
