@@ -81,10 +81,8 @@ async fn run(
             published_at = Instant::now();
             let view = mesh.view(now());
             metrics.update(&view, mesh.counters());
-            node.cluster.store(Arc::new(Snapshot {
-                view,
-                at: published_at,
-            }));
+            node.cluster
+                .store(Arc::new(Snapshot::new(view, published_at)));
         }
         let wake = tokio::time::Instant::from_std(epoch + mesh.poll_timeout());
         let turn;

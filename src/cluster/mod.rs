@@ -19,12 +19,16 @@ pub struct Snapshot {
     pub at: Instant,
 }
 
+impl Snapshot {
+    /// A snapshot of `view`, published at `at`.
+    pub fn new(view: petrel_mesh::ClusterView, at: Instant) -> Self {
+        Self { view, at }
+    }
+}
+
 impl Default for Snapshot {
     fn default() -> Self {
-        Self {
-            view: petrel_mesh::ClusterView::default(),
-            at: Instant::now(),
-        }
+        Self::new(petrel_mesh::ClusterView::default(), Instant::now())
     }
 }
 

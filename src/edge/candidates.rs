@@ -3,11 +3,15 @@
 //! with this edge's recent connect failures applied.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::balance::View;
-use crate::edge::AppRoute;
-use crate::local::Instance;
+use rand::Rng;
+
+use crate::balance::{self, Empty, Feedback, Hints, View};
+use crate::cluster::Snapshot;
+use crate::config::Strategy;
+use crate::edge::{AppRoute, Penalties};
+use crate::local::{Instance, LocalTable};
 use crate::state::NodeState;
 
 /// Where an instance lives.
@@ -80,27 +84,92 @@ impl Candidate {
     }
 }
 
-/// Every instance of `app` anywhere: local ones with live load, remote ones with gossiped load.
-pub fn collect(node: &NodeState, app: &AppRoute, now_ms: u64) -> Vec<Candidate> {
-    let mut out = Vec::new();
-    for i in node.local.load().for_app(&app.name) {
-        out.push(Candidate {
-            target: Target::Local(i.clone()),
-            region: node.region.clone(),
-            rtt_ms: 0.0,
-            load: i.load(),
+/// What a pick reads: this node's instances, the mesh snapshot and this edge's fresher marks.
+pub struct Sources<'a> {
+    /// This node's region (its instances' region).
+    pub region: &'a Arc<str>,
+    /// This node's instances of the app.
+    pub locals: &'a [Arc<Instance>],
+    /// The mesh snapshot.
+    pub snap: &'a Snapshot,
+    /// Owners' load figures from answers, and this edge's requests on the wire.
+    pub feedback: &'a Mutex<Feedback<Arc<str>>>,
+    /// Instances recently seen full or unreachable.
+    pub penalties: &'a Penalties,
+    /// Node clock, ms.
+    pub now_ms: u64,
+}
+
+/// The app figures a pick needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// App name.
+    pub app: &'a str,
+    /// Its strategy.
+    pub strategy: Strategy,
+    /// Soft limit of its local instances.
+    pub soft: u32,
+    /// Hard limit of its local instances.
+    pub hard: u32,
+}
+
+impl<'a> Ask<'a> {
+    /// The figures of a routed app.
+    pub fn of(app: &'a AppRoute) -> Self {
+        Self {
+            app: &app.name,
+            strategy: app.strategy,
             soft: app.soft,
             hard: app.hard,
+        }
+    }
+}
+
+/// The candidates a request will try, in order.
+pub struct Picked {
+    /// Candidates; `order` indexes into it.
+    pub candidates: Vec<Candidate>,
+    /// Best first, at most the budget asked for.
+    pub order: Vec<usize>,
+}
+
+/// The first `budget` candidates for one request under the app's strategy and the request's hints.
+pub fn pick<R: Rng + ?Sized>(
+    src: &Sources<'_>,
+    ask: Ask<'_>,
+    hints: &Hints,
+    budget: usize,
+    rng: &mut R,
+) -> Result<Picked, Empty> {
+    let candidates = collect(src, ask);
+    let views: Vec<_> = candidates.iter().map(Candidate::view).collect();
+    let order = balance::select_top(ask.strategy, &views, hints, rng, budget)?;
+    drop(views);
+    Ok(Picked { candidates, order })
+}
+
+/// Every instance of the app anywhere: local ones with live load, remote ones with gossiped load.
+pub fn collect(src: &Sources<'_>, ask: Ask<'_>) -> Vec<Candidate> {
+    let now_ms = src.now_ms;
+    let mut out = Vec::new();
+    for i in src.locals {
+        out.push(Candidate {
+            target: Target::Local(i.clone()),
+            region: src.region.clone(),
+            rtt_ms: 0.0,
+            load: i.load(),
+            soft: ask.soft,
+            hard: ask.hard,
             healthy: i.accepts_work(now_ms),
         });
     }
-    let snap = node.cluster.load();
     let first_remote = out.len();
-    for r in snap
+    for r in src
+        .snap
         .view
         .instances
         .iter()
-        .filter(|r| *r.load.app == *app.name)
+        .filter(|r| *r.load.app == *ask.app)
     {
         let rtt_ms = r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS);
         out.push(Candidate {
@@ -121,15 +190,72 @@ pub fn collect(node: &NodeState, app: &AppRoute, now_ms: u64) -> Vec<Candidate> 
     }
     if out.len() > first_remote {
         // One short hold of the lock, only over this app's remote candidates.
-        let feedback = node.feedback.lock().expect("feedback lock");
+        let feedback = src.feedback.lock().expect("feedback lock");
         for c in &mut out[first_remote..] {
             c.load = feedback.estimate(&**c.target.id(), c.load, now_ms);
         }
     }
     for c in out.iter_mut() {
-        if node.penalties.active(c.target.id(), now_ms) {
+        if src.penalties.active(c.target.id(), now_ms) {
             c.load = c.load.max(c.hard);
         }
     }
     out
+}
+
+impl NodeState {
+    /// What a pick for `app` reads on this node now.
+    pub fn sources<'a>(
+        &'a self,
+        app: &str,
+        local: &'a LocalTable,
+        snap: &'a Snapshot,
+        now_ms: u64,
+    ) -> Sources<'a> {
+        Sources {
+            region: &self.region,
+            locals: local.for_app(app),
+            snap,
+            feedback: &self.feedback,
+            penalties: &self.penalties,
+            now_ms,
+        }
+    }
+}
+
+/// Before a request's last try under `closest`: replaces the last of `order` with the instance
+/// that has the most room anywhere, if it has more than that one ([`balance::last_resort`]). Reads
+/// every instance of the app afresh, so it sees what the earlier tries learned.
+pub fn last_resort(
+    src: &Sources<'_>,
+    ask: Ask<'_>,
+    candidates: &mut Vec<Candidate>,
+    order: &mut [usize],
+    budget: usize,
+) {
+    if ask.strategy != Strategy::Closest
+        || budget < balance::LAST_RESORT_FROM
+        || order.len() < budget
+    {
+        return;
+    }
+    let mut all = collect(src, ask);
+    let Some(mut at) = order
+        .iter()
+        .map(|&k| {
+            let id = candidates[k].target.id();
+            all.iter().position(|c| c.target.id() == id)
+        })
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return; // an instance picked earlier is gone from the snapshot: keep the order as it is
+    };
+    let before = at[budget - 1];
+    let views: Vec<_> = all.iter().map(Candidate::view).collect();
+    balance::last_resort(ask.strategy, &views, &mut at, budget, &mut rand::rng());
+    drop(views);
+    if at[budget - 1] != before {
+        candidates.push(all.swap_remove(at[budget - 1]));
+        order[budget - 1] = candidates.len() - 1;
+    }
 }

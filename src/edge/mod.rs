@@ -2,7 +2,7 @@
 
 mod accept;
 mod body;
-mod candidates;
+pub mod candidates;
 mod error;
 pub mod headers;
 mod penalty;

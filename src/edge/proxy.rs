@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{Finish, TimedUpload, Tracked};
-use super::candidates::{self, Candidate, Remote, Target};
+use super::candidates::{self, Ask, Candidate, Picked, Remote, Target};
 use super::error::ProxyError;
 use super::headers::{
     add_forwarding, ambiguous_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded,
@@ -23,7 +23,7 @@ use super::upgrade::{splice, Ending, Side};
 use super::AppRoute;
 use crate::backhaul::protocol::{self, Reject};
 use crate::backhaul::BackhaulError;
-use crate::balance::{self, Empty, Hints};
+use crate::balance::{Empty, Hints};
 use crate::body::{boxed, Body};
 use crate::config::LimitType;
 use crate::local::{send_to_instance, ConnectError, Instance, Outcome, Slot};
@@ -179,9 +179,14 @@ async fn forward(
     let held = (app.kind == LimitType::Connections && hints == Hints::default())
         .then(|| conn.held_instance(&app.name, now_ms))
         .flatten();
-    let (candidates, mut order) = match held {
-        Some(inst) => {
-            let c = Candidate {
+    let budget = 1 + app.retries as usize;
+    let ask = Ask::of(app);
+    let Picked {
+        mut candidates,
+        mut order,
+    } = match held {
+        Some(inst) => Picked {
+            candidates: vec![Candidate {
                 target: Target::Local(inst),
                 region: node.region.clone(),
                 rtt_ms: 0.0,
@@ -189,17 +194,14 @@ async fn forward(
                 soft: app.soft,
                 hard: app.hard,
                 healthy: true,
-            };
-            (vec![c], vec![0])
-        }
+            }],
+            order: vec![0],
+        },
         None => {
-            let cands = candidates::collect(node, app, now_ms);
-            let views: Vec<_> = cands.iter().map(Candidate::view).collect();
-            let budget = 1 + app.retries as usize;
-            let order = balance::select_top(app.strategy, &views, &hints, &mut rand::rng(), budget)
-                .map_err(|e| empty_error(e, app, &hints))?;
-            drop(views);
-            (cands, order)
+            let (local, snap) = (node.local.load(), node.cluster.load());
+            let src = node.sources(&app.name, &local, &snap, now_ms);
+            candidates::pick(&src, ask, &hints, budget, &mut rand::rng())
+                .map_err(|e| empty_error(e, app, &hints))?
         }
     };
 
@@ -225,7 +227,6 @@ async fn forward(
     }
     let proto = prepare(req, conn, node, app, rid, upgrade, h2);
 
-    let budget = 1 + app.retries as usize;
     let (mut full, mut last_instance, mut last_backhaul) = (0usize, None, None);
     let mut previous = None;
     for attempt in 0..order.len().min(budget) {
@@ -237,8 +238,9 @@ async fn forward(
         }
         if attempt + 1 == budget && hints == Hints::default() {
             // Only a request that reached its last try pays for looking for the last resort.
-            let views: Vec<_> = candidates.iter().map(Candidate::view).collect();
-            balance::last_resort(app.strategy, &views, &mut order, budget, &mut rand::rng());
+            let (local, snap) = (node.local.load(), node.cluster.load());
+            let src = node.sources(&app.name, &local, &snap, node.now_ms());
+            candidates::last_resort(&src, ask, &mut candidates, &mut order, budget);
         }
         let cand = &candidates[order[attempt]];
         let Some(t) = trace.as_mut() else { break };
