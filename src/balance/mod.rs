@@ -10,7 +10,7 @@ mod resort;
 
 pub use feedback::{Feedback, FEEDBACK_TTL_MS};
 pub use hints::{Hints, ROUTING_HEADERS};
-pub use index::{select_closest, ClosestIndex};
+pub use index::{select_closest, ClosestIndex, ClosestWalk};
 pub use resort::{last_resort, LAST_RESORT_FROM};
 
 use rand::seq::SliceRandom;
@@ -267,6 +267,7 @@ pub fn select_top<R: Rng + ?Sized>(
 }
 
 /// The `k` smallest (key, index) pairs seen, kept sorted; O(1) for the usual non-contender.
+#[derive(Debug)]
 struct Top {
     k: usize,
     items: Vec<(u64, usize)>,
@@ -301,6 +302,11 @@ impl Top {
 
     fn first(&self) -> usize {
         self.items[0].1
+    }
+
+    /// The largest key kept (0 when empty).
+    fn last_key(&self) -> u64 {
+        self.items.last().map_or(0, |&(k, _)| k)
     }
 
     fn indexes(&self) -> impl Iterator<Item = usize> + '_ {

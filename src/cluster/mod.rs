@@ -8,8 +8,15 @@ mod simulate;
 use std::sync::Arc;
 use std::time::Instant;
 
+use foldhash::HashMap;
+
+use crate::balance::ClosestIndex;
+
 pub use driver::{spawn, MeshSetup};
 pub use simulate::Delays;
+
+/// RTT assumed for a member not measured yet: far enough that measured ones win.
+pub const UNMEASURED_RTT_MS: f64 = 1_000.0;
 
 /// What the request path and the admin API read: the mesh view and when it was published.
 pub struct Snapshot {
@@ -17,12 +24,33 @@ pub struct Snapshot {
     pub view: petrel_mesh::ClusterView,
     /// When the owner task published it.
     pub at: Instant,
+    /// Per app, its instances' positions in `view.instances`, nearest RTT bucket first.
+    apps: HashMap<Arc<str>, ClosestIndex>,
 }
 
 impl Snapshot {
-    /// A snapshot of `view`, published at `at`.
+    /// A snapshot of `view`, published at `at`, with each app's instances indexed by RTT.
     pub fn new(view: petrel_mesh::ClusterView, at: Instant) -> Self {
-        Self { view, at }
+        let mut by_app: HashMap<Arc<str>, Vec<(u32, f64)>> = HashMap::default();
+        for (i, r) in view.instances.iter().enumerate() {
+            let rtt = r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS);
+            match by_app.get_mut(&*r.load.app) {
+                Some(v) => v.push((i as u32, rtt)),
+                None => {
+                    by_app.insert(r.load.app.clone(), vec![(i as u32, rtt)]);
+                }
+            }
+        }
+        let apps = by_app
+            .into_iter()
+            .map(|(app, rtts)| (app, ClosestIndex::from_rtts(rtts)))
+            .collect();
+        Self { view, at, apps }
+    }
+
+    /// The remote instances of `app`, by RTT bucket (positions in `view.instances`).
+    pub fn app(&self, app: &str) -> Option<&ClosestIndex> {
+        self.apps.get(app)
     }
 }
 

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use petrel_mesh::RemoteInstance;
 use rand::Rng;
 
-use crate::balance::{self, Empty, Feedback, Hints, View};
-use crate::cluster::Snapshot;
+use crate::balance::{self, ClosestWalk, Empty, Feedback, Hints, View};
+use crate::cluster::{Snapshot, UNMEASURED_RTT_MS};
 use crate::config::Strategy;
 use crate::edge::{AppRoute, Penalties};
 use crate::local::{Instance, LocalTable};
@@ -47,9 +48,6 @@ impl Target {
         }
     }
 }
-
-/// RTT assumed for a member not measured yet: far enough that measured ones win.
-const UNMEASURED_RTT_MS: f64 = 1_000.0;
 
 /// One candidate with the figures the strategy reads.
 pub struct Candidate {
@@ -134,6 +132,11 @@ pub struct Picked {
 }
 
 /// The first `budget` candidates for one request under the app's strategy and the request's hints.
+///
+/// `closest` without hints walks the app's snapshot index nearest bucket first and stops once
+/// nothing farther can change the answer, so a request near room reads a few instances however
+/// many the app has, and builds candidates only for those it returns. Everything else reads every
+/// instance of the app.
 pub fn pick<R: Rng + ?Sized>(
     src: &Sources<'_>,
     ask: Ask<'_>,
@@ -141,6 +144,9 @@ pub fn pick<R: Rng + ?Sized>(
     budget: usize,
     rng: &mut R,
 ) -> Result<Picked, Empty> {
+    if ask.strategy == Strategy::Closest && *hints == Hints::default() {
+        return pick_closest(src, ask, budget, rng);
+    }
     let candidates = collect(src, ask);
     let views: Vec<_> = candidates.iter().map(Candidate::view).collect();
     let order = balance::select_top(ask.strategy, &views, hints, rng, budget)?;
@@ -148,59 +154,144 @@ pub fn pick<R: Rng + ?Sized>(
     Ok(Picked { candidates, order })
 }
 
-/// Every instance of the app anywhere: local ones with live load, remote ones with gossiped load.
-pub fn collect(src: &Sources<'_>, ask: Ask<'_>) -> Vec<Candidate> {
-    let now_ms = src.now_ms;
-    let mut out = Vec::new();
-    for i in src.locals {
-        out.push(Candidate {
-            target: Target::Local(i.clone()),
-            region: src.region.clone(),
-            rtt_ms: 0.0,
-            load: i.load(),
-            soft: ask.soft,
-            hard: ask.hard,
-            healthy: i.accepts_work(now_ms),
-        });
+/// `closest` through the snapshot's per-app index. Locals (RTT 0) are offered first, numbered
+/// `0..locals`; remote instances are numbered `locals + position in the snapshot`.
+fn pick_closest<R: Rng + ?Sized>(
+    src: &Sources<'_>,
+    ask: Ask<'_>,
+    budget: usize,
+    rng: &mut R,
+) -> Result<Picked, Empty> {
+    let mut walk = ClosestWalk::new(rng, budget);
+    let locals = src.locals.len();
+    let local_loads: Vec<u32> = src.locals.iter().map(|i| local_load(src, ask, i)).collect();
+    for (k, i) in src.locals.iter().enumerate() {
+        walk.offer(k, &local_view(src, ask, i, local_loads[k]));
     }
-    let first_remote = out.len();
-    for r in src
-        .snap
-        .view
-        .instances
+    let instances = &src.snap.view.instances;
+    let index = src.snap.app(ask.app);
+    // One short hold of the lock, over the buckets read and the candidates built.
+    let feedback = index.map(|_| src.feedback.lock().expect("feedback lock"));
+    let remote_load = |r: &RemoteInstance| match &feedback {
+        Some(f) => remote_load(src, r, f),
+        None => r.load.load,
+    };
+    for (bucket, run) in index.into_iter().flat_map(|x| x.runs()) {
+        if walk.settled(bucket) {
+            break;
+        }
+        for &p in run {
+            let r = &instances[p as usize];
+            walk.offer(locals + p as usize, &remote_view(r, remote_load(r)));
+        }
+    }
+    let chosen = walk.finish()?;
+    let candidates = chosen
         .iter()
-        .filter(|r| *r.load.app == *ask.app)
-    {
-        let rtt_ms = r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS);
-        out.push(Candidate {
-            target: Target::Remote(Remote {
-                id: r.load.id.clone(),
-                node: r.node.clone(),
-                region: r.region.clone(),
-                backhaul: r.backhaul,
-                rtt_ms,
-            }),
-            region: r.region.clone(),
-            rtt_ms,
-            load: r.load.load,
-            soft: r.load.soft,
-            hard: r.load.hard,
-            healthy: r.load.healthy,
-        });
-    }
-    if out.len() > first_remote {
-        // One short hold of the lock, only over this app's remote candidates.
+        .map(|&n| match n.checked_sub(locals) {
+            None => local_candidate(src, ask, &src.locals[n], local_loads[n]),
+            Some(p) => remote_candidate(&instances[p], remote_load(&instances[p])),
+        })
+        .collect();
+    Ok(Picked {
+        order: (0..chosen.len()).collect(),
+        candidates,
+    })
+}
+
+/// Every instance of the app anywhere: local ones with live load, remote ones with the owner's
+/// last answer while fresh, else gossiped load.
+pub fn collect(src: &Sources<'_>, ask: Ask<'_>) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = src
+        .locals
+        .iter()
+        .map(|i| local_candidate(src, ask, i, local_load(src, ask, i)))
+        .collect();
+    if let Some(index) = src.snap.app(ask.app) {
+        // One short hold of the lock, only over this app's remote instances.
         let feedback = src.feedback.lock().expect("feedback lock");
-        for c in &mut out[first_remote..] {
-            c.load = feedback.estimate(&**c.target.id(), c.load, now_ms);
-        }
-    }
-    for c in out.iter_mut() {
-        if src.penalties.active(c.target.id(), now_ms) {
-            c.load = c.load.max(c.hard);
-        }
+        out.extend(index.positions().iter().map(|&p| {
+            let r = &src.snap.view.instances[p as usize];
+            remote_candidate(r, remote_load(src, r, &feedback))
+        }));
     }
     out
+}
+
+/// A local instance's live load; full while this edge holds a penalty against it.
+fn local_load(src: &Sources<'_>, ask: Ask<'_>, i: &Instance) -> u32 {
+    let load = i.load();
+    if src.penalties.active(&i.id, src.now_ms) {
+        load.max(ask.hard)
+    } else {
+        load
+    }
+}
+
+/// A remote instance's load as this edge best knows it: the owner's last answer or this edge's
+/// requests on the wire while fresh, else gossip; full while this edge holds a penalty against it.
+fn remote_load(src: &Sources<'_>, r: &RemoteInstance, feedback: &Feedback<Arc<str>>) -> u32 {
+    let load = feedback.estimate(&*r.load.id, r.load.load, src.now_ms);
+    if src.penalties.active(&r.load.id, src.now_ms) {
+        load.max(r.load.hard)
+    } else {
+        load
+    }
+}
+
+fn local_view<'a>(src: &'a Sources<'_>, ask: Ask<'_>, i: &'a Instance, load: u32) -> View<'a> {
+    View {
+        id: &i.id,
+        region: src.region,
+        rtt_ms: 0.0,
+        load,
+        soft: ask.soft,
+        hard: ask.hard,
+        healthy: i.accepts_work(src.now_ms),
+    }
+}
+
+fn remote_view(r: &RemoteInstance, load: u32) -> View<'_> {
+    View {
+        id: &r.load.id,
+        region: &r.region,
+        rtt_ms: r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS),
+        load,
+        soft: r.load.soft,
+        hard: r.load.hard,
+        healthy: r.load.healthy,
+    }
+}
+
+fn local_candidate(src: &Sources<'_>, ask: Ask<'_>, i: &Arc<Instance>, load: u32) -> Candidate {
+    Candidate {
+        target: Target::Local(i.clone()),
+        region: src.region.clone(),
+        rtt_ms: 0.0,
+        load,
+        soft: ask.soft,
+        hard: ask.hard,
+        healthy: i.accepts_work(src.now_ms),
+    }
+}
+
+fn remote_candidate(r: &RemoteInstance, load: u32) -> Candidate {
+    let rtt_ms = r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS);
+    Candidate {
+        target: Target::Remote(Remote {
+            id: r.load.id.clone(),
+            node: r.node.clone(),
+            region: r.region.clone(),
+            backhaul: r.backhaul,
+            rtt_ms,
+        }),
+        region: r.region.clone(),
+        rtt_ms,
+        load,
+        soft: r.load.soft,
+        hard: r.load.hard,
+        healthy: r.load.healthy,
+    }
 }
 
 impl NodeState {
@@ -257,5 +348,122 @@ pub fn last_resort(
     if at[budget - 1] != before {
         candidates.push(all.swap_remove(at[budget - 1]));
         order[budget - 1] = candidates.len() - 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{RngExt, SeedableRng};
+    use std::time::{Duration, Instant};
+
+    fn remote(app: &str, i: usize, rtt: Option<f64>, load: u32, healthy: bool) -> RemoteInstance {
+        RemoteInstance {
+            node: format!("n{}", i % 9).into(),
+            region: format!("r{}", i % 5).into(),
+            backhaul: ([127, 0, 0, 1], 9).into(),
+            rtt_ms: rtt,
+            load: petrel_mesh::InstanceLoad {
+                id: format!("{app}-{i}").into(),
+                app: app.into(),
+                load,
+                soft: 10,
+                hard: 12,
+                healthy,
+            },
+            received_at: Duration::ZERO,
+        }
+    }
+
+    /// What decides a candidate's place under `closest`: tier, RTT bucket, load.
+    fn rank(c: &Candidate) -> (bool, u64, u32) {
+        let b = (c.rtt_ms / balance::RTT_BUCKET_MS) as u64;
+        (c.load >= c.soft, b, c.load)
+    }
+
+    #[test]
+    fn the_indexed_walk_picks_what_reading_every_instance_picks() {
+        let mut gen = SmallRng::seed_from_u64(3);
+        let region: Arc<str> = "r0".into();
+        let locals: Vec<Arc<Instance>> = (0..2)
+            .map(|i| Instance::new(&format!("app-l{i}"), "app", ([127, 0, 0, 1], 9).into()))
+            .collect();
+        let ask = Ask {
+            app: "app",
+            strategy: Strategy::Closest,
+            soft: 10,
+            hard: 12,
+        };
+        for round in 0..300 {
+            let n = gen.random_range(0..80);
+            let mut instances = Vec::new();
+            for i in 0..n {
+                let rtt = (gen.random_range(0..8) > 0).then(|| gen.random_range(0.0..200.0));
+                let load = gen.random_range(0..14);
+                let healthy = gen.random_range(0..10) > 0;
+                let app = if gen.random_range(0..3) == 0 {
+                    "other"
+                } else {
+                    "app"
+                };
+                instances.push(remote(app, i, rtt, load, healthy));
+            }
+            // The edge knows better about some: an owner's answer, a request on the wire, a penalty.
+            let mut fb = Feedback::new(1_000);
+            let penalties = Penalties::default();
+            for r in &instances {
+                match gen.random_range(0..8) {
+                    0 => fb.answered(r.load.id.clone(), gen.random_range(0..14), 50),
+                    1 => fb.sent(r.load.id.clone(), 50, 90),
+                    2 => penalties.mark(&r.load.id, 500),
+                    _ => {}
+                }
+            }
+            if gen.random_range(0..4) == 0 {
+                penalties.mark(&locals[0].id, 500);
+            }
+            let snap = Snapshot::new(
+                petrel_mesh::ClusterView {
+                    members: Vec::new(),
+                    instances,
+                    built_at: Duration::ZERO,
+                },
+                Instant::now(),
+            );
+            let feedback = Mutex::new(fb);
+            let src = Sources {
+                region: &region,
+                locals: &locals,
+                snap: &snap,
+                feedback: &feedback,
+                penalties: &penalties,
+                now_ms: 60,
+            };
+            let budget = gen.random_range(1..6);
+            let walked = pick(&src, ask, &Hints::default(), budget, &mut gen);
+            let all = collect(&src, ask);
+            let views: Vec<_> = all.iter().map(Candidate::view).collect();
+            let read = balance::select_top(
+                Strategy::Closest,
+                &views,
+                &Hints::default(),
+                &mut gen,
+                budget,
+            );
+            match (walked, read) {
+                (Ok(w), Ok(r)) => {
+                    let w: Vec<_> = w.order.iter().map(|&k| rank(&w.candidates[k])).collect();
+                    let r: Vec<_> = r.iter().map(|&k| rank(&all[k])).collect();
+                    assert_eq!(w, r, "round {round}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "round {round}"),
+                (a, b) => panic!(
+                    "round {round}: walked {:?}, read {:?}",
+                    a.map(|p| p.order),
+                    b
+                ),
+            }
+        }
     }
 }
