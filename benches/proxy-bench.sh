@@ -204,13 +204,23 @@ for name in "${H2ORDER[@]}"; do
 done
 fi
 
-# Idle WebSockets: open $WS through one proxy, hold them idle, read the proxy's RSS, close them.
+# Idle connections: open $WS through one proxy, hold them idle, read the proxy's RSS, close them.
+# mode "ws": WebSockets (upgraded, then silent); mode "keepalive": one plain GET each, then silent.
 cat > "$WORK/ws.py" <<'PY'
 import asyncio, base64, os, sys
-port, n, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+port, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 async def one(conns, errors):
   try:
     r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+    if mode == "keepalive":
+      w.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+      head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+      if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(head.split(b"\r\n")[0].decode())
+      length = [int(l.split(b":")[1]) for l in head.lower().split(b"\r\n") if l.startswith(b"content-length:")]
+      await asyncio.wait_for(r.readexactly(length[0] if length else 0), 10)
+      conns.append(w)
+      return
     key = base64.b64encode(os.urandom(16)).decode()
     w.write((f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
@@ -233,27 +243,32 @@ async def main():
 asyncio.run(main())
 PY
 rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
-ws_rss() { # name port pids...
-  local name=$1 port=$2; shift 2
+ws_rss() { # mode name port pids...
+  local mode=$1 name=$2 port=$3; shift 3
   local before; before=$(rss_kib "$@")
-  coproc WSC { python3 "$WORK/ws.py" "$port" "$WS" 0; }
+  coproc WSC { python3 "$WORK/ws.py" "$port" "$WS" "$mode"; }
   local line=""
   read -r -t 120 line <&"${WSC[0]}" || true
   local open; open=$(awk '$1=="open" {print $2}' <<<"$line")
   if [ -z "$open" ] || [ "$open" = 0 ]; then
-    echo "$name: no WebSocket opened: ${line:-no answer in 120 s}" >&2
+    echo "$name: no $mode connection opened: ${line:-no answer in 120 s}" >&2
     kill "$WSC_PID" 2>/dev/null || true; wait "$WSC_PID" 2>/dev/null || true; sleep 2; return
   fi
-  [ "$open" = "$WS" ] || echo "$name: only $open of $WS WebSockets opened (${line#* failed })" >&2
+  [ "$open" = "$WS" ] || echo "$name: only $open of $WS $mode connections opened (${line#* failed })" >&2
   sleep 3
   local after; after=$(rss_kib "$@")
   echo >&"${WSC[1]}"; wait "$WSC_PID" 2>/dev/null || true
-  printf "%-16s %8d KiB before %8d KiB with %d open: %6.1f KiB per WebSocket\n" "$name" "$before" "$after" "$open" \
+  printf "%-16s %8d KiB before %8d KiB with %d open: %6.1f KiB per connection\n" "$name" "$before" "$after" "$open" \
     "$(awk -v a="$after" -v b="$before" -v n="$open" 'BEGIN{print (a-b)/n}')"
   sleep 2
 }
 echo
 echo "Idle WebSockets: proxy RSS growth per open idle WebSocket ($WS asked for at once; kernel socket buffers not included)"
-ws_rss nginx "$NG" $(pgrep -P "$NGPID") "$NGPID"
-ws_rss haproxy "$HA" "$HAPID"
-ws_rss petrel "$PE" "$PEPID"
+ws_rss ws nginx "$NG" $(pgrep -P "$NGPID") "$NGPID"
+ws_rss ws haproxy "$HA" "$HAPID"
+ws_rss ws petrel "$PE" "$PEPID"
+echo
+echo "Idle keep-alive HTTP/1.1: proxy RSS growth per connection idle after one GET ($WS at once)"
+ws_rss keepalive nginx "$NG" $(pgrep -P "$NGPID") "$NGPID"
+ws_rss keepalive haproxy "$HA" "$HAPID"
+ws_rss keepalive petrel "$PE" "$PEPID"

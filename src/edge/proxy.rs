@@ -261,7 +261,19 @@ async fn forward(
                 .await
             }
             Target::Remote(r) => {
-                attempt_remote(node, app, r, proto.attempt(), h2, upgrade, &settings, mark).await
+                // Boxed: its future is the largest in the handler, and every request's would
+                // otherwise carry (and move) its space.
+                Box::pin(attempt_remote(
+                    node,
+                    app,
+                    r,
+                    proto.attempt(),
+                    h2,
+                    upgrade,
+                    &settings,
+                    mark,
+                ))
+                .await
             }
         };
         t.attempt_done();

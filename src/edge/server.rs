@@ -151,12 +151,17 @@ pub async fn serve(
                     run_conn(stream, &builder, node, ctx, limits.header_read_timeout).await;
                 }
                 Some(acceptor) => {
-                    if let Some((tls, info)) =
-                        handshake(&acceptor, stream, limits.header_read_timeout, peer).await
-                    {
-                        let ctx = Arc::new(ConnCtx::new(peer, local_addr, Some(info)));
-                        run_conn(tls, &builder, node, ctx, limits.header_read_timeout).await;
-                    }
+                    // Boxed: TLS state is large, and a plaintext connection's task need not
+                    // carry room for it.
+                    Box::pin(async move {
+                        if let Some((tls, info)) =
+                            handshake(&acceptor, stream, limits.header_read_timeout, peer).await
+                        {
+                            let ctx = Arc::new(ConnCtx::new(peer, local_addr, Some(info)));
+                            run_conn(tls, &builder, node, ctx, limits.header_read_timeout).await;
+                        }
+                    })
+                    .await
                 }
             }
             gauge.decrement(1.0);
@@ -214,7 +219,10 @@ async fn run_conn<I>(
     let svc = service_fn(move |req| {
         let (node, ctx) = (node.clone(), svc_ctx.clone());
         ctx.saw_request();
-        async move { Ok::<_, Infallible>(proxy::handle(node, ctx, req).await) }
+        // Boxed: hyper keeps room for one in-flight request future per connection for as long
+        // as the connection lives, so an idle keep-alive connection holds a pointer, not the
+        // handler's whole state (several KiB).
+        Box::pin(async move { Ok::<_, Infallible>(proxy::handle(node, ctx, req).await) })
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);

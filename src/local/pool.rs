@@ -71,6 +71,12 @@ impl Instance {
                 return Ok(up);
             }
         }
+        // Boxed: the connect and handshake futures are large, and a pooled request never needs them.
+        Box::pin(self.dial(h2, timeout)).await
+    }
+
+    /// A new connection, handshake done.
+    async fn dial(self: &Arc<Self>, h2: bool, timeout: Duration) -> Result<Upstream, ConnectError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Err(_) => return Err(ConnectError::Timeout(self.addr, timeout)),
             Ok(Err(e)) => return Err(ConnectError::Io(self.addr, e)),
