@@ -1,6 +1,7 @@
 //! Builds the candidate list for one request: local instances (live load) and remote ones (the
 //! owner's last reported load while fresh, else gossiped, plus this edge's requests on the wire),
-//! with this edge's recent connect failures applied.
+//! with this edge's recent connect failures applied. Under `closest` it walks the app's RTT index
+//! in the mesh snapshot and reads only the nearest instances it needs.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
