@@ -111,6 +111,7 @@ impl BackhaulClient {
         Ok(io)
     }
 
+    /// A pooled h2 connection to `to`, or (`fresh`, or none alive) a new one.
     async fn h2_sender(
         &self,
         to: SocketAddr,
@@ -128,6 +129,16 @@ impl BackhaulClient {
                 return Ok(s.clone());
             }
         }
+        // Boxed: dialing and the handshake are large futures that a pooled request never needs.
+        Box::pin(self.new_h2(to, region)).await
+    }
+
+    /// Dials `to`, completes the h2 handshake and pools the connection.
+    async fn new_h2(
+        &self,
+        to: SocketAddr,
+        region: &str,
+    ) -> Result<http2::SendRequest<Body>, BackhaulError> {
         let io = self.dial(to, region, true).await?;
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
@@ -166,6 +177,37 @@ impl BackhaulClient {
         }
     }
 
+    /// An upgrade request to the owner at `to`, on a fresh HTTP/1.1 connection of its own.
+    async fn send_upgrade(
+        &self,
+        to: SocketAddr,
+        region: &str,
+        mut req: Request<Body>,
+        mark: &ConnectMark,
+    ) -> Result<Response<Incoming>, BackhaulError> {
+        *req.version_mut() = http::Version::HTTP_11;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Ok(u) = pq.parse() {
+            *req.uri_mut() = u;
+        }
+        let io = self.dial(to, region, false).await?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
+        mark.mark();
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| BackhaulError::Failed(to, e))
+    }
+
     /// Sends `req` (already carrying `petrel-internal-instance`/`-version`) to the owner at `to`,
     /// over QUIC or h2. Returns the owner's response and, for an accepted upgrade, its raw side.
     pub async fn send(
@@ -201,27 +243,8 @@ impl BackhaulClient {
         mark: &ConnectMark,
     ) -> Result<Response<Incoming>, BackhaulError> {
         if upgrade {
-            *req.version_mut() = http::Version::HTTP_11;
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            if let Ok(u) = pq.parse() {
-                *req.uri_mut() = u;
-            }
-            let io = self.dial(to, region, false).await?;
-            let (mut sender, conn) = http1::handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
-            mark.mark();
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-            });
-            return sender
-                .send_request(req)
-                .await
-                .map_err(|e| BackhaulError::Failed(to, e));
+            // Boxed: a fresh HTTP/1.1 connection per upgrade, a large future most requests skip.
+            return Box::pin(self.send_upgrade(to, region, req, mark)).await;
         }
         // h2: the client's authority rides in the URI.
         if req.uri().authority().is_none() {
