@@ -2,6 +2,7 @@
 //! this edge's feedback and penalties, order the first 4 candidates. The app has 10 to 10,000
 //! instances over 14 regions, in a cluster that also holds 10,000 instances of other apps; loads
 //! are either mixed or at the soft limit in the three nearest regions (an overloaded neighbourhood).
+//! `closest` walks the app's RTT index; `leastload` reads every instance of the app.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -75,8 +76,13 @@ fn bench(c: &mut Criterion) {
     let penalties = Penalties::default();
     let hints = Hints::default();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
-    for (name, near_full) in [("mixed", false), ("near_full", true)] {
-        let mut g = c.benchmark_group(format!("pick/closest/{name}"));
+    let cases = [
+        (Strategy::Closest, "mixed", false),
+        (Strategy::Closest, "near_full", true),
+        (Strategy::Leastload, "mixed", false),
+    ];
+    for (strategy, name, near_full) in cases {
+        let mut g = c.benchmark_group(format!("pick/{}/{name}", strategy.as_str()));
         for n in [10usize, 100, 1_000, 10_000] {
             let snap = snapshot(n, near_full);
             let src = Sources {
@@ -89,7 +95,7 @@ fn bench(c: &mut Criterion) {
             };
             let ask = Ask {
                 app: "app",
-                strategy: Strategy::Closest,
+                strategy,
                 soft: 20,
                 hard: 25,
             };

@@ -136,8 +136,8 @@ pub struct Picked {
 ///
 /// `closest` without hints walks the app's snapshot index nearest bucket first and stops once
 /// nothing farther can change the answer, so a request near room reads a few instances however
-/// many the app has, and builds candidates only for those it returns. Everything else reads every
-/// instance of the app.
+/// many the app has. Everything else reads every instance of the app. Either way candidates are
+/// built only for the instances returned.
 pub fn pick<R: Rng + ?Sized>(
     src: &Sources<'_>,
     ask: Ask<'_>,
@@ -148,11 +148,39 @@ pub fn pick<R: Rng + ?Sized>(
     if ask.strategy == Strategy::Closest && *hints == Hints::default() {
         return pick_closest(src, ask, budget, rng);
     }
-    let candidates = collect(src, ask);
-    let views: Vec<_> = candidates.iter().map(Candidate::view).collect();
+    // Views over every instance of the app (borrowed from the snapshot); candidates are built only
+    // for those chosen. Locals first, then the app's remote instances in index order.
+    let local_loads: Vec<u32> = src.locals.iter().map(|i| local_load(src, ask, i)).collect();
+    let instances = &src.snap.view.instances;
+    let positions = src.snap.app(ask.app).map_or(&[][..], |x| x.positions());
+    let mut views: Vec<View<'_>> = Vec::with_capacity(src.locals.len() + positions.len());
+    views.extend(
+        src.locals
+            .iter()
+            .zip(&local_loads)
+            .map(|(i, &load)| local_view(src, ask, i, load)),
+    );
+    if !positions.is_empty() {
+        // One short hold of the lock, only over this app's remote instances.
+        let feedback = src.feedback.lock().expect("feedback lock");
+        views.extend(positions.iter().map(|&p| {
+            let r = &instances[p as usize];
+            remote_view(r, remote_load(src, r, &feedback))
+        }));
+    }
     let order = balance::select_top(ask.strategy, &views, hints, rng, budget)?;
-    drop(views);
-    Ok(Picked { candidates, order })
+    let locals = src.locals.len();
+    let candidates = order
+        .iter()
+        .map(|&n| match n.checked_sub(locals) {
+            None => local_candidate(src, ask, &src.locals[n], local_loads[n]),
+            Some(k) => remote_candidate(&instances[positions[k] as usize], views[n].load),
+        })
+        .collect();
+    Ok(Picked {
+        order: (0..order.len()).collect(),
+        candidates,
+    })
 }
 
 /// `closest` through the snapshot's per-app index. Locals (RTT 0) are offered first, numbered
@@ -464,6 +492,51 @@ mod tests {
                     a.map(|p| p.order),
                     b
                 ),
+            }
+            // leastload and hinted requests read every instance: exactly the same picks, id for
+            // id, as building every candidate first, for the same random draws.
+            let views: Vec<_> = all.iter().map(Candidate::view).collect();
+            let hinted = Hints {
+                prefer_regions: vec!["r3".into()],
+                ..Hints::default()
+            };
+            for (strategy, hints) in [
+                (Strategy::Leastload, Hints::default()),
+                (Strategy::Closest, hinted),
+            ] {
+                let seed = gen.random_range(0..u64::MAX);
+                let ask = Ask { strategy, ..ask };
+                let picked = pick(
+                    &src,
+                    ask,
+                    &hints,
+                    budget,
+                    &mut SmallRng::seed_from_u64(seed),
+                );
+                let read = balance::select_top(
+                    strategy,
+                    &views,
+                    &hints,
+                    &mut SmallRng::seed_from_u64(seed),
+                    budget,
+                );
+                match (picked, read) {
+                    (Ok(p), Ok(r)) => {
+                        let p: Vec<_> = p
+                            .order
+                            .iter()
+                            .map(|&k| p.candidates[k].target.id().clone())
+                            .collect();
+                        let r: Vec<_> = r.iter().map(|&k| all[k].target.id().clone()).collect();
+                        assert_eq!(p, r, "round {round}, {strategy:?}");
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b, "round {round}"),
+                    (a, b) => panic!(
+                        "round {round}: picked {:?}, read {:?}",
+                        a.map(|p| p.order),
+                        b
+                    ),
+                }
             }
         }
     }
