@@ -148,38 +148,11 @@ pub fn pick<R: Rng + ?Sized>(
     if ask.strategy == Strategy::Closest && *hints == Hints::default() {
         return pick_closest(src, ask, budget, rng);
     }
-    // Views over every instance of the app (borrowed from the snapshot); candidates are built only
-    // for those chosen. Locals first, then the app's remote instances in index order.
-    let local_loads: Vec<u32> = src.locals.iter().map(|i| local_load(src, ask, i)).collect();
-    let instances = &src.snap.view.instances;
-    let positions = src.snap.app(ask.app).map_or(&[][..], |x| x.positions());
-    let mut views: Vec<View<'_>> = Vec::with_capacity(src.locals.len() + positions.len());
-    views.extend(
-        src.locals
-            .iter()
-            .zip(&local_loads)
-            .map(|(i, &load)| local_view(src, ask, i, load)),
-    );
-    if !positions.is_empty() {
-        // One short hold of the lock, only over this app's remote instances.
-        let feedback = src.feedback.lock().expect("feedback lock");
-        views.extend(positions.iter().map(|&p| {
-            let r = &instances[p as usize];
-            remote_view(r, remote_load(src, r, &feedback))
-        }));
-    }
-    let order = balance::select_top(ask.strategy, &views, hints, rng, budget)?;
-    let locals = src.locals.len();
-    let candidates = order
-        .iter()
-        .map(|&n| match n.checked_sub(locals) {
-            None => local_candidate(src, ask, &src.locals[n], local_loads[n]),
-            Some(k) => remote_candidate(&instances[positions[k] as usize], views[n].load),
-        })
-        .collect();
+    let all = AppViews::read(src, ask);
+    let order = balance::select_top(ask.strategy, &all.views, hints, rng, budget)?;
     Ok(Picked {
+        candidates: order.iter().map(|&n| all.candidate(src, ask, n)).collect(),
         order: (0..order.len()).collect(),
-        candidates,
     })
 }
 
@@ -228,23 +201,51 @@ fn pick_closest<R: Rng + ?Sized>(
     })
 }
 
-/// Every instance of the app anywhere: local ones with live load, remote ones with the owner's
-/// last answer while fresh, else gossiped load.
-pub fn collect(src: &Sources<'_>, ask: Ask<'_>) -> Vec<Candidate> {
-    let mut out: Vec<Candidate> = src
-        .locals
-        .iter()
-        .map(|i| local_candidate(src, ask, i, local_load(src, ask, i)))
-        .collect();
-    if let Some(index) = src.snap.app(ask.app) {
-        // One short hold of the lock, only over this app's remote instances.
-        let feedback = src.feedback.lock().expect("feedback lock");
-        out.extend(index.positions().iter().map(|&p| {
-            let r = &src.snap.view.instances[p as usize];
-            remote_candidate(r, remote_load(src, r, &feedback))
-        }));
+/// Every instance of the app anywhere, as views borrowed from the snapshot: locals first (live
+/// load), then the app's remote instances in index order (the owner's last answer while fresh,
+/// else gossiped load). Candidates are built only for the views chosen.
+struct AppViews<'a> {
+    views: Vec<View<'a>>,
+    local_loads: Vec<u32>,
+    positions: &'a [u32],
+}
+
+impl<'a> AppViews<'a> {
+    fn read(src: &'a Sources<'_>, ask: Ask<'_>) -> Self {
+        let local_loads: Vec<u32> = src.locals.iter().map(|i| local_load(src, ask, i)).collect();
+        let positions = src.snap.app(ask.app).map_or(&[][..], |x| x.positions());
+        let mut views = Vec::with_capacity(src.locals.len() + positions.len());
+        views.extend(
+            src.locals
+                .iter()
+                .zip(&local_loads)
+                .map(|(i, &load)| local_view(src, ask, i, load)),
+        );
+        if !positions.is_empty() {
+            // One short hold of the lock, only over this app's remote instances.
+            let feedback = src.feedback.lock().expect("feedback lock");
+            views.extend(positions.iter().map(|&p| {
+                let r = &src.snap.view.instances[p as usize];
+                remote_view(r, remote_load(src, r, &feedback))
+            }));
+        }
+        Self {
+            views,
+            local_loads,
+            positions,
+        }
     }
-    out
+
+    /// The candidate for `views[n]`.
+    fn candidate(&self, src: &Sources<'_>, ask: Ask<'_>, n: usize) -> Candidate {
+        match n.checked_sub(self.local_loads.len()) {
+            None => local_candidate(src, ask, &src.locals[n], self.local_loads[n]),
+            Some(k) => remote_candidate(
+                &src.snap.view.instances[self.positions[k] as usize],
+                self.views[n].load,
+            ),
+        }
+    }
 }
 
 /// A local instance's live load; full while this edge holds a penalty against it.
@@ -359,23 +360,21 @@ pub fn last_resort(
     {
         return;
     }
-    let mut all = collect(src, ask);
+    let all = AppViews::read(src, ask);
     let Some(mut at) = order
         .iter()
         .map(|&k| {
-            let id = candidates[k].target.id();
-            all.iter().position(|c| c.target.id() == id)
+            let id = &**candidates[k].target.id();
+            all.views.iter().position(|v| v.id == id)
         })
         .collect::<Option<Vec<usize>>>()
     else {
         return; // an instance picked earlier is gone from the snapshot: keep the order as it is
     };
     let before = at[budget - 1];
-    let views: Vec<_> = all.iter().map(Candidate::view).collect();
-    balance::last_resort(ask.strategy, &views, &mut at, budget, &mut rand::rng());
-    drop(views);
+    balance::last_resort(ask.strategy, &all.views, &mut at, budget, &mut rand::rng());
     if at[budget - 1] != before {
-        candidates.push(all.swap_remove(at[budget - 1]));
+        candidates.push(all.candidate(src, ask, at[budget - 1]));
         order[budget - 1] = candidates.len() - 1;
     }
 }
@@ -403,6 +402,23 @@ mod tests {
             },
             received_at: Duration::ZERO,
         }
+    }
+
+    /// The reference: a candidate for every instance of the app, built one by one.
+    fn collect(src: &Sources<'_>, ask: Ask<'_>) -> Vec<Candidate> {
+        let mut out: Vec<Candidate> = src
+            .locals
+            .iter()
+            .map(|i| local_candidate(src, ask, i, local_load(src, ask, i)))
+            .collect();
+        // Same order as the pick's views (its random tie-breaks are by position): the app's index.
+        let positions = src.snap.app(ask.app).map_or(&[][..], |x| x.positions());
+        let feedback = src.feedback.lock().expect("feedback lock");
+        for &p in positions {
+            let r = &src.snap.view.instances[p as usize];
+            out.push(remote_candidate(r, remote_load(src, r, &feedback)));
+        }
+        out
     }
 
     /// What decides a candidate's place under `closest`: tier, RTT bucket, load.
