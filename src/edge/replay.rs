@@ -110,9 +110,20 @@ impl HttpBody for Attempt {
         }
     }
 
+    /// True when this attempt has nothing left to send: the client's body ended (or never had
+    /// anything) and every kept byte was sent. Without it an empty body looks open, so HTTP/2
+    /// sends HEADERS and then an empty DATA frame to end the stream, for every GET.
+    fn is_end_stream(&self) -> bool {
+        let inner = self.shared.lock().expect("body lock");
+        !inner.overflow
+            && self.pos >= inner.kept.len()
+            && self.sent == inner.total
+            && (inner.ended || inner.source.is_end_stream())
+    }
+
     fn size_hint(&self) -> SizeHint {
         let inner = self.shared.lock().expect("body lock");
-        if inner.ended && !inner.overflow {
+        if (inner.ended || inner.source.is_end_stream()) && !inner.overflow {
             SizeHint::with_exact(inner.kept_bytes as u64)
         } else {
             SizeHint::default()
@@ -133,6 +144,28 @@ mod tests {
         assert_eq!(first, "hello world");
         assert_eq!(second, "hello world");
         assert!(r.can_replay());
+    }
+
+    #[tokio::test]
+    async fn an_attempt_ends_as_soon_as_nothing_is_left_to_send() {
+        use http_body::Body as _;
+        let empty = Replayable::new(crate::body::empty());
+        let a = empty.attempt();
+        assert!(a.is_end_stream(), "an empty body ends before it is read");
+        assert_eq!(a.size_hint().exact(), Some(0));
+
+        let r = Replayable::new(crate::body::full("abc"));
+        let mut a = r.attempt();
+        assert!(!a.is_end_stream(), "bytes are still to be sent");
+        assert_eq!(
+            a.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "abc"
+        );
+        assert!(a.is_end_stream(), "everything was sent");
+        let b = r.attempt();
+        assert!(!b.is_end_stream(), "a new attempt resends the kept bytes");
+        assert_eq!(b.size_hint().exact(), Some(3));
+        assert_eq!(b.collect().await.unwrap().to_bytes(), "abc");
     }
 
     #[tokio::test]
