@@ -186,7 +186,7 @@ impl App {
         let client = crate::backhaul::BackhaulClient::new(
             cfg.node.backhaul.connect_timeout.get(),
             delays.clone(),
-            key,
+            key.as_ref().map(crate::backhaul::protocol::AuthKey::new),
             tls.clone(),
             quic_client,
         );
@@ -285,7 +285,9 @@ impl App {
             tokio::spawn(crate::backhaul::serve(
                 l,
                 self.node.clone(),
-                self.key,
+                self.key
+                    .as_ref()
+                    .map(crate::backhaul::protocol::AuthKey::new),
                 self.delays.clone(),
                 self.tls.clone(),
             ))
@@ -301,7 +303,9 @@ impl App {
             tokio::spawn(crate::backhaul::serve_quic(
                 e,
                 self.node.clone(),
-                self.key,
+                self.key
+                    .as_ref()
+                    .map(crate::backhaul::protocol::AuthKey::new),
                 self.delays.clone(),
             ))
         });

@@ -41,7 +41,7 @@ pub struct BackhaulClient {
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
     connect_timeout: Duration,
     delays: Option<Delays>,
-    key: Option<[u8; 32]>,
+    key: Option<protocol::AuthKey>,
     tls: Option<Arc<ClusterTls>>,
     quic: Option<super::quic::QuicClient>,
 }
@@ -54,7 +54,7 @@ impl BackhaulClient {
     pub fn new(
         connect_timeout: Duration,
         delays: Option<Delays>,
-        key: Option<[u8; 32]>,
+        key: Option<protocol::AuthKey>,
         tls: Option<Arc<ClusterTls>>,
         quic: Option<super::quic::QuicClient>,
     ) -> Self {
@@ -169,10 +169,12 @@ impl BackhaulClient {
                 .get(n)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
-                .to_string()
         };
-        let tag = protocol::auth_tag(key, &get(protocol::INSTANCE), &get("petrel-request-id"));
-        if let Ok(v) = HeaderValue::from_str(&tag) {
+        let tag = key.tag(get(protocol::INSTANCE), get("petrel-request-id"));
+        if let Ok(mut v) = HeaderValue::from_str(&tag) {
+            // A credential, new for every request: HPACK must never index it (RFC 7541 §7.1.3),
+            // which also spares both ends a table insert and eviction per request.
+            v.set_sensitive(true);
             req.headers_mut().insert(protocol::AUTH, v);
         }
     }

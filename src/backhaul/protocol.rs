@@ -1,6 +1,8 @@
 //! The backhaul's internal headers: which instance, which HTTP version, and the owner's reject.
 //! All live under `petrel-internal-`, which edges and owners strip before anything leaves the cluster.
 
+use std::sync::Arc;
+
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use sha2::Sha256;
@@ -68,25 +70,48 @@ pub fn load(h: &HeaderMap) -> Option<u32> {
     h.get(LOAD)?.to_str().ok()?.parse().ok()
 }
 
-/// Computes the auth tag for a request to `instance` with `request_id`.
-pub fn auth_tag(key: &[u8; 32], instance: &str, request_id: &str) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    m.update(instance.as_bytes());
-    m.update(b"\n");
-    m.update(request_id.as_bytes());
-    m.finalize().into_bytes()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The cluster key, ready to sign and check backhaul requests: the HMAC's keyed state is computed
+/// once, not per request. Cloning shares it.
+#[derive(Clone)]
+pub struct AuthKey(Arc<Hmac<Sha256>>);
+
+impl AuthKey {
+    /// Prepares `key`.
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self(Arc::new(
+            Hmac::<Sha256>::new_from_slice(key).expect("any key length"),
+        ))
+    }
+
+    /// The auth tag for a request to `instance` with `request_id`: 16 bytes of the HMAC, in hex.
+    pub fn tag(&self, instance: &str, request_id: &str) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut m = (*self.0).clone();
+        m.update(instance.as_bytes());
+        m.update(b"\n");
+        m.update(request_id.as_bytes());
+        let mut out = String::with_capacity(32);
+        for b in &m.finalize().into_bytes()[..16] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthKey(..)")
+    }
 }
 
 /// Checks a request's auth tag; an open cluster (no key) accepts everything.
-pub fn verify(key: Option<&[u8; 32]>, h: &HeaderMap) -> bool {
+pub fn verify(key: Option<&AuthKey>, h: &HeaderMap) -> bool {
     let Some(key) = key else { return true };
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     match (get(INSTANCE), get("petrel-request-id"), get(AUTH)) {
         (Some(i), Some(r), Some(tag)) => {
-            let want = auth_tag(key, i, r);
+            let want = key.tag(i, r);
             // Constant-time compare.
             want.len() == tag.len()
                 && want
@@ -110,13 +135,13 @@ mod tests {
 
     #[test]
     fn auth_binds_instance_and_request_id() {
-        let key = [3u8; 32];
+        let key = AuthKey::new(&[3u8; 32]);
         let mut h = HeaderMap::new();
         h.insert(INSTANCE, "i1".parse().unwrap());
         h.insert("petrel-request-id", "r1".parse().unwrap());
-        h.insert(AUTH, auth_tag(&key, "i1", "r1").parse().unwrap());
+        h.insert(AUTH, key.tag("i1", "r1").parse().unwrap());
         assert!(verify(Some(&key), &h));
-        assert!(!verify(Some(&[4u8; 32]), &h), "other key");
+        assert!(!verify(Some(&AuthKey::new(&[4u8; 32])), &h), "other key");
         h.insert(INSTANCE, "i2".parse().unwrap());
         assert!(!verify(Some(&key), &h), "tag is bound to the instance");
         assert!(verify(None, &h), "open cluster");
@@ -129,5 +154,26 @@ mod tests {
         ] {
             assert_eq!(Reject::parse(r.as_str()), Some(r));
         }
+    }
+
+    #[test]
+    fn the_tag_is_the_same_as_older_nodes_compute() {
+        // Nodes of the previous release (one HMAC per request, hex by `format!`) must accept this
+        // release's tags during a rolling deploy, and the other way round.
+        let raw = [7u8; 32];
+        let mut m = Hmac::<Sha256>::new_from_slice(&raw).unwrap();
+        m.update(b"inst-1\nreq-42");
+        let old: String = m.finalize().into_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let key = AuthKey::new(&raw);
+        assert_eq!(key.tag("inst-1", "req-42"), old);
+        assert_eq!(
+            key.tag("inst-1", "req-42"),
+            old,
+            "the keyed state is reused, not consumed"
+        );
+        assert_ne!(key.tag("inst-1", "req-43"), old);
     }
 }

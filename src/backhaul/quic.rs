@@ -145,7 +145,7 @@ impl QuicClient {
 pub async fn serve(
     endpoint: quinn::Endpoint,
     node: Arc<NodeState>,
-    key: Option<[u8; 32]>,
+    key: Option<super::protocol::AuthKey>,
     delays: Option<Delays>,
 ) {
     let delays = Arc::new(delays);
@@ -158,7 +158,7 @@ pub async fn serve(
                 None => break,
             },
         };
-        let (node, delays) = (node.clone(), delays.clone());
+        let (node, delays, key) = (node.clone(), delays.clone(), key.clone());
         node.clone().shutdown.spawn(async move {
             let peer = incoming.remote_address();
             let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
@@ -182,7 +182,7 @@ pub async fn serve(
                         Err(_) => break,
                     },
                 };
-                let (node, delays) = (node.clone(), delays.clone());
+                let (node, delays, key) = (node.clone(), delays.clone(), key.clone());
                 node.clone().shutdown.spawn(async move {
                     stream(&node, key.as_ref(), delays.as_ref().as_ref(), send, recv).await;
                 });
@@ -209,7 +209,7 @@ pub async fn serve(
 
 async fn stream(
     node: &NodeState,
-    key: Option<&[u8; 32]>,
+    key: Option<&super::protocol::AuthKey>,
     delays: Option<&Delays>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,

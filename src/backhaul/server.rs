@@ -27,7 +27,7 @@ use crate::state::NodeState;
 pub async fn serve(
     listener: TcpListener,
     node: Arc<NodeState>,
-    key: Option<[u8; 32]>,
+    key: Option<protocol::AuthKey>,
     delays: Option<Delays>,
     tls: Option<Arc<ClusterTls>>,
 ) {
@@ -52,9 +52,9 @@ pub async fn serve(
         else {
             break;
         };
-        let (svc_node, delays) = (node.clone(), delays.clone());
+        let (svc_node, delays, key) = (node.clone(), delays.clone(), key.clone());
         let svc = service_fn(move |req| {
-            let (node, delays) = (svc_node.clone(), delays.clone());
+            let (node, delays, key) = (svc_node.clone(), delays.clone(), key.clone());
             async move {
                 Ok::<_, Infallible>(
                     handle(&node, key.as_ref(), delays.as_ref().as_ref(), req).await,
@@ -110,7 +110,7 @@ fn reject(r: Reject, load: Option<u32>) -> Response<Body> {
 
 async fn handle(
     node: &NodeState,
-    key: Option<&[u8; 32]>,
+    key: Option<&protocol::AuthKey>,
     delays: Option<&Delays>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
@@ -136,7 +136,7 @@ pub(super) fn reply_delay(delays: Option<&Delays>, h: &http::HeaderMap) -> Durat
 /// to the instance's if it answers 101.
 pub(super) async fn admit_and_forward(
     node: &NodeState,
-    key: Option<&[u8; 32]>,
+    key: Option<&protocol::AuthKey>,
     req: Request<Body>,
     edge_side: Option<Side>,
 ) -> Response<Body> {

@@ -133,6 +133,10 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
     set(h, PETREL_CLIENT_IP, &ip);
     set(h, PETREL_EDGE_REGION, f.region);
     set(h, PETREL_REQUEST_ID, f.request_id);
+    if let Some(v) = h.get_mut(PETREL_REQUEST_ID) {
+        // New for every request: indexing it in HPACK's table would only evict useful entries.
+        v.set_sensitive(true);
+    }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     h.insert(X_FORWARDED_PORT, HeaderValue::from(f.local_port));
 }
