@@ -55,11 +55,13 @@ pub async fn serve(
         let (svc_node, delays, key) = (node.clone(), delays.clone(), key.clone());
         let svc = service_fn(move |req| {
             let (node, delays, key) = (svc_node.clone(), delays.clone(), key.clone());
-            async move {
+            // Boxed: hyper spawns a task per h2 stream holding this future, and tokio copies a
+            // task's future when it creates it and again when it ends; a pointer copies cheaply.
+            Box::pin(async move {
                 Ok::<_, Infallible>(
                     handle(&node, key.as_ref(), delays.as_ref().as_ref(), req).await,
                 )
-            }
+            })
         });
         let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         node.shutdown.spawn(async move {
