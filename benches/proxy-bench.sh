@@ -205,13 +205,44 @@ done
 fi
 
 # Idle connections: open $WS through one proxy, hold them idle, read the proxy's RSS, close them.
-# mode "ws": WebSockets (upgraded, then silent); mode "keepalive": one plain GET each, then silent.
+# mode "ws": WebSockets (upgraded, then silent); mode "keepalive": one plain GET each, then silent;
+# mode "h2": TLS with ALPN h2, one GET each (the server's SETTINGS acknowledged), then silent.
 cat > "$WORK/ws.py" <<'PY'
-import asyncio, base64, os, sys
+import asyncio, base64, os, ssl, struct, sys
 port, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def frame(kind, flags, stream, payload=b""):
+  return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+async def h2_get(r, w):
+  # :method GET, :scheme https, :path / (static table), :authority localhost (literal, not indexed)
+  w.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 5, 1, b"\x82\x87\x84\x01\x09localhost"))
+  while True:
+    head = await asyncio.wait_for(r.readexactly(9), 10)
+    size, kind, flags = int.from_bytes(head[:3], "big"), head[3], head[4]
+    stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+    await asyncio.wait_for(r.readexactly(size), 10)
+    if kind == 4 and not flags & 1:
+      w.write(frame(4, 1, 0))  # SETTINGS ACK
+    elif kind == 7:
+      raise RuntimeError("GOAWAY")
+    elif stream == 1 and kind == 3:
+      raise RuntimeError("RST_STREAM")
+    elif stream == 1 and kind in (0, 1) and flags & 1:
+      return
 async def one(conns, errors):
   try:
-    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+    tls = None
+    if mode == "h2":
+      tls = ssl.create_default_context(); tls.check_hostname = False; tls.verify_mode = ssl.CERT_NONE
+      tls.set_alpn_protocols(["h2"])
+    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=tls,
+                                                          server_hostname="localhost" if tls else None), 10)
+    if mode == "h2":
+      alpn = w.get_extra_info("ssl_object").selected_alpn_protocol()
+      if alpn != "h2":
+        raise RuntimeError(f"ALPN chose {alpn}")
+      await h2_get(r, w)
+      conns.append(w)
+      return
     if mode == "keepalive":
       w.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
       head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
@@ -272,3 +303,8 @@ echo "Idle keep-alive HTTP/1.1: proxy RSS growth per connection idle after one G
 ws_rss keepalive nginx "$NG" $(pgrep -P "$NGPID") "$NGPID"
 ws_rss keepalive haproxy "$HA" "$HAPID"
 ws_rss keepalive petrel "$PE" "$PEPID"
+echo
+echo "Idle HTTP/2 over TLS: proxy RSS growth per connection idle after one GET ($WS at once)"
+ws_rss h2 nginx "$NGS" $(pgrep -P "$NGPID") "$NGPID"
+ws_rss h2 haproxy "$HAS" "$HAPID"
+ws_rss h2 petrel "$PES" "$PEPID"
