@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::backhaul::protocol::AuthKey;
 use crate::cluster::{Delays, MeshSetup};
 use crate::config::{Config, MeshProfile};
 use crate::handoff::{Inherited, Sockets};
@@ -33,7 +34,8 @@ pub struct App {
     mesh: Option<MeshSetup>,
     mesh_addr: Option<SocketAddr>,
     backhaul: Option<TcpListener>,
-    key: Option<[u8; 32]>,
+    /// The cluster key, prepared for the backhaul's request tags.
+    auth: Option<AuthKey>,
     tls: Option<Arc<crate::backhaul::tls::ClusterTls>>,
     quic: Option<quinn::Endpoint>,
     delays: Option<Delays>,
@@ -183,10 +185,11 @@ impl App {
             ),
             _ => None,
         };
+        let auth = key.as_ref().map(AuthKey::new);
         let client = crate::backhaul::BackhaulClient::new(
             cfg.node.backhaul.connect_timeout.get(),
             delays.clone(),
-            key.as_ref().map(crate::backhaul::protocol::AuthKey::new),
+            auth.clone(),
             tls.clone(),
             quic_client,
         );
@@ -229,7 +232,7 @@ impl App {
             mesh: Some(mesh),
             mesh_addr,
             backhaul: Some(backhaul),
-            key,
+            auth,
             tls,
             quic: quic_endpoint,
             delays,
@@ -285,9 +288,7 @@ impl App {
             tokio::spawn(crate::backhaul::serve(
                 l,
                 self.node.clone(),
-                self.key
-                    .as_ref()
-                    .map(crate::backhaul::protocol::AuthKey::new),
+                self.auth.clone(),
                 self.delays.clone(),
                 self.tls.clone(),
             ))
@@ -303,9 +304,7 @@ impl App {
             tokio::spawn(crate::backhaul::serve_quic(
                 e,
                 self.node.clone(),
-                self.key
-                    .as_ref()
-                    .map(crate::backhaul::protocol::AuthKey::new),
+                self.auth.clone(),
                 self.delays.clone(),
             ))
         });
