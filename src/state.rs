@@ -190,7 +190,11 @@ impl RequestIds {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        HeaderValue::from_str(&format!("{z:016x}")).expect("hex is a valid header value")
+        let mut v =
+            HeaderValue::from_str(&format!("{z:016x}")).expect("hex is a valid header value");
+        // New for every request: HPACK indexing it would only evict useful table entries.
+        v.set_sensitive(true);
+        v
     }
 }
 
@@ -205,6 +209,7 @@ mod tests {
         for _ in 0..10_000 {
             let v = ids.next();
             assert_eq!(v.len(), 16);
+            assert!(v.is_sensitive(), "never indexed by HPACK");
             assert!(seen.insert(v));
         }
     }
