@@ -11,6 +11,7 @@
 //! - [`cluster`]: the mesh owner task (UDP, timers) and the snapshot it publishes.
 //! - [`topology`]: topology files and the RTT model behind `[simulate]`.
 //! - [`certs`]: edge certificates by SNI, reloaded whole.
+//! - [`http`]: what both hops share: a request's form for an instance, replayable requests.
 //! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
 //! - [`balance`]: strategies as pure functions (closest, leastload, routing hints).
 //! - [`backhaul`]: node-to-node requests, owner-side admission and rejects.
@@ -40,6 +41,7 @@ pub mod edge;
 pub mod fuzz_targets;
 #[allow(unsafe_code)] // descriptors received over SCM_RIGHTS
 pub mod handoff;
+pub mod http;
 pub mod local;
 pub mod reload;
 pub mod shutdown;

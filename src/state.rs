@@ -19,10 +19,8 @@ use crate::shutdown::Shutdown;
 pub struct EdgeSettings {
     /// Add `Petrel-Route` to responses.
     pub debug_headers: bool,
-    /// Instance connect timeout.
-    pub connect_timeout: Duration,
-    /// Time to the instance's response head.
-    pub response_timeout: Duration,
+    /// Connect, response and pool-idle timeouts toward instances.
+    pub upstream: crate::local::UpstreamTimeouts,
     /// How long an instance that refused a connect is skipped.
     pub unreachable_for: Duration,
     /// Requests slower than this are logged with their phases (and always exported).
@@ -155,8 +153,11 @@ impl EdgeSettings {
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             debug_headers: cfg.node.edge.debug_headers,
-            connect_timeout: cfg.node.edge.connect_timeout.get(),
-            response_timeout: cfg.node.edge.response_timeout.get(),
+            upstream: crate::local::UpstreamTimeouts {
+                connect: cfg.node.edge.connect_timeout.get(),
+                response: cfg.node.edge.response_timeout.get(),
+                pool_idle: cfg.node.edge.pool_idle_timeout.get(),
+            },
             unreachable_for: Duration::from_secs(2),
             slow_request: cfg.node.tracing.slow_request.get(),
             otlp_sample: cfg.node.tracing.otlp_sample,

@@ -25,9 +25,11 @@ pub enum BackhaulError {
     /// No connection to the owner could be opened in time; nothing was sent.
     #[error("backhaul connect to {0} failed: {1}")]
     Connect(SocketAddr, String),
-    /// The connection was dead before the request went out; nothing was sent.
-    #[error("backhaul connection to {0} closed before the request was sent")]
-    NotSent(SocketAddr, Box<Request<Body>>),
+    /// The connection was dead before the request went out, or the owner refused the stream
+    /// unprocessed (`REFUSED_STREAM`, or above a GOAWAY's last stream id: RFC 9113 §8.7);
+    /// nothing reached the owner's instance.
+    #[error("backhaul connection to {0} closed before the request was processed")]
+    NotSent(SocketAddr),
     /// The request went out and the exchange failed.
     #[error("backhaul exchange with {0} failed: {1}")]
     Failed(SocketAddr, hyper::Error),
@@ -187,15 +189,7 @@ impl BackhaulClient {
         mut req: Request<Body>,
         mark: &ConnectMark,
     ) -> Result<Response<Incoming>, BackhaulError> {
-        *req.version_mut() = http::Version::HTTP_11;
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        if let Ok(u) = pq.parse() {
-            *req.uri_mut() = u;
-        }
+        crate::http::for_http1(&mut req);
         let io = self.dial(to, region, false).await?;
         let (mut sender, conn) = http1::handshake(TokioIo::new(io))
             .await
@@ -248,30 +242,8 @@ impl BackhaulClient {
             // Boxed: a fresh HTTP/1.1 connection per upgrade, a large future most requests skip.
             return Box::pin(self.send_upgrade(to, region, req, mark)).await;
         }
-        // h2: the client's authority rides in the URI.
-        if req.uri().authority().is_none() {
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("backhaul")
-                .to_string();
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            if let Ok(u) = http::Uri::builder()
-                .scheme("http")
-                .authority(host)
-                .path_and_query(pq)
-                .build()
-            {
-                *req.uri_mut() = u;
-            }
-        }
-        *req.version_mut() = http::Version::HTTP_2;
-        req.headers_mut().remove(http::header::HOST);
+        // The client's Host rides in `:authority`; the owner turns it back into `Host`.
+        crate::http::for_h2(&mut req);
         let mut sender = self.h2_sender(to, region, false).await?;
         mark.mark();
         match sender.try_send_request(req).await {
@@ -284,13 +256,31 @@ impl BackhaulClient {
                     match fresh.try_send_request(req).await {
                         Ok(r) => Ok(r),
                         Err(mut e) => match e.take_message() {
-                            Some(req) => Err(BackhaulError::NotSent(to, Box::new(req))),
-                            None => Err(BackhaulError::Failed(to, e.into_error())),
+                            Some(_) => Err(BackhaulError::NotSent(to)),
+                            None => Err(sent_and_failed(to, e.into_error())),
                         },
                     }
                 }
-                None => Err(BackhaulError::Failed(to, e.into_error())),
+                None => Err(sent_and_failed(to, e.into_error())),
             },
         }
     }
+}
+
+/// A failed exchange, told apart by whether the owner processed the stream at all: an h2
+/// `REFUSED_STREAM`, or a GOAWAY that left the stream out, means it did not (RFC 9113 §8.7), and
+/// the request may go to another candidate.
+fn sent_and_failed(to: SocketAddr, e: hyper::Error) -> BackhaulError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(h2e) = c.downcast_ref::<h2::Error>() {
+            let refused = h2e.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2e.is_go_away() && h2e.is_remote());
+            if refused {
+                return BackhaulError::NotSent(to);
+            }
+        }
+        cause = c.source();
+    }
+    BackhaulError::Failed(to, e)
 }

@@ -1,4 +1,4 @@
-//! The backhaul's internal headers: which instance, which HTTP version, and the owner's reject.
+//! The backhaul's internal headers: which instance, the cluster credential, and the owner's reject.
 //! All live under `petrel-internal-`, which edges and owners strip before anything leaves the cluster.
 
 use std::sync::Arc;
@@ -9,8 +9,6 @@ use sha2::Sha256;
 
 /// Target instance id (edge → owner).
 pub const INSTANCE: &str = "petrel-internal-instance";
-/// The client's HTTP version, "1.1" or "2" (edge → owner), so the instance sees the same.
-pub const VERSION: &str = "petrel-internal-version";
 /// HMAC over the target and request id with the cluster key (edge → owner).
 pub const AUTH: &str = "petrel-internal-auth";
 /// Owner's refusal: "full", "connect", "unknown", "down" or "auth" (owner → edge).

@@ -1,5 +1,5 @@
 //! Owner side of the backhaul: authenticate, admit against the instance's hard limit before the
-//! instance sees a byte, forward in the client's HTTP version, or answer a reject at once.
+//! instance sees a byte, forward in the app's instance protocol, or answer a reject at once.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,7 +18,8 @@ use super::tls::ClusterTls;
 use crate::body::{boxed, empty, Body};
 use crate::cluster::Delays;
 use crate::edge::headers::{strip_hop_by_hop, wants_upgrade};
-use crate::edge::{Finish, Side, Tracked};
+use crate::edge::{Finish, ProxyError, Side, Tracked};
+use crate::http::ReplayableRequest;
 use crate::local::{send_to_instance, Outcome};
 use crate::state::NodeState;
 
@@ -98,6 +99,16 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// The answer for a request that reached the instance and failed there: the same status and body
+/// the edge would give for a local instance (SPEC §6), under the request's id.
+fn owner_error(err: ProxyError, request: &http::HeaderMap) -> Response<Body> {
+    let rid = request
+        .get("petrel-request-id")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("-"));
+    err.to_response(&rid)
+}
+
 fn reject(r: Reject, load: Option<u32>) -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -133,8 +144,8 @@ pub(super) fn reply_delay(delays: Option<&Delays>, h: &http::HeaderMap) -> Durat
         .unwrap_or_default()
 }
 
-/// Transport-neutral owner logic: authenticate, admit against the hard limit, forward in the
-/// client's HTTP version, or reject at once. `edge_side` is the edge's end of an upgrade, spliced
+/// Transport-neutral owner logic: authenticate, admit against the hard limit, forward (HTTP/1.1,
+/// or h2 for apps with `h2_backend`, by this node's own app config), or reject at once. `edge_side` is the edge's end of an upgrade, spliced
 /// to the instance's if it answers 101.
 pub(super) async fn admit_and_forward(
     node: &NodeState,
@@ -155,10 +166,6 @@ pub(super) async fn admit_and_forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let h2 = req
-        .headers()
-        .get(protocol::VERSION)
-        .is_some_and(|v| v == "2");
     let local = node.local.load();
     let Some(inst) = local.get(&id).cloned() else {
         return reject(Reject::Unknown, None);
@@ -180,34 +187,33 @@ pub(super) async fn admit_and_forward(
     let (mut parts, body) = req.into_parts();
     protocol::strip(&mut parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    let out = Request::from_parts(parts, body);
+    let out = ReplayableRequest::new(Request::from_parts(parts, body));
     let settings = node.settings.load();
     let resp = match send_to_instance(
         &inst,
-        out,
-        h2 && !upgrade,
-        settings.connect_timeout,
-        settings.response_timeout,
+        &out,
+        app.h2_backend && !upgrade,
+        &settings.upstream,
         &crate::trace::ConnectMark::default(),
     )
     .await
     {
         Ok(r) => r,
-        Err(Outcome::Retry(_, e)) => {
+        Err(Outcome::NotSent(e)) => {
             tracing::warn!(instance = %inst.id, error = %e, "instance connect failed (backhaul)");
             inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
             return reject(Reject::Connect, None);
         }
         Err(Outcome::Timeout) => {
-            let mut r = Response::new(empty());
-            *r.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-            return r;
+            return owner_error(ProxyError::Timeout(app.name.to_string()), out.headers());
         }
         Err(Outcome::Failed(e)) => {
             tracing::info!(instance = %inst.id, error = %e, "instance exchange failed (backhaul)");
-            let mut r = Response::new(empty());
-            *r.status_mut() = StatusCode::BAD_GATEWAY;
-            return r;
+            let err = ProxyError::Upstream {
+                app: app.name.to_string(),
+                detail: e.to_string(),
+            };
+            return owner_error(err, out.headers());
         }
     };
     let mut resp = resp;

@@ -39,6 +39,22 @@ pub struct HttpService {
     /// Active health checks of instances.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// How petrel speaks to the app's instances (Fly's section).
+    #[serde(default)]
+    pub http_options: HttpOptions,
+}
+
+/// `[http_service.http_options]`: how requests reach the app's instances. Fly's section
+/// (<https://fly.io/docs/reference/configuration/#http_service-http_options>).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpOptions {
+    /// `true`: instances are spoken to in HTTP/2 with prior knowledge (RFC 9113 §3.3), as gRPC
+    /// servers need. `false` (the default, Fly's rule): HTTP/1.1 whatever the client speaks; an
+    /// HTTP/2 client's request is translated (`:authority` becomes `Host`, cookies are joined).
+    /// WebSocket upgrades always go over HTTP/1.1.
+    #[serde(default)]
+    pub h2_backend: bool,
 }
 
 /// What one unit of instance load is.

@@ -134,6 +134,11 @@ pub struct EdgeSection {
     /// Time an instance has to start its response once the request is sent (504 after).
     #[serde(default = "d_response_timeout")]
     pub response_timeout: Dur,
+    /// An idle pooled HTTP/1.1 connection to an instance is not reused once it has been idle
+    /// this long. Keep it below the instances' own keep-alive timeout (gunicorn 2 s, Node 5 s,
+    /// Apache 5 s), so petrel never sends on a connection the origin is closing.
+    #[serde(default = "d_pool_idle_timeout")]
+    pub pool_idle_timeout: Dur,
 }
 
 /// How aggressively SWIM probes and suspects: foca's LAN or WAN presets.
@@ -280,6 +285,9 @@ fn d_connect_timeout() -> Dur {
 fn d_response_timeout() -> Dur {
     Dur::secs(60)
 }
+fn d_pool_idle_timeout() -> Dur {
+    Dur::ms(1500)
+}
 fn d_admin() -> Addr {
     Addr("127.0.0.1:9090".parse().expect("static address"))
 }
@@ -357,6 +365,7 @@ impl NodeConfig {
             ("edge.header_read_timeout", self.edge.header_read_timeout),
             ("edge.connect_timeout", self.edge.connect_timeout),
             ("edge.response_timeout", self.edge.response_timeout),
+            ("edge.pool_idle_timeout", self.edge.pool_idle_timeout),
             ("backhaul.connect_timeout", self.backhaul.connect_timeout),
         ] {
             if d.get().is_zero() {

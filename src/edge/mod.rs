@@ -7,7 +7,6 @@ mod error;
 pub mod headers;
 mod penalty;
 mod proxy;
-mod replay;
 mod routes;
 mod server;
 mod upgrade;

@@ -16,7 +16,6 @@ use super::error::ProxyError;
 use super::headers::{
     add_forwarding, ambiguous_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded,
 };
-use super::replay::Replayable;
 use super::routes::normalize_host;
 use super::server::ConnCtx;
 use super::upgrade::{splice, Ending, Side};
@@ -26,6 +25,7 @@ use crate::backhaul::BackhaulError;
 use crate::balance::{Empty, Hints};
 use crate::body::{boxed, Body};
 use crate::config::LimitType;
+use crate::http::ReplayableRequest;
 use crate::local::{send_to_instance, ConnectError, Instance, Outcome, Slot};
 use crate::state::{EdgeSettings, NodeState};
 use crate::telemetry::{node_metrics, RetryReason};
@@ -142,26 +142,6 @@ enum Miss {
     Backhaul(BackhaulError),
 }
 
-/// The parts of the client's request every attempt is rebuilt from.
-struct Proto {
-    method: http::Method,
-    uri: http::Uri,
-    version: Version,
-    headers: http::HeaderMap,
-    body: Replayable,
-}
-
-impl Proto {
-    fn attempt(&self) -> Request<Body> {
-        let mut r = Request::new(self.body.attempt());
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.version_mut() = self.version;
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
-}
-
 async fn forward(
     node: &NodeState,
     conn: &ConnCtx,
@@ -210,7 +190,7 @@ async fn forward(
     }
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let h2 = req.version() == Version::HTTP_2;
+    let client_h2 = req.version() == Version::HTTP_2;
     if let Some(max) = settings.max_body_bytes {
         let declared = req
             .headers()
@@ -225,13 +205,13 @@ async fn forward(
     if let Some(max) = settings.max_body_bytes {
         req = req.map(|b| boxed(http_body_util::Limited::new(b, max as usize)));
     }
-    let proto = prepare(req, conn, node, app, rid, upgrade, h2);
+    let proto = prepare(req, conn, node, app, rid, upgrade, client_h2);
 
     let (mut full, mut last_instance, mut last_backhaul) = (0usize, None, None);
     let mut previous = None;
     for attempt in 0..order.len().min(budget) {
         if let Some(reason) = previous.take() {
-            if !proto.body.can_replay() {
+            if !proto.can_replay() {
                 break; // the body was partly sent and is too large to send again
             }
             app.metrics.retry(reason);
@@ -248,17 +228,7 @@ async fn forward(
         let mark = &t.mark;
         let step = match &cand.target {
             Target::Local(inst) => {
-                attempt_local(
-                    conn,
-                    app,
-                    inst,
-                    proto.attempt(),
-                    h2,
-                    &settings,
-                    now_ms,
-                    mark,
-                )
-                .await
+                attempt_local(conn, app, inst, &proto, upgrade, &settings, now_ms, mark).await
             }
             Target::Remote(r) => {
                 // Boxed: its future is the largest in the handler, and every request's would
@@ -268,7 +238,6 @@ async fn forward(
                     app,
                     r,
                     proto.attempt(),
-                    h2,
                     upgrade,
                     &settings,
                     mark,
@@ -340,8 +309,8 @@ async fn attempt_local(
     conn: &ConnCtx,
     app: &AppRoute,
     inst: &Arc<Instance>,
-    req: Request<Body>,
-    h2: bool,
+    req: &ReplayableRequest,
+    upgrade: bool,
     settings: &EdgeSettings,
     now_ms: u64,
     mark: &ConnectMark,
@@ -349,23 +318,16 @@ async fn attempt_local(
     let Some(slot) = admit(conn, app, inst) else {
         return Step::Next(RetryReason::Full, Miss::Full);
     };
-    match send_to_instance(
-        inst,
-        req,
-        h2,
-        settings.connect_timeout,
-        settings.response_timeout,
-        mark,
-    )
-    .await
-    {
+    // HTTP/1.1 unless the app asks for h2 (Fly's `h2_backend`); upgrades only exist in HTTP/1.1.
+    let h2 = app.h2_backend && !upgrade;
+    match send_to_instance(inst, req, h2, &settings.upstream, mark).await {
         Ok(mut resp) => {
             inst.mark_reachable();
             let side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
                 .then(|| Side::Hyper(hyper::upgrade::on(&mut resp)));
             Step::Done(resp.map(boxed), side, slot)
         }
-        Err(Outcome::Retry(_, e)) => {
+        Err(Outcome::NotSent(e)) => {
             inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
             Step::Next(RetryReason::Connect, Miss::Instance(e))
         }
@@ -400,7 +362,6 @@ async fn attempt_remote(
     app: &AppRoute,
     r: &Remote,
     mut req: Request<Body>,
-    h2: bool,
     upgrade: bool,
     settings: &EdgeSettings,
     mark: &ConnectMark,
@@ -408,10 +369,6 @@ async fn attempt_remote(
     if let Ok(v) = HeaderValue::from_str(&r.id) {
         req.headers_mut().insert(protocol::INSTANCE, v);
     }
-    req.headers_mut().insert(
-        protocol::VERSION,
-        HeaderValue::from_static(if h2 { "2" } else { "1.1" }),
-    );
     let sent_ms = node.now_ms();
     node.feedback.lock().expect("feedback lock").sent(
         r.id.clone(),
@@ -419,7 +376,7 @@ async fn attempt_remote(
         sent_ms + (r.rtt_ms / 2.0) as u64,
     );
     let sent = tokio::time::timeout(
-        settings.response_timeout,
+        settings.upstream.response,
         node.backhaul
             .send(r.backhaul, &r.region, req, upgrade, mark),
     )
@@ -508,8 +465,8 @@ fn prepare(
     app: &Arc<AppRoute>,
     rid: &HeaderValue,
     upgrade: bool,
-    h2: bool,
-) -> Proto {
+    client_h2: bool,
+) -> ReplayableRequest {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     strip_internal(&mut parts.headers);
@@ -521,16 +478,13 @@ fn prepare(
             proto: if conn.tls.is_some() { "https" } else { "http" },
             region: &node.region,
             request_id: rid.to_str().unwrap_or_default(),
-            via_version: if h2 { "2" } else { "1.1" },
+            via_version: if client_h2 { "2" } else { "1.1" },
         },
     );
-    Proto {
-        method: parts.method,
-        uri: parts.uri,
-        version: parts.version,
-        headers: parts.headers,
-        body: Replayable::new(boxed(TimedUpload::new(body, app.clone()))),
-    }
+    ReplayableRequest::new(Request::from_parts(
+        parts,
+        boxed(TimedUpload::new(body, app.clone())),
+    ))
 }
 
 /// A chunked HTTP/1.1 body has its first chunk read before any instance is contacted, so a

@@ -26,6 +26,8 @@ pub struct AppRoute {
     pub metrics: AppMetrics,
     /// Active health checks of its local instances.
     pub checks: Vec<crate::config::Check>,
+    /// Instances speak HTTP/2 with prior knowledge (`http_options.h2_backend`); else HTTP/1.1.
+    pub h2_backend: bool,
 }
 
 /// Host → app, immutable; a reload builds a new one and swaps it in.
@@ -52,6 +54,7 @@ impl RouteTable {
                 kind: svc.concurrency.kind,
                 metrics: AppMetrics::new(&a.app),
                 checks: svc.checks.clone(),
+                h2_backend: svc.http_options.h2_backend,
             });
             t.exact.insert(a.app.clone(), route.clone());
             t.exact

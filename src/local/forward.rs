@@ -2,101 +2,75 @@
 //! sent, try elsewhere" from "it went out and failed". Used by the edge and by the backhaul owner side.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::{Request, Response, Uri};
+use http::Response;
 use hyper::body::Incoming;
 
-use super::{ConnectError, Instance, SendError};
-use crate::body::Body;
+use super::{ConnectError, Instance, SendError, UpstreamTimeouts};
+use crate::http::{for_h2, for_http1, ReplayableRequest};
 use crate::trace::ConnectMark;
 
 /// Why an instance did not answer.
 pub enum Outcome {
-    /// Nothing reached the instance; here is the request back.
-    Retry(Box<Request<Body>>, ConnectError),
+    /// Nothing reached the instance: the connect failed, or every connection tried was gone
+    /// before the request went out. Another instance may take it.
+    NotSent(ConnectError),
     /// The instance did not start its response in time.
     Timeout,
     /// The request went out and the exchange failed.
     Failed(hyper::Error),
 }
 
-/// Connects (pooled) and sends `req` to `inst` in HTTP/1.1 or h2; a pooled connection found dead
-/// before the request went out is replaced once by a fresh one.
+/// Connects (pooled) and sends `req` to `inst`, in HTTP/2 with prior knowledge when `h2`, else in
+/// HTTP/1.1 (target, `Host` and version set by [`for_http1`] / [`for_h2`]).
+///
+/// One more try goes out on a fresh connection when a pooled one
+/// - was gone before the request went out (any method; hyper hands the request back), or
+/// - failed before any response, and the request may be sent twice ([`ReplayableRequest::is_idempotent`])
+///   with its body still replayable: the instance closed an idle keep-alive connection as the
+///   request went out on it (RFC 9112 §9.3.1, "retrying requests").
+///
+/// A fresh connection that fails is never retried here: that is the instance's fault, not a race.
 pub async fn send_to_instance(
     inst: &Arc<Instance>,
-    mut req: Request<Body>,
+    req: &ReplayableRequest,
     h2: bool,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    timeouts: &UpstreamTimeouts,
     mark: &ConnectMark,
 ) -> Result<Response<Incoming>, Outcome> {
-    let upstream = match inst.connect(h2, false, connect_timeout).await {
-        Ok(u) => u,
-        Err(e) => return Err(Outcome::Retry(Box::new(req), e)),
-    };
-    mark.mark();
-    set_target(&mut req, inst, h2);
     let attempt = async {
-        let req = match upstream.send(req).await {
-            Ok(r) => return Ok(r),
-            Err(SendError::Failed(e)) => return Err(Outcome::Failed(e)),
-            Err(SendError::NotSent(req)) => req,
-        };
-        let fresh = match inst.connect(h2, true, connect_timeout).await {
-            Ok(f) => f,
-            Err(e) => return Err(Outcome::Retry(req, e)),
-        };
-        mark.mark();
-        match fresh.send(*req).await {
-            Ok(r) => Ok(r),
-            Err(SendError::Failed(e)) => Err(Outcome::Failed(e)),
-            Err(SendError::NotSent(req)) => {
-                Err(Outcome::Retry(req, ConnectError::ClosedEarly(inst.addr)))
+        let mut fresh = false;
+        loop {
+            let upstream = inst
+                .connect(h2, fresh, timeouts)
+                .await
+                .map_err(Outcome::NotSent)?;
+            mark.mark();
+            let reused = upstream.reused();
+            let mut out = req.attempt();
+            if h2 {
+                for_h2(&mut out);
+            } else {
+                for_http1(&mut out);
             }
+            match upstream.send(out).await {
+                Ok(resp) => return Ok(resp),
+                Err(SendError::NotSent) if reused => {}
+                Err(SendError::NotSent) => {
+                    return Err(Outcome::NotSent(ConnectError::ClosedEarly(inst.addr)))
+                }
+                Err(SendError::Failed(e))
+                    if reused && !e.is_user() && req.is_idempotent() && req.can_replay() =>
+                {
+                    tracing::debug!(instance = %inst.id, error = %e, "pooled connection failed before any response; resending on a fresh one");
+                }
+                Err(SendError::Failed(e)) => return Err(Outcome::Failed(e)),
+            }
+            fresh = true;
         }
     };
-    match tokio::time::timeout(response_timeout, attempt).await {
+    match tokio::time::timeout(timeouts.response, attempt).await {
         Ok(r) => r,
         Err(_) => Err(Outcome::Timeout),
-    }
-}
-
-/// HTTP/1.1 gets origin-form (`/path?q`) with the client's Host kept; h2 keeps the client's
-/// authority in `:authority` (the connection itself already goes to the instance).
-pub fn set_target(req: &mut Request<Body>, inst: &Instance, h2: bool) {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let uri = if h2 {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| inst.addr.to_string());
-        Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(pq)
-            .build()
-    } else {
-        pq.parse::<Uri>().map_err(http::Error::from)
-    };
-    if let Ok(uri) = uri {
-        *req.uri_mut() = uri;
-    }
-    if h2 {
-        req.headers_mut().remove(http::header::HOST);
-        *req.version_mut() = http::Version::HTTP_2;
-    } else {
-        *req.version_mut() = http::Version::HTTP_11;
     }
 }

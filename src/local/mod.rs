@@ -3,12 +3,13 @@
 mod forward;
 pub mod health;
 mod instance;
+mod io;
 mod pool;
 mod registry;
 mod table;
 
-pub use forward::{send_to_instance, set_target, Outcome};
+pub use forward::{send_to_instance, Outcome};
 pub use instance::{Instance, Slot};
-pub use pool::{ConnectError, SendError, Upstream};
+pub use pool::{ConnectError, SendError, Upstream, UpstreamTimeouts};
 pub use registry::{RegisterError, Registry};
 pub use table::LocalTable;

@@ -1,11 +1,13 @@
-//! A request body that can be sent again: what was read is kept (up to a bound) so a request the
-//! owner rejected can go to the next candidate. Beyond the bound it streams and cannot be replayed.
+//! A request that can be sent again: its head is kept, and what was read of its body (up to a
+//! bound), so a request the owner rejected, or one a stale pooled connection lost, can be sent
+//! once more. Beyond the bound the body streams and cannot be replayed.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
@@ -52,6 +54,70 @@ impl Replayable {
             pos: 0,
             sent: 0,
         })
+    }
+}
+
+/// A request kept so that each attempt gets its own copy: the head cloned, the body replayed.
+pub struct ReplayableRequest {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Replayable,
+}
+
+impl ReplayableRequest {
+    /// Keeps `req`; its body is read only as attempts send it.
+    pub fn new(req: Request<Body>) -> Self {
+        let (parts, body) = req.into_parts();
+        Self {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            body: Replayable::new(body),
+        }
+    }
+
+    /// A copy to send: the same head, and a body that replays what was read, then reads on.
+    pub fn attempt(&self) -> Request<Body> {
+        let mut r = Request::new(self.body.attempt());
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+
+    /// False once the body outgrew the replay buffer (see [`Replayable::can_replay`]).
+    pub fn can_replay(&self) -> bool {
+        self.body.can_replay()
+    }
+
+    /// The request's method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request's headers, as every attempt gets them.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// True when sending it twice has the effect of sending it once: an idempotent method
+    /// (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or an `Idempotency-Key`
+    /// header (draft-ietf-httpapi-idempotency-key-header), as Go's `net/http` also counts it.
+    /// Only such a request is sent again after it may have reached an instance.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        ) || self.headers.contains_key("idempotency-key")
     }
 }
 

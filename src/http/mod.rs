@@ -1,0 +1,9 @@
+//! HTTP plumbing that both hops share, the edge and the backhaul owner: how a request is framed
+//! for an instance (target, Host, version) and how it is kept so it can be sent again.
+//! Imports neither `edge/` nor `backhaul/`.
+
+mod replay;
+mod target;
+
+pub use replay::{Replayable, ReplayableRequest, REPLAY_LIMIT};
+pub use target::{for_h2, for_http1};

@@ -1,0 +1,132 @@
+//! The form of a request as an instance receives it: request target, `Host` and version
+//! (RFC 9112 §3.2, RFC 9113 §8.3.1 and §8.2.3), whatever the client spoke.
+
+use http::header::{COOKIE, HOST};
+use http::{HeaderValue, Request, Uri, Version};
+
+/// Frames `req` for an HTTP/1.1 hop: origin-form target (`/path?query`, or `*`), and a `Host`
+/// that is the target's authority when the request carried one. That covers an HTTP/2 client's
+/// `:authority` (RFC 9113 §8.3.1) and an absolute-form target whose authority overrides a
+/// different `Host` (RFC 9112 §3.2.2: "ignore the received Host and replace it"). Split
+/// `Cookie` fields, legal in HTTP/2, are joined with `"; "` (RFC 9113 §8.2.3), since an HTTP/1.1
+/// origin may accept only one (RFC 6265 §5.4).
+pub fn for_http1<B>(req: &mut Request<B>) {
+    if let Some(authority) = req.uri().authority() {
+        // Never the userinfo of `http://user@host/` (RFC 9110 §4.2.4).
+        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(host) {
+            req.headers_mut().insert(HOST, v);
+        }
+    }
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let origin_form = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>();
+        if let Ok(uri) = origin_form {
+            *req.uri_mut() = uri;
+        }
+    }
+    join_cookies(req.headers_mut());
+    *req.version_mut() = Version::HTTP_11;
+}
+
+/// Frames `req` for an HTTP/2 hop: the authority travels in `:authority` (taken from `Host` when
+/// the target was in origin-form) and `Host` is removed (RFC 9113 §8.3.1).
+pub fn for_h2<B>(req: &mut Request<B>) {
+    if req.uri().authority().is_none() {
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(u) = Uri::builder()
+            .scheme("http")
+            .authority(host)
+            .path_and_query(pq)
+            .build()
+        {
+            *req.uri_mut() = u;
+        }
+    }
+    req.headers_mut().remove(HOST);
+    *req.version_mut() = Version::HTTP_2;
+}
+
+/// One `Cookie` field from several, in order, joined with `"; "`.
+fn join_cookies(h: &mut http::HeaderMap) {
+    let mut all = h.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return; // zero or one: nothing to do (the usual case, no allocation)
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in h.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut r = Request::builder().uri(uri);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    #[test]
+    fn absolute_form_sets_host_from_the_target() {
+        let mut r = req("http://app.example/a?b=1", &[("host", "other")]);
+        for_http1(&mut r);
+        assert_eq!(r.uri(), "/a?b=1");
+        assert_eq!(r.headers()["host"], "app.example");
+        assert_eq!(r.headers().get_all("host").iter().count(), 1);
+        assert_eq!(r.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn h2_authority_becomes_host_and_cookies_are_joined() {
+        let mut r = req(
+            "https://app.example:8443/x",
+            &[("cookie", "a=1"), ("cookie", "b=2"), ("accept", "*/*")],
+        );
+        *r.version_mut() = Version::HTTP_2;
+        for_http1(&mut r);
+        assert_eq!(r.uri(), "/x");
+        assert_eq!(r.headers()["host"], "app.example:8443");
+        let cookies: Vec<_> = r.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+    }
+
+    #[test]
+    fn origin_form_keeps_host_and_asterisk_stays() {
+        let mut r = req("/p", &[("host", "h")]);
+        for_http1(&mut r);
+        assert_eq!(r.uri(), "/p");
+        assert_eq!(r.headers()["host"], "h");
+        let mut r = req("*", &[("host", "h")]);
+        for_http1(&mut r);
+        assert_eq!(r.uri(), "*");
+    }
+
+    #[test]
+    fn h2_hop_moves_host_into_the_authority() {
+        let mut r = req("/p?q", &[("host", "app.example")]);
+        for_h2(&mut r);
+        assert_eq!(r.uri(), "http://app.example/p?q");
+        assert!(r.headers().get("host").is_none());
+        assert_eq!(r.version(), Version::HTTP_2);
+        let mut r = req("http://a.example/", &[("host", "b")]);
+        for_h2(&mut r);
+        assert_eq!(r.uri().authority().unwrap(), "a.example");
+    }
+}
