@@ -5,12 +5,14 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
+use http_body_util::BodyExt;
 
 /// Bodies up to this size stay replayable.
 pub const REPLAY_LIMIT: usize = 256 * 1024;
@@ -23,6 +25,34 @@ struct Inner {
     total: usize,
     overflow: bool,
     ended: bool,
+}
+
+/// How long the rest of a client's body is read and dropped after every attempt let go of it
+/// (nginx's `lingering_time`), and the longest pause in it (`lingering_timeout`).
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+
+impl Drop for Inner {
+    /// The instance answered before the client's upload ended (a `413`, a `401`, a failure), and
+    /// no attempt reads the body any more. Closing now would reset the client mid-upload, and a
+    /// client that writes before it reads (most do) would never see the answer. So the rest is
+    /// read and dropped, within bounds, as nginx's lingering close does; a body read to its end
+    /// also lets the client's connection be reused.
+    fn drop(&mut self) {
+        if self.ended || self.source.is_end_stream() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rest = std::mem::replace(&mut self.source, crate::body::empty());
+        rt.spawn(async move {
+            let work = async {
+                while let Ok(Some(Ok(_))) = tokio::time::timeout(LINGER_IDLE, rest.frame()).await {}
+            };
+            let _ = tokio::time::timeout(LINGER_TOTAL, work).await;
+        });
+    }
 }
 
 /// The client's body, shared by successive attempts.
