@@ -1,6 +1,11 @@
 //! Framing on a QUIC backhaul stream: a length-prefixed head (request or response line and
-//! headers, postcard-encoded), then the body as raw bytes until the stream ends.
+//! headers, postcard-encoded), then the body: raw bytes until the stream ends, or, when the head
+//! carries `petrel-internal-framed` (both ends of this release), frames of
+//! `kind: u8, length: u32 LE, payload`: kind 0 is data, kind 1 the trailer fields (postcard
+//! pairs, like a head), which raw bytes cannot carry. A node of the previous release neither sends
+//! nor answers the marker, so the two talk raw bytes during a rolling deploy.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -98,8 +103,129 @@ pub fn response_from(head: Head, body: Body) -> Result<Response<Body>, String> {
     Ok(resp)
 }
 
-/// The rest of a stream as a body.
-pub fn body_from(recv: RecvStream) -> Body {
+/// Marks a head whose body follows in frames (see the module doc).
+pub const FRAMED: &str = "petrel-internal-framed";
+
+const DATA: u8 = 0;
+const TRAILERS: u8 = 1;
+
+/// How a stream's body travels after its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Raw bytes until the stream ends (no trailers); what the previous release speaks.
+    Raw,
+    /// Data and trailer frames.
+    Framed,
+}
+
+impl Framing {
+    /// The framing a head announces.
+    pub fn of(head: &Head) -> Self {
+        if head.headers.iter().any(|(k, _)| k == FRAMED) {
+            Framing::Framed
+        } else {
+            Framing::Raw
+        }
+    }
+
+    /// Announces framed bodies in `h`.
+    pub fn announce(h: &mut HeaderMap) {
+        h.insert(FRAMED, HeaderValue::from_static("1"));
+    }
+}
+
+/// The rest of a stream as a body, in `framing`.
+pub fn body_from(recv: RecvStream, framing: Framing) -> Body {
+    match framing {
+        Framing::Raw => raw_body_from(recv),
+        Framing::Framed => framed_body_from(recv),
+    }
+}
+
+/// Sends a body down a stream in `framing` and finishes it; a failing body resets the stream.
+pub async fn pump(body: Body, send: SendStream, framing: Framing) {
+    match framing {
+        Framing::Raw => raw_pump(body, send).await,
+        Framing::Framed => framed_pump(body, send).await,
+    }
+}
+
+fn framed_body_from(recv: RecvStream) -> Body {
+    // State: the stream, and the bytes of the current data frame still to read.
+    let stream = futures_util::stream::unfold(Some((recv, 0usize)), |state| async move {
+        let (mut recv, mut left) = state?;
+        loop {
+            if left > 0 {
+                return match recv.read_chunk(left.min(64 * 1024), true).await {
+                    Ok(Some(chunk)) => {
+                        left -= chunk.bytes.len();
+                        Some((Ok(Frame::data(chunk.bytes)), Some((recv, left))))
+                    }
+                    Ok(None) => Some((Err("stream ended inside a data frame".into()), None)),
+                    Err(e) => Some((Err(Box::new(e) as BoxError), None)),
+                };
+            }
+            let mut hdr = [0u8; 5];
+            match recv.read_exact(&mut hdr).await {
+                Ok(()) => {}
+                Err(quinn::ReadExactError::FinishedEarly(0)) => return None,
+                Err(e) => return Some((Err(Box::new(e) as BoxError), None)),
+            }
+            let len = u32::from_le_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
+            match hdr[0] {
+                DATA => left = len,
+                TRAILERS if len <= MAX_HEAD => {
+                    let mut buf = vec![0u8; len];
+                    if let Err(e) = recv.read_exact(&mut buf).await {
+                        return Some((Err(Box::new(e) as BoxError), None));
+                    }
+                    let trailers = postcard::from_bytes::<Vec<(String, Vec<u8>)>>(&buf)
+                        .map_err(|e| format!("undecodable trailers: {e}"))
+                        .and_then(from_pairs);
+                    return Some((trailers.map(Frame::trailers).map_err(Into::into), None));
+                }
+                kind => {
+                    return Some((
+                        Err(format!("bad body frame (kind {kind}, {len} bytes)").into()),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    boxed(StreamBody::new(stream))
+}
+
+async fn framed_pump(mut body: Body, mut send: SendStream) {
+    let header = |kind: u8, len: usize| {
+        let mut h = [kind, 0, 0, 0, 0];
+        h[1..].copy_from_slice(&(len as u32).to_le_bytes());
+        Bytes::copy_from_slice(&h)
+    };
+    while let Some(frame) = body.frame().await {
+        let mut chunks = match frame.map(Frame::into_data) {
+            Ok(Ok(data)) if data.is_empty() => continue,
+            Ok(Ok(data)) => [header(DATA, data.len()), data],
+            Ok(Err(frame)) => match frame.into_trailers() {
+                Ok(t) => match postcard::to_stdvec(&to_pairs(&t)) {
+                    Ok(b) if b.len() <= MAX_HEAD => [header(TRAILERS, b.len()), Bytes::from(b)],
+                    _ => break, // trailers too large to send: the body ends without them
+                },
+                Err(_) => continue,
+            },
+            Err(_) => {
+                let _ = send.reset(quinn::VarInt::from_u32(1));
+                return;
+            }
+        };
+        if send.write_all_chunks(&mut chunks).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+fn raw_body_from(recv: RecvStream) -> Body {
     let stream = futures_util::stream::unfold(Some(recv), |state| async move {
         let mut recv = state?;
         match recv.read_chunk(64 * 1024, true).await {
@@ -111,8 +237,7 @@ pub fn body_from(recv: RecvStream) -> Body {
     boxed(StreamBody::new(stream))
 }
 
-/// Sends a body down a stream and finishes it; a failing body resets the stream.
-pub async fn pump(mut body: Body, mut send: SendStream) {
+async fn raw_pump(mut body: Body, mut send: SendStream) {
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
-use super::frame::{self, Duplex};
+use super::frame::{self, Duplex, Framing};
 use super::tls::{ClusterTls, SERVER_NAME};
 use super::BackhaulError;
 use crate::body::{empty, Body};
@@ -97,10 +97,13 @@ impl QuicClient {
         &self,
         to: SocketAddr,
         delay: Duration,
-        req: Request<Body>,
+        mut req: Request<Body>,
         upgrade: bool,
         mark: &ConnectMark,
     ) -> Result<(Response<Body>, Option<Side>), BackhaulError> {
+        if !upgrade {
+            Framing::announce(req.headers_mut());
+        }
         let conn = self.connection(to).await?;
         let (mut send, mut recv) = match conn.open_bi().await {
             Ok(s) => s,
@@ -121,7 +124,7 @@ impl QuicClient {
         let send = if upgrade {
             Some(send)
         } else {
-            tokio::spawn(frame::pump(req.into_body(), send));
+            tokio::spawn(frame::pump(req.into_body(), send, Framing::Framed));
             None
         };
         let head = frame::read_head(&mut recv)
@@ -135,7 +138,8 @@ impl QuicClient {
             }
             return Ok((resp, None));
         }
-        let resp = frame::response_from(head, frame::body_from(recv))
+        let framing = Framing::of(&head);
+        let resp = frame::response_from(head, frame::body_from(recv, framing))
             .map_err(|e| BackhaulError::Io(to, e))?;
         Ok((resp, None))
     }
@@ -226,10 +230,11 @@ async fn stream(
         .headers
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("upgrade"));
+    let framing = Framing::of(&head);
     let (body, recv) = if upgrade {
         (empty(), Some(recv))
     } else {
-        (frame::body_from(recv), None)
+        (frame::body_from(recv, framing), None)
     };
     let req = match frame::request_from(head, body) {
         Ok(r) => r,
@@ -243,7 +248,10 @@ async fn stream(
     let back = super::server::reply_delay(delays, req.headers());
     let (tx, rx) = tokio::sync::oneshot::channel();
     let edge_side = upgrade.then_some(Side::Later(rx));
-    let resp = super::server::admit_and_forward(node, key, req, edge_side).await;
+    let mut resp = super::server::admit_and_forward(node, key, req, edge_side).await;
+    if framing == Framing::Framed {
+        Framing::announce(resp.headers_mut());
+    }
     if !back.is_zero() {
         tokio::time::sleep(back).await;
     }
@@ -257,7 +265,7 @@ async fn stream(
         Some(recv) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let _ = tx.send(Box::new(Duplex { send, recv }));
         }
-        _ => frame::pump(resp.into_body(), send).await,
+        _ => frame::pump(resp.into_body(), send, framing).await,
     }
 }
 

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE, VIA};
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `Trailer` is not
+/// one of them (RFC 9110 §6.6.2): it announces the trailer fields, and hyper's HTTP/1.1 server
+/// sends only the trailers it names.
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
@@ -14,7 +16,6 @@ fn is_hop_by_hop(name: &str) -> bool {
             | "proxy-authenticate"
             | "proxy-authorization"
             | "te"
-            | "trailer"
             | "transfer-encoding"
     )
 }
