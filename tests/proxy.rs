@@ -13,7 +13,11 @@ async fn routes_by_host_over_http1_and_h2_and_404s_unknown_hosts() {
     let n = node(
         &[
             ("alpha", app_toml("alpha", 10, 20, "closest", 3)),
-            ("beta", app_toml("beta", 10, 20, "closest", 3)),
+            (
+                "beta",
+                app_toml("beta", 10, 20, "closest", 3)
+                    + "[http_service.http_options]\nh2_backend = true\n",
+            ),
         ],
         &[("alpha-1", "alpha", a.addr), ("beta-1", "beta", b.addr)],
         "",
@@ -31,9 +35,16 @@ async fn routes_by_host_over_http1_and_h2_and_404s_unknown_hosts() {
     let r = get(n.edge, "beta", "/").await;
     assert_eq!(r.header("x-backend-id"), Some("beta-1"));
 
-    // h2c prior knowledge: routed by :authority, forwarded to the instance as h2.
+    // h2c prior knowledge: routed by :authority; the instance gets HTTP/1.1 with that Host, or
+    // h2 when its app sets `h2_backend` (Fly's rule).
+    let r = send(n.edge, true, request_h2("alpha.example.com", "/headers")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()[":version"], "HTTP/1.1");
+    assert_eq!(r.json()["host"], "alpha.example.com");
     let r = send(n.edge, true, request_h2("beta.example.com", "/headers")).await;
     assert_eq!(r.status, 200);
+    assert_eq!(r.json()[":version"], "HTTP/2.0");
+    let r = send(n.edge, false, request("GET", "beta", "/headers", &[])).await;
     assert_eq!(r.json()[":version"], "HTTP/2.0");
     let r = send(n.edge, false, request("GET", "alpha", "/headers", &[])).await;
     assert_eq!(r.json()[":version"], "HTTP/1.1");

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod load;
+pub mod origins;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
@@ -158,6 +159,8 @@ pub struct Node {
     pub admin: SocketAddr,
     pub mesh: SocketAddr,
     pub backhaul: SocketAddr,
+    /// The TLS edge listener, when the node has `edge.tls_listen`.
+    pub tls: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -191,7 +194,16 @@ pub fn node(
 /// Starts `petrel run` on `dir/node.toml`.
 pub fn start_node(dir: tempfile::TempDir) -> Node {
     let path = dir.path().join("node.toml");
-    let (proc, addrs) = Proc::start(&["run", "--config", path.to_str().expect("utf8 path")], 4);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines = if text.contains("tls_listen = [\"") {
+        5
+    } else {
+        4
+    };
+    let (proc, addrs) = Proc::start(
+        &["run", "--config", path.to_str().expect("utf8 path")],
+        lines,
+    );
     let find = |k: &str| {
         addrs
             .iter()
@@ -204,6 +216,7 @@ pub fn start_node(dir: tempfile::TempDir) -> Node {
         admin: find("admin"),
         mesh: find("mesh"),
         backhaul: find("backhaul"),
+        tls: addrs.iter().find(|(w, _)| w == "tls").map(|(_, a)| *a),
         proc,
         dir,
     }
@@ -225,6 +238,8 @@ pub struct Spec<'a> {
     pub transport: &'a str,
     /// Extra lines for `[backhaul]`.
     pub backhaul_extra: String,
+    /// Extra lines for `[edge]`.
+    pub edge_extra: String,
 }
 
 impl<'a> Spec<'a> {
@@ -240,6 +255,7 @@ impl<'a> Spec<'a> {
             instances: Vec::new(),
             transport: "h2",
             backhaul_extra: String::new(),
+            edge_extra: String::new(),
         }
     }
 
@@ -263,10 +279,11 @@ impl<'a> Spec<'a> {
         let seeds: Vec<String> = self.seeds.iter().map(|s| format!("\"{s}\"")).collect();
         let mut t = format!(
             "[node]\nname = \"{}\"\nregion = \"{}\"\ndrain_timeout = \"10s\"\n\n\
-             [edge]\nlisten = [\"127.0.0.1:0\"]\ndebug_headers = true\n\n\
+             [edge]\nlisten = [\"127.0.0.1:0\"]\ndebug_headers = true\n{}\n\n\
              [mesh]\nbind = \"127.0.0.1:{}\"\nseeds = [{}]\nprofile = \"lan\"\n",
             self.name,
             self.region,
+            self.edge_extra,
             self.mesh_port,
             seeds.join(", ")
         );
