@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::Instance;
@@ -19,22 +19,38 @@ use crate::state::NodeState;
 /// How often the scheduler looks for due checks.
 const TICK: Duration = Duration::from_millis(100);
 
-/// One check of one instance: true if it answered 2xx/3xx within the timeout.
-pub async fn probe(inst: &Instance, check: &Check) -> bool {
+/// One check of one instance: true if it answered 2xx/3xx within the timeout. It speaks what
+/// the app's requests speak: HTTP/1.1 with `Host: <app>`, or HTTP/2 with prior knowledge and
+/// `:authority` `<app>` when `h2` (the app's `h2_backend`), since an h2-only server (gRPC) would
+/// refuse an HTTP/1.1 check.
+pub async fn probe(inst: &Instance, check: &Check, h2: bool) -> bool {
     let attempt = async {
         let stream = TcpStream::connect(inst.addr).await.ok()?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .ok()?;
-        tokio::spawn(conn);
+        let io = TokioIo::new(stream);
         let req = Request::builder()
             .method(check.method.as_str())
-            .uri(check.path.as_str())
-            .header("host", &*inst.app)
-            .header("user-agent", "petrel-health-check")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let resp = sender.send_request(req).await.ok()?;
+            .header("user-agent", "petrel-health-check");
+        let resp = if h2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .ok()?;
+            tokio::spawn(conn);
+            let req = req
+                .uri(format!("http://{}{}", inst.app, check.path))
+                .body(Empty::<Bytes>::new())
+                .ok()?;
+            sender.send_request(req).await.ok()?
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+            tokio::spawn(conn);
+            let req = req
+                .uri(check.path.as_str())
+                .header("host", &*inst.app)
+                .body(Empty::<Bytes>::new())
+                .ok()?;
+            sender.send_request(req).await.ok()?
+        };
         Some(resp.status().is_success() || resp.status().is_redirection())
     };
     tokio::time::timeout(check.timeout.get(), attempt)
@@ -60,9 +76,10 @@ pub async fn run(node: Arc<NodeState>) {
         let local = node.local.load();
         let routes = node.routes.load();
         for inst in local.all() {
-            let Some(list) = routes.by_name(&inst.app).map(|a| &a.checks) else {
+            let Some(app) = routes.by_name(&inst.app) else {
                 continue;
             };
+            let (list, h2) = (&app.checks, app.h2_backend);
             let added = inst.added_ms.load(std::sync::atomic::Ordering::Relaxed);
             if added == u64::MAX {
                 inst.added_ms
@@ -79,7 +96,7 @@ pub async fn run(node: Arc<NodeState>) {
                 let in_grace = now < added + check.grace_period.get().as_millis() as u64;
                 let (inst, check) = (inst.clone(), check.clone());
                 tokio::spawn(async move {
-                    let ok = probe(&inst, &check).await;
+                    let ok = probe(&inst, &check, h2).await;
                     if in_grace && !ok {
                         return; // failures during the grace period do not count
                     }
