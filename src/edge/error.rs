@@ -19,6 +19,10 @@ pub enum ProxyError {
     /// first chunk); it is never forwarded.
     #[error("malformed request: {0}")]
     Malformed(&'static str),
+    /// A method petrel does not pass on: `CONNECT` (petrel is a reverse proxy, not a tunnel), or
+    /// `TRACE` that stops here (`Max-Forwards: 0`; petrel never reflects a request's headers).
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(&'static str),
     /// The request body is larger than `edge.max_body_bytes`.
     #[error("request body larger than {0} bytes")]
     TooLarge(u64),
@@ -80,6 +84,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::NoHost | ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
@@ -100,6 +105,7 @@ impl ProxyError {
             ProxyError::NoRoute(_)
             | ProxyError::NoHost
             | ProxyError::Malformed(_)
+            | ProxyError::MethodNotAllowed(_)
             | ProxyError::TooLarge(_)
             | ProxyError::Misdirected { .. }
             | ProxyError::NoHealthy(_)

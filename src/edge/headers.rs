@@ -142,6 +142,23 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
     h.insert(X_FORWARDED_PORT, HeaderValue::from(f.local_port));
 }
 
+/// Appends `mine` (`"<protocol> petrel"`) to a response's `Via`, after any entries it has.
+pub fn append_via(h: &mut HeaderMap, mine: &'static str) {
+    if !h.contains_key(VIA) {
+        h.insert(VIA, HeaderValue::from_static(mine));
+        return;
+    }
+    let mut all: Vec<u8> = Vec::new();
+    for v in h.get_all(VIA) {
+        all.extend_from_slice(v.as_bytes());
+        all.extend_from_slice(b", ");
+    }
+    all.extend_from_slice(mine.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&all) {
+        h.insert(VIA, v);
+    }
+}
+
 /// Refuses request heads that two parsers could frame differently (request smuggling): both
 /// `Content-Length` and `Transfer-Encoding`, or more than one `Host`. (hyper itself refuses
 /// conflicting lengths, bad `Transfer-Encoding` lists, obs-fold and malformed fields.)
@@ -155,6 +172,34 @@ pub fn ambiguous_framing(h: &HeaderMap) -> Option<&'static str> {
         return Some("more than one Host header");
     }
     None
+}
+
+/// What `Max-Forwards` says of a `TRACE` or `OPTIONS` request (RFC 9110 §7.6.2).
+#[derive(Debug, PartialEq, Eq)]
+pub enum MaxForwards {
+    /// Pass it on (the header, if any, was decremented).
+    Forward,
+    /// The count is 0: this proxy is the final recipient and must answer itself.
+    AnswerHere,
+}
+
+/// Checks and decrements `Max-Forwards` on `TRACE` and `OPTIONS`; other methods ignore it.
+pub fn max_forwards(method: &http::Method, h: &mut HeaderMap) -> MaxForwards {
+    if *method != http::Method::TRACE && *method != http::Method::OPTIONS {
+        return MaxForwards::Forward;
+    }
+    let name = http::header::MAX_FORWARDS;
+    match h
+        .get(&name)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+    {
+        Some(0) => MaxForwards::AnswerHere,
+        Some(n) => {
+            h.insert(name, HeaderValue::from(n - 1));
+            MaxForwards::Forward
+        }
+        None => MaxForwards::Forward,
+    }
 }
 
 /// True for an HTTP/1.1 request asking to switch protocols (WebSocket and friends).
@@ -223,6 +268,30 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "fly-request-id"]);
+    }
+
+    #[test]
+    fn max_forwards_counts_down_on_trace_and_options_only() {
+        let mut h = map(&[("max-forwards", "3")]);
+        assert_eq!(
+            max_forwards(&http::Method::OPTIONS, &mut h),
+            MaxForwards::Forward
+        );
+        assert_eq!(h["max-forwards"], "2");
+        assert_eq!(
+            max_forwards(&http::Method::GET, &mut h),
+            MaxForwards::Forward
+        );
+        assert_eq!(h["max-forwards"], "2", "GET ignores it");
+        let mut h = map(&[("max-forwards", "0")]);
+        assert_eq!(
+            max_forwards(&http::Method::TRACE, &mut h),
+            MaxForwards::AnswerHere
+        );
+        assert_eq!(
+            max_forwards(&http::Method::OPTIONS, &mut HeaderMap::new()),
+            MaxForwards::Forward
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ use super::body::{Finish, TimedUpload, Tracked};
 use super::candidates::{self, Ask, Candidate, Picked, Remote, Target};
 use super::error::ProxyError;
 use super::headers::{
-    add_forwarding, ambiguous_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded,
+    add_forwarding, ambiguous_framing, append_via, max_forwards, strip_hop_by_hop, strip_internal,
+    wants_upgrade, Forwarded, MaxForwards,
 };
 use super::routes::normalize_host;
 use super::server::ConnCtx;
@@ -35,7 +36,7 @@ use crate::trace::{ConnectMark, Target as TraceTarget, Trace};
 pub async fn handle(
     node: Arc<NodeState>,
     conn: Arc<ConnCtx>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
     let rid = node.request_id();
@@ -60,6 +61,33 @@ pub async fn handle(
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         return resp;
+    }
+    // Methods petrel answers itself, before any routing.
+    let method = req.method().clone();
+    let here = match (&method, max_forwards(&method, req.headers_mut())) {
+        (&http::Method::CONNECT, _) => Some(Err(ProxyError::MethodNotAllowed("CONNECT"))),
+        (&http::Method::TRACE, MaxForwards::AnswerHere) => {
+            Some(Err(ProxyError::MethodNotAllowed("TRACE")))
+        }
+        (_, MaxForwards::AnswerHere) => Some(Ok(StatusCode::OK)), // OPTIONS, final recipient
+        _ => None,
+    };
+    if let Some(answer) = here {
+        let m = &node_metrics().unrouted;
+        let status = answer.as_ref().map_or_else(|e| e.status(), |s| *s);
+        m.request(status.as_u16(), start.elapsed().as_secs_f64());
+        return match answer {
+            Ok(status) => {
+                let mut r = Response::new(crate::body::empty());
+                *r.status_mut() = status;
+                r.headers_mut().insert("petrel-request-id", rid);
+                r
+            }
+            Err(err) => {
+                m.failure(err.phase());
+                err.to_response(&rid)
+            }
+        };
     }
     let host = request_host(&req);
     let routes = node.routes.load();
@@ -535,6 +563,16 @@ fn respond(
     strip_hop_by_hop(&mut parts.headers, switching);
     strip_internal(&mut parts.headers);
     parts.headers.insert("petrel-request-id", rid.clone());
+    // RFC 9110 §7.6.3: a proxy adds itself to `Via` in every message it forwards, responses too
+    // (Fly's proxy does: `via: 1.1 fly.io`); the protocol is the one the instance answered in.
+    append_via(
+        &mut parts.headers,
+        if app.h2_backend && !switching {
+            "2 petrel"
+        } else {
+            "1.1 petrel"
+        },
+    );
     if settings.debug_headers {
         let owner = match &cand.target {
             Target::Local(_) => &node.name,
