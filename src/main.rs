@@ -244,13 +244,18 @@ fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
         (None, Some(path)) => config::load_app(&path).map(|a| {
             let svc = &a.http_service;
             format!(
-                "ok: {}: app {}, strategy {}, soft {} / hard {} {}",
+                "ok: {}: app {}, strategy {}, soft {} / hard {} {}, instances spoken to in {}",
                 path.display(),
                 a.app,
                 svc.load_balancing.strategy.as_str(),
                 svc.concurrency.soft_limit,
                 svc.concurrency.hard_limit,
-                svc.concurrency.kind.as_str()
+                svc.concurrency.kind.as_str(),
+                if svc.http_options.h2_backend {
+                    "HTTP/2 (h2_backend)"
+                } else {
+                    "HTTP/1.1"
+                }
             )
         }),
         (None, None) => unreachable!("clap requires --config or --app"),

@@ -243,3 +243,31 @@ fn run_with_a_broken_config_exits_2_and_binds_nothing() {
     assert!(err.contains("node.toml:3: node.region"), "{err}");
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
+
+#[test]
+fn h2_backend_is_fly_s_key_and_check_says_which_protocol_instances_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grpc.toml");
+    std::fs::write(
+        &path,
+        "app = \"grpc\"\n[http_service]\n  [http_service.http_options]\n  h2_backend = true\n",
+    )
+    .unwrap();
+    let (code, out, err) = check(&["--app", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("instances spoken to in HTTP/2"), "{out}");
+    std::fs::write(&path, "app = \"web\"\n").unwrap();
+    let (_, out, _) = check(&["--app", path.to_str().unwrap()]);
+    assert!(out.contains("instances spoken to in HTTP/1.1"), "{out}");
+    std::fs::write(
+        &path,
+        "app = \"grpc\"\n[http_service]\n  [http_service.http_options]\n  h2_backnd = true\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&["--app", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("grpc.toml:4") && err.contains("h2_backnd"),
+        "names file, line and key: {err}"
+    );
+}
