@@ -51,6 +51,8 @@ struct Origins {
 struct Bed {
     path: Path,
     edge: SocketAddr,
+    /// The admin API of the node hosting the instances.
+    owner_admin: SocketAddr,
     tls: SocketAddr,
     roots: Arc<rustls::RootCertStore>,
     origins: Origins,
@@ -58,10 +60,21 @@ struct Bed {
     _certs: tempfile::TempDir,
 }
 
+/// One app per origin; the three checked ones fail their check within a second if a probe is
+/// refused (no grace), so a check that a real origin rejects shows as an unhealthy instance.
 fn apps() -> Vec<(&'static str, String)> {
     ["py", "ng", "nd", "racy"]
         .iter()
-        .map(|a| (*a, app_toml(a, 100, 200, "closest", 2)))
+        .map(|a| {
+            let mut t = app_toml(a, 100, 200, "closest", 2);
+            if *a != "racy" {
+                t.push_str(
+                    "[[http_service.checks]]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
+                     grace_period = \"0s\"\npath = \"/\"\n",
+                );
+            }
+            (*a, t)
+        })
         .collect()
 }
 
@@ -138,6 +151,7 @@ async fn bed(path: Path) -> Bed {
     let edge = &nodes[0];
     Bed {
         path,
+        owner_admin: nodes.last().unwrap().admin,
         edge: edge.edge,
         tls: edge.tls.expect("TLS listener"),
         roots: Arc::new(roots),
@@ -525,6 +539,85 @@ async fn stale_pooled_connections_are_invisible(bed: &Bed) {
     assert!(failures.is_empty(), "{:?}: {failures:#?}", bed.path);
 }
 
+/// What a proxy must do itself: `Via` on responses too (RFC 9110 §7.6.3), `Max-Forwards` on
+/// OPTIONS and TRACE (§7.6.2), and no `CONNECT` tunnels through a reverse proxy.
+async fn proxy_duties(bed: &Bed) {
+    for c in CLIENTS {
+        let r = get(bed, c, "py.example.com", "/").await;
+        assert!(
+            r.header("via").ends_with("1.1 petrel"),
+            "{c:?}: {:?}",
+            r.headers
+        );
+        let r = send(
+            bed,
+            c,
+            req(
+                c,
+                "OPTIONS",
+                "py.example.com",
+                "/headers",
+                &[("max-forwards", "2")],
+                Bytes::new(),
+            ),
+        )
+        .await;
+        assert!(
+            r.text().contains(r#"["max-forwards", "1"]"#),
+            "{:?} {c:?}: {}",
+            bed.path,
+            r.text()
+        );
+        let r = send(
+            bed,
+            c,
+            req(
+                c,
+                "OPTIONS",
+                "py.example.com",
+                "/",
+                &[("max-forwards", "0")],
+                Bytes::new(),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("x-origin-id"),
+            "",
+            "answered by petrel, not the origin"
+        );
+        let r = send(
+            bed,
+            c,
+            req(
+                c,
+                "TRACE",
+                "py.example.com",
+                "/",
+                &[("max-forwards", "0")],
+                Bytes::new(),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 405);
+    }
+    let out = raw(
+        bed.edge,
+        b"CONNECT py.example.com:443 HTTP/1.1\r\nHost: py.example.com:443\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+}
+
+/// Health checks reach real origins in a form they accept: every checked instance stayed healthy.
+async fn health_checks_pass(bed: &Bed) {
+    let v = common::http::get_json(bed.owner_admin, "/v1/instances").await;
+    for i in v["instances"].as_array().unwrap() {
+        assert_eq!(i["healthy"], true, "{:?}: {i}", bed.path);
+    }
+}
+
 // ---- the controls ---------------------------------------------------------------------------
 
 /// Server-sent events arrive as the origin writes them (200 ms apart), not all at the end.
@@ -696,6 +789,7 @@ async fn conformance(path: Path) {
     let bed = bed(path).await;
     h2_clients_reach_http1_origins_with_host(&bed).await;
     absolute_form_rebuilds_host(&bed).await;
+    proxy_duties(&bed).await;
     bodies_arrive_intact(&bed).await;
     bodiless_responses_keep_framing(&bed).await;
     trailers_pass(&bed).await;
@@ -705,6 +799,7 @@ async fn conformance(path: Path) {
     sse_streams(&bed).await;
     early_413_reaches_the_client(&bed).await;
     stale_pooled_connections_are_invisible(&bed).await;
+    health_checks_pass(&bed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
