@@ -3,12 +3,14 @@
 #   HTTP/1.1 keep-alive (wrk): direct to a backend, HAProxy, nginx, petrel one node, petrel two nodes
 #     (the edge has no instance; requests cross the backhaul over HTTP/2 or over QUIC);
 #   h2 (h2load): HAProxy, nginx and petrel over TLS (ALPN h2), petrel and direct over h2c, two nodes;
+#   the same with nginx as the origin (rows *-ngo): HTTP/1.1 and h2c clients, one and two nodes;
 #   idle WebSockets: RSS each proxy gains per open idle WebSocket (python3 client, petrel's backend echo).
 # Prints medians, min–max and ratios to direct and to HAProxy.
 #
 # Needs: a release build (cargo build --release) and, from Debian:
 #   apt-get install -y haproxy nginx wrk nghttp2-client openssl python3
-# Usage: benches/proxy-bench.sh [rounds (default 3)] [seconds per round (default 5)] [websockets (default 10000)]
+# Usage: benches/proxy-bench.sh [rounds (default 3)] [seconds per round (default 5)] [websockets (default 10000;
+#   0 skips the idle-connection rounds)]
 # Installs nothing; every process it starts is stopped on exit. The WebSocket count is lowered to what
 # the open-file limit allows (a proxy holds two sockets per WebSocket).
 set -euo pipefail
@@ -34,8 +36,25 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 BE=$(free_port); HA=$(free_port); NG=$(free_port); PE=$(free_port)
 HAS=$(free_port); NGS=$(free_port); PES=$(free_port)
 A2=$(free_port); AQ=$(free_port); BM=$(free_port); BB=$(free_port)
+ORIG=$(free_port); HAO=$(free_port); HAO2=$(free_port); NGO=$(free_port); NGO2=$(free_port)
 
 "$BIN" backend --listen 127.0.0.1:$BE --id bench >/dev/null 2>&1 & PIDS+=($!)
+
+# A real origin: nginx answering every request itself (one worker, HTTP/1.1 keep-alive).
+mkdir -p "$WORK/origin"
+cat > "$WORK/origin/nginx.conf" <<CFG
+worker_processes 1;
+daemon off;
+pid $WORK/origin/nginx.pid;
+error_log $WORK/origin/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$ORIG; location / { return 200 "hello from nginx\n"; } }
+}
+CFG
+nginx -c "$WORK/origin/nginx.conf" -p "$WORK/origin" >/dev/null 2>&1 & PIDS+=($!)
 
 # One self-signed certificate for localhost, used by all three TLS listeners.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
@@ -44,7 +63,7 @@ cat "$WORK/localhost.pem" "$WORK/localhost.key" > "$WORK/combined.pem"
 
 cat > "$WORK/haproxy.cfg" <<CFG
 global
-  maxconn $((WS + 50))
+  maxconn $(( (WS > 1000 ? WS : 1000) + 50 ))
   nbthread 1
 defaults
   mode http
@@ -60,6 +79,13 @@ frontend fe
 backend be
   http-reuse always
   server s1 127.0.0.1:$BE
+frontend fe_ngo
+  bind 127.0.0.1:$HAO
+  bind 127.0.0.1:$HAO2 proto h2
+  default_backend be_ngo
+backend be_ngo
+  http-reuse always
+  server o1 127.0.0.1:$ORIG
 CFG
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HAPID=$!; PIDS+=($HAPID)
 
@@ -74,6 +100,12 @@ http {
   access_log off;
   keepalive_requests 1000000;   # the default (1000) closes h2 connections that h2load does not reopen
   upstream be { server 127.0.0.1:$BE; keepalive 256; }
+  upstream ngo { server 127.0.0.1:$ORIG; keepalive 256; }
+  server {
+    listen 127.0.0.1:$NGO;
+    listen 127.0.0.1:$NGO2 http2;
+    location / { proxy_pass http://ngo; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
   map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
     listen 127.0.0.1:$NG;
@@ -106,6 +138,7 @@ hosts = ["127.0.0.1", "localhost"]
   soft_limit = 20000
   hard_limit = 25000
 CFG
+  sed -e 's/^app = "bench"/app = "ngo"/' -e 's/^hosts = .*/hosts = ["ngo"]/' "$1/apps/bench.toml" > "$1/apps/ngo.toml"
 }
 node_toml() { # dir name edge-port mesh-bind seeds backhaul-listen transport extra
   app_toml "$1"
@@ -132,8 +165,10 @@ mkdir -p "$WORK/p1/certs"; cp "$WORK/localhost.pem" "$WORK/localhost.key" "$WORK
 node_toml "$WORK/p1" bench-1 "$PE" 127.0.0.1:0 "" 127.0.0.1:0 h2 "tls_listen = [\"127.0.0.1:$PES\"]
 certs_dir = \"certs\""
 printf '[[instances]]\nid = "bench-1a"\napp = "bench"\naddress = "127.0.0.1:%s"\n' "$BE" >> "$WORK/p1/node.toml"
+printf '[[instances]]\nid = "ngo-1a"\napp = "ngo"\naddress = "127.0.0.1:%s"\n' "$ORIG" >> "$WORK/p1/node.toml"
 node_toml "$WORK/pb" bench-b "$(free_port)" "127.0.0.1:$BM" "" "127.0.0.1:$BB" h2 ""
 printf '[[instances]]\nid = "bench-ba"\napp = "bench"\naddress = "127.0.0.1:%s"\n' "$BE" >> "$WORK/pb/node.toml"
+printf '[[instances]]\nid = "ngo-ba"\napp = "ngo"\naddress = "127.0.0.1:%s"\n' "$ORIG" >> "$WORK/pb/node.toml"
 node_toml "$WORK/pa2" bench-a2 "$A2" 127.0.0.1:0 "\"127.0.0.1:$BM\"" 127.0.0.1:0 h2 ""
 node_toml "$WORK/paq" bench-aq "$AQ" 127.0.0.1:0 "\"127.0.0.1:$BM\"" 127.0.0.1:0 quic ""
 for n in p1 pb pa2 paq; do
@@ -141,12 +176,17 @@ for n in p1 pb pa2 paq; do
   [ "$n" = p1 ] && PEPID=$!
 done
 
-declare -A TARGET=([direct]=$BE [haproxy]=$HA [nginx]=$NG [petrel]=$PE [petrel-2n-h2]=$A2 [petrel-2n-quic]=$AQ)
-ORDER=(direct haproxy nginx petrel petrel-2n-h2 petrel-2n-quic)
+# Rows ending in -ngo reach the nginx origin; petrel routes them by Host (app "ngo").
+declare -A TARGET=([direct]=$BE [haproxy]=$HA [nginx]=$NG [petrel]=$PE [petrel-2n-h2]=$A2 [petrel-2n-quic]=$AQ
+  [direct-ngo]=$ORIG [haproxy-ngo]=$HAO [nginx-ngo]=$NGO [petrel-ngo]=$PE [petrel-2n-h2-ngo]=$A2
+  [petrel-2n-quic-ngo]=$AQ)
+ORDER=(direct haproxy nginx petrel petrel-2n-h2 petrel-2n-quic
+  direct-ngo haproxy-ngo nginx-ngo petrel-ngo petrel-2n-h2-ngo petrel-2n-quic-ngo)
+host_of() { case "$1" in *-ngo) echo ngo ;; *) echo "127.0.0.1" ;; esac; }
 for name in "${ORDER[@]}"; do
   ok=""
   for _ in $(seq 100); do # the two-node edges need the mesh to tell them where the instance is
-    if curl -sf -m 2 -o /dev/null "http://127.0.0.1:${TARGET[$name]}/"; then ok=1; break; fi
+    if curl -sf -m 2 -o /dev/null -H "Host: $(host_of "$name")" "http://127.0.0.1:${TARGET[$name]}/"; then ok=1; break; fi
     sleep 0.1
   done
   [ -n "$ok" ] || { echo "$name is not answering on ${TARGET[$name]}" >&2; tail -n 5 "$WORK"/*.log >&2 || true; exit 1; }
@@ -158,13 +198,17 @@ done
 # h2 targets: TLS (ALPN h2) for the three proxies, h2c prior knowledge for direct and petrel.
 declare -A H2URL=([direct-h2c]="http://127.0.0.1:$BE/" [haproxy-tls]="https://localhost:$HAS/"
   [nginx-tls]="https://localhost:$NGS/" [petrel-tls]="https://localhost:$PES/" [petrel-h2c]="http://127.0.0.1:$PE/"
-  [petrel-2n-h2]="http://127.0.0.1:$A2/" [petrel-2n-quic]="http://127.0.0.1:$AQ/")
-H2ORDER=(direct-h2c haproxy-tls nginx-tls petrel-tls petrel-h2c petrel-2n-h2 petrel-2n-quic)
+  [petrel-2n-h2]="http://127.0.0.1:$A2/" [petrel-2n-quic]="http://127.0.0.1:$AQ/"
+  [haproxy-h2c-ngo]="http://127.0.0.1:$HAO2/" [nginx-h2c-ngo]="http://127.0.0.1:$NGO2/"
+  [petrel-h2c-ngo]="http://127.0.0.1:$PE/" [petrel-2n-h2-ngo]="http://127.0.0.1:$A2/"
+  [petrel-2n-quic-ngo]="http://127.0.0.1:$AQ/")
+H2ORDER=(direct-h2c haproxy-tls nginx-tls petrel-tls petrel-h2c petrel-2n-h2 petrel-2n-quic
+  haproxy-h2c-ngo nginx-h2c-ngo petrel-h2c-ngo petrel-2n-h2-ngo petrel-2n-quic-ngo)
 
 declare -A RPS P99 H2
 for r in $(seq "$ROUNDS"); do
   for name in "${ORDER[@]}"; do
-    out=$(wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:${TARGET[$name]}/" 2>&1)
+    out=$(wrk -t2 -c64 -d"${SECS}s" --latency -H "Host: $(host_of "$name")" "http://127.0.0.1:${TARGET[$name]}/" 2>&1)
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
@@ -172,7 +216,9 @@ for r in $(seq "$ROUNDS"); do
     RPS[$name]+="$rps "; P99[$name]+="$p99 "
   done
   for name in "${H2ORDER[@]}"; do
-    out=$(h2load -c64 -m10 -D"$SECS" -t2 "${H2URL[$name]}" 2>&1)
+    auth=()
+    case "$name" in *-ngo) auth=(-H ":authority: ngo") ;; esac
+    out=$(h2load -c64 -m10 -D"$SECS" -t2 "${auth[@]}" "${H2URL[$name]}" 2>&1)
     h2=$(awk '/^finished in/ {print $4}' <<<"$out")
     bad=$(awk '/^requests:/ {print $10 + $12}' <<<"$out")
     [ "${bad:-0}" = 0 ] || echo "round $r $name: $bad requests failed or errored" >&2
@@ -187,22 +233,30 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 if [ "$ROUNDS" -gt 0 ]; then
 echo
 echo "HTTP/1.1 keep-alive, wrk -t2 -c64, ${ROUNDS} rounds of ${SECS}s, alternating (median (min–max))"
-printf "%-16s %-28s %-12s %-10s %-10s\n" target "requests/s" "p99 ms" "vs direct" "vs haproxy"
-d=$(echo "${RPS[direct]}" | median | cut -d' ' -f1); h=$(echo "${RPS[haproxy]}" | median | cut -d' ' -f1)
+printf "%-20s %-28s %-12s %-10s %-10s\n" target "requests/s" "p99 ms" "vs direct" "vs haproxy"
 for name in "${ORDER[@]}"; do
+  # Each row is compared with direct and HAProxy to the same origin.
+  sfx=""; case "$name" in *-ngo) sfx=-ngo ;; esac
+  d=$(echo "${RPS[direct$sfx]}" | median | cut -d' ' -f1); h=$(echo "${RPS[haproxy$sfx]}" | median | cut -d' ' -f1)
   m=$(echo "${RPS[$name]}" | median); v=$(cut -d' ' -f1 <<<"$m")
   p=$(echo "${P99[$name]}" | median | cut -d' ' -f1)
-  printf "%-16s %-28s %-12s %-10s %-10s\n" "$name" "$m" "$p" "$(ratio "$v" "$d")" "$(ratio "$v" "$h")"
+  printf "%-20s %-28s %-12s %-10s %-10s\n" "$name" "$m" "$p" "$(ratio "$v" "$d")" "$(ratio "$v" "$h")"
 done
 echo
 echo "h2, h2load -c64 -m10 -t2 (median req/s (min–max)); *-tls: TLS with ALPN h2, others h2c"
-printf "%-16s %-28s %-10s\n" target "requests/s" "vs haproxy-tls"
-h=$(echo "${H2[haproxy-tls]}" | median | cut -d' ' -f1)
+echo "(rows *-ngo: nginx origin, compared with haproxy-h2c-ngo; the others with haproxy-tls)"
+printf "%-20s %-28s %-10s\n" target "requests/s" "vs haproxy"
 for name in "${H2ORDER[@]}"; do
+  case "$name" in
+    *-ngo) h=$(echo "${H2[haproxy-h2c-ngo]}" | median | cut -d' ' -f1) ;;
+    *) h=$(echo "${H2[haproxy-tls]}" | median | cut -d' ' -f1) ;;
+  esac
   m=$(echo "${H2[$name]}" | median)
-  printf "%-16s %-28s %-10s\n" "$name" "$m" "$(ratio "$(cut -d' ' -f1 <<<"$m")" "$h")"
+  printf "%-20s %-28s %-10s\n" "$name" "$m" "$(ratio "$(cut -d' ' -f1 <<<"$m")" "$h")"
 done
 fi
+
+[ "$WS" -gt 0 ] || exit 0
 
 # Idle connections: open $WS through one proxy, hold them idle, read the proxy's RSS, close them.
 # mode "ws": WebSockets (upgraded, then silent); mode "keepalive": one plain GET each, then silent;
