@@ -19,7 +19,10 @@ use super::io::{idle_and_open, OriginIo};
 use super::Instance;
 use crate::body::Body;
 
-const MAX_IDLE_H1: usize = 256;
+/// Idle HTTP/1.1 connections kept per instance. An HTTP/2 client can have hundreds of streams in
+/// flight, each on its own instance connection: a smaller pool would close and reopen them at
+/// that rate (and a connect storm overflows a small origin's accept queue).
+const MAX_IDLE_H1: usize = 1024;
 
 /// A connection idle at least this long has its socket peeked before reuse. No origin closes an
 /// idle connection sooner; connections reused back to back under load skip the system call.
