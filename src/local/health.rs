@@ -28,7 +28,7 @@ pub async fn probe(inst: &Instance, check: &Check, h2: bool) -> bool {
         let stream = TcpStream::connect(inst.addr).await.ok()?;
         let io = TokioIo::new(stream);
         let req = Request::builder()
-            .method(check.method.as_str())
+            .method(check.method.to_ascii_uppercase().as_str())
             .header("user-agent", "petrel-health-check");
         let resp = if h2 {
             let (mut sender, conn) =
