@@ -232,17 +232,22 @@ fn sim(
 fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
     let result = match (node, app) {
         (Some(path), _) => config::load_node(&path).map(|c| {
-            format!(
+            let mut out = format!(
                 "ok: {}: node {} (region {}), {} app(s), {} instance(s)",
                 path.display(),
                 c.node.node.name,
                 c.node.node.region,
                 c.apps.len(),
                 c.node.instances.len()
-            )
+            );
+            for (app, file) in c.apps.iter().zip(&c.app_paths) {
+                out.push_str(&ignored_line(&file.display().to_string(), &app.ignored));
+            }
+            out
         }),
         (None, Some(path)) => config::load_app(&path).map(|a| {
             let svc = &a.http_service;
+            let ignored = ignored_line(&path.display().to_string(), &a.ignored);
             format!(
                 "ok: {}: app {}, strategy {}, soft {} / hard {} {}, instances spoken to in {}",
                 path.display(),
@@ -256,7 +261,7 @@ fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
                 } else {
                     "HTTP/1.1"
                 }
-            )
+            ) + &ignored
         }),
         (None, None) => unreachable!("clap requires --config or --app"),
     };
@@ -270,6 +275,17 @@ fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `\n<file>: ignored (Fly keys petrel does not use): a, b`, or nothing.
+fn ignored_line(file: &str, ignored: &[String]) -> String {
+    if ignored.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n{file}: ignored (Fly keys petrel does not use): {}",
+        ignored.join(", ")
+    )
 }
 
 fn certs(out: &std::path::Path, nodes: &[String]) -> ExitCode {

@@ -271,3 +271,64 @@ fn h2_backend_is_fly_s_key_and_check_says_which_protocol_instances_get() {
         "names file, line and key: {err}"
     );
 }
+
+#[test]
+fn fly_toml_files_as_fly_writes_them_pass_and_say_what_petrel_ignores() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/fly-examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 12, "a dozen shapes: {files:?}");
+    for f in &files {
+        let (code, out, err) = check(&["--app", f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {err}", f.display());
+        let ignored = out
+            .lines()
+            .find(|l| l.contains("ignored (Fly keys petrel does not use): "))
+            .unwrap_or_else(|| panic!("{} lists no ignored key: {out}", f.display()));
+        assert_eq!(
+            out.matches("ignored (Fly keys").count(),
+            1,
+            "listed once: {out}"
+        );
+        assert!(!ignored.ends_with(": "), "{ignored}");
+    }
+    // The old millisecond durations and Go-style ones are read as Fly means them.
+    let (_, out, _) = check(&["--app", dir.join("rails.toml").to_str().unwrap()]);
+    assert!(
+        out.contains("build") && out.contains("vm") && out.contains("statics"),
+        "{out}"
+    );
+}
+
+#[test]
+fn keys_neither_petrel_nor_fly_know_are_errors_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    for (text, line, key, suggestion) in [
+        (
+            "app = \"a\"\nkill_signal = \"SIGINT\"\n[http_service]\nconcurency = 3\n",
+            "typo.toml:4",
+            "http_service",
+            "did you mean `concurrency`?",
+        ),
+        (
+            "app = \"a\"\n[http_service.concurrency]\nsoft_limit = 5\nhard_limt = 10\n",
+            "typo.toml:4",
+            "http_service.concurrency",
+            "did you mean `hard_limit`?",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = check(&["--app", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(line) && err.contains(key) && err.contains(suggestion),
+            "{err}"
+        );
+    }
+}

@@ -1,5 +1,7 @@
 //! App configs in fly.toml format (a subset plus petrel's extensions, SPEC §3).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::node::valid_name;
@@ -18,6 +20,9 @@ pub struct AppConfig {
     /// How the app is served.
     #[serde(default)]
     pub http_service: HttpService,
+    /// Keys Fly defines that petrel read past (dotted paths), for `petrel check` to list.
+    #[serde(skip)]
+    pub ignored: Vec<String>,
 }
 
 /// `[http_service]`
@@ -30,6 +35,10 @@ pub struct HttpService {
     /// Extra Host / SNI names routed to this app.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Fly's key: requests on a plaintext listener get `301` to the same URL over https (except
+    /// ACME HTTP-01 challenges under `/.well-known/acme-challenge/`).
+    #[serde(default)]
+    pub force_https: bool,
     /// Soft and hard limits.
     #[serde(default)]
     pub concurrency: Concurrency,
@@ -55,6 +64,50 @@ pub struct HttpOptions {
     /// WebSocket upgrades always go over HTTP/1.1.
     #[serde(default)]
     pub h2_backend: bool,
+    /// Which names the forwarding headers take: petrel's own (`Petrel-Client-IP`, …) or, for apps
+    /// that came from Fly, Fly's (`Fly-Client-IP`, `Fly-Region`, `Fly-Request-Id`,
+    /// `Fly-Forwarded-Port`). A petrel extension.
+    #[serde(default)]
+    pub header_names: HeaderNames,
+    /// Fly's response header rules.
+    #[serde(default)]
+    pub response: ResponseOptions,
+}
+
+/// The spelling of the headers petrel adds for the instance and the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderNames {
+    /// `Petrel-Client-IP`, `Petrel-Edge-Region`, `Petrel-Request-Id` (SPEC §5).
+    #[default]
+    Petrel,
+    /// `Fly-Client-IP`, `Fly-Region`, `Fly-Request-Id`, `Fly-Forwarded-Port`, as Fly's proxy sends.
+    Fly,
+}
+
+/// `[http_service.http_options.response]`: Fly's rules for the responses clients get.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseOptions {
+    /// Header name → a value or a list of values to set (replacing the instance's), or `false`
+    /// to remove the header.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderRule>,
+    /// `true`: petrel adds none of its own headers (`Petrel-Request-Id`, `Via`) to responses.
+    #[serde(default)]
+    pub pristine: bool,
+}
+
+/// One response header rule, as Fly writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderRule {
+    /// Set to this value.
+    One(String),
+    /// Set to these values, in order.
+    Many(Vec<String>),
+    /// `false`: remove. (`true` is an error.)
+    Remove(bool),
 }
 
 /// What one unit of instance load is.
@@ -244,6 +297,29 @@ impl AppConfig {
                     c.soft_limit, c.hard_limit
                 ),
             ));
+        }
+        for (name, rule) in &svc.http_options.response.headers {
+            let key = format!("http_service.http_options.response.headers.{name}");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errs.push(src.error(&key, format!("invalid header name {name:?}")));
+            }
+            let values: &[String] = match rule {
+                HeaderRule::One(v) => std::slice::from_ref(v),
+                HeaderRule::Many(v) => v,
+                HeaderRule::Remove(false) => &[],
+                HeaderRule::Remove(true) => {
+                    errs.push(src.error(
+                        &key,
+                        "true is not a rule: write a value, a list of values, or false to remove",
+                    ));
+                    &[]
+                }
+            };
+            for v in values {
+                if http::HeaderValue::from_str(v).is_err() {
+                    errs.push(src.error(&key, format!("invalid header value {v:?}")));
+                }
+            }
         }
         if svc.load_balancing.retries > 20 {
             errs.push(src.error("http_service.load_balancing.retries", "at most 20"));

@@ -5,6 +5,7 @@
 //! everything that is wrong.
 
 mod app;
+mod fly;
 mod node;
 mod source;
 mod value;
@@ -14,7 +15,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 
-pub use app::{AppConfig, Check, Concurrency, HttpService, LimitType, LoadBalancing, Strategy};
+pub use app::{
+    AppConfig, Check, Concurrency, HeaderNames, HeaderRule, HttpService, LimitType, LoadBalancing,
+    ResponseOptions, Strategy,
+};
 pub use node::{
     valid_name, valid_region, AdminSection, BackhaulSection, EdgeSection, InstanceConfig,
     MeshProfile, MeshSection, NodeConfig, NodeSection, SimulateSection, Transport,
@@ -71,13 +75,28 @@ pub fn check_node_text(name: &Path, text: String) -> Result<NodeConfig, ConfigEr
 
 /// Parses and validates app-file text; for fuzzing and tools.
 pub fn check_app_text(name: &Path, text: String) -> Result<AppConfig, ConfigErrors> {
-    parse_checked(&Source::from_text(name, text), AppConfig::validate)
+    parse_app(&Source::from_text(name, text))
 }
 
 /// Loads and validates one app file on its own (`petrel check --app`).
 pub fn load_app(path: &Path) -> Result<AppConfig, ConfigErrors> {
     let src = Source::read(path).map_err(|e| ConfigErrors(vec![e]))?;
-    parse_checked(&src, AppConfig::validate)
+    parse_app(&src)
+}
+
+/// Parses an app file (Fly's keys that petrel does not use set aside into `ignored`) and
+/// validates it.
+fn parse_app(src: &Source) -> Result<AppConfig, ConfigErrors> {
+    let (mut app, ignored): (AppConfig, _) = src
+        .parse_ignoring(fly::FLY_IGNORED)
+        .map_err(|e| ConfigErrors(vec![e]))?;
+    app.ignored = ignored;
+    let errs = app.validate(src);
+    if errs.is_empty() {
+        Ok(app)
+    } else {
+        Err(ConfigErrors(errs))
+    }
 }
 
 /// Loads the node file and every app file its `node.apps` globs match, then checks them together.
@@ -119,8 +138,11 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
                 continue;
             }
         };
-        let app: AppConfig = match app_src.parse() {
-            Ok(a) => a,
+        let app = match app_src.parse_ignoring::<AppConfig>(fly::FLY_IGNORED) {
+            Ok((mut a, ignored)) => {
+                a.ignored = ignored;
+                a
+            }
             Err(e) => {
                 errs.push(e);
                 continue;

@@ -87,12 +87,24 @@ impl Source {
 
     /// Deserializes the whole document, turning serde/TOML failures into a located error.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        let table = DeTable::parse(&self.text).map_err(|e| self.toml_error(&e, String::new()))?;
+        self.parse_ignoring(&[]).map(|(t, _)| t)
+    }
+
+    /// Like [`Source::parse`], with the keys of `ignored` (dotted paths, `[]` for any array item,
+    /// see [`super::fly::FLY_IGNORED`]) removed first; returns the ignored keys found.
+    pub fn parse_ignoring<T: DeserializeOwned>(
+        &self,
+        ignored: &[&str],
+    ) -> Result<(T, Vec<String>), ConfigError> {
+        let mut table =
+            DeTable::parse(&self.text).map_err(|e| self.toml_error(&e, String::new()))?;
+        let found = super::fly::strip_ignored(table.get_mut(), ignored);
         let de = toml::de::Deserializer::from(table);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let value = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = clean_path(&e.path().to_string());
             self.toml_error(e.inner(), key)
-        })
+        })?;
+        Ok((value, found))
     }
 
     fn toml_error(&self, e: &toml::de::Error, key: String) -> ConfigError {
@@ -100,11 +112,15 @@ impl Source {
         // the enclosing array, so it is the fallback.
         let by_key = (!key.is_empty()).then(|| self.line_of_key(&key)).flatten();
         let line = by_key.or_else(|| e.span().map(|s| self.line_of(s.start)));
+        let mut message = e.message().trim().to_string();
+        if let Some(name) = super::fly::did_you_mean(&message) {
+            message = format!("{message} (did you mean `{name}`?)");
+        }
         ConfigError {
             file: self.file.clone(),
             line,
             key,
-            message: e.message().trim().to_string(),
+            message,
         }
     }
 
