@@ -192,7 +192,10 @@ pub(super) async fn admit_and_forward(
     let resp = match send_to_instance(
         &inst,
         &out,
-        app.h2_backend && !upgrade,
+        crate::http::InstanceForm {
+            h2: app.h2_backend && !upgrade,
+            fly_names: app.fly_names,
+        },
         &settings.upstream,
         &crate::trace::ConnectMark::default(),
     )

@@ -51,6 +51,7 @@ impl Target {
 }
 
 /// One candidate with the figures the strategy reads.
+#[derive(Clone)]
 pub struct Candidate {
     /// Where it is.
     pub target: Target,

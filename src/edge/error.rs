@@ -65,6 +65,17 @@ pub enum ProxyError {
         /// The last backhaul error seen.
         last: String,
     },
+    /// Replays followed one another past `fly_replay::MAX_REPLAYS`.
+    #[error("app {0:?} replayed the request more than 10 times (fly-replay loop)")]
+    ReplayLoop(String),
+    /// No instance where a `fly-replay` sent the request could take it.
+    #[error("no instance of app {app:?} {target} could take the replayed request")]
+    ReplayTarget {
+        /// The app.
+        app: String,
+        /// Where the replay asked for ("in iad, ord", "anywhere").
+        target: String,
+    },
     /// The instance did not start its response in time.
     #[error("app {0:?} took too long to respond")]
     Timeout(String),
@@ -88,6 +99,8 @@ impl ProxyError {
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::ReplayLoop(_) => StatusCode::LOOP_DETECTED,
+            ProxyError::ReplayTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoHealthy(_)
             | ProxyError::AtCapacity(_)
             | ProxyError::ForcedUnknown(_)
@@ -109,6 +122,8 @@ impl ProxyError {
             | ProxyError::TooLarge(_)
             | ProxyError::Misdirected { .. }
             | ProxyError::NoHealthy(_)
+            | ProxyError::ReplayLoop(_)
+            | ProxyError::ReplayTarget { .. }
             | ProxyError::ForcedUnknown(_) => Phase::Route,
             ProxyError::AtCapacity(_) | ProxyError::ForcedUnavailable(_) => Phase::InstanceFull,
             ProxyError::Connect { .. } => Phase::InstanceConnect,

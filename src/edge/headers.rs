@@ -63,12 +63,28 @@ pub fn strip_prefixed(h: &mut HeaderMap, prefix: &str) {
     strip_where(h, |n| n.as_str().starts_with(prefix));
 }
 
+/// Fly's names for what petrel adds or reads (forwarding, replay), never taken from a client or
+/// passed from an instance to a client: an app that came from Fly trusts them.
+pub const FLY_OWN: [&str; 8] = [
+    "fly-client-ip",
+    "fly-region",
+    "fly-request-id",
+    "fly-forwarded-port",
+    "fly-replay",
+    "fly-replay-src",
+    "fly-replay-failed",
+    "fly-preferred-instance-unavailable",
+];
+
 /// Removes every `petrel-*` header: the namespace is petrel's own, so nothing a client or an
-/// instance sends under it is trusted or passed on. The `fly-*` routing headers go too.
+/// instance sends under it is trusted or passed on. The `fly-*` routing headers and Fly's names
+/// of petrel's own headers ([`FLY_OWN`]) go too.
 pub fn strip_internal(h: &mut HeaderMap) {
     strip_where(h, |n| {
         let n = n.as_str();
-        n.starts_with("petrel-") || crate::balance::ROUTING_HEADERS.contains(&n)
+        n.starts_with("petrel-")
+            || (n.starts_with("fly-")
+                && (crate::balance::ROUTING_HEADERS.contains(&n) || FLY_OWN.contains(&n)))
     });
 }
 
@@ -261,13 +277,16 @@ mod tests {
             ("petrel-anything", "x"),
             ("fly-prefer-region", "iad"),
             ("petrel-force-instance-id", "i"),
-            ("fly-request-id", "keep"),
+            ("fly-request-id", "spoofed"),
+            ("fly-client-ip", "1.2.3.4"),
+            ("fly-replay", "region=x"),
+            ("fly-app-specific", "keep"),
             ("accept", "*/*"),
         ]);
         strip_internal(&mut h);
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, ["accept", "fly-request-id"]);
+        assert_eq!(left, ["accept", "fly-app-specific"]);
     }
 
     #[test]

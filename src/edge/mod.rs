@@ -1,9 +1,11 @@
 //! The edge: client listeners, Host → app routing, the proxy handler and WebSocket splicing.
 
 mod accept;
+mod attempt;
 mod body;
 pub mod candidates;
 mod error;
+pub mod fly_replay;
 pub mod headers;
 mod penalty;
 mod proxy;

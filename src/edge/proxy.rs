@@ -10,9 +10,11 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::attempt::{self, Ctx, Miss, Step};
 use super::body::{Finish, TimedUpload, Tracked};
-use super::candidates::{self, Ask, Candidate, Picked, Remote, Target};
+use super::candidates::{self, Ask, Candidate, Picked, Target};
 use super::error::ProxyError;
+use super::fly_replay::{Fallback, Replay, MAX_REPLAYS};
 use super::headers::{
     add_forwarding, ambiguous_framing, append_via, max_forwards, strip_hop_by_hop, strip_internal,
     wants_upgrade, Forwarded, MaxForwards,
@@ -21,16 +23,14 @@ use super::routes::normalize_host;
 use super::server::ConnCtx;
 use super::upgrade::{splice, Ending, Side};
 use super::AppRoute;
-use crate::backhaul::protocol::{self, Reject};
-use crate::backhaul::BackhaulError;
 use crate::balance::{Empty, Hints};
 use crate::body::{boxed, Body};
 use crate::config::LimitType;
 use crate::http::ReplayableRequest;
-use crate::local::{send_to_instance, ConnectError, Instance, Outcome, Slot};
+use crate::local::Slot;
 use crate::state::{EdgeSettings, NodeState};
-use crate::telemetry::{node_metrics, RetryReason};
-use crate::trace::{ConnectMark, Target as TraceTarget, Trace};
+use crate::telemetry::node_metrics;
+use crate::trace::{Target as TraceTarget, Trace};
 
 /// Handles one client request end to end; never fails (errors become SPEC §6 responses).
 pub async fn handle(
@@ -127,6 +127,12 @@ pub async fn handle(
     if let Some(t) = trace.as_mut() {
         t.set_app(&app.name);
     }
+    if app.force_https && conn.tls.is_none() {
+        if let Some(resp) = to_https(&req, host.as_deref().unwrap_or_default(), &rid) {
+            app.metrics.request(301, start.elapsed().as_secs_f64());
+            return resp;
+        }
+    }
     match forward(&node, &conn, &app, req, &rid, start, &mut trace).await {
         Ok(resp) => resp,
         Err(err) => {
@@ -144,6 +150,21 @@ pub async fn handle(
     }
 }
 
+/// Fly's `force_https`: `301` to the same host and target over https, except for ACME HTTP-01
+/// challenges, which a certificate authority sends over plain HTTP (RFC 8555 §8.3).
+fn to_https<B>(req: &Request<B>, host: &str, rid: &HeaderValue) -> Option<Response<Body>> {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if pq.starts_with("/.well-known/acme-challenge/") {
+        return None;
+    }
+    let location = HeaderValue::from_str(&format!("https://{host}{pq}")).ok()?;
+    let mut r = Response::new(crate::body::empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    r.headers_mut().insert(http::header::LOCATION, location);
+    r.headers_mut().insert("petrel-request-id", rid.clone());
+    Some(r)
+}
+
 fn request_host<B>(req: &Request<B>) -> Option<String> {
     let raw = req
         .uri()
@@ -153,23 +174,20 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
     normalize_host(raw)
 }
 
-/// What one candidate did with the request.
-enum Step {
-    /// It answered (the slot, if local, is held until the response ends).
-    Done(Response<Body>, Option<Side>, Option<Slot>),
-    /// Nothing reached it: try the next one.
-    Next(RetryReason, Miss),
-    /// It failed after the request went out.
-    Fatal(ProxyError),
+/// An instance's answer and where it came from.
+struct Answered {
+    resp: Response<Body>,
+    side: Option<Side>,
+    slot: Option<Slot>,
+    /// The candidate that answered (an index into the pick's candidates).
+    at: usize,
+    /// Tries it took.
+    attempts: usize,
 }
 
-/// Why a candidate was passed over.
-enum Miss {
-    Full,
-    Instance(ConnectError),
-    Backhaul(BackhaulError),
-}
-
+/// A request's phases (pingora's `ProxyHttp` order): pick the first candidates, read the start
+/// of the body, rewrite the request once, try candidates until one answers, follow the app's
+/// `fly-replay` if it asks for one, and turn the answer into the client's response.
 async fn forward(
     node: &NodeState,
     conn: &ConnCtx,
@@ -179,21 +197,69 @@ async fn forward(
     start: Instant,
     trace: &mut Option<Trace>,
 ) -> Result<Response<Body>, ProxyError> {
-    let hints = Hints::from_headers(req.headers());
-    let now_ms = node.now_ms();
+    let mut hints = Hints::from_headers(req.headers());
     let settings = node.settings.load();
+    let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
+    let ctx = Ctx {
+        node,
+        conn,
+        app,
+        rid,
+        settings: &settings,
+        upgrade,
+    };
+    let mut picked = first_pick(&ctx, &hints)?;
+    if let Some(t) = trace.as_mut() {
+        t.routed();
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_h2 = req.version() == Version::HTTP_2;
+    let req = body_start(req, &settings).await?;
+    let mut proto = prepare(req, conn, node, app, rid, upgrade, client_h2);
+    let mut replay = ReplayState::default();
+    loop {
+        let tried = match replay.deadline {
+            Some(d) => {
+                tokio::time::timeout_at(d, try_candidates(&ctx, &mut picked, &hints, &proto, trace))
+                    .await
+                    .unwrap_or_else(|_| Err(ProxyError::Timeout(app.name.to_string())))
+            }
+            None => try_candidates(&ctx, &mut picked, &hints, &proto, trace).await,
+        };
+        let answered = match tried {
+            Ok(a) => a,
+            Err(e) => {
+                (picked, hints) = replay.fall_back(&ctx, e, &mut proto)?;
+                continue;
+            }
+        };
+        let Some(asked) = Replay::from_headers(answered.resp.headers()) else {
+            let cand = &picked.candidates[answered.at];
+            return Ok(respond(
+                &ctx,
+                cand,
+                answered,
+                client_upgrade,
+                start,
+                trace.take(),
+            ));
+        };
+        let from = picked.candidates.swap_remove(answered.at);
+        drop(answered); // the replay answer is never shown; its slot is released
+        (picked, hints) = replay.follow(&ctx, asked, from, &mut proto)?;
+    }
+}
 
-    // Under `type = "connections"` a client connection keeps the instance it was admitted to.
-    let held = (app.kind == LimitType::Connections && hints == Hints::default())
-        .then(|| conn.held_instance(&app.name, now_ms))
+/// The first candidates: the instance a `type = "connections"` client connection already holds,
+/// or the app's strategy under the request's hints.
+fn first_pick(ctx: &Ctx<'_>, hints: &Hints) -> Result<Picked, ProxyError> {
+    let (node, app) = (ctx.node, ctx.app);
+    let now_ms = node.now_ms();
+    let held = (app.kind == LimitType::Connections && *hints == Hints::default())
+        .then(|| ctx.conn.held_instance(&app.name, now_ms))
         .flatten();
-    let budget = 1 + app.retries as usize;
-    let ask = Ask::of(app);
-    let Picked {
-        mut candidates,
-        mut order,
-    } = match held {
-        Some(inst) => Picked {
+    if let Some(inst) = held {
+        return Ok(Picked {
             candidates: vec![Candidate {
                 target: Target::Local(inst),
                 region: node.region.clone(),
@@ -204,73 +270,72 @@ async fn forward(
                 healthy: true,
             }],
             order: vec![0],
-        },
-        None => {
-            let (local, snap) = (node.local.load(), node.cluster.load());
-            let src = node.sources(&app.name, &local, &snap, now_ms);
-            candidates::pick(&src, ask, &hints, budget, &mut rand::rng())
-                .map_err(|e| empty_error(e, app, &hints))?
-        }
-    };
+        });
+    }
+    strategy_pick(ctx, hints)
+}
 
-    if let Some(t) = trace.as_mut() {
-        t.routed();
-    }
-    let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let client_h2 = req.version() == Version::HTTP_2;
-    if let Some(max) = settings.max_body_bytes {
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return Err(ProxyError::TooLarge(max));
-        }
-    }
-    let mut req = first_chunk(req, settings.header_read_timeout).await?;
-    if let Some(max) = settings.max_body_bytes {
-        req = req.map(|b| boxed(http_body_util::Limited::new(b, max as usize)));
-    }
-    let proto = prepare(req, conn, node, app, rid, upgrade, client_h2);
+/// The app's strategy under `hints`, from the current snapshot.
+fn strategy_pick(ctx: &Ctx<'_>, hints: &Hints) -> Result<Picked, ProxyError> {
+    let (node, app) = (ctx.node, ctx.app);
+    let (local, snap) = (node.local.load(), node.cluster.load());
+    let src = node.sources(&app.name, &local, &snap, node.now_ms());
+    let budget = 1 + app.retries as usize;
+    candidates::pick(&src, Ask::of(app), hints, budget, &mut rand::rng())
+        .map_err(|e| empty_error(e, app, hints))
+}
 
+/// Tries the picked candidates in order until one answers, within the app's retry budget.
+async fn try_candidates(
+    ctx: &Ctx<'_>,
+    picked: &mut Picked,
+    hints: &Hints,
+    proto: &ReplayableRequest,
+    trace: &mut Option<Trace>,
+) -> Result<Answered, ProxyError> {
+    let (node, app) = (ctx.node, ctx.app);
+    let budget = 1 + app.retries as usize;
     let (mut full, mut last_instance, mut last_backhaul) = (0usize, None, None);
     let mut previous = None;
-    for attempt in 0..order.len().min(budget) {
+    for attempt in 0..picked.order.len().min(budget) {
         if let Some(reason) = previous.take() {
             if !proto.can_replay() {
                 break; // the body was partly sent and is too large to send again
             }
             app.metrics.retry(reason);
         }
-        if attempt + 1 == budget && hints == Hints::default() {
+        if attempt + 1 == budget && *hints == Hints::default() {
             // Only a request that reached its last try pays for looking for the last resort.
             let (local, snap) = (node.local.load(), node.cluster.load());
             let src = node.sources(&app.name, &local, &snap, node.now_ms());
-            candidates::last_resort(&src, ask, &mut candidates, &mut order, budget);
+            let (cands, order) = (&mut picked.candidates, &mut picked.order);
+            candidates::last_resort(&src, Ask::of(app), cands, order, budget);
         }
-        let cand = &candidates[order[attempt]];
+        let at = picked.order[attempt];
+        let cand = &picked.candidates[at];
         let Some(t) = trace.as_mut() else { break };
         t.attempt();
         let mark = &t.mark;
+        let unavailable = hints
+            .prefer_instance
+            .as_deref()
+            .filter(|p| **p != **cand.target.id());
         let step = match &cand.target {
+            Target::Local(inst) if unavailable.is_none() => {
+                attempt::local(ctx, inst, proto, mark).await
+            }
             Target::Local(inst) => {
-                attempt_local(conn, app, inst, &proto, upgrade, &settings, now_ms, mark).await
+                let marked = preferred_unavailable(proto, unavailable);
+                attempt::local(ctx, inst, &marked, mark).await
             }
             Target::Remote(r) => {
+                let mut req = proto.attempt();
+                if let Some(p) = unavailable {
+                    mark_preferred_unavailable(req.headers_mut(), p);
+                }
                 // Boxed: its future is the largest in the handler, and every request's would
                 // otherwise carry (and move) its space.
-                Box::pin(attempt_remote(
-                    node,
-                    app,
-                    r,
-                    proto.attempt(),
-                    upgrade,
-                    &settings,
-                    mark,
-                ))
-                .await
+                Box::pin(attempt::remote(ctx, r, req, mark)).await
             }
         };
         t.attempt_done();
@@ -281,35 +346,29 @@ async fn forward(
                     region: cand.region.to_string(),
                     remote: matches!(cand.target, Target::Remote(_)),
                 });
-                return Ok(respond(
-                    node,
-                    app,
-                    cand,
+                return Ok(Answered {
                     resp,
                     side,
                     slot,
-                    client_upgrade,
-                    rid,
-                    start,
-                    attempt + 1,
-                    &settings,
-                    trace.take(),
-                ));
+                    at,
+                    attempts: attempt + 1,
+                });
             }
             Step::Fatal(e) => return Err(e),
             Step::Next(reason, miss) => {
                 previous = Some(reason);
+                let id = cand.target.id();
                 match miss {
                     Miss::Full => {
                         full += 1;
                         app.metrics.reject();
                     }
                     Miss::Instance(e) => {
-                        tracing::warn!(request_id = ?rid, instance = %cand.target.id(), error = %e, "instance unreachable; trying next");
+                        tracing::warn!(request_id = ?ctx.rid, instance = %id, error = %e, "instance unreachable; trying next");
                         last_instance = Some(e);
                     }
                     Miss::Backhaul(e) => {
-                        tracing::warn!(request_id = ?rid, instance = %cand.target.id(), error = %e, "backhaul failed; trying next");
+                        tracing::warn!(request_id = ?ctx.rid, instance = %id, error = %e, "backhaul failed; trying next");
                         last_backhaul = Some(e);
                     }
                 }
@@ -332,124 +391,143 @@ async fn forward(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn attempt_local(
-    conn: &ConnCtx,
-    app: &AppRoute,
-    inst: &Arc<Instance>,
-    req: &ReplayableRequest,
-    upgrade: bool,
-    settings: &EdgeSettings,
-    now_ms: u64,
-    mark: &ConnectMark,
-) -> Step {
-    let Some(slot) = admit(conn, app, inst) else {
-        return Step::Next(RetryReason::Full, Miss::Full);
-    };
-    // HTTP/1.1 unless the app asks for h2 (Fly's `h2_backend`); upgrades only exist in HTTP/1.1.
-    let h2 = app.h2_backend && !upgrade;
-    match send_to_instance(inst, req, h2, &settings.upstream, mark).await {
-        Ok(mut resp) => {
-            inst.mark_reachable();
-            let side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
-                .then(|| Side::Hyper(hyper::upgrade::on(&mut resp)));
-            Step::Done(resp.map(boxed), side, slot)
-        }
-        Err(Outcome::NotSent(e)) => {
-            inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
-            Step::Next(RetryReason::Connect, Miss::Instance(e))
-        }
-        Err(Outcome::Timeout) => Step::Fatal(ProxyError::Timeout(app.name.to_string())),
-        Err(Outcome::Failed(e)) => Step::Fatal(failed(app, &e, settings)),
+/// `fly-preferred-instance-unavailable` (and the `petrel-` spelling): the instance that takes a
+/// request learns that the one the client preferred could not.
+fn mark_preferred_unavailable(h: &mut http::HeaderMap, preferred: &str) {
+    if let Ok(v) = HeaderValue::from_str(preferred) {
+        h.insert("fly-preferred-instance-unavailable", v.clone());
+        h.insert("petrel-preferred-instance-unavailable", v);
     }
 }
 
-/// An exchange that failed after the request went out: the client's body over the limit (413),
-/// or the instance's fault.
-fn failed(
-    app: &AppRoute,
-    e: &(dyn std::error::Error + 'static),
-    settings: &EdgeSettings,
-) -> ProxyError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            return ProxyError::TooLarge(settings.max_body_bytes.unwrap_or_default());
-        }
-        cause = c.source();
+/// A copy of `proto` carrying the preferred-instance marker, for a local attempt.
+fn preferred_unavailable(proto: &ReplayableRequest, preferred: Option<&str>) -> ReplayableRequest {
+    let mut marked = proto.clone();
+    if let Some(p) = preferred {
+        mark_preferred_unavailable(marked.headers_mut(), p);
     }
-    ProxyError::Upstream {
-        app: app.name.to_string(),
-        detail: e.to_string(),
-    }
+    marked
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn attempt_remote(
-    node: &NodeState,
-    app: &AppRoute,
-    r: &Remote,
-    mut req: Request<Body>,
-    upgrade: bool,
-    settings: &EdgeSettings,
-    mark: &ConnectMark,
-) -> Step {
-    if let Ok(v) = HeaderValue::from_str(&r.id) {
-        req.headers_mut().insert(protocol::INSTANCE, v);
+/// Where a request stands in its `fly-replay`s: how many, until when, and its fallback.
+#[derive(Default)]
+struct ReplayState {
+    /// Replays followed so far.
+    count: usize,
+    /// The replay's `timeout`, as a deadline for reaching its target.
+    deadline: Option<tokio::time::Instant>,
+    /// The instance that asked for the replay, and what to do if the target cannot take it.
+    fallback: Option<(Fallback, Candidate)>,
+}
+
+impl ReplayState {
+    /// Follows a `fly-replay` answer from `from`: at most [`MAX_REPLAYS`], body still
+    /// replayable, the target picked under the replay's fields; `fly-replay-src` tells the target
+    /// where the request came from.
+    fn follow(
+        &mut self,
+        ctx: &Ctx<'_>,
+        asked: Result<Replay, String>,
+        from: Candidate,
+        proto: &mut ReplayableRequest,
+    ) -> Result<(Picked, Hints), ProxyError> {
+        let app = ctx.app.name.to_string();
+        self.count += 1;
+        if self.count > MAX_REPLAYS {
+            return Err(ProxyError::ReplayLoop(app));
+        }
+        let replay = asked.map_err(|detail| ProxyError::Upstream {
+            app: app.clone(),
+            detail: format!("malformed fly-replay: {detail}"),
+        })?;
+        if !proto.can_replay() {
+            return Err(ProxyError::Upstream {
+                app,
+                detail: format!(
+                    "fly-replay asked, but the request body is over {} bytes and cannot be replayed",
+                    crate::http::REPLAY_LIMIT
+                ),
+            });
+        }
+        let h = proto.headers_mut();
+        h.remove("fly-replay-failed");
+        if let Some(v) = replay.src_header(from.target.id(), &from.region) {
+            h.insert("fly-replay-src", v);
+        }
+        self.deadline = replay.timeout.map(|t| tokio::time::Instant::now() + t);
+        let hints = replay.hints();
+        let from_id = from.target.id().clone();
+        self.fallback = (replay.fallback != Fallback::None).then_some((replay.fallback, from));
+        let picked = strategy_pick(ctx, &hints).map(|mut p| {
+            let cands = &p.candidates;
+            p.order
+                .retain(|&i| replay.allows(cands[i].target.id(), &cands[i].region, &from_id));
+            p
+        });
+        match picked {
+            Ok(p) if !p.order.is_empty() => Ok((p, hints)),
+            Ok(_) | Err(_) => {
+                let where_ = if replay.regions.is_empty() {
+                    "anywhere".to_string()
+                } else {
+                    format!("in {}", replay.regions.join(", "))
+                };
+                self.fall_back(
+                    ctx,
+                    ProxyError::ReplayTarget {
+                        app,
+                        target: where_,
+                    },
+                    proto,
+                )
+            }
+        }
     }
-    let sent_ms = node.now_ms();
-    node.feedback.lock().expect("feedback lock").sent(
-        r.id.clone(),
-        sent_ms,
-        sent_ms + (r.rtt_ms / 2.0) as u64,
-    );
-    let sent = tokio::time::timeout(
-        settings.upstream.response,
-        node.backhaul
-            .send(r.backhaul, &r.region, req, upgrade, mark),
-    )
-    .await;
-    let now_ms = node.now_ms();
-    let resp = match sent {
-        Err(_) => return Step::Fatal(ProxyError::Timeout(app.name.to_string())),
-        Ok(Err(e @ (BackhaulError::Connect(..) | BackhaulError::NotSent(..)))) => {
-            node.penalties
-                .mark(&r.id, now_ms + settings.unreachable_for.as_millis() as u64);
-            return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
+
+    /// The replay's target could not take the request (`err`): back to the instance that asked
+    /// (`fallback`), with `fly-replay-failed` saying why, or the error.
+    fn fall_back(
+        &mut self,
+        ctx: &Ctx<'_>,
+        err: ProxyError,
+        proto: &mut ReplayableRequest,
+    ) -> Result<(Picked, Hints), ProxyError> {
+        let Some((fallback, from)) = self.fallback.take() else {
+            return Err(err);
+        };
+        if !err.retry_safe() && !matches!(err, ProxyError::Timeout(_)) {
+            return Err(err);
         }
-        Ok(Err(e @ (BackhaulError::Failed(..) | BackhaulError::Io(..)))) => {
-            return Step::Fatal(failed(app, &e, settings))
+        self.deadline = None;
+        let why = err
+            .to_string()
+            .replace(|c: char| !c.is_ascii_graphic() && c != ' ', "");
+        if let Ok(v) = HeaderValue::from_str(&why) {
+            proto.headers_mut().insert("fly-replay-failed", v);
         }
-        Ok(Ok(r)) => r,
-    };
-    let (resp, side) = resp;
-    let reject = Reject::from_headers(resp.headers());
-    let told = match reject {
-        // An owner that says "full" without a figure is full as far as this edge knows.
-        Some((Reject::Full, load)) => Some(load.unwrap_or(u32::MAX)),
-        _ => protocol::load(resp.headers()),
-    };
-    if let Some(load) = told {
-        node.feedback
-            .lock()
-            .expect("feedback lock")
-            .answered(r.id.clone(), load, now_ms);
-    }
-    match reject {
-        None => Step::Done(resp, side, None),
-        Some((Reject::Full, load)) => {
-            tracing::debug!(instance = %r.id, node = %r.node, ?load, "owner rejected: full");
-            Step::Next(RetryReason::Full, Miss::Full)
+        let self_only = Hints {
+            force: Some(from.target.id().to_string()),
+            ..Hints::default()
+        };
+        let mut picked = Picked {
+            candidates: vec![from],
+            order: vec![0],
+        };
+        if fallback == Fallback::PreferSelf {
+            // Then any instance of the app.
+            if let Ok(rest) = strategy_pick(ctx, &Hints::default()) {
+                let me = picked.candidates[0].target.id().clone();
+                for i in rest.order {
+                    let c = &rest.candidates[i];
+                    if *c.target.id() != me {
+                        picked.order.push(picked.candidates.len());
+                        picked.candidates.push(c.clone());
+                    }
+                }
+            }
+            return Ok((picked, Hints::default()));
         }
-        Some((why, _)) => {
-            node.penalties
-                .mark(&r.id, now_ms + settings.unreachable_for.as_millis() as u64);
-            let e = BackhaulError::Connect(
-                r.backhaul,
-                format!("owner {} refused: {}", r.node, why.as_str()),
-            );
-            Step::Next(RetryReason::Connect, Miss::Backhaul(e))
-        }
+        Ok((picked, self_only))
     }
 }
 
@@ -471,18 +549,27 @@ fn empty_error(e: Empty, app: &AppRoute, hints: &Hints) -> ProxyError {
     }
 }
 
-/// Admission against the hard limit. `Some(None)`: admitted on a slot the connection already holds.
-fn admit(conn: &ConnCtx, app: &AppRoute, inst: &Arc<Instance>) -> Option<Option<Slot>> {
-    match app.kind {
-        LimitType::Requests => inst.try_acquire(app.hard).map(Some),
-        LimitType::Connections => {
-            if conn.holds(inst) {
-                return Some(None);
-            }
-            conn.hold(inst.try_acquire(app.hard)?);
-            Some(None)
+/// Refuses a body declared over `edge.max_body_bytes`, reads the first chunk of a chunked one,
+/// and bounds the rest.
+async fn body_start(
+    req: Request<Incoming>,
+    settings: &EdgeSettings,
+) -> Result<Request<Body>, ProxyError> {
+    if let Some(max) = settings.max_body_bytes {
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ProxyError::TooLarge(max));
         }
     }
+    let req = first_chunk(req, settings.header_read_timeout).await?;
+    Ok(match settings.max_body_bytes {
+        Some(max) => req.map(|b| boxed(http_body_util::Limited::new(b, max as usize))),
+        None => req,
+    })
 }
 
 /// Rewrites the client's request once: headers per SPEC §5, body made replayable and timed.
@@ -542,37 +629,58 @@ async fn first_chunk(
 
 /// Turns the instance's response into the client's: hop-by-hop and internal headers removed,
 /// request id (and route, if enabled) added, body tracked; a 101 starts the splice.
-#[allow(clippy::too_many_arguments)]
 fn respond(
-    node: &NodeState,
-    app: &Arc<AppRoute>,
+    ctx: &Ctx<'_>,
     cand: &Candidate,
-    resp: Response<Body>,
-    instance_side: Option<Side>,
-    slot: Option<Slot>,
+    answered: Answered,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    rid: &HeaderValue,
     start: Instant,
-    attempts: usize,
-    settings: &EdgeSettings,
     trace: Option<Trace>,
 ) -> Response<Body> {
+    let (node, app, rid, settings) = (ctx.node, ctx.app, ctx.rid, ctx.settings);
+    let Answered {
+        resp,
+        side: instance_side,
+        slot,
+        attempts,
+        ..
+    } = answered;
     let status = resp.status();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
     strip_internal(&mut parts.headers);
-    parts.headers.insert("petrel-request-id", rid.clone());
-    // RFC 9110 §7.6.3: a proxy adds itself to `Via` in every message it forwards, responses too
-    // (Fly's proxy does: `via: 1.1 fly.io`); the protocol is the one the instance answered in.
-    append_via(
-        &mut parts.headers,
-        if app.h2_backend && !switching {
-            "2 petrel"
+    if !app.pristine {
+        let rid_name = if app.fly_names {
+            "fly-request-id"
         } else {
-            "1.1 petrel"
-        },
-    );
+            "petrel-request-id"
+        };
+        parts.headers.insert(rid_name, rid.clone());
+        // RFC 9110 §7.6.3: a proxy adds itself to `Via` in every message it forwards, responses
+        // too (Fly's proxy does: `via: 1.1 fly.io`); the protocol is the one the instance spoke.
+        append_via(
+            &mut parts.headers,
+            if app.h2_backend && !switching {
+                "2 petrel"
+            } else {
+                "1.1 petrel"
+            },
+        );
+    }
+    for (name, rule) in &app.response_headers {
+        match rule {
+            None => {
+                parts.headers.remove(name);
+            }
+            Some(values) => {
+                parts.headers.remove(name);
+                for v in values {
+                    parts.headers.append(name.clone(), v.clone());
+                }
+            }
+        }
+    }
     if settings.debug_headers {
         let owner = match &cand.target {
             Target::Local(_) => &node.name,

@@ -28,6 +28,37 @@ pub struct AppRoute {
     pub checks: Vec<crate::config::Check>,
     /// Instances speak HTTP/2 with prior knowledge (`http_options.h2_backend`); else HTTP/1.1.
     pub h2_backend: bool,
+    /// Plaintext requests are redirected to https (Fly's `force_https`).
+    pub force_https: bool,
+    /// The forwarding headers take Fly's names (`http_options.header_names = "fly"`).
+    pub fly_names: bool,
+    /// Responses get none of petrel's own headers (`http_options.response.pristine`).
+    pub pristine: bool,
+    /// Fly's response header rules: set these values (`Some`), or remove the header (`None`).
+    pub response_headers: Vec<(http::HeaderName, Option<Vec<http::HeaderValue>>)>,
+}
+
+/// Parses validated `[http_service.http_options.response] headers` into ready rules.
+fn response_rules(
+    rules: &std::collections::BTreeMap<String, crate::config::HeaderRule>,
+) -> Vec<(http::HeaderName, Option<Vec<http::HeaderValue>>)> {
+    use crate::config::HeaderRule;
+    rules
+        .iter()
+        .filter_map(|(name, rule)| {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let values = |vs: &[String]| {
+                vs.iter()
+                    .filter_map(|v| http::HeaderValue::from_str(v).ok())
+                    .collect()
+            };
+            Some(match rule {
+                HeaderRule::One(v) => (name, Some(values(std::slice::from_ref(v)))),
+                HeaderRule::Many(v) => (name, Some(values(v))),
+                HeaderRule::Remove(_) => (name, None),
+            })
+        })
+        .collect()
 }
 
 /// Host → app, immutable; a reload builds a new one and swaps it in.
@@ -55,6 +86,10 @@ impl RouteTable {
                 metrics: AppMetrics::new(&a.app),
                 checks: svc.checks.clone(),
                 h2_backend: svc.http_options.h2_backend,
+                force_https: svc.force_https,
+                fly_names: svc.http_options.header_names == crate::config::HeaderNames::Fly,
+                pristine: svc.http_options.response.pristine,
+                response_headers: response_rules(&svc.http_options.response.headers),
             });
             t.exact.insert(a.app.clone(), route.clone());
             t.exact

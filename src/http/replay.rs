@@ -88,6 +88,8 @@ impl Replayable {
 }
 
 /// A request kept so that each attempt gets its own copy: the head cloned, the body replayed.
+/// A clone shares the body.
+#[derive(Clone)]
 pub struct ReplayableRequest {
     method: Method,
     uri: Uri,
@@ -132,6 +134,11 @@ impl ReplayableRequest {
     /// The request's headers, as every attempt gets them.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
+    }
+
+    /// The headers of every later attempt (a replay adds `fly-replay-src`, for one).
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
     }
 
     /// True when sending it twice has the effect of sending it once: an idempotent method

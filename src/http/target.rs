@@ -2,7 +2,50 @@
 //! (RFC 9112 §3.2, RFC 9113 §8.3.1 and §8.2.3), whatever the client spoke.
 
 use http::header::{COOKIE, HOST};
-use http::{HeaderValue, Request, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
+
+/// How an app's instances take their requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceForm {
+    /// HTTP/2 with prior knowledge (`h2_backend`, never for upgrades); else HTTP/1.1.
+    pub h2: bool,
+    /// The forwarding headers under Fly's names (`header_names = "fly"`).
+    pub fly_names: bool,
+}
+
+impl InstanceForm {
+    /// Frames `req` for such an instance: [`for_h2`] or [`for_http1`], then [`to_fly_names`].
+    pub fn apply<B>(self, req: &mut Request<B>) {
+        if self.h2 {
+            for_h2(req);
+        } else {
+            for_http1(req);
+        }
+        if self.fly_names {
+            to_fly_names(req.headers_mut());
+        }
+    }
+}
+
+/// petrel's forwarding header names and Fly's, in pairs (SPEC §5, Fly's "Request headers").
+const FLY_NAMES: [(&str, &str); 3] = [
+    ("petrel-client-ip", "fly-client-ip"),
+    ("petrel-edge-region", "fly-region"),
+    ("petrel-request-id", "fly-request-id"),
+];
+
+/// Renames the forwarding headers to Fly's (`Fly-Client-IP`, `Fly-Region`, `Fly-Request-Id`) and
+/// adds `Fly-Forwarded-Port` beside `X-Forwarded-Port`, for apps that came from Fly.
+pub fn to_fly_names(h: &mut HeaderMap) {
+    for (ours, theirs) in FLY_NAMES {
+        if let Some(v) = h.remove(ours) {
+            h.insert(HeaderName::from_static(theirs), v);
+        }
+    }
+    if let Some(port) = h.get("x-forwarded-port").cloned() {
+        h.insert(HeaderName::from_static("fly-forwarded-port"), port);
+    }
+}
 
 /// Frames `req` for an HTTP/1.1 hop: origin-form target (`/path?query`, or `*`), and a `Host`
 /// that is the target's authority when the request carried one. That covers an HTTP/2 client's
@@ -116,6 +159,31 @@ mod tests {
         let mut r = req("*", &[("host", "h")]);
         for_http1(&mut r);
         assert_eq!(r.uri(), "*");
+    }
+
+    #[test]
+    fn fly_apps_get_fly_s_names() {
+        let mut r = req(
+            "/",
+            &[
+                ("host", "h"),
+                ("petrel-client-ip", "1.2.3.4"),
+                ("petrel-edge-region", "iad"),
+                ("petrel-request-id", "r1"),
+                ("x-forwarded-port", "443"),
+            ],
+        );
+        InstanceForm {
+            h2: false,
+            fly_names: true,
+        }
+        .apply(&mut r);
+        let h = r.headers();
+        assert_eq!(h["fly-client-ip"], "1.2.3.4");
+        assert_eq!(h["fly-region"], "iad");
+        assert_eq!(h["fly-request-id"], "r1");
+        assert_eq!(h["fly-forwarded-port"], "443");
+        assert!(h.keys().all(|k| !k.as_str().starts_with("petrel-")));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use http::Response;
 use hyper::body::Incoming;
 
 use super::{ConnectError, Instance, SendError, UpstreamTimeouts};
-use crate::http::{for_h2, for_http1, ReplayableRequest};
+use crate::http::{InstanceForm, ReplayableRequest};
 use crate::trace::ConnectMark;
 
 /// Why an instance did not answer.
@@ -21,8 +21,8 @@ pub enum Outcome {
     Failed(hyper::Error),
 }
 
-/// Connects (pooled) and sends `req` to `inst`, in HTTP/2 with prior knowledge when `h2`, else in
-/// HTTP/1.1 (target, `Host` and version set by [`for_http1`] / [`for_h2`]).
+/// Connects (pooled) and sends `req` to `inst` in the app's `form`: HTTP/2 with prior knowledge,
+/// or HTTP/1.1 (target, `Host`, version and header names set by [`InstanceForm::apply`]).
 ///
 /// One more try goes out on a fresh connection when a pooled one
 /// - was gone before the request went out (any method; hyper hands the request back), or
@@ -34,7 +34,7 @@ pub enum Outcome {
 pub async fn send_to_instance(
     inst: &Arc<Instance>,
     req: &ReplayableRequest,
-    h2: bool,
+    form: InstanceForm,
     timeouts: &UpstreamTimeouts,
     mark: &ConnectMark,
 ) -> Result<Response<Incoming>, Outcome> {
@@ -42,17 +42,13 @@ pub async fn send_to_instance(
         let mut fresh = false;
         loop {
             let upstream = inst
-                .connect(h2, fresh, timeouts)
+                .connect(form.h2, fresh, timeouts)
                 .await
                 .map_err(Outcome::NotSent)?;
             mark.mark();
             let reused = upstream.reused();
             let mut out = req.attempt();
-            if h2 {
-                for_h2(&mut out);
-            } else {
-                for_http1(&mut out);
-            }
+            form.apply(&mut out);
             match upstream.send(out).await {
                 Ok(resp) => return Ok(resp),
                 Err(SendError::NotSent) if reused => {}

@@ -1,0 +1,190 @@
+//! One attempt at one candidate: admit and send to a local instance, or send over the backhaul
+//! and read the owner's answer. Each tells "nothing reached it, try the next one" apart from
+//! "it went out and failed".
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+
+use super::candidates::Remote;
+use super::error::ProxyError;
+use super::server::ConnCtx;
+use super::upgrade::Side;
+use super::AppRoute;
+use crate::backhaul::protocol::{self, Reject};
+use crate::backhaul::BackhaulError;
+use crate::body::{boxed, Body};
+use crate::config::LimitType;
+use crate::http::{InstanceForm, ReplayableRequest};
+use crate::local::{send_to_instance, ConnectError, Instance, Outcome, Slot};
+use crate::state::{EdgeSettings, NodeState};
+use crate::telemetry::RetryReason;
+use crate::trace::ConnectMark;
+
+/// What every attempt of one request shares (pingora's per-request context).
+pub(super) struct Ctx<'a> {
+    /// This node.
+    pub node: &'a NodeState,
+    /// The client's connection.
+    pub conn: &'a ConnCtx,
+    /// The request's app.
+    pub app: &'a Arc<AppRoute>,
+    /// The request id.
+    pub rid: &'a HeaderValue,
+    /// Edge settings as of the request's start.
+    pub settings: &'a EdgeSettings,
+    /// An HTTP/1.1 upgrade (WebSocket) is asked for.
+    pub upgrade: bool,
+}
+
+impl Ctx<'_> {
+    /// Until when (node clock, ms) a target that refused a connection is skipped.
+    fn unreachable_until(&self) -> u64 {
+        self.node.now_ms() + self.settings.unreachable_for.as_millis() as u64
+    }
+}
+
+/// What one candidate did with the request.
+pub(super) enum Step {
+    /// It answered (the slot, if local, is held until the response ends).
+    Done(Response<Body>, Option<Side>, Option<Slot>),
+    /// Nothing reached it: try the next one.
+    Next(RetryReason, Miss),
+    /// It failed after the request went out.
+    Fatal(ProxyError),
+}
+
+/// Why a candidate was passed over.
+pub(super) enum Miss {
+    /// At its hard limit.
+    Full,
+    /// A local instance could not be connected to.
+    Instance(ConnectError),
+    /// The owner node could not be reached, or refused for another reason than "full".
+    Backhaul(BackhaulError),
+}
+
+/// Admits `req` to a local instance against its hard limit and sends it.
+pub(super) async fn local(
+    ctx: &Ctx<'_>,
+    inst: &Arc<Instance>,
+    req: &ReplayableRequest,
+    mark: &ConnectMark,
+) -> Step {
+    let Some(slot) = admit(ctx.conn, ctx.app, inst) else {
+        return Step::Next(RetryReason::Full, Miss::Full);
+    };
+    // HTTP/1.1 unless the app asks for h2 (Fly's `h2_backend`); upgrades only exist in HTTP/1.1.
+    let form = InstanceForm {
+        h2: ctx.app.h2_backend && !ctx.upgrade,
+        fly_names: ctx.app.fly_names,
+    };
+    match send_to_instance(inst, req, form, &ctx.settings.upstream, mark).await {
+        Ok(mut resp) => {
+            inst.mark_reachable();
+            let side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| Side::Hyper(hyper::upgrade::on(&mut resp)));
+            Step::Done(resp.map(boxed), side, slot)
+        }
+        Err(Outcome::NotSent(e)) => {
+            inst.mark_unreachable(ctx.unreachable_until());
+            Step::Next(RetryReason::Connect, Miss::Instance(e))
+        }
+        Err(Outcome::Timeout) => Step::Fatal(ProxyError::Timeout(ctx.app.name.to_string())),
+        Err(Outcome::Failed(e)) => Step::Fatal(failed(ctx, &e)),
+    }
+}
+
+/// An exchange that failed after the request went out: the client's body over the limit (413),
+/// or the instance's fault.
+fn failed(ctx: &Ctx<'_>, e: &(dyn std::error::Error + 'static)) -> ProxyError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return ProxyError::TooLarge(ctx.settings.max_body_bytes.unwrap_or_default());
+        }
+        cause = c.source();
+    }
+    ProxyError::Upstream {
+        app: ctx.app.name.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// Sends `req` over the backhaul to the owner of `r`, which admits or rejects it.
+pub(super) async fn remote(
+    ctx: &Ctx<'_>,
+    r: &Remote,
+    mut req: Request<Body>,
+    mark: &ConnectMark,
+) -> Step {
+    let node = ctx.node;
+    if let Ok(v) = HeaderValue::from_str(&r.id) {
+        req.headers_mut().insert(protocol::INSTANCE, v);
+    }
+    let sent_ms = node.now_ms();
+    node.feedback.lock().expect("feedback lock").sent(
+        r.id.clone(),
+        sent_ms,
+        sent_ms + (r.rtt_ms / 2.0) as u64,
+    );
+    let sent = tokio::time::timeout(
+        ctx.settings.upstream.response,
+        node.backhaul
+            .send(r.backhaul, &r.region, req, ctx.upgrade, mark),
+    )
+    .await;
+    let resp = match sent {
+        Err(_) => return Step::Fatal(ProxyError::Timeout(ctx.app.name.to_string())),
+        Ok(Err(e @ (BackhaulError::Connect(..) | BackhaulError::NotSent(..)))) => {
+            node.penalties.mark(&r.id, ctx.unreachable_until());
+            return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
+        }
+        Ok(Err(e @ (BackhaulError::Failed(..) | BackhaulError::Io(..)))) => {
+            return Step::Fatal(failed(ctx, &e))
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (resp, side) = resp;
+    let reject = Reject::from_headers(resp.headers());
+    let told = match reject {
+        // An owner that says "full" without a figure is full as far as this edge knows.
+        Some((Reject::Full, load)) => Some(load.unwrap_or(u32::MAX)),
+        _ => protocol::load(resp.headers()),
+    };
+    if let Some(load) = told {
+        node.feedback
+            .lock()
+            .expect("feedback lock")
+            .answered(r.id.clone(), load, node.now_ms());
+    }
+    match reject {
+        None => Step::Done(resp, side, None),
+        Some((Reject::Full, load)) => {
+            tracing::debug!(instance = %r.id, node = %r.node, ?load, "owner rejected: full");
+            Step::Next(RetryReason::Full, Miss::Full)
+        }
+        Some((why, _)) => {
+            node.penalties.mark(&r.id, ctx.unreachable_until());
+            let e = BackhaulError::Connect(
+                r.backhaul,
+                format!("owner {} refused: {}", r.node, why.as_str()),
+            );
+            Step::Next(RetryReason::Connect, Miss::Backhaul(e))
+        }
+    }
+}
+
+/// Admission against the hard limit. `Some(None)`: admitted on a slot the connection already holds.
+fn admit(conn: &ConnCtx, app: &AppRoute, inst: &Arc<Instance>) -> Option<Option<Slot>> {
+    match app.kind {
+        LimitType::Requests => inst.try_acquire(app.hard).map(Some),
+        LimitType::Connections => {
+            if conn.holds(inst) {
+                return Some(None);
+            }
+            conn.hold(inst.try_acquire(app.hard)?);
+            Some(None)
+        }
+    }
+}
