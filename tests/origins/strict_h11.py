@@ -327,6 +327,17 @@ class Handler(socketserver.BaseRequestHandler):
         # usable for the next request.
         body, _ = self.read_body(req)
 
+        # App-directed routing as a Fly app does it (fly-replay): a request carrying
+        # `X-Test-Replay: <fly-replay value>` is answered with that `fly-replay` header, unless it
+        # is itself a replay (`fly-replay-src`) or a fallback (`fly-replay-failed`);
+        # `X-Test-Replay-Loop: 1` replays even replays, to test the proxy's hop limit.
+        hdrs = {n.lower(): v for n, v in req.headers}
+        want = hdrs.get(b"x-test-replay")
+        replayed = b"fly-replay-src" in hdrs or b"fly-replay-failed" in hdrs
+        if want and (not replayed or hdrs.get(b"x-test-replay-loop") == b"1"):
+            return self.respond(req, 409, [(b"Fly-Replay", want), (b"Content-Type", b"text/plain")],
+                                b"replay me elsewhere\n")
+
         if path == "/headers":
             doc = {
                 "method": req.method.decode("latin-1"),
