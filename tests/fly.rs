@@ -224,6 +224,37 @@ async fn replay_across_regions(transport: &'static str) {
     )
     .await;
     assert_eq!(r.header("x-origin-id"), Some("ord-1"), "{}", r.text());
+    // A WebSocket handshake is replayed before it is accepted: the 101 comes from the primary,
+    // and the socket echoes.
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut wr = "ws://db.example.com/ws".into_client_request().unwrap();
+        for (k, v) in [
+            ("x-test-replay", "region=iad"),
+            ("petrel-prefer-region", "ord"),
+        ] {
+            wr.headers_mut().insert(k, v.parse().unwrap());
+        }
+        let tcp = tokio::net::TcpStream::connect(ord).await.unwrap();
+        let (mut ws, resp) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::client_async(wr, tcp),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+        assert_eq!(resp.status(), 101);
+        assert_eq!(resp.headers()["x-origin-id"], "iad-1", "{transport}");
+        ws.send("over the replay".into()).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.into_text().unwrap(), "over the replay");
+    }
+
     // A malformed replay is the instance's fault.
     let r = send(
         ord,

@@ -305,6 +305,20 @@ class Handler(socketserver.BaseRequestHandler):
 
     # ------------------------------------------------------------ routing
 
+    def replay_answer(self, req):
+        """App-directed routing as a Fly app does it (fly-replay): a request carrying
+        `X-Test-Replay: <fly-replay value>` is answered with that `fly-replay` header, unless it
+        is itself a replay (`fly-replay-src`) or a fallback (`fly-replay-failed`);
+        `X-Test-Replay-Loop: 1` replays even replays, to test the proxy's hop limit. Returns the
+        answer as a callable, or None."""
+        hdrs = {n.lower(): v for n, v in req.headers}
+        want = hdrs.get(b"x-test-replay")
+        replayed = b"fly-replay-src" in hdrs or b"fly-replay-failed" in hdrs
+        if want and (not replayed or hdrs.get(b"x-test-replay-loop") == b"1"):
+            return lambda: self.respond(req, 409, [(b"Fly-Replay", want), (b"Content-Type", b"text/plain")],
+                                        b"replay me elsewhere\n")
+        return None
+
     def dispatch(self, req):
         split = urllib.parse.urlsplit(req.target.decode("latin-1"))
         path = split.path
@@ -319,6 +333,11 @@ class Handler(socketserver.BaseRequestHandler):
         if path == "/early-413":
             return self.ep_early_413(req)
         if path == "/ws":
+            # A WebSocket handshake can be replayed before it is accepted.
+            replay = self.replay_answer(req)
+            if replay:
+                self.read_body(req)
+                return replay()
             return self.ep_ws(req)
         if path == "/expect":
             return self.ep_expect(req)
@@ -327,16 +346,9 @@ class Handler(socketserver.BaseRequestHandler):
         # usable for the next request.
         body, _ = self.read_body(req)
 
-        # App-directed routing as a Fly app does it (fly-replay): a request carrying
-        # `X-Test-Replay: <fly-replay value>` is answered with that `fly-replay` header, unless it
-        # is itself a replay (`fly-replay-src`) or a fallback (`fly-replay-failed`);
-        # `X-Test-Replay-Loop: 1` replays even replays, to test the proxy's hop limit.
-        hdrs = {n.lower(): v for n, v in req.headers}
-        want = hdrs.get(b"x-test-replay")
-        replayed = b"fly-replay-src" in hdrs or b"fly-replay-failed" in hdrs
-        if want and (not replayed or hdrs.get(b"x-test-replay-loop") == b"1"):
-            return self.respond(req, 409, [(b"Fly-Replay", want), (b"Content-Type", b"text/plain")],
-                                b"replay me elsewhere\n")
+        replay = self.replay_answer(req)
+        if replay:
+            return replay()
 
         if path == "/headers":
             doc = {
