@@ -224,6 +224,29 @@ async fn replay_across_regions(transport: &'static str) {
     )
     .await;
     assert_eq!(r.header("x-origin-id"), Some("ord-1"), "{}", r.text());
+    // A target slower than the replay's timeout: back to the instance that asked.
+    let t0 = Instant::now();
+    let r = send(
+        ord,
+        false,
+        req(
+            "GET",
+            "/slow?ms=1500",
+            &[(
+                "x-test-replay",
+                "region=iad;timeout=300ms;fallback=force_self",
+            )],
+            Bytes::new(),
+        ),
+    )
+    .await;
+    assert_eq!(r.header("x-origin-id"), Some("ord-1"), "{}", r.text());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500 + 300 + 1000),
+        "{:?}",
+        t0.elapsed()
+    );
+
     // A WebSocket handshake is replayed before it is accepted: the 101 comes from the primary,
     // and the socket echoes.
     {
