@@ -38,6 +38,8 @@ enum Cmd {
     /// and the process exits 0. A second signal exits at once.
     ///
     /// SIGHUP reloads the node and app configs (an invalid config is refused, the old one stays).
+    /// SIGQUIT is a fast shutdown: open connections are cut and the process exits at once.
+    /// SIGUSR2 starts a binary upgrade, as `petrel run --config FILE --upgrade` would.
     ///
     /// With --upgrade, the new process takes every listening socket from the running one through
     /// node.upgrade_socket (no connection is refused), and the old process then drains.
@@ -68,6 +70,27 @@ enum Cmd {
     },
     /// Print this node's view: members with RTT/loss, and instances with load (from its admin API).
     Status {
+        /// The node's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// The admin token, if the node sets admin.token.
+        #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Start a drain on a running node without stopping its process: /ready answers 503, the
+    /// node leaves the mesh and closes its listeners, open requests run on. Send SIGTERM when you
+    /// want the process to exit (it then waits for what is open, up to node.drain_timeout).
+    Drain {
+        /// The node's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// The admin token, if the node sets admin.token.
+        #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Reload a running node's configs (as SIGHUP does): an invalid config is refused with
+    /// file:line:key and the old one keeps serving (exit 2).
+    Reload {
         /// The node's admin address.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
@@ -147,6 +170,8 @@ fn main() -> ExitCode {
         Cmd::Run { config, upgrade } => run(config, upgrade),
         Cmd::Backend { listen, id } => backend(listen, id),
         Cmd::Certs { out, nodes } => certs(&out, &nodes),
+        Cmd::Drain { admin, token } => admin_post(admin, token, "/v1/drain", "drain"),
+        Cmd::Reload { admin, token } => admin_post(admin, token, "/v1/reload", "reload"),
         Cmd::Status { admin, token } => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -334,6 +359,36 @@ fn certs(out: &std::path::Path, nodes: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `petrel drain` / `petrel reload`: POST to the admin API and print its answer.
+fn admin_post(admin: SocketAddr, token: Option<String>, path: &str, what: &str) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("petrel {what}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let call = petrel::status::call(admin, token.as_deref(), http::Method::POST, path);
+    match rt.block_on(call) {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("petrel {what}: {e:#}");
+            // A refused config (the node answered 400) is a config error; the rest are runtime.
+            if e.to_string().contains("HTTP 400") {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -429,10 +484,14 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                 tracing::warn!(path = %path.display(), error = %e, "upgrade socket unavailable; petrel run --upgrade will not work for this process");
             }
         }
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(h) => h,
-            Err(_) => {
-                eprintln!("petrel: cannot install the SIGHUP handler");
+        let (mut hup, mut quit, mut usr2) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::user_defined2()),
+        ) {
+            (Ok(h), Ok(q), Ok(u)) => (h, q, u),
+            _ => {
+                eprintln!("petrel: cannot install the SIGHUP, SIGQUIT and SIGUSR2 handlers");
                 return ExitCode::from(1);
             }
         };
@@ -444,6 +503,14 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading configuration");
                     let _ = petrel::reload::reload_logged(&node);
+                }
+                _ = usr2.recv() => start_upgrade(&node.config_path),
+                _ = quit.recv() => {
+                    tracing::warn!(open = shutdown.open_tasks(), "SIGQUIT: fast shutdown, open connections are cut");
+                    shutdown.trigger();
+                    shutdown.cut();
+                    let _ = shutdown.wait_drained(CLOSE_GRACE).await;
+                    return ExitCode::SUCCESS;
                 }
             }
         }
@@ -468,12 +535,38 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
             }
             _ = term.recv() => fast_exit(&shutdown),
             _ = int.recv() => fast_exit(&shutdown),
+            _ = quit.recv() => fast_exit(&shutdown),
         }
     })
 }
 
 /// After the drain deadline, how long spliced sockets get to send their close frames.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// SIGUSR2: starts this binary again as `petrel run --config <file> --upgrade`, which takes the
+/// listening sockets over; this process then drains as on SIGTERM (nginx's USR2).
+fn start_upgrade(config: &std::path::Path) {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGUSR2: cannot find this binary to start the upgrade");
+            return;
+        }
+    };
+    let child = std::process::Command::new(&exe)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--upgrade")
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => {
+            tracing::info!(pid = c.id(), exe = %exe.display(), "SIGUSR2: started the new process; it takes the sockets over")
+        }
+        Err(e) => tracing::error!(error = %e, "SIGUSR2: could not start the new process"),
+    }
+}
 
 fn fast_exit(shutdown: &Shutdown) -> ExitCode {
     tracing::warn!(open = shutdown.open_tasks(), "second signal: exiting now");

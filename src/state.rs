@@ -69,6 +69,8 @@ pub struct NodeState {
     pub config_path: std::path::PathBuf,
     /// What of the running config only a restart can change (listeners, identity, mesh, backhaul).
     pub restart_only: String,
+    /// The node was given seeds, so it is not ready until it has joined a peer.
+    pub expects_peers: bool,
     started: Instant,
     ids: RequestIds,
 }
@@ -103,6 +105,7 @@ impl NodeState {
             drain_timeout: cfg.node.node.drain_timeout.get(),
             config_path: cfg.path.clone(),
             restart_only: restart_only(cfg),
+            expects_peers: !cfg.node.mesh.seeds.is_empty(),
             started: Instant::now(),
             ids: RequestIds::new(generation),
         })

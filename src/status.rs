@@ -1,4 +1,5 @@
-//! `petrel status`: this node's view as aligned tables, read from its admin API.
+//! `petrel status`: this node's view as aligned tables, read from its admin API; and the small
+//! admin client `petrel drain` and `petrel reload` use.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +11,17 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 async fn fetch(admin: SocketAddr, token: Option<&str>, path: &str) -> Result<Value> {
+    call(admin, token, http::Method::GET, path).await
+}
+
+/// Sends `method path` to the admin API at `admin` (with the bearer `token`, if any) and returns
+/// its JSON answer; a non-2xx answer, an unreachable node or 5 s of silence is an error.
+pub async fn call(
+    admin: SocketAddr,
+    token: Option<&str>,
+    method: http::Method,
+    path: &str,
+) -> Result<Value> {
     let work = async {
         let stream = tokio::net::TcpStream::connect(admin)
             .await
@@ -19,6 +31,7 @@ async fn fetch(admin: SocketAddr, token: Option<&str>, path: &str) -> Result<Val
         let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let mut req = http::Request::builder()
+            .method(method)
             .uri(path)
             .header("host", admin.to_string());
         if let Some(t) = token {

@@ -1,4 +1,5 @@
-//! Admin endpoints (SPEC §4): status, instances, apps, metrics, and a small dashboard page.
+//! Admin endpoints (SPEC §4): status, instances, apps, readiness, drain and reload, metrics, and a
+//! small dashboard page.
 
 use std::sync::Arc;
 
@@ -75,6 +76,23 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
             Err(errs) => error(StatusCode::BAD_REQUEST, &errs.to_string()),
         },
         (&Method::GET, "/v1/instances") => ok_json(instances(node)),
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/ready") => match not_ready(node) {
+            None => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
+        (&Method::POST, "/v1/drain") => {
+            let already = node.shutdown.is_draining();
+            tracing::info!(already, "drain asked for over the admin API");
+            node.shutdown.trigger();
+            let mut r = ok_json(json!({"draining": true, "already": already}));
+            *r.status_mut() = StatusCode::ACCEPTED;
+            r
+        }
         (&Method::GET, "/metrics") => {
             let h = prometheus();
             h.run_upkeep();
@@ -84,10 +102,25 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
         (
             _,
             "/v1/status" | "/v1/apps" | "/v1/members" | "/v1/instances" | "/v1/reload" | "/metrics"
-            | "/",
+            | "/" | "/healthz" | "/ready" | "/v1/drain",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint {path:?}")),
     }
+}
+
+/// Why the node should get no new traffic from a load balancer in front of it, if it should not:
+/// it is draining (listeners closing), or it was given seeds and has not joined any peer yet.
+fn not_ready(node: &NodeState) -> Option<&'static str> {
+    if node.shutdown.is_draining() {
+        return Some("draining");
+    }
+    let snap = node.cluster.load();
+    let joined = snap
+        .view
+        .members
+        .iter()
+        .any(|m| m.state.as_str() == "alive");
+    (node.expects_peers && !joined).then_some("not yet joined: no peer answered")
 }
 
 fn status(node: &NodeState) -> serde_json::Value {
