@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::balance::Hints;
 
@@ -50,7 +50,10 @@ impl Replay {
     /// `petrel-replay`. `Err` names what is malformed (`app=` is refused: petrel replays within
     /// the app).
     pub fn from_headers(h: &HeaderMap) -> Option<Result<Replay, String>> {
-        let v = h.get("fly-replay").or_else(|| h.get("petrel-replay"))?;
+        // Asked of every response: constant names spare parsing the strings each time.
+        const FLY: HeaderName = HeaderName::from_static("fly-replay");
+        const PETREL: HeaderName = HeaderName::from_static("petrel-replay");
+        let v = h.get(FLY).or_else(|| h.get(PETREL))?;
         Some(
             v.to_str()
                 .map_err(|_| "not text".to_string())

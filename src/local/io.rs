@@ -59,6 +59,9 @@ pub(super) fn idle_and_open(stream: &TcpStream) -> bool {
 }
 
 impl AsyncRead for OriginIo {
+    /// Reads into the caller's uninitialized buffer as tokio's own `TcpStream::poll_read` does.
+    /// (Zeroing it first with the safe `initialize_unfilled` cost a memset of hyper's whole read
+    /// buffer on every read: 36% more instructions per proxied request, measured with callgrind.)
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -66,8 +69,13 @@ impl AsyncRead for OriginIo {
     ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read(buf.initialize_unfilled()) {
+            // SAFETY: `unfilled_mut` lends the uninitialized tail of `buf`; `try_read_buf` only
+            // writes into it (through `BufMut for &mut [MaybeUninit<u8>]`), never de-initializes.
+            let mut unfilled = unsafe { buf.unfilled_mut() };
+            match self.stream.try_read_buf(&mut unfilled) {
                 Ok(n) => {
+                    // SAFETY: the kernel wrote exactly the first `n` bytes of the unfilled tail.
+                    unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
