@@ -38,6 +38,112 @@ pub const TLS_FAILURES: &str = "petrel_tls_failures_total";
 pub const CONN_TIMEOUTS: &str = "petrel_connection_timeouts_total";
 /// Request spans sent to the OTLP collector, or dropped (`outcome`: exported, dropped).
 pub const TRACE_SPANS: &str = "petrel_trace_spans_total";
+/// `petrel_build_info{version}`: always 1; the label says which petrel runs.
+pub const BUILD_INFO: &str = "petrel_build_info";
+
+/// Every metric's HELP text and unit, in exposition order (SPEC §8: every metric has HELP and
+/// TYPE lines; the TYPE comes from how it is recorded).
+const HELP: [(&str, Option<metrics::Unit>, &str); 16] = [
+    (
+        REQUESTS_TOTAL,
+        None,
+        "Client requests answered, by app and status class.",
+    ),
+    (
+        REQUEST_DURATION,
+        Some(metrics::Unit::Seconds),
+        "Time from a request's arrival to the end of its response, by app.",
+    ),
+    (
+        UPSTREAM_BODY,
+        Some(metrics::Unit::Seconds),
+        "Time spent streaming bodies to (request) and from (response) instances.",
+    ),
+    (
+        RETRIES_TOTAL,
+        None,
+        "Requests moved on to another instance, by app and reason (full, connect).",
+    ),
+    (
+        REJECTS_TOTAL,
+        None,
+        "Instances refusing work at their hard limit, by app.",
+    ),
+    (
+        SESSION_FAILURES,
+        None,
+        "Requests that failed, by app and the phase that failed.",
+    ),
+    (
+        BACKHAUL_CONNECT,
+        Some(metrics::Unit::Seconds),
+        "Time to open a backhaul connection to another node, by transport.",
+    ),
+    (
+        ACTIVE_CONNECTIONS,
+        None,
+        "Open client connections (http) and proxied WebSockets (websocket).",
+    ),
+    (
+        MESH_MEMBERS,
+        None,
+        "Other nodes this node knows, by SWIM state.",
+    ),
+    (
+        PEER_RTT,
+        Some(metrics::Unit::Seconds),
+        "Windowed-minimum round-trip time to peers, by their region.",
+    ),
+    (
+        GOSSIP_BYTES,
+        Some(metrics::Unit::Bytes),
+        "Mesh bytes sent and received (gossip and RTT pings).",
+    ),
+    (MESH_DROPPED, None, "Mesh datagrams dropped, by reason."),
+    (
+        TLS_FAILURES,
+        None,
+        "TLS handshakes refused at the edge, by reason.",
+    ),
+    (
+        CONN_TIMEOUTS,
+        None,
+        "Client connections closed for sending nothing useful in time.",
+    ),
+    (
+        TRACE_SPANS,
+        None,
+        "Request spans exported over OTLP or dropped.",
+    ),
+    (
+        BUILD_INFO,
+        None,
+        "Which petrel runs: always 1, labelled with its version.",
+    ),
+];
+
+/// Registers every metric's HELP text and the build-info series with the installed recorder.
+fn describe() {
+    for (name, unit, help) in HELP {
+        // Gauges: the two named here; histograms: the `_seconds` series but the RTT gauge.
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else if name.ends_with("_seconds") && name != PEER_RTT {
+            "histogram"
+        } else {
+            "gauge"
+        };
+        match (kind, unit) {
+            ("counter", Some(u)) => metrics::describe_counter!(name, u, help),
+            ("counter", None) => metrics::describe_counter!(name, help),
+            ("histogram", Some(u)) => metrics::describe_histogram!(name, u, help),
+            ("histogram", None) => metrics::describe_histogram!(name, help),
+            (_, Some(u)) => metrics::describe_gauge!(name, u, help),
+            (_, None) => metrics::describe_gauge!(name, help),
+        }
+    }
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
 
 /// Where a failed session failed (the `phase` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +312,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
             tracing::debug!(
                 "a metrics recorder was already installed; /metrics shows only this handle's view"
             );
+        } else {
+            describe();
         }
         handle
     })

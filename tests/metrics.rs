@@ -105,6 +105,7 @@ async fn each_failure_is_counted_under_its_phase_and_labels_stay_bounded() {
         "kind",
         "state",
         "outcome",
+        "version",
         "le",
         "quantile",
     ];
@@ -120,4 +121,59 @@ async fn each_failure_is_counted_under_its_phase_and_labels_stay_bounded() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_has_help_and_type_and_promtool_finds_no_problem() {
+    let be = backend("m-help-1");
+    let n = node(
+        &[("app", app_toml("app", 5, 10, "closest", 2))],
+        &[("m-help-1", "app", be.addr)],
+        "",
+    );
+    assert_eq!(get(n.edge, "app", "/").await.status, 200);
+    let text = get(n.admin, "localhost", "/metrics").await.text();
+    let families: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("petrel_"))
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .map(|n| {
+            n.trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count")
+        })
+        .collect();
+    assert!(families.len() >= 5, "{families:?}");
+    for f in &families {
+        assert!(text.contains(&format!("# HELP {f} ")), "no HELP for {f}");
+        assert!(text.contains(&format!("# TYPE {f} ")), "no TYPE for {f}");
+    }
+    assert!(
+        text.contains(&format!(
+            "petrel_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    // The Prometheus project's own linter (Debian package `prometheus`; .ci/run installs it).
+    let mut lint = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (apt-get install -y prometheus); .ci/run installs it");
+    use std::io::Write;
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
