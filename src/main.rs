@@ -88,6 +88,23 @@ enum Cmd {
         #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// What a node would do now for a request to HOST: every instance of its app with its tier
+    /// (below_soft, below_hard, full, unhealthy, penalised), RTT, load and the load's age, the
+    /// order of tries, and the reason for each (GET /v1/explain).
+    Explain {
+        /// The request's Host.
+        #[arg(long)]
+        host: String,
+        /// As if the request preferred this region (Petrel-Prefer-Region).
+        #[arg(long)]
+        region: Option<String>,
+        /// The node's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// The admin token, if the node sets admin.token.
+        #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Reload a running node's configs (as SIGHUP does): an invalid config is refused with
     /// file:line:key and the old one keeps serving (exit 2).
     Reload {
@@ -170,6 +187,12 @@ fn main() -> ExitCode {
         Cmd::Run { config, upgrade } => run(config, upgrade),
         Cmd::Backend { listen, id } => backend(listen, id),
         Cmd::Certs { out, nodes } => certs(&out, &nodes),
+        Cmd::Explain {
+            host,
+            region,
+            admin,
+            token,
+        } => explain(admin, token, &host, region.as_deref()),
         Cmd::Drain { admin, token } => admin_post(admin, token, "/v1/drain", "drain"),
         Cmd::Reload { admin, token } => admin_post(admin, token, "/v1/reload", "reload"),
         Cmd::Status { admin, token } => {
@@ -355,6 +378,74 @@ fn certs(out: &std::path::Path, nodes: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
         println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `petrel explain`: the node's answer to /v1/explain as a table and the order of tries.
+fn explain(admin: SocketAddr, token: Option<String>, host: &str, region: Option<&str>) -> ExitCode {
+    let mut path = format!("/v1/explain?host={host}");
+    if let Some(r) = region {
+        path.push_str(&format!("&region={r}"));
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("petrel explain: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let call = petrel::status::call(admin, token.as_deref(), http::Method::GET, &path);
+    let v = match rt.block_on(call) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("petrel explain: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::String(t) => t.clone(),
+        other => other.to_string(),
+    };
+    println!("app {} ({})", s(&v["app"]), s(&v["strategy"]));
+    let rows: Vec<Vec<String>> = v["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            [
+                "id",
+                "node",
+                "region",
+                "tier",
+                "rtt_ms",
+                "load",
+                "load_age_ms",
+                "reason",
+            ]
+            .iter()
+            .map(|k| s(&c[*k]))
+            .collect()
+        })
+        .collect();
+    print!(
+        "{}",
+        petrel::status::table(
+            &["instance", "node", "region", "tier", "rtt ms", "load", "age ms", "reason"],
+            &rows
+        )
+    );
+    let order: Vec<String> = v["order"].as_array().into_iter().flatten().map(s).collect();
+    if order.is_empty() {
+        println!(
+            "no instance can take such a request now ({})",
+            s(&v["empty"])
+        );
+    } else {
+        println!("order: {}", order.join(" -> "));
     }
     ExitCode::SUCCESS
 }

@@ -76,6 +76,24 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
             Err(errs) => error(StatusCode::BAD_REQUEST, &errs.to_string()),
         },
         (&Method::GET, "/v1/instances") => ok_json(instances(node)),
+        (&Method::GET, "/v1/explain") => {
+            let q = req.uri().query().unwrap_or_default();
+            let param = |k: &str| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(key, _)| *key == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            match param("host") {
+                None => error(StatusCode::BAD_REQUEST, "give ?host=H (and &region=R)"),
+                Some(host) => {
+                    match crate::edge::explain::explain(node, &host, param("region").as_deref()) {
+                        Ok(v) => ok_json(v),
+                        Err(e) => error(StatusCode::NOT_FOUND, &e),
+                    }
+                }
+            }
+        }
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/ready") => match not_ready(node) {
             None => reply(StatusCode::OK, "text/plain", "ready\n".into()),
@@ -102,7 +120,7 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
         (
             _,
             "/v1/status" | "/v1/apps" | "/v1/members" | "/v1/instances" | "/v1/reload" | "/metrics"
-            | "/" | "/healthz" | "/ready" | "/v1/drain",
+            | "/" | "/healthz" | "/ready" | "/v1/drain" | "/v1/explain",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint {path:?}")),
     }

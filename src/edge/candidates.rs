@@ -202,6 +202,16 @@ fn pick_closest<R: Rng + ?Sized>(
     })
 }
 
+/// A candidate for every instance of the app, locals first, then the remote ones in the app's
+/// index order, with the loads a pick would read (for `/v1/explain`; a request builds candidates
+/// only for the instances it picks).
+pub fn every(src: &Sources<'_>, ask: Ask<'_>) -> Vec<Candidate> {
+    let all = AppViews::read(src, ask);
+    (0..all.views.len())
+        .map(|n| all.candidate(src, ask, n))
+        .collect()
+}
+
 /// Every instance of the app anywhere, as views borrowed from the snapshot: locals first (live
 /// load), then the app's remote instances in index order (the owner's last answer while fresh,
 /// else gossiped load). Candidates are built only for the views chosen.

@@ -5,6 +5,7 @@ mod attempt;
 mod body;
 pub mod candidates;
 mod error;
+pub mod explain;
 pub mod fly_replay;
 pub mod headers;
 mod penalty;
