@@ -21,11 +21,13 @@
 //! - [`sim`]: `petrel sim`, the whole topology on a virtual clock with the real mesh core.
 //! - [`demo`]: `petrel demo`, a multi-region cluster of child processes on loopback.
 //! - [`telemetry`]: logging and every metric name.
+//! - [`access`]: the access log, one line per request, written off the request path.
 //! - [`trace`]: per-request phase timings, the slow-request log, OTLP export.
 //! - [`status`]: `petrel status`, the node's view as tables.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod backend;

@@ -39,7 +39,8 @@ enum Cmd {
     ///
     /// SIGHUP reloads the node and app configs (an invalid config is refused, the old one stays).
     /// SIGQUIT is a fast shutdown: open connections are cut and the process exits at once.
-    /// SIGUSR2 starts a binary upgrade, as `petrel run --config FILE --upgrade` would.
+    /// SIGUSR2 starts a binary upgrade, as `petrel run --config FILE --upgrade` would. SIGUSR1
+    /// reopens the access log file (logrotate).
     ///
     /// With --upgrade, the new process takes every listening socket from the running one through
     /// node.upgrade_socket (no connection is refused), and the old process then drains.
@@ -175,7 +176,11 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logging();
+    let json_log = match &cli.cmd {
+        Cmd::Run { config, .. } => wants_json_log(config),
+        _ => false,
+    };
+    telemetry::init_logging(json_log);
     // Every proxied connection costs two descriptors (more for WebSockets over the backhaul):
     // raise the soft limit to the hard one, as HAProxy and Envoy do.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -480,6 +485,36 @@ fn admin_post(admin: SocketAddr, token: Option<String>, path: &str, what: &str) 
     }
 }
 
+/// `log.format = "json"` in the node file, read before the config is (so its errors are already
+/// logged in the chosen format); an unreadable file says text, and the real load reports it.
+fn wants_json_log(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("log")?.get("format")?.as_str().map(|f| f == "json"))
+        .unwrap_or(false)
+}
+
+/// Starts the access log `cfg` asks for (`log.access`, relative to the node file).
+fn start_access_log(cfg: &config::Config) -> std::io::Result<()> {
+    let log = &cfg.node.log;
+    let target = match log.access.as_str() {
+        "off" => return Ok(()),
+        "stderr" => petrel::access::Target::Stderr,
+        path => petrel::access::Target::File(
+            cfg.path
+                .parent()
+                .map(|d| d.join(path))
+                .unwrap_or_else(|| path.into()),
+        ),
+    };
+    let format = match log.access_format {
+        config::AccessFormat::Json => petrel::access::Format::Json,
+        config::AccessFormat::Combined => petrel::access::Format::Combined,
+    };
+    petrel::access::install(target, format)
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -495,6 +530,14 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = start_access_log(&cfg) {
+        eprintln!(
+            "petrel: {}: log.access: cannot open {:?}: {e}",
+            cfg.path.display(),
+            cfg.node.log.access
+        );
+        return ExitCode::from(1);
+    }
     let mut inherited = if upgrade {
         let socket = cfg.node.node.upgrade_socket_path(&cfg.path);
         match handoff::take(&socket) {
@@ -575,14 +618,15 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                 tracing::warn!(path = %path.display(), error = %e, "upgrade socket unavailable; petrel run --upgrade will not work for this process");
             }
         }
-        let (mut hup, mut quit, mut usr2) = match (
+        let (mut hup, mut quit, mut usr1, mut usr2) = match (
             signal(SignalKind::hangup()),
             signal(SignalKind::quit()),
+            signal(SignalKind::user_defined1()),
             signal(SignalKind::user_defined2()),
         ) {
-            (Ok(h), Ok(q), Ok(u)) => (h, q, u),
+            (Ok(h), Ok(q), Ok(u1), Ok(u2)) => (h, q, u1, u2),
             _ => {
-                eprintln!("petrel: cannot install the SIGHUP, SIGQUIT and SIGUSR2 handlers");
+                eprintln!("petrel: cannot install the SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 handlers");
                 return ExitCode::from(1);
             }
         };
@@ -596,6 +640,10 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                     let _ = petrel::reload::reload_logged(&node);
                 }
                 _ = usr2.recv() => start_upgrade(&node.config_path),
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: reopening the access log");
+                    petrel::access::reopen();
+                }
                 _ = quit.recv() => {
                     tracing::warn!(open = shutdown.open_tasks(), "SIGQUIT: fast shutdown, open connections are cut");
                     shutdown.trigger();

@@ -148,7 +148,7 @@ pub fn restart_only(cfg: &Config) -> String {
         n.backhaul.transport,
         (&n.backhaul.ca, &n.backhaul.cert, &n.backhaul.key),
     );
-    format!("{identity:?} {edge:?} {mesh:?} {backhaul:?}")
+    format!("{identity:?} {edge:?} {mesh:?} {backhaul:?} {:?}", n.log)
 }
 
 impl EdgeSettings {

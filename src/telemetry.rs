@@ -319,14 +319,19 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default `info`.
-pub fn init_logging() {
+/// Logs to stderr, as text or one JSON object per line (`log.format`, SPEC §11); `RUST_LOG`
+/// overrides the default `info`.
+pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let base = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        base.json().flatten_event(true).try_init()
+    } else {
+        base.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }

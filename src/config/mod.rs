@@ -20,8 +20,9 @@ pub use app::{
     ResponseOptions, Strategy,
 };
 pub use node::{
-    valid_name, valid_region, AdminSection, BackhaulSection, EdgeSection, InstanceConfig,
-    MeshProfile, MeshSection, NodeConfig, NodeSection, SimulateSection, Transport,
+    valid_name, valid_region, AccessFormat, AdminSection, BackhaulSection, EdgeSection,
+    InstanceConfig, LogFormat, LogSection, MeshProfile, MeshSection, NodeConfig, NodeSection,
+    SimulateSection, Transport,
 };
 pub use source::{ConfigError, ConfigErrors, Source};
 pub use value::{Addr, Dur};

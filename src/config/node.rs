@@ -29,6 +29,51 @@ pub struct NodeConfig {
     /// Slow-request log and optional OTLP export.
     #[serde(default)]
     pub tracing: TracingSection,
+    /// Process log format and the access log (SPEC §11).
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]` (SPEC §11). Read at start; a reload that changes it says a restart is needed.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// The process log on stderr: `"text"` (default) or `"json"` (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// The access log: `"off"` (default), `"stderr"`, or a file path (relative to the node
+    /// file; appended to, reopened on SIGUSR1).
+    #[serde(default = "d_access")]
+    pub access: String,
+    /// `"json"` (default) or `"combined"` (Apache's combined format, then petrel's fields).
+    #[serde(default)]
+    pub access_format: AccessFormat,
+}
+
+/// `log.format`
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `log.access_format`
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Apache's combined format, then petrel's own fields as `key=value`.
+    Combined,
+}
+
+fn d_access() -> String {
+    "off".into()
 }
 
 /// `[tracing]`
@@ -371,6 +416,9 @@ impl NodeConfig {
             if d.get().is_zero() {
                 errs.push(src.error(key, "must be greater than 0s"));
             }
+        }
+        if self.log.access.trim().is_empty() {
+            errs.push(src.error("log.access", "must be \"off\", \"stderr\" or a file path"));
         }
         if self.tracing.slow_request.get().is_zero() {
             errs.push(src.error("tracing.slow_request", "must be greater than 0s"));

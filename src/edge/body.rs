@@ -99,10 +99,21 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = r {
-            if let Some(f) = this.done.take() {
-                f.finish();
+        match &r {
+            Poll::Ready(None) => {
+                if let Some(f) = this.done.take() {
+                    f.finish();
+                }
             }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(t)) = (
+                    frame.data_ref(),
+                    this.done.as_mut().and_then(|f| f.trace.as_mut()),
+                ) {
+                    t.count_out(data.len());
+                }
+            }
+            _ => {}
         }
         r.map_err(Into::into)
     }
@@ -123,16 +134,22 @@ pin_project_lite::pin_project! {
         inner: B,
         app: Option<Arc<AppRoute>>,
         first: Option<Instant>,
+        bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
     }
 }
 
 impl<B> TimedUpload<B> {
-    /// Wraps a client request body.
-    pub fn new(inner: B, app: Arc<AppRoute>) -> Self {
+    /// Wraps a client request body; `bytes`, if given, counts what it reads (access log).
+    pub fn new(
+        inner: B,
+        app: Arc<AppRoute>,
+        bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Self {
         Self {
             inner,
             app: Some(app),
             first: None,
+            bytes,
         }
     }
 }
@@ -151,6 +168,11 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(n)) = (&r, this.bytes.as_ref()) {
+            if let Some(data) = frame.data_ref() {
+                n.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         match &r {
             Poll::Ready(Some(_)) if this.first.is_none() => *this.first = Some(Instant::now()),
             Poll::Ready(None) => {

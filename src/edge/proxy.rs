@@ -50,6 +50,11 @@ pub async fn handle(
             settings.otlp_sample,
         ))
     };
+    if crate::access::enabled() {
+        if let Some(t) = trace.as_mut() {
+            t.log_access(conn.peer, &req);
+        }
+    }
     if let Some(why) = ambiguous_framing(req.headers()) {
         let err = ProxyError::Malformed(why);
         let m = &node_metrics().unrouted;
@@ -60,6 +65,10 @@ pub async fn handle(
         // The rest of the connection's bytes cannot be framed safely.
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        if let Some(mut t) = trace {
+            t.set_failure(err.phase().as_str());
+            t.finish(Instant::now(), err.status().as_u16());
+        }
         return resp;
     }
     // Methods petrel answers itself, before any routing.
@@ -117,7 +126,8 @@ pub async fn handle(
             let m = &node_metrics().unrouted;
             m.failure(err.phase());
             m.request(err.status().as_u16(), start.elapsed().as_secs_f64());
-            if let Some(t) = trace {
+            if let Some(mut t) = trace {
+                t.set_failure(err.phase().as_str());
                 t.finish(Instant::now(), err.status().as_u16());
             }
             return err.to_response(&rid);
@@ -126,6 +136,7 @@ pub async fn handle(
     drop(routes);
     if let Some(t) = trace.as_mut() {
         t.set_app(&app.name);
+        t.set_strategy(app.strategy.as_str());
     }
     if app.force_https && conn.tls.is_none() {
         if let Some(resp) = to_https(&req, host.as_deref().unwrap_or_default(), &rid) {
@@ -136,7 +147,8 @@ pub async fn handle(
     match forward(&node, &conn, &app, req, &rid, start, &mut trace).await {
         Ok(resp) => resp,
         Err(err) => {
-            if let Some(t) = trace.take() {
+            if let Some(mut t) = trace.take() {
+                t.set_failure(err.phase().as_str());
                 t.finish(Instant::now(), err.status().as_u16());
             }
             app.metrics.failure(err.phase());
@@ -215,7 +227,8 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client_h2 = req.version() == Version::HTTP_2;
     let req = body_start(req, &settings).await?;
-    let mut proto = prepare(req, conn, node, app, rid, upgrade, client_h2);
+    let bytes_in = trace.as_ref().and_then(Trace::bytes_in);
+    let mut proto = prepare(req, &ctx, client_h2, bytes_in);
     let mut replay = ReplayState::default();
     loop {
         let tried = match replay.deadline {
@@ -345,6 +358,10 @@ async fn try_candidates(
                     instance: cand.target.id().to_string(),
                     region: cand.region.to_string(),
                     remote: matches!(cand.target, Target::Remote(_)),
+                    node: match &cand.target {
+                        Target::Local(_) => node.name.to_string(),
+                        Target::Remote(r) => r.node.to_string(),
+                    },
                 });
                 return Ok(Answered {
                     resp,
@@ -575,15 +592,13 @@ async fn body_start(
 /// Rewrites the client's request once: headers per SPEC §5, body made replayable and timed.
 fn prepare(
     req: Request<Body>,
-    conn: &ConnCtx,
-    node: &NodeState,
-    app: &Arc<AppRoute>,
-    rid: &HeaderValue,
-    upgrade: bool,
+    ctx: &Ctx<'_>,
     client_h2: bool,
+    bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> ReplayableRequest {
+    let (conn, node, rid) = (ctx.conn, ctx.node, ctx.rid);
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers, upgrade);
+    strip_hop_by_hop(&mut parts.headers, ctx.upgrade);
     strip_internal(&mut parts.headers);
     add_forwarding(
         &mut parts.headers,
@@ -598,7 +613,7 @@ fn prepare(
     );
     ReplayableRequest::new(Request::from_parts(
         parts,
-        boxed(TimedUpload::new(body, app.clone())),
+        boxed(TimedUpload::new(body, ctx.app.clone(), bytes_in)),
     ))
 }
 
@@ -698,6 +713,12 @@ fn respond(
             parts.headers.insert("petrel-route", v);
         }
     }
+    let mut trace = trace;
+    let upgraded = client_upgrade.is_some() && instance_side.is_some();
+    // A WebSocket gets its access line when it ends, not at its 101.
+    let ws_access = upgraded
+        .then(|| trace.as_mut().and_then(Trace::take_access))
+        .flatten();
     let finish = Finish {
         app: Some(app.clone()),
         slot: None,
@@ -710,8 +731,12 @@ fn respond(
         (Some(c), Some(i)) => {
             let rid = rid.to_str().unwrap_or_default().to_string();
             let ending = Ending::for_response(&parts.headers, &node.shutdown);
-            node.shutdown
-                .spawn(splice(Side::Hyper(c), i, slot, rid, ending));
+            node.shutdown.spawn(async move {
+                let (up, down) = splice(Side::Hyper(c), i, slot, rid, ending).await;
+                if let Some(a) = ws_access {
+                    a.websocket_ended(start, up, down);
+                }
+            });
             Response::from_parts(parts, boxed(Tracked::new(body, finish)))
         }
         _ => Response::from_parts(parts, boxed(Tracked::new(body, Finish { slot, ..finish }))),

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -98,13 +99,14 @@ impl Ending {
 
 /// Waits for both sides to be ready, then copies bytes both ways until either closes.
 /// The slot (one unit of the instance's load) is held for the socket's whole life.
+/// Returns the bytes relayed from the client and to the client.
 pub async fn splice(
     client: Side,
     instance: Side,
     slot: Option<Slot>,
     request_id: String,
     ending: Ending,
-) {
+) -> (u64, u64) {
     let (client, instance) = tokio::join!(client.ready(), instance.ready());
     let (client, instance) = match (client, instance) {
         (Ok(c), Ok(i)) => (c, i),
@@ -115,12 +117,12 @@ pub async fn splice(
                 instance_ok = i.is_ok(),
                 "upgrade did not complete on both sides"
             );
-            return;
+            return (0, 0);
         }
     };
     let gauge = &node_metrics().websockets;
     gauge.increment(1.0);
-    pipe(client, instance, HALF_CLOSE_GRACE, &ending).await;
+    let relayed = pipe(client, instance, HALF_CLOSE_GRACE, &ending).await;
     tracing::debug!(
         request_id,
         cut = ending.cut.is_cancelled(),
@@ -128,11 +130,12 @@ pub async fn splice(
     );
     gauge.decrement(1.0);
     drop(slot);
+    relayed
 }
 
 /// Copies both ways; when one direction ends, its write side is shut down and the other direction
 /// gets `grace` to finish. A cut ends both directions at their next frame boundary.
-pub async fn pipe<A, B>(a: A, b: B, grace: Duration, ending: &Ending)
+pub async fn pipe<A, B>(a: A, b: B, grace: Duration, ending: &Ending) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -140,29 +143,37 @@ where
     let (ar, aw) = tokio::io::split(a);
     let (br, bw) = tokio::io::split(b);
     let frames = || ending.websocket.then(FrameTracker::default);
+    // Bytes each way, counted as they go, so a direction cut by the grace still counts.
+    let (sent_up, sent_down) = (AtomicU64::new(0), AtomicU64::new(0));
     let up = relay(
         ar,
         bw,
         frames(),
         close_to_server(rand::random()),
         &ending.cut,
+        &sent_up,
     );
-    let down = relay(br, aw, frames(), close_to_client(), &ending.cut);
+    let down = relay(br, aw, frames(), close_to_client(), &ending.cut, &sent_down);
     tokio::pin!(up, down);
     tokio::select! {
         _ = &mut up => { let _ = tokio::time::timeout(grace, &mut down).await; }
         _ = &mut down => { let _ = tokio::time::timeout(grace, &mut up).await; }
     }
+    (
+        sent_up.load(Ordering::Relaxed),
+        sent_down.load(Ordering::Relaxed),
+    )
 }
 
 /// One direction: copy until EOF, an error, or a cut at a frame boundary (then `close`, if frames
-/// are tracked); the write side is shut down in every case.
+/// are tracked); the write side is shut down in every case. Adds the bytes written to `sent`.
 async fn relay<R, W>(
     mut r: R,
     mut w: W,
     mut frames: Option<FrameTracker>,
     close: Vec<u8>,
     cut: &CancellationToken,
+    sent: &AtomicU64,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -188,6 +199,7 @@ async fn relay<R, W>(
                 return;
             }
             off += k;
+            sent.fetch_add(k as u64, Ordering::Relaxed);
             if cut.is_cancelled() && boundary(&frames) {
                 break 'copy;
             }

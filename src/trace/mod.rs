@@ -3,7 +3,8 @@
 
 pub mod otlp;
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
@@ -32,6 +33,29 @@ pub struct Target {
     pub region: String,
     /// Sent over the backhaul to another node.
     pub remote: bool,
+    /// The node hosting it.
+    pub node: String,
+}
+
+/// What only the access log needs of a request, gathered only while it is on (`crate::access`).
+#[derive(Debug, Default)]
+pub struct AccessFields {
+    entry: crate::access::Entry,
+    /// Request body bytes, counted by the upload as it streams.
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+}
+
+impl AccessFields {
+    /// A WebSocket ended: its line, with the bytes each way.
+    pub fn websocket_ended(mut self, start: Instant, from_client: u64, to_client: u64) {
+        self.entry.status = 101;
+        self.entry.kind = Some("websocket");
+        self.entry.bytes_in = from_client;
+        self.entry.bytes_out = to_client;
+        self.entry.duration_ms = start.elapsed().as_secs_f64() * 1e3;
+        crate::access::log(&self.entry);
+    }
 }
 
 /// The timeline of one request at the edge.
@@ -52,6 +76,7 @@ pub struct Trace {
     app: String,
     slow: Duration,
     sample: f64,
+    access: Option<Box<AccessFields>>,
 }
 
 /// Durations of each phase; `None` where the request never got there.
@@ -126,7 +151,97 @@ impl Trace {
             app: String::new(),
             slow,
             sample,
+            access: None,
         }
+    }
+
+    /// Gathers what the access log writes of this request (call only while it is on).
+    pub fn log_access<B>(&mut self, client: std::net::SocketAddr, req: &http::Request<B>) {
+        let h = req.headers();
+        let text = |n: http::header::HeaderName| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .chars()
+                .take(512)
+                .collect::<String>()
+        };
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| text(http::header::HOST));
+        self.access = Some(Box::new(AccessFields {
+            entry: crate::access::Entry {
+                time: crate::access::rfc3339(self.wall),
+                request_id: self.request_id.clone(),
+                client: client.to_string(),
+                host,
+                method: req.method().to_string(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .chars()
+                    .take(2048)
+                    .collect(),
+                protocol: format!("{:?}", req.version()),
+                user_agent: text(http::header::USER_AGENT),
+                ..Default::default()
+            },
+            ..Default::default()
+        }));
+    }
+
+    /// The app's strategy, for the access log.
+    pub fn set_strategy(&mut self, strategy: &str) {
+        if let Some(a) = self.access.as_mut() {
+            a.entry.strategy = strategy.to_string();
+        }
+    }
+
+    /// The phase that failed, for the access log.
+    pub fn set_failure(&mut self, phase: &'static str) {
+        if let Some(a) = self.access.as_mut() {
+            a.entry.failure = Some(phase);
+        }
+    }
+
+    /// The counter the upload adds its bytes to, while the access log is on.
+    pub fn bytes_in(&self) -> Option<Arc<AtomicU64>> {
+        self.access.as_ref().map(|a| a.bytes_in.clone())
+    }
+
+    /// `n` more response body bytes went to the client.
+    pub fn count_out(&mut self, n: usize) {
+        if let Some(a) = self.access.as_mut() {
+            a.bytes_out += n as u64;
+        }
+    }
+
+    /// Takes the access fields away from this request's end, for a WebSocket's own line.
+    pub fn take_access(&mut self) -> Option<Box<AccessFields>> {
+        let mut a = self.access.take()?;
+        self.fill(&mut a.entry, Instant::now());
+        Some(a)
+    }
+
+    /// The routing facts of the entry: app, where it went, tries, phases.
+    fn fill(&self, e: &mut crate::access::Entry, end: Instant) {
+        e.app = self.app.clone();
+        e.attempts = self.attempts;
+        if let Some(t) = &self.target {
+            e.instance = t.instance.clone();
+            e.region = t.region.clone();
+            e.node = t.node.clone();
+        }
+        let phases = self.phases(end);
+        for (name, d) in phases.named() {
+            if let Some(d) = d {
+                e.phases_ms.insert(name, d.as_secs_f64() * 1e3);
+            }
+        }
+        e.duration_ms = phases.total.as_secs_f64() * 1e3;
     }
 
     /// The app the request was routed to.
@@ -181,7 +296,14 @@ impl Trace {
     }
 
     /// The request ended at `end` with `status`: log it if slow, export it if slow or sampled.
-    pub fn finish(self, end: Instant, status: u16) {
+    pub fn finish(mut self, end: Instant, status: u16) {
+        if let Some(mut a) = self.access.take() {
+            self.fill(&mut a.entry, end);
+            a.entry.status = status;
+            a.entry.bytes_in = a.bytes_in.load(Ordering::Relaxed);
+            a.entry.bytes_out = a.bytes_out;
+            crate::access::log(&a.entry);
+        }
         let phases = self.phases(end);
         let is_slow = phases.total >= self.slow;
         let (app, request_id) = (self.app.as_str(), self.request_id.as_str());

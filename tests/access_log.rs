@@ -1,0 +1,171 @@
+//! The access log and the JSON process log (SPEC §11): one JSON line per request with its
+//! fields, for a served request, a 404, a reject-and-retry and a WebSocket (at its end); SIGUSR1
+//! reopens the file after a rotation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::http::{get, request, send};
+use common::{app_toml, backend, node};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+const SIGUSR1: i32 = 10;
+
+/// The access log's lines, parsed, once at least `n` are there (the writer is a thread).
+async fn lines(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let parsed: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        if parsed.len() >= n {
+            return parsed;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{} lines, not {n}: {text}",
+            parsed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_json_line_per_request_and_websocket_and_sigusr1_reopens() {
+    let (a, b) = (backend("al-1"), backend("al-2"));
+    let dead = common::closed_port();
+    let n = node(
+        &[("app", app_toml("app", 1, 1, "closest", 2))],
+        &[
+            ("al-1", "app", a.addr),
+            ("al-2", "app", b.addr),
+            ("al-dead", "app", dead),
+        ],
+        "\n[log]\nformat = \"json\"\naccess = \"access.log\"\n",
+    );
+    let path = n.dir.path().join("access.log");
+
+    // Served.
+    let r = send(
+        n.edge,
+        false,
+        request(
+            "GET",
+            "app",
+            "/bytes?n=1234",
+            &[("user-agent", "al-test/1")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let rid = r.header("petrel-request-id").unwrap().to_string();
+    // A 404.
+    assert_eq!(get(n.edge, "nobody.example", "/x").await.status, 404);
+    // A retry: the preferred instance refuses the connection, another one answers. (A local
+    // instance at its hard limit is never tried: the pick reads its live load.)
+    let r = send(
+        n.edge,
+        false,
+        request(
+            "GET",
+            "app",
+            "/",
+            &[("petrel-prefer-instance-id", "al-dead")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // A WebSocket, logged when it ends.
+    let mut ws = common::ws::connect(n.edge, "app", &[]).await;
+    ws.send(Message::text("0123456789")).await.unwrap();
+    let _ = ws.next().await;
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+
+    let all = lines(&path, 4).await;
+    let by = |pred: &dyn Fn(&Value) -> bool| {
+        all.iter()
+            .find(|l| pred(l))
+            .unwrap_or_else(|| panic!("no such line in {all:#?}"))
+            .clone()
+    };
+    let served = by(&|l| l["request_id"] == rid.as_str());
+    for key in [
+        "time",
+        "client",
+        "host",
+        "method",
+        "path",
+        "protocol",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "app",
+        "instance",
+        "node",
+        "region",
+        "strategy",
+        "attempts",
+        "phases_ms",
+        "user_agent",
+    ] {
+        assert!(served.get(key).is_some(), "{key} missing: {served}");
+    }
+    assert_eq!(served["status"], 200);
+    assert_eq!(served["path"], "/bytes?n=1234");
+    assert_eq!(served["bytes_out"], 1234);
+    assert_eq!(served["user_agent"], "al-test/1");
+    assert_eq!(served["node"], "test-1");
+    assert_eq!(served["strategy"], "closest");
+    assert!(served["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(served["phases_ms"]["first_byte"].is_number(), "{served}");
+
+    let missing = by(&|l| l["status"] == 404);
+    assert_eq!(
+        (missing["host"].as_str(), missing["failure"].as_str()),
+        (Some("nobody.example"), Some("route"))
+    );
+
+    let retried = by(&|l| l["attempts"] == 2);
+    assert_ne!(retried["instance"], "al-dead", "{retried}");
+    assert!(retried["phases_ms"]["retries"].is_number(), "{retried}");
+
+    let socket = by(&|l| l["kind"] == "websocket");
+    assert_eq!(socket["status"], 101);
+    assert!(socket["bytes_in"].as_u64().unwrap() >= 10, "{socket}");
+    assert!(socket["bytes_out"].as_u64().unwrap() >= 10, "{socket}");
+
+    // logrotate: move the file, SIGUSR1, and the next line lands in a new file.
+    std::fs::rename(&path, n.dir.path().join("access.log.1")).unwrap();
+    n.proc.signal(SIGUSR1);
+    let t0 = Instant::now();
+    loop {
+        assert_eq!(get(n.edge, "app", "/").await.status, 200);
+        if path.exists() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no new file after SIGUSR1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines(&path, 1).await[0]["status"], 200);
+
+    // The process log is JSON too.
+    let logged: Vec<String> = n.proc.errs.try_iter().collect();
+    assert!(!logged.is_empty());
+    for l in &logged {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{l}"
+        );
+    }
+}
