@@ -297,6 +297,21 @@ fn fly_toml_files_as_fly_writes_them_pass_and_say_what_petrel_ignores() {
         );
         assert!(!ignored.ends_with(": "), "{ignored}");
     }
+    // Keys that flyctl accepts beyond its docs' examples.
+    let tmp = tempfile::tempdir().unwrap();
+    let extra = tmp.path().join("fly-extra.toml");
+    std::fs::write(
+        &extra,
+        "app = \"x\"\nhost_dedication_id = \"h\"\n[mount]\nsource = \"d\"\n[[compute]]\nsize = \"s\"\n\
+         [[machine_checks]]\nimage = \"i\"\n[http_service.http_options]\nheaders_read_timeout = 5\n",
+    )
+    .unwrap();
+    let (code, out, err) = check(&["--app", extra.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("host_dedication_id") && out.contains("mount"),
+        "{out}"
+    );
     // The old millisecond durations and Go-style ones are read as Fly means them.
     let (_, out, _) = check(&["--app", dir.join("rails.toml").to_str().unwrap()]);
     assert!(
@@ -321,6 +336,18 @@ fn keys_neither_petrel_nor_fly_know_are_errors_with_a_suggestion() {
             "typo.toml:4",
             "http_service.concurrency",
             "did you mean `hard_limit`?",
+        ),
+        (
+            "app = \"a\"\nkill_timout = 5\n",
+            "typo.toml:2",
+            "kill_timout",
+            "did you mean `kill_timeout`?",
+        ),
+        (
+            "app = \"a\"\n[http_service.http_options.response.headers]\nContent-Length = \"5\"\n",
+            "typo.toml:3",
+            "Content-Length",
+            "petrel sets it",
         ),
     ] {
         std::fs::write(&path, text).unwrap();

@@ -303,6 +303,25 @@ impl AppConfig {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 errs.push(src.error(&key, format!("invalid header name {name:?}")));
             }
+            // These frame the message or describe the connection: set by hand, they desync it.
+            const FRAMING: [&str; 8] = [
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "upgrade",
+            ];
+            if FRAMING.contains(&name.to_ascii_lowercase().as_str()) {
+                errs.push(src.error(
+                    &key,
+                    format!(
+                        "{name} frames the response or its connection; petrel sets it, a rule may not"
+                    ),
+                ));
+            }
             let values: &[String] = match rule {
                 HeaderRule::One(v) => std::slice::from_ref(v),
                 HeaderRule::Many(v) => v,

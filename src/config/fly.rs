@@ -7,6 +7,10 @@ use toml::de::{DeTable, DeValue};
 /// Keys of Fly's app configuration that petrel accepts and does not use, as dotted paths; `[]`
 /// stands for any item of an array of tables. A listed table is skipped whole, whatever it holds.
 pub const FLY_IGNORED: &[&str] = &[
+    "host_dedication_id",
+    "machine_checks",
+    "mount",
+    "compute",
     "kill_signal",
     "kill_timeout",
     "swap_size_mb",
@@ -32,6 +36,8 @@ pub const FLY_IGNORED: &[&str] = &[
     "http_service.machine_checks",
     "http_service.http_options.compress",
     "http_service.http_options.idle_timeout",
+    "http_service.http_options.headers_read_timeout",
+    "http_service.http_options.replay_cache",
     "http_service.checks[].protocol",
     "http_service.checks[].tls_server_name",
     "http_service.checks[].tls_skip_verify",
@@ -84,13 +90,27 @@ fn strip_in(table: &mut DeTable<'_>, prefix: &str, ignored: &[&str], found: &mut
     }
 }
 
-/// For serde's "unknown field `x`, expected one of `a`, `b`" message: the expected name closest
-/// to `x`, if one is within a typo's reach (Levenshtein distance ≤ 2, or ≤ a third of its length).
-pub fn did_you_mean(message: &str) -> Option<String> {
+/// For serde's "unknown field `x`, expected one of `a`, `b`" message about the table at `path`
+/// (dotted, empty for the top): the expected name, or Fly's key at that level, closest to `x`, if
+/// one is within a typo's reach (Levenshtein distance ≤ 2, or ≤ a third of its length).
+pub fn did_you_mean(message: &str, path: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
     let (unknown, expected) = rest.split_once('`')?;
+    // The path may end with the unknown key itself (serde names it at the top level).
+    let path = path
+        .strip_suffix(unknown)
+        .map_or(path, |p| p.strip_suffix('.').unwrap_or(p));
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}.")
+    };
+    let fly = FLY_IGNORED.iter().filter_map(|k| {
+        let k = k.strip_prefix(prefix.as_str())?;
+        (!k.contains('.') && !k.contains('[')).then_some(k)
+    });
     let mut best: Option<(usize, &str)> = None;
-    for name in expected.split('`').skip(1).step_by(2) {
+    for name in expected.split('`').skip(1).step_by(2).chain(fly) {
         let d = levenshtein(unknown, name);
         if d <= 2.max(name.len() / 3) && best.is_none_or(|(b, _)| d < b) {
             best = Some((d, name));
@@ -122,12 +142,23 @@ mod tests {
     fn typos_get_the_closest_expected_name() {
         let m =
             "unknown field `concurency`, expected one of `internal_port`, `hosts`, `concurrency`";
-        assert_eq!(did_you_mean(m).as_deref(), Some("concurrency"));
+        assert_eq!(
+            did_you_mean(m, "http_service").as_deref(),
+            Some("concurrency")
+        );
         let m = "unknown field `hard_limt`, expected one of `type`, `soft_limit`, `hard_limit`";
-        assert_eq!(did_you_mean(m).as_deref(), Some("hard_limit"));
+        assert_eq!(did_you_mean(m, "").as_deref(), Some("hard_limit"));
         let m = "unknown field `zzz`, expected one of `type`, `soft_limit`, `hard_limit`";
-        assert_eq!(did_you_mean(m), None);
-        assert_eq!(did_you_mean("invalid type: string"), None);
+        assert_eq!(did_you_mean(m, ""), None);
+        assert_eq!(did_you_mean("invalid type: string", ""), None);
+        // Fly's own keys count too, at their level.
+        let m = "unknown field `kill_timout`, expected one of `app`, `http_service`";
+        assert_eq!(did_you_mean(m, "").as_deref(), Some("kill_timeout"));
+        let m = "unknown field `auto_stop_machine`, expected one of `hosts`";
+        assert_eq!(
+            did_you_mean(m, "http_service").as_deref(),
+            Some("auto_stop_machines")
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub struct NodeConfig {
 }
 
 /// `[log]` (SPEC §11). Read at start; a reload that changes it says a restart is needed.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     /// The process log on stderr: `"text"` (default) or `"json"` (one object per line).
@@ -74,6 +74,16 @@ pub enum AccessFormat {
 
 fn d_access() -> String {
     "off".into()
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            access: d_access(),
+            access_format: AccessFormat::default(),
+        }
+    }
 }
 
 /// `[tracing]`

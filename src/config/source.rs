@@ -113,7 +113,7 @@ impl Source {
         let by_key = (!key.is_empty()).then(|| self.line_of_key(&key)).flatten();
         let line = by_key.or_else(|| e.span().map(|s| self.line_of(s.start)));
         let mut message = e.message().trim().to_string();
-        if let Some(name) = super::fly::did_you_mean(&message) {
+        if let Some(name) = super::fly::did_you_mean(&message, &key) {
             message = format!("{message} (did you mean `{name}`?)");
         }
         ConfigError {

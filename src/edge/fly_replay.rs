@@ -23,11 +23,16 @@ pub enum Fallback {
     PreferSelf,
 }
 
-/// One parsed `fly-replay` value: `;`-separated `key=value` fields.
+/// One parsed `fly-replay` value: `;`-separated `key=value` fields; a value may be quoted
+/// (Fly quotes region lists: `region="sjc,any"`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Replay {
-    /// `region=iad` or an ordered list `region=iad,ord`; empty, or `any`: anywhere.
+    /// `region=iad` or an ordered list `region=iad,ord`, tried in that order.
     pub regions: Vec<String>,
+    /// `any` in the list (or no region at all): anywhere else after the regions named.
+    pub any: bool,
+    /// `app=<name>`: accepted when it names the request's own app.
+    pub app: Option<String>,
     /// `instance=<id>`: only that instance.
     pub instance: Option<String>,
     /// `prefer_instance=<id>`: that instance if it can take the request.
@@ -73,24 +78,32 @@ impl Replay {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         let mut r = Replay::default();
+        let mut named_region = false;
         for field in v.split(';').map(str::trim).filter(|f| !f.is_empty()) {
             let (k, val) = field
                 .split_once('=')
                 .ok_or_else(|| format!("field {field:?} has no '='"))?;
-            let (k, val) = (k.trim().to_ascii_lowercase(), val.trim());
+            let k = k.trim().to_ascii_lowercase();
+            let val = val.trim();
+            let val = val
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(val)
+                .trim();
             match k.as_str() {
                 "region" => {
+                    named_region = true;
                     for reg in val.split(',').map(|s| s.trim().to_ascii_lowercase()) {
                         if reg == "any" {
-                            r.regions.clear();
-                            break;
-                        }
-                        if !token(&reg) {
+                            r.any = true;
+                        } else if token(&reg) {
+                            r.regions.push(reg);
+                        } else {
                             return Err(format!("bad region {reg:?}"));
                         }
-                        r.regions.push(reg);
                     }
                 }
+                "app" if token(val) => r.app = Some(val.to_string()),
                 "instance" if token(val) => r.instance = Some(val.to_string()),
                 "prefer_instance" if token(val) => r.prefer_instance = Some(val.to_string()),
                 "elsewhere" => r.elsewhere = val.eq_ignore_ascii_case("true"),
@@ -106,11 +119,23 @@ impl Replay {
                         _ => return Err(format!("unknown fallback {val:?}")),
                     }
                 }
-                "app" => return Err("replay to another app is not supported".into()),
                 _ => return Err(format!("unknown or malformed field {field:?}")),
             }
         }
+        if !named_region {
+            r.any = true;
+        }
         Ok(r)
+    }
+
+    /// Where the replay points, for error messages: `instance X`, `in iad, ord`, `anywhere`.
+    pub fn target(&self) -> String {
+        match (&self.instance, self.regions.is_empty()) {
+            (Some(i), _) => format!("instance {i}"),
+            (None, true) => "anywhere".into(),
+            (None, false) if self.any => format!("in {} or anywhere", self.regions.join(", ")),
+            (None, false) => format!("in {}", self.regions.join(", ")),
+        }
     }
 
     /// The routing hints of the replayed request: the forced or preferred instance, the regions
@@ -124,10 +149,9 @@ impl Replay {
     }
 
     /// May the replayed request go to an instance in `region` with id `id`, having been replayed
-    /// by `from`? Regions named are a requirement, not a preference.
+    /// by `from`? Regions named without `any` are a requirement; with `any`, a preference.
     pub fn allows(&self, id: &str, region: &str, from: &str) -> bool {
-        (self.regions.is_empty() || self.regions.iter().any(|r| r == region))
-            && !(self.elsewhere && id == from)
+        (self.any || self.regions.iter().any(|r| r == region)) && !(self.elsewhere && id == from)
     }
 
     /// `fly-replay-src` for the target: who replayed, from where, when (µs since the epoch), and
@@ -161,15 +185,21 @@ mod tests {
         let r = Replay::parse("elsewhere=true").unwrap();
         assert!(r.elsewhere && !r.allows("a", "iad", "a") && r.allows("b", "iad", "a"));
         let r = Replay::parse("region=any;instance=ord-1").unwrap();
-        assert!(r.regions.is_empty());
+        assert!(r.regions.is_empty() && r.any);
         assert_eq!(r.hints().force.as_deref(), Some("ord-1"));
-        for bad in [
-            "region",
-            "app=other",
-            "fallback=maybe",
-            "instance=a b",
-            "colour=red",
-        ] {
+        // Fly quotes lists; `any` after regions is "these first, then anywhere".
+        let r = Replay::parse("region=\"sjc,any\"").unwrap();
+        assert_eq!(
+            (r.regions.as_slice(), r.any),
+            (&["sjc".to_string()][..], true)
+        );
+        assert!(r.allows("x", "fra", "y"));
+        assert_eq!(r.hints().prefer_regions, ["sjc"]);
+        assert_eq!(
+            Replay::parse("app=web").unwrap().app.as_deref(),
+            Some("web")
+        );
+        for bad in ["region", "fallback=maybe", "instance=a b", "colour=red"] {
             assert!(Replay::parse(bad).is_err(), "{bad}");
         }
     }

@@ -155,6 +155,9 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
         v.set_sensitive(true);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
+    // Rack and Rails read `X-Forwarded-Ssl: on` as https: never a client's word for it. (Apps
+    // with Fly's header names get petrel's own, as Fly sends it.)
+    h.remove("x-forwarded-ssl");
     h.insert(X_FORWARDED_PORT, HeaderValue::from(f.local_port));
 }
 

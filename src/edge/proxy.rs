@@ -166,7 +166,12 @@ pub async fn handle(
 /// challenges, which a certificate authority sends over plain HTTP (RFC 8555 §8.3).
 fn to_https<B>(req: &Request<B>, host: &str, rid: &HeaderValue) -> Option<Response<Body>> {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    if pq.starts_with("/.well-known/acme-challenge/") {
+    let pq = if pq == "*" { "/" } else { pq }; // `OPTIONS *`
+                                               // A dot segment could climb out of the challenge directory at the origin.
+    let climbs = pq
+        .split(['/', '?'])
+        .any(|s| s == ".." || s.eq_ignore_ascii_case("%2e%2e"));
+    if pq.starts_with("/.well-known/acme-challenge/") && !climbs {
         return None;
     }
     let location = HeaderValue::from_str(&format!("https://{host}{pq}")).ok()?;
@@ -231,14 +236,8 @@ async fn forward(
     let mut proto = prepare(req, &ctx, client_h2, bytes_in);
     let mut replay = ReplayState::default();
     loop {
-        let tried = match replay.deadline {
-            Some(d) => {
-                tokio::time::timeout_at(d, try_candidates(&ctx, &mut picked, &hints, &proto, trace))
-                    .await
-                    .unwrap_or_else(|_| Err(ProxyError::Timeout(app.name.to_string())))
-            }
-            None => try_candidates(&ctx, &mut picked, &hints, &proto, trace).await,
-        };
+        let deadline = replay.deadline;
+        let tried = try_candidates(&ctx, &mut picked, &hints, &proto, trace, deadline).await;
         let answered = match tried {
             Ok(a) => a,
             Err(e) => {
@@ -288,13 +287,17 @@ fn first_pick(ctx: &Ctx<'_>, hints: &Hints) -> Result<Picked, ProxyError> {
     strategy_pick(ctx, hints)
 }
 
-/// The app's strategy under `hints`, from the current snapshot.
+/// The app's strategy under `hints`, from the current snapshot, as many as the retry budget.
 fn strategy_pick(ctx: &Ctx<'_>, hints: &Hints) -> Result<Picked, ProxyError> {
+    strategy_pick_n(ctx, hints, 1 + ctx.app.retries as usize)
+}
+
+/// The app's strategy under `hints`: the first `n` candidates.
+fn strategy_pick_n(ctx: &Ctx<'_>, hints: &Hints, n: usize) -> Result<Picked, ProxyError> {
     let (node, app) = (ctx.node, ctx.app);
     let (local, snap) = (node.local.load(), node.cluster.load());
     let src = node.sources(&app.name, &local, &snap, node.now_ms());
-    let budget = 1 + app.retries as usize;
-    candidates::pick(&src, Ask::of(app), hints, budget, &mut rand::rng())
+    candidates::pick(&src, Ask::of(app), hints, n, &mut rand::rng())
         .map_err(|e| empty_error(e, app, hints))
 }
 
@@ -305,12 +308,21 @@ async fn try_candidates(
     hints: &Hints,
     proto: &ReplayableRequest,
     trace: &mut Option<Trace>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Answered, ProxyError> {
     let (node, app) = (ctx.node, ctx.app);
     let budget = 1 + app.retries as usize;
     let (mut full, mut last_instance, mut last_backhaul) = (0usize, None, None);
     let mut previous = None;
-    for attempt in 0..picked.order.len().min(budget) {
+    // A pick holds at most the budget; a fallback after a replay may hold one more.
+    for attempt in 0..picked.order.len() {
+        if attempt > 0 && deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            // A replay's `timeout` bounds reaching its target, never an attempt under way.
+            return Err(ProxyError::ReplayTarget {
+                app: app.name.to_string(),
+                target: "within the replay's timeout".into(),
+            });
+        }
         if let Some(reason) = previous.take() {
             if !proto.can_replay() {
                 break; // the body was partly sent and is too large to send again
@@ -453,10 +465,17 @@ impl ReplayState {
         if self.count > MAX_REPLAYS {
             return Err(ProxyError::ReplayLoop(app));
         }
-        let replay = asked.map_err(|detail| ProxyError::Upstream {
-            app: app.clone(),
-            detail: format!("malformed fly-replay: {detail}"),
-        })?;
+        let replay = asked
+            .and_then(|r| match r.app.as_deref() {
+                Some(other) if other != app => Err(format!(
+                    "replay to another app ({other:?}) is not supported"
+                )),
+                _ => Ok(r),
+            })
+            .map_err(|detail| ProxyError::Upstream {
+                app: app.clone(),
+                detail: format!("malformed fly-replay: {detail}"),
+            })?;
         if !proto.can_replay() {
             return Err(ProxyError::Upstream {
                 app,
@@ -475,28 +494,21 @@ impl ReplayState {
         let hints = replay.hints();
         let from_id = from.target.id().clone();
         self.fallback = (replay.fallback != Fallback::None).then_some((replay.fallback, from));
-        let picked = strategy_pick(ctx, &hints).map(|mut p| {
+        // One more than the budget, so leaving out the instance that asked (`elsewhere`) still
+        // leaves a full budget of tries.
+        let budget = 1 + ctx.app.retries as usize;
+        let picked = strategy_pick_n(ctx, &hints, budget + 1).map(|mut p| {
             let cands = &p.candidates;
             p.order
                 .retain(|&i| replay.allows(cands[i].target.id(), &cands[i].region, &from_id));
+            p.order.truncate(budget);
             p
         });
         match picked {
             Ok(p) if !p.order.is_empty() => Ok((p, hints)),
             Ok(_) | Err(_) => {
-                let where_ = if replay.regions.is_empty() {
-                    "anywhere".to_string()
-                } else {
-                    format!("in {}", replay.regions.join(", "))
-                };
-                self.fall_back(
-                    ctx,
-                    ProxyError::ReplayTarget {
-                        app,
-                        target: where_,
-                    },
-                    proto,
-                )
+                let target = replay.target();
+                self.fall_back(ctx, ProxyError::ReplayTarget { app, target }, proto)
             }
         }
     }
@@ -512,8 +524,8 @@ impl ReplayState {
         let Some((fallback, from)) = self.fallback.take() else {
             return Err(err);
         };
-        if !err.retry_safe() && !matches!(err, ProxyError::Timeout(_)) {
-            return Err(err);
+        if !err.retry_safe() {
+            return Err(err); // it may have reached the target: never sent twice
         }
         self.deadline = None;
         let why = err

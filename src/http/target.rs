@@ -45,6 +45,13 @@ pub fn to_fly_names(h: &mut HeaderMap) {
     if let Some(port) = h.get("x-forwarded-port").cloned() {
         h.insert(HeaderName::from_static("fly-forwarded-port"), port);
     }
+    let https = h
+        .get("x-forwarded-proto")
+        .is_some_and(|p| p.as_bytes() == b"https");
+    h.insert(
+        HeaderName::from_static("x-forwarded-ssl"),
+        HeaderValue::from_static(if https { "on" } else { "off" }),
+    );
 }
 
 /// Frames `req` for an HTTP/1.1 hop: origin-form target (`/path?query`, or `*`), and a `Host`
