@@ -312,6 +312,22 @@ fn fly_toml_files_as_fly_writes_them_pass_and_say_what_petrel_ignores() {
         out.contains("host_dedication_id") && out.contains("mount"),
         "{out}"
     );
+    // Either limit alone, as Fly allows.
+    for (text, want) in [
+        (
+            "[http_service.concurrency]\nsoft_limit = 200\n",
+            "soft 200 / hard 250",
+        ),
+        (
+            "[http_service.concurrency]\nhard_limit = 10\n",
+            "soft 10 / hard 10",
+        ),
+    ] {
+        std::fs::write(&extra, format!("app = \"x\"\n{text}")).unwrap();
+        let (code, out, err) = check(&["--app", extra.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(want), "{out}");
+    }
     // The old millisecond durations and Go-style ones are read as Fly means them.
     let (_, out, _) = check(&["--app", dir.join("rails.toml").to_str().unwrap()]);
     assert!(

@@ -131,19 +131,46 @@ impl LimitType {
     }
 }
 
-/// `[http_service.concurrency]`
+/// `[http_service.concurrency]`. A limit left out follows from the other: no `hard_limit` is
+/// 25, or 1.25 × `soft_limit` when that is more; no `soft_limit` is 20, or `hard_limit` when that
+/// is less (Fly allows either alone).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawConcurrency")]
 pub struct Concurrency {
     /// What counts as load.
-    #[serde(default, rename = "type")]
     pub kind: LimitType,
     /// At or above: deprioritised.
-    #[serde(default = "d_soft")]
     pub soft_limit: u32,
     /// At or above: takes no new work.
-    #[serde(default = "d_hard")]
     pub hard_limit: u32,
+}
+
+/// `[http_service.concurrency]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConcurrency {
+    #[serde(default, rename = "type")]
+    kind: LimitType,
+    #[serde(default)]
+    soft_limit: Option<u32>,
+    #[serde(default)]
+    hard_limit: Option<u32>,
+}
+
+impl From<RawConcurrency> for Concurrency {
+    fn from(r: RawConcurrency) -> Self {
+        let (soft_limit, hard_limit) = match (r.soft_limit, r.hard_limit) {
+            (Some(s), Some(h)) => (s, h),
+            (Some(s), None) => (s, d_hard().max(s.saturating_add(s / 4))),
+            (None, Some(h)) => (d_soft().min(h), h),
+            (None, None) => (d_soft(), d_hard()),
+        };
+        Self {
+            kind: r.kind,
+            soft_limit,
+            hard_limit,
+        }
+    }
 }
 
 impl Default for Concurrency {
