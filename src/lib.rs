@@ -24,6 +24,7 @@
 //! - [`access`]: the access log, one line per request, written off the request path.
 //! - [`trace`]: per-request phase timings, the slow-request log, OTLP export.
 //! - [`status`]: `petrel status`, the node's view as tables.
+//! - [`systemd`]: readiness, reload and stop notifications for `Type=notify` units.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -50,6 +51,7 @@ pub mod shutdown;
 pub mod sim;
 pub mod state;
 pub mod status;
+pub mod systemd;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;

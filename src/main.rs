@@ -608,6 +608,8 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                 Err(e) => tracing::warn!(error = %e, "handover confirmation failed"),
             }
         }
+        // Serving (after an upgrade, on the sockets taken over): tell systemd, with this pid.
+        petrel::systemd::ready();
         if let Some((path, sockets)) = handoff {
             let started = if upgrade {
                 handoff::serve_after_takeover(path.clone(), sockets, node.clone())
@@ -653,6 +655,7 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                 }
             }
         }
+        petrel::systemd::stopping();
         shutdown.trigger();
         let drained = async {
             let _ = serving.await;

@@ -49,7 +49,9 @@ pub fn reload(node: &NodeState) -> Result<Reloaded, ConfigErrors> {
 
 /// Reload and log the outcome; errors name file, line and key.
 pub fn reload_logged(node: &NodeState) -> Result<Reloaded, ConfigErrors> {
+    crate::systemd::reloading();
     let r = reload(node);
+    crate::systemd::reloaded();
     if let Err(errs) = &r {
         for e in &errs.0 {
             tracing::error!("reload refused, old configuration keeps running: {e}");

@@ -444,6 +444,43 @@ async fn absolute_form_rebuilds_host(bed: &Bed) {
     assert!(out.contains("host=ng.example.com"), "{:?}: {out}", bed.path);
     let out = raw(bed.edge, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // An empty path with a query is `/?query` in origin form (RFC 9112 §3.2.1).
+    let out = raw(
+        bed.edge,
+        b"GET http://py.example.com?x=1 HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    // (The strict origin refuses any target not in origin form.)
+    assert!(out.starts_with("HTTP/1.1 200"), "{:?}: {out}", bed.path);
+    assert!(out.ends_with("hello from py-1\n"), "{:?}: {out}", bed.path);
+    // Userinfo in the target is refused, never routed by it (RFC 9110 §4.2.4).
+    let out = raw(
+        bed.edge,
+        b"GET http://ng.example.com:80@py.example.com/ HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // A client naming Host in Connection does not take the Host away from the instance.
+    let out = raw(
+        bed.edge,
+        b"GET / HTTP/1.1\r\nHost: ng.example.com\r\nConnection: host, close\r\n\r\n",
+    )
+    .await;
+    assert!(out.contains("host=ng.example.com"), "{:?}: {out}", bed.path);
+    // curl --http2's h2c upgrade offer is not an upgrade petrel tunnels: an ordinary GET, whole.
+    let out = raw(
+        bed.edge,
+        b"GET /big HTTP/1.1\r\nHost: ng.example.com\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "{:?}: {out:.200}",
+        bed.path
+    );
+    let body = out.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+    assert!(body >= 1_000_000, "{:?}: body of {body} bytes", bed.path);
 }
 
 /// Row 5: an instance that answers 413 at once and closes without reading a 20 MB upload; the

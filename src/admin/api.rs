@@ -107,6 +107,7 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
             let already = node.shutdown.is_draining();
             tracing::info!(already, "drain asked for over the admin API");
             node.shutdown.trigger();
+            crate::systemd::draining();
             let mut r = ok_json(json!({"draining": true, "already": already}));
             *r.status_mut() = StatusCode::ACCEPTED;
             r

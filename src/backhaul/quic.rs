@@ -131,11 +131,18 @@ impl QuicClient {
             .await
             .map_err(|e| BackhaulError::Io(to, e))?;
         if upgrade {
-            let resp = frame::response_from(head, empty()).map_err(|e| BackhaulError::Io(to, e))?;
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let switching = head.line == "101";
+            if switching {
+                let resp =
+                    frame::response_from(head, empty()).map_err(|e| BackhaulError::Io(to, e))?;
                 let send = send.expect("kept for upgrades");
                 return Ok((resp, Some(Side::Stream(Box::new(Duplex { send, recv })))));
             }
+            // Refused (a 4xx, a 200 to an upgrade it ignores): its body follows as any body does.
+            drop(send);
+            let framing = Framing::of(&head);
+            let resp = frame::response_from(head, frame::body_from(recv, framing))
+                .map_err(|e| BackhaulError::Io(to, e))?;
             return Ok((resp, None));
         }
         let framing = Framing::of(&head);

@@ -220,7 +220,14 @@ pub(super) async fn admit_and_forward(
         }
     };
     let mut resp = resp;
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let Err(why) = crate::edge::headers::response_framing(resp.headers_mut()) {
+        let err = ProxyError::Upstream {
+            app: app.name.to_string(),
+            detail: why.into(),
+        };
+        return owner_error(err, out.headers());
+    }
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade;
     let instance_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);

@@ -151,6 +151,13 @@ impl ProxyError {
         if matches!(self, ProxyError::AtCapacity(_)) {
             h.insert("retry-after", HeaderValue::from_static("1"));
         }
+        if matches!(self, ProxyError::MethodNotAllowed(_)) {
+            // RFC 9110 §15.5.6: what petrel does pass on.
+            h.insert(
+                http::header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+            );
+        }
         r
     }
 }

@@ -42,14 +42,22 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     let trailers_ok = h
         .get(TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    // Fields that frame or route the message stay whatever `Connection` names: dropping Host
+    // or Content-Length because a client listed them would break the message, not a hop.
+    let keep = |n: &HeaderName| *n == http::header::HOST || *n == http::header::CONTENT_LENGTH;
+    let drop_length = h.contains_key(http::header::TRANSFER_ENCODING);
     strip_where(h, |n| {
         is_hop_by_hop(n.as_str())
             || if *n == UPGRADE {
                 !keep_upgrade
             } else {
-                named.contains(n)
+                named.contains(n) && !keep(n)
             }
     });
+    if drop_length {
+        // RFC 9112 §6.3: with Transfer-Encoding, Content-Length means nothing and must go.
+        h.remove(http::header::CONTENT_LENGTH);
+    }
     if trailers_ok {
         h.insert(TE, HeaderValue::from_static("trailers"));
     }
@@ -179,13 +187,17 @@ pub fn append_via(h: &mut HeaderMap, mine: &'static str) {
 }
 
 /// Refuses request heads that two parsers could frame differently (request smuggling): both
-/// `Content-Length` and `Transfer-Encoding`, or more than one `Host`. (hyper itself refuses
-/// conflicting lengths, bad `Transfer-Encoding` lists, obs-fold and malformed fields.)
+/// `Content-Length` and `Transfer-Encoding`, a transfer coding other than `chunked` (petrel
+/// decodes no other, RFC 9112 §6.1), or more than one `Host`. (hyper itself refuses conflicting
+/// lengths, bad `Transfer-Encoding` lists, obs-fold and malformed fields.)
 pub fn ambiguous_framing(h: &HeaderMap) -> Option<&'static str> {
     if h.contains_key(http::header::TRANSFER_ENCODING)
         && h.contains_key(http::header::CONTENT_LENGTH)
     {
         return Some("both Content-Length and Transfer-Encoding");
+    }
+    if !only_chunked(h) {
+        return Some("a transfer coding other than chunked");
     }
     if h.get_all(http::header::HOST).iter().count() > 1 {
         return Some("more than one Host header");
@@ -221,9 +233,54 @@ pub fn max_forwards(method: &http::Method, h: &mut HeaderMap) -> MaxForwards {
     }
 }
 
-/// True for an HTTP/1.1 request asking to switch protocols (WebSocket and friends).
+/// True when `Transfer-Encoding` is absent or exactly `chunked`.
+fn only_chunked(h: &HeaderMap) -> bool {
+    let mut codings = h
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(c), None) => c.eq_ignore_ascii_case("chunked"),
+        _ => false,
+    }
+}
+
+/// Checks an instance's response framing before it is passed on: a transfer coding other than
+/// `chunked` would reach the client undeclared (petrel decodes none), and `Content-Length`
+/// values must agree (RFC 9110 §8.6; several equal ones become one). `Err` names the fault.
+pub fn response_framing(h: &mut HeaderMap) -> Result<(), &'static str> {
+    if !only_chunked(h) {
+        return Err("a transfer coding other than chunked");
+    }
+    let lengths: Vec<&str> = h
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .collect();
+    if lengths.len() > 1 {
+        if lengths.iter().any(|l| *l != lengths[0]) || lengths[0].parse::<u64>().is_err() {
+            return Err("conflicting Content-Length values");
+        }
+        if let Ok(v) = HeaderValue::from_str(lengths[0]) {
+            h.insert(http::header::CONTENT_LENGTH, v);
+        }
+    }
+    Ok(())
+}
+
+/// True for a request asking to switch protocols (WebSocket and friends). `h2c` is not one:
+/// RFC 9113 retired that upgrade, and petrel speaks h2 to clients that ask for it directly.
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    let h2c_only = h.get_all(UPGRADE).iter().all(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').all(|t| t.trim().eq_ignore_ascii_case("h2c")))
+    });
     h.contains_key(UPGRADE)
+        && !h2c_only
         && h.get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())

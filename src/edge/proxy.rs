@@ -16,8 +16,8 @@ use super::candidates::{self, Ask, Candidate, Picked, Target};
 use super::error::ProxyError;
 use super::fly_replay::{Fallback, Replay, MAX_REPLAYS};
 use super::headers::{
-    add_forwarding, ambiguous_framing, append_via, max_forwards, strip_hop_by_hop, strip_internal,
-    wants_upgrade, Forwarded, MaxForwards,
+    add_forwarding, ambiguous_framing, append_via, max_forwards, response_framing,
+    strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
 };
 use super::routes::normalize_host;
 use super::server::ConnCtx;
@@ -60,7 +60,7 @@ pub async fn handle(
         let m = &node_metrics().unrouted;
         m.failure(err.phase());
         m.request(err.status().as_u16(), start.elapsed().as_secs_f64());
-        tracing::info!(request_id = ?rid, peer = %conn.peer, reason = why, "malformed request refused");
+        tracing::info!(request_id = rid.to_str().unwrap_or_default(), peer = %conn.peer, reason = why, "malformed request refused");
         let mut resp = err.to_response(&rid);
         // The rest of the connection's bytes cannot be framed safely.
         resp.headers_mut()
@@ -155,7 +155,7 @@ pub async fn handle(
             app.metrics
                 .request(err.status().as_u16(), start.elapsed().as_secs_f64());
             if err.status().is_server_error() {
-                tracing::info!(request_id = ?rid, app = %app.name, error = %err, "request failed");
+                tracing::info!(request_id = rid.to_str().unwrap_or_default(), app = %app.name, error = %err, "request failed");
             }
             err.to_response(&rid)
         }
@@ -365,7 +365,19 @@ async fn try_candidates(
         };
         t.attempt_done();
         match step {
-            Step::Done(resp, side, slot) => {
+            Step::Done(mut resp, side, slot) => {
+                // An instance's framing faults and a 101 nobody asked for stop here (502).
+                let fault = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !ctx.upgrade {
+                    Err("101 Switching Protocols to a request that asked for no upgrade")
+                } else {
+                    response_framing(resp.headers_mut())
+                };
+                if let Err(why) = fault {
+                    return Err(ProxyError::Upstream {
+                        app: app.name.to_string(),
+                        detail: why.into(),
+                    });
+                }
                 t.head(TraceTarget {
                     instance: cand.target.id().to_string(),
                     region: cand.region.to_string(),
@@ -393,11 +405,11 @@ async fn try_candidates(
                         app.metrics.reject();
                     }
                     Miss::Instance(e) => {
-                        tracing::warn!(request_id = ?ctx.rid, instance = %id, error = %e, "instance unreachable; trying next");
+                        tracing::warn!(request_id = ctx.rid.to_str().unwrap_or_default(), instance = %id, error = %e, "instance unreachable; trying next");
                         last_instance = Some(e);
                     }
                     Miss::Backhaul(e) => {
-                        tracing::warn!(request_id = ?ctx.rid, instance = %id, error = %e, "backhaul failed; trying next");
+                        tracing::warn!(request_id = ctx.rid.to_str().unwrap_or_default(), instance = %id, error = %e, "backhaul failed; trying next");
                         last_backhaul = Some(e);
                     }
                 }

@@ -127,10 +127,29 @@ impl RouteTable {
 /// Lowercases and strips the port and a trailing dot: `Hello.Example.com.:8080` → `hello.example.com`.
 pub fn normalize_host(raw: &str) -> Option<String> {
     let raw = raw.trim();
+    // No userinfo (RFC 9110 §4.2.4: a sender must not generate it, a recipient should treat it as
+    // an error), and a port, if any, of digits (RFC 9112 §3.2).
+    if raw.contains('@') {
+        return None;
+    }
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
     let host = if raw.starts_with('[') {
-        &raw[..=raw.find(']')?]
+        let end = raw.find(']')?;
+        match &raw[end + 1..] {
+            "" => {}
+            rest => {
+                if !rest.strip_prefix(':').is_some_and(port_ok) {
+                    return None;
+                }
+            }
+        }
+        &raw[..=end]
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+        match raw.rsplit_once(':') {
+            Some((h, p)) if port_ok(p) => h,
+            Some(_) => return None,
+            None => raw,
+        }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() || host.len() > 253 {

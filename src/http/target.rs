@@ -69,11 +69,20 @@ pub fn for_http1<B>(req: &mut Request<B>) {
         }
     }
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        let origin_form = req
+        // RFC 9112 §3.2.4: an empty path is `/`, and `*` for OPTIONS.
+        let empty_path = req
             .uri()
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<Uri>();
+            .is_none_or(|p| p.path().is_empty());
+        let path = match (req.method() == http::Method::OPTIONS, empty_path) {
+            (true, true) if req.uri().query().is_none() => "*",
+            (_, true) => "/",
+            _ => req.uri().path(),
+        };
+        let origin_form = match req.uri().query() {
+            Some(q) => format!("{path}?{q}").parse::<Uri>(),
+            None => path.parse::<Uri>(),
+        };
         if let Ok(uri) = origin_form {
             *req.uri_mut() = uri;
         }
@@ -155,6 +164,20 @@ mod tests {
         assert_eq!(r.headers()["host"], "app.example:8443");
         let cookies: Vec<_> = r.headers().get_all("cookie").iter().collect();
         assert_eq!(cookies, ["a=1; b=2"]);
+    }
+
+    #[test]
+    fn an_empty_path_is_slash_or_asterisk_for_options() {
+        let mut r = req("http://a.example?x=1", &[]);
+        for_http1(&mut r);
+        assert_eq!(r.uri(), "/?x=1");
+        let mut r = req("http://a.example", &[]);
+        *r.method_mut() = http::Method::OPTIONS;
+        for_http1(&mut r);
+        assert_eq!(r.uri(), "*");
+        let mut r = req("http://a.example/p?q", &[]);
+        for_http1(&mut r);
+        assert_eq!(r.uri(), "/p?q");
     }
 
     #[test]
