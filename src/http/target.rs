@@ -69,15 +69,11 @@ pub fn for_http1<B>(req: &mut Request<B>) {
         }
     }
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        // RFC 9112 §3.2.4: an empty path is `/`, and `*` for OPTIONS.
-        let empty_path = req
-            .uri()
-            .path_and_query()
-            .is_none_or(|p| p.path().is_empty());
-        let path = match (req.method() == http::Method::OPTIONS, empty_path) {
-            (true, true) if req.uri().query().is_none() => "*",
-            (_, true) => "/",
-            _ => req.uri().path(),
+        // RFC 9112 §3.2.4: an empty path is `/`. (Its `*` for `OPTIONS http://host` cannot be
+        // told apart here: the URI parser already reads an empty path as `/`.)
+        let path = match req.uri().path() {
+            "" => "/",
+            p => p,
         };
         let origin_form = match req.uri().query() {
             Some(q) => format!("{path}?{q}").parse::<Uri>(),
@@ -167,14 +163,10 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_path_is_slash_or_asterisk_for_options() {
+    fn an_empty_path_is_slash() {
         let mut r = req("http://a.example?x=1", &[]);
         for_http1(&mut r);
         assert_eq!(r.uri(), "/?x=1");
-        let mut r = req("http://a.example", &[]);
-        *r.method_mut() = http::Method::OPTIONS;
-        for_http1(&mut r);
-        assert_eq!(r.uri(), "*");
         let mut r = req("http://a.example/p?q", &[]);
         for_http1(&mut r);
         assert_eq!(r.uri(), "/p?q");
