@@ -40,10 +40,16 @@ pub const CONN_TIMEOUTS: &str = "petrel_connection_timeouts_total";
 pub const TRACE_SPANS: &str = "petrel_trace_spans_total";
 /// `petrel_build_info{version}`: always 1; the label says which petrel runs.
 pub const BUILD_INFO: &str = "petrel_build_info";
+/// `petrel_app_instances{app}`: healthy instances of the app in this node's view.
+pub const APP_INSTANCES: &str = "petrel_app_instances";
+/// `petrel_app_load{app}`: their load (in-flight requests or connections) summed.
+pub const APP_LOAD: &str = "petrel_app_load";
+/// `petrel_app_capacity{app,limit}`: their soft and hard limits summed.
+pub const APP_CAPACITY: &str = "petrel_app_capacity";
 
 /// Every metric's HELP text and unit, in exposition order (SPEC §8: every metric has HELP and
 /// TYPE lines; the TYPE comes from how it is recorded).
-const HELP: [(&str, Option<metrics::Unit>, &str); 16] = [
+const HELP: [(&str, Option<metrics::Unit>, &str); 19] = [
     (
         REQUESTS_TOTAL,
         None,
@@ -120,7 +126,42 @@ const HELP: [(&str, Option<metrics::Unit>, &str); 16] = [
         None,
         "Which petrel runs: always 1, labelled with its version.",
     ),
+    (
+        APP_INSTANCES,
+        None,
+        "Healthy instances of the app anywhere, as this node sees them.",
+    ),
+    (
+        APP_LOAD,
+        None,
+        "The app's load (in-flight requests or connections) over those instances.",
+    ),
+    (
+        APP_CAPACITY,
+        None,
+        "The app's soft and hard limits summed over those instances (limit label).",
+    ),
 ];
+
+/// The standard `process_*` series (CPU seconds, resident memory, open descriptors, start time).
+fn process() -> &'static metrics_process::Collector {
+    static C: OnceLock<metrics_process::Collector> = OnceLock::new();
+    C.get_or_init(metrics_process::Collector::default)
+}
+
+/// Refreshes what is read at scrape time: the process series.
+pub fn before_scrape() {
+    process().collect();
+}
+
+/// One app's capacity as this node sees it now (set at scrape time).
+pub fn app_capacity(app: &str, instances: usize, load: u64, soft: u64, hard: u64) {
+    let app = app.to_string();
+    metrics::gauge!(APP_INSTANCES, "app" => app.clone()).set(instances as f64);
+    metrics::gauge!(APP_LOAD, "app" => app.clone()).set(load as f64);
+    metrics::gauge!(APP_CAPACITY, "app" => app.clone(), "limit" => "soft").set(soft as f64);
+    metrics::gauge!(APP_CAPACITY, "app" => app, "limit" => "hard").set(hard as f64);
+}
 
 /// Registers every metric's HELP text and the build-info series with the installed recorder.
 fn describe() {
@@ -143,6 +184,7 @@ fn describe() {
         }
     }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    process().describe();
 }
 
 /// Where a failed session failed (the `phase` label).

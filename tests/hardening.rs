@@ -294,7 +294,17 @@ async fn the_admin_token_guards_every_admin_path() {
     std::fs::write(&path, text).unwrap();
     let (proc, addrs) = common::Proc::start(&["run", "--config", path.to_str().unwrap()], 4);
     let admin = addrs.iter().find(|(k, _)| k == "admin").unwrap().1;
-    for p in ["/v1/status", "/v1/members", "/metrics", "/", "/v1/reload"] {
+    // The dashboard page itself is public and holds no data: it asks for the token, then polls.
+    let page = common::http::get(admin, "localhost", "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("admin token") && !page.text().contains("test-1"));
+    for p in [
+        "/v1/status",
+        "/v1/members",
+        "/metrics",
+        "/v1/explain?host=app",
+        "/v1/reload",
+    ] {
         let r = common::http::get(admin, "localhost", p).await;
         assert_eq!(r.status, 401, "{p} without a token");
         let r = common::http::send(

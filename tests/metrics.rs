@@ -106,6 +106,7 @@ async fn each_failure_is_counted_under_its_phase_and_labels_stay_bounded() {
         "state",
         "outcome",
         "version",
+        "limit",
         "le",
         "quantile",
     ];
@@ -144,6 +145,15 @@ async fn every_metric_has_help_and_type_and_promtool_finds_no_problem() {
         })
         .collect();
     assert!(families.len() >= 5, "{families:?}");
+    assert!(
+        text.contains("petrel_app_instances{app=\"app\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("petrel_app_capacity{app=\"app\",limit=\"hard\"} 10"),
+        "{text}"
+    );
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
     for f in &families {
         assert!(text.contains(&format!("# HELP {f} ")), "no HELP for {f}");
         assert!(text.contains(&format!("# TYPE {f} ")), "no TYPE for {f}");

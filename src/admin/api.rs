@@ -38,6 +38,18 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Routes one admin request.
 pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<Body> {
+    // The dashboard page holds no data of its own (it polls the API, sending the token it asks
+    // for once), so a browser can load it before it knows the token.
+    if req.method() == Method::GET && req.uri().path() == "/" {
+        let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.into());
+        r.headers_mut().insert(
+            "content-security-policy",
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        );
+        return r;
+    }
     if let Some(token) = &node.admin_token {
         let given = req
             .headers()
@@ -113,17 +125,49 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
             r
         }
         (&Method::GET, "/metrics") => {
+            crate::telemetry::before_scrape();
+            capacity(node);
             let h = prometheus();
             h.run_upkeep();
             reply(StatusCode::OK, "text/plain; version=0.0.4", h.render())
         }
-        (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", dashboard(node)),
         (
             _,
             "/v1/status" | "/v1/apps" | "/v1/members" | "/v1/instances" | "/v1/reload" | "/metrics"
             | "/" | "/healthz" | "/ready" | "/v1/drain" | "/v1/explain",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint {path:?}")),
+    }
+}
+
+/// Sets each app's capacity gauges from this node's view: its own instances and the remote ones.
+fn capacity(node: &NodeState) {
+    let routes = node.routes.load();
+    let (local, snap) = (node.local.load(), node.cluster.load());
+    let now = node.now_ms();
+    for app in routes.apps() {
+        let (mut n, mut load, mut soft, mut hard) = (0usize, 0u64, 0u64, 0u64);
+        for i in local
+            .all()
+            .filter(|i| *i.app == *app.name && i.accepts_work(now))
+        {
+            n += 1;
+            load += u64::from(i.load());
+            soft += u64::from(app.soft);
+            hard += u64::from(app.hard);
+        }
+        for r in snap
+            .view
+            .instances
+            .iter()
+            .filter(|r| *r.load.app == *app.name && r.load.healthy)
+        {
+            n += 1;
+            load += u64::from(r.load.load);
+            soft += u64::from(r.load.soft);
+            hard += u64::from(r.load.hard);
+        }
+        crate::telemetry::app_capacity(&app.name, n, load, soft, hard);
     }
 }
 
@@ -301,37 +345,8 @@ fn deregister(node: &Arc<NodeState>, id: &str) -> Response<Body> {
     }
 }
 
-fn dashboard(node: &NodeState) -> String {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let local = node.local.load();
-    let mut rows: Vec<_> = local.all().collect();
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
-    let rows: String = rows
-        .iter()
-        .map(|i| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&i.id),
-                esc(&i.app),
-                i.addr,
-                i.load()
-            )
-        })
-        .collect();
-    format!(
-        "<!doctype html><title>petrel {name}</title><h1>petrel node {name} ({region})</h1>\
-         <p>draining: {draining}. JSON: <a href=/v1/status>status</a> · <a href=/v1/apps>apps</a> · \
-         <a href=/v1/instances>instances</a> · <a href=/metrics>metrics</a></p>\
-         <table border=1 cellpadding=4><tr><th>instance</th><th>app</th><th>address</th><th>load</th></tr>{rows}</table>",
-        name = esc(&node.name),
-        region = esc(&node.region),
-        draining = node.shutdown.is_draining(),
-    )
-}
+/// The live dashboard: one static page compiled in (no build step, no CDN: it works offline).
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Compares in time that depends only on the lengths, not on where the bytes differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
