@@ -169,3 +169,94 @@ async fn one_json_line_per_request_and_websocket_and_sigusr1_reopens() {
         );
     }
 }
+
+/// A reject and a retry, as the access log tells them: the edge sends a request to an owner
+/// whose instance just filled (before gossip says so), the owner rejects it, and the edge's other
+/// instance takes it; the line says two tries and a `retries` phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reject_and_retry_is_one_line_with_two_tries() {
+    const KEY: &str = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let (ra, rb) = (backend("ra-1"), backend("rb-1"));
+    let seed = common::free_udp_port();
+    let mut b = common::Spec::new("owner-b", "iad");
+    b.key = Some(KEY);
+    b.apps = vec![("app", app_toml("app", 1, 1, "closest", 2))];
+    b.instances = vec![("rb-1", "app", rb.addr)];
+    b.seeded(seed, true);
+    let b = b.start();
+    let mut a = common::Spec::new("edge-a", "iad");
+    a.key = Some(KEY);
+    a.apps = vec![("app", app_toml("app", 1, 1, "closest", 2))];
+    a.instances = vec![("ra-1", "app", ra.addr)];
+    a.edge_extra = "\n[log]\naccess = \"access.log\"\n".into();
+    a.seeded(seed, false);
+    let a = a.start();
+    let t0 = Instant::now();
+    while common::http::get_json(a.admin, "/v1/instances").await["instances"]
+        .as_array()
+        .map_or(0, |v| v.len())
+        < 2
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no cluster");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let path = a.dir.path().join("access.log");
+    // The race with gossip is usually won at once; a few rounds make it certain enough.
+    for round in 0..5 {
+        let b_edge = b.edge;
+        let held = tokio::spawn(async move {
+            send(
+                b_edge,
+                false,
+                request(
+                    "GET",
+                    "app",
+                    "/sleep?ms=1500",
+                    &[("petrel-force-instance-id", "rb-1")],
+                ),
+            )
+            .await
+            .status
+        });
+        let t0 = Instant::now();
+        loop {
+            let v = common::http::get_json(b.admin, "/v1/instances").await;
+            let full = v["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["id"] == "rb-1" && i["load"] == 1);
+            if full {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5));
+        }
+        let r = send(
+            a.edge,
+            false,
+            request("GET", "app", "/", &[("petrel-prefer-instance-id", "rb-1")]),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        held.await.unwrap();
+        let route = r.header("petrel-route").unwrap_or_default().to_string();
+        if route.contains("attempts=2") {
+            let all = lines(&path, round + 1).await;
+            let line = all
+                .iter()
+                .find(|l| l["attempts"] == 2)
+                .unwrap_or_else(|| panic!("{all:#?}"));
+            assert_eq!(line["instance"], "ra-1", "{line}");
+            assert!(line["phases_ms"]["retries"].is_number(), "{line}");
+            let m = get(a.admin, "localhost", "/metrics").await.text();
+            assert!(
+                m.contains("petrel_rejects_total{app=\"app\"} 1")
+                    || m.contains("petrel_retries_total{app=\"app\",reason=\"full\"} 1"),
+                "{m}"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("gossip outran the request every time: no reject to log");
+}

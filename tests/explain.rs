@@ -113,7 +113,15 @@ async fn explain_agrees_with_the_route_taken() {
         (Some("ord-1"), Some("ord"))
     );
     assert!(ord["rtt_ms"].as_f64().unwrap() > 40.0, "{ord}");
-    assert_eq!(routed_to(&get(iad, "hello", "/").await), "e-iad");
+    let r = get(iad, "hello", "/").await;
+    assert_eq!(routed_to(&r), "e-iad");
+    assert!(
+        r.header("petrel-route")
+            .unwrap()
+            .ends_with("reason=closest-below-soft"),
+        "{:?}",
+        r.header("petrel-route")
+    );
 
     // Full: e-iad at its hard limit; explain and the next request both go to ord.
     let held: Vec<_> = (0..2)

@@ -725,8 +725,15 @@ fn respond(
             Target::Local(_) => &node.name,
             Target::Remote(r) => &r.node,
         };
+        // Why this instance, in the words of `/v1/explain`'s tiers.
+        let reason = match (attempts, app.strategy) {
+            (n, _) if n > 1 => "next-after-full-or-unreachable",
+            (_, crate::config::Strategy::Leastload) => "least-loaded",
+            _ if cand.load < cand.soft => "closest-below-soft",
+            _ => "closest-below-hard",
+        };
         let route = format!(
-            "instance={}; region={}; node={}; strategy={}; attempts={attempts}; rtt_ms={:.1}",
+            "instance={}; region={}; node={}; strategy={}; attempts={attempts}; rtt_ms={:.1}; reason={reason}",
             cand.target.id(),
             cand.region,
             owner,
