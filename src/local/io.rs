@@ -80,6 +80,11 @@ impl AsyncRead for OriginIo {
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // The instance answered, then reset the connection it had stopped reading: the
+                // kernel hands out what it sent before the reset first, so this is its end.
+                Err(e) if self.write_closed && e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Poll::Ready(Ok(()));
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
