@@ -79,6 +79,11 @@ pub struct Entry {
     pub failure: Option<&'static str>,
     /// `User-Agent`.
     pub user_agent: String,
+    /// `Referer`.
+    pub referer: String,
+    /// When it arrived, for the combined format's `[day/Mon/year:h:m:s +0000]`.
+    #[serde(skip)]
+    pub at: Option<SystemTime>,
     /// `websocket` for a WebSocket's line, else absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
@@ -141,18 +146,21 @@ pub fn log(e: &Entry) {
     }
 }
 
-/// `client - - [time] "METHOD path PROTO" status bytes "-" "agent" key=value…`
+/// `client - - [time] "METHOD path PROTO" status bytes "referer" "agent" key=value…`, Apache's
+/// combined format (quotes and backslashes escaped as Apache does), then petrel's fields.
 fn combined(e: &Entry) -> String {
-    let q = |s: &str| s.replace('"', "\\\"");
+    let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let time = e.at.map_or_else(|| e.time.clone(), clf_time);
     let mut line = format!(
-        "{} - - [{}] \"{} {} {}\" {} {} \"-\" \"{}\" request_id={} host={} app={} instance={} node={} region={} strategy={} attempts={} duration_ms={:.3} bytes_in={}",
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" request_id={} host={} app={} instance={} node={} region={} strategy={} attempts={} duration_ms={:.3} bytes_in={}",
         e.client.rsplit_once(':').map_or(e.client.as_str(), |(ip, _)| ip),
-        e.time,
+        time,
         e.method,
         q(&e.path),
         e.protocol,
         e.status,
         e.bytes_out,
+        if e.referer.is_empty() { "-".to_string() } else { q(&e.referer) },
         q(&e.user_agent),
         e.request_id,
         e.host,
@@ -225,6 +233,22 @@ fn write_loop(rx: Receiver<Msg>, target: Target, mut out: Box<dyn Write + Send>)
     }
 }
 
+/// The Common Log Format's time, e.g. `01/Dec/2026:01:02:03 +0000`.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let iso = rfc3339(t); // 2026-12-01T01:02:03.456Z
+    let month = iso[5..7].parse::<usize>().unwrap_or(1).clamp(1, 12);
+    format!(
+        "{}/{}/{}:{} +0000",
+        &iso[8..10],
+        MONTHS[month - 1],
+        &iso[0..4],
+        &iso[11..19]
+    )
+}
+
 /// RFC 3339 UTC with milliseconds, e.g. `2026-12-01T01:02:03.456Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t
@@ -284,6 +308,15 @@ mod tests {
             l.starts_with("127.0.0.1 - - [t] \"GET /a?b HTTP/1.1\" 200 12 \"-\" \"curl/8\""),
             "{l}"
         );
+        let e = Entry {
+            at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_550_923)),
+            user_agent: "a\\\"b".into(),
+            referer: "http://r/".into(),
+            ..e
+        };
+        let l = combined(&e);
+        assert!(l.contains("[01/Dec/2025:01:02:03 +0000]"), "{l}");
+        assert!(l.contains("\"http://r/\" \"a\\\\\\\"b\""), "{l}");
         assert!(
             l.contains(" app=hello ")
                 && l.contains(" instance=- ")

@@ -72,7 +72,7 @@ enum Cmd {
     /// Print this node's view: members with RTT/loss, and instances with load (from its admin API).
     Status {
         /// The node's admin address.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090", value_parser = admin_addr)]
         admin: SocketAddr,
         /// The admin token, if the node sets admin.token.
         #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
@@ -83,7 +83,7 @@ enum Cmd {
     /// want the process to exit (it then waits for what is open, up to node.drain_timeout).
     Drain {
         /// The node's admin address.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090", value_parser = admin_addr)]
         admin: SocketAddr,
         /// The admin token, if the node sets admin.token.
         #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
@@ -100,7 +100,7 @@ enum Cmd {
         #[arg(long)]
         region: Option<String>,
         /// The node's admin address.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090", value_parser = admin_addr)]
         admin: SocketAddr,
         /// The admin token, if the node sets admin.token.
         #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
@@ -110,7 +110,7 @@ enum Cmd {
     /// file:line:key and the old one keeps serving (exit 2).
     Reload {
         /// The node's admin address.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090", value_parser = admin_addr)]
         admin: SocketAddr,
         /// The admin token, if the node sets admin.token.
         #[arg(long, env = "PETREL_ADMIN_TOKEN", hide_env_values = true)]
@@ -387,11 +387,21 @@ fn certs(out: &std::path::Path, nodes: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// An admin address as `ip:port`, or as `petrel run` prints it (`http://ip:port`).
+fn admin_addr(s: &str) -> Result<SocketAddr, String> {
+    let bare = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    bare.parse()
+        .map_err(|_| format!("invalid admin address {s:?} (write ip:port, e.g. 127.0.0.1:9090)"))
+}
+
 /// `petrel explain`: the node's answer to /v1/explain as a table and the order of tries.
 fn explain(admin: SocketAddr, token: Option<String>, host: &str, region: Option<&str>) -> ExitCode {
-    let mut path = format!("/v1/explain?host={host}");
+    let enc = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut path = format!("/v1/explain?host={}", enc(host));
     if let Some(r) = region {
-        path.push_str(&format!("&region={r}"));
+        path.push_str(&format!("&region={}", enc(r)));
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -650,7 +660,8 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                     tracing::warn!(open = shutdown.open_tasks(), "SIGQUIT: fast shutdown, open connections are cut");
                     shutdown.trigger();
                     shutdown.cut();
-                    let _ = shutdown.wait_drained(CLOSE_GRACE).await;
+                    // A moment for close frames to go out; no waiting for open requests.
+                    let _ = shutdown.wait_drained(std::time::Duration::from_millis(100)).await;
                     return ExitCode::SUCCESS;
                 }
             }

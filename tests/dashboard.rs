@@ -107,6 +107,31 @@ fn the_dashboard_fills_and_updates_in_chromium() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(polls >= 2, "polled {polls} times:\n{dom}");
+    // With admin.token: the page itself loads without it and, given the token in the URL
+    // fragment (which never reaches the server), fills as before.
+    let token = "dash-token-0123456789";
+    let mut s = Spec::new("tok-1", "iad");
+    s.apps = vec![("hello", app_toml("hello", 5, 10, "closest", 2))];
+    s.instances = vec![("hello-tok", "hello", backends[0].addr)];
+    let n = s.start();
+    let path = n.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\n"),
+    );
+    drop(n.proc);
+    std::fs::write(&path, text).unwrap();
+    let (_proc, addrs) = common::Proc::start(&["run", "--config", path.to_str().unwrap()], 4);
+    let tok_admin = addrs.iter().find(|(k, _)| k == "admin").unwrap().1;
+    let dom = browse(
+        &format!("http://{tok_admin}/?host=hello#token={token}"),
+        5000,
+        &["--dump-dom"],
+    );
+    assert!(
+        dom.contains("hello-tok") && dom.contains("serving"),
+        "{dom}"
+    );
     if let Some(png) = std::env::var_os("PETREL_DASHBOARD_PNG") {
         let shot = format!("--screenshot={}", PathBuf::from(png).display());
         browse(&url, 7000, &[&shot]);

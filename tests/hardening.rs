@@ -294,6 +294,14 @@ async fn the_admin_token_guards_every_admin_path() {
     std::fs::write(&path, text).unwrap();
     let (proc, addrs) = common::Proc::start(&["run", "--config", path.to_str().unwrap()], 4);
     let admin = addrs.iter().find(|(k, _)| k == "admin").unwrap().1;
+    // Readiness and liveness probes carry no credentials: they answer without the token.
+    for p in ["/ready", "/healthz"] {
+        assert_eq!(
+            common::http::get(admin, "localhost", p).await.status,
+            200,
+            "{p}"
+        );
+    }
     // The dashboard page itself is public and holds no data: it asks for the token, then polls.
     let page = common::http::get(admin, "localhost", "/").await;
     assert_eq!(page.status, 200);

@@ -50,6 +50,10 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
         );
         return r;
     }
+    // Probes from a load balancer or kubelet carry no credentials; these two tell nothing secret.
+    if req.method() == Method::GET && matches!(req.uri().path(), "/ready" | "/healthz") {
+        return probe(node, req.uri().path());
+    }
     if let Some(token) = &node.admin_token {
         let given = req
             .headers()
@@ -94,7 +98,12 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
                 q.split('&')
                     .filter_map(|kv| kv.split_once('='))
                     .find(|(key, _)| *key == k)
-                    .map(|(_, v)| v.to_string())
+                    .map(|(_, v)| {
+                        let v = v.replace('+', " ");
+                        percent_encoding::percent_decode_str(&v)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
             };
             match param("host") {
                 None => error(StatusCode::BAD_REQUEST, "give ?host=H (and &region=R)"),
@@ -106,15 +115,6 @@ pub async fn handle(node: &Arc<NodeState>, req: Request<Incoming>) -> Response<B
                 }
             }
         }
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        (&Method::GET, "/ready") => match not_ready(node) {
-            None => reply(StatusCode::OK, "text/plain", "ready\n".into()),
-            Some(why) => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("{why}\n"),
-            ),
-        },
         (&Method::POST, "/v1/drain") => {
             let already = node.shutdown.is_draining();
             tracing::info!(already, "drain asked for over the admin API");
@@ -168,6 +168,21 @@ fn capacity(node: &NodeState) {
             hard += u64::from(r.load.hard);
         }
         crate::telemetry::app_capacity(&app.name, n, load, soft, hard);
+    }
+}
+
+/// `/healthz` (the process runs) and `/ready` (it serves: 503 with the reason otherwise).
+fn probe(node: &NodeState, path: &str) -> Response<Body> {
+    if path == "/healthz" {
+        return reply(StatusCode::OK, "text/plain", "ok\n".into());
+    }
+    match not_ready(node) {
+        None => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        Some(why) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{why}\n"),
+        ),
     }
 }
 

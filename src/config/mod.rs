@@ -207,6 +207,16 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
             Err(e) => errs.extend(e.0),
         }
     }
+    if !matches!(node.log.access.as_str(), "off" | "stderr" | "") {
+        let file = dir.join(&node.log.access);
+        let parent = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !parent.is_dir() {
+            errs.push(src.error(
+                "log.access",
+                format!("directory {} does not exist", parent.display()),
+            ));
+        }
+    }
     if node.mesh.advertise.is_none() && node.mesh.bind.get().ip().is_unspecified() {
         errs.push(src.error(
             "mesh.advertise",

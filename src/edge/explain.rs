@@ -113,6 +113,8 @@ pub fn explain(node: &NodeState, host: &str, region: Option<&str>) -> Result<Val
             };
             let t = tier(node, c, now_ms);
             let place = order.iter().position(|o| **o == **id);
+            // The hint explains the first place only when the first is in the region hinted.
+            let hinted = region.is_some_and(|r| r.eq_ignore_ascii_case(&c.region));
             json!({
                 "id": &**id,
                 "node": owner,
@@ -121,7 +123,7 @@ pub fn explain(node: &NodeState, host: &str, region: Option<&str>) -> Result<Val
                 "rtt_ms": (c.rtt_ms * 10.0).round() / 10.0,
                 "load": c.load,
                 "load_age_ms": age_ms,
-                "reason": reason(app.strategy, region.is_some(), t, place, budget),
+                "reason": reason(app.strategy, hinted, t, place, budget),
             })
         })
         .collect();

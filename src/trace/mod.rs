@@ -187,6 +187,8 @@ impl Trace {
                     .collect(),
                 protocol: format!("{:?}", req.version()),
                 user_agent: text(http::header::USER_AGENT),
+                referer: text(http::header::REFERER),
+                at: Some(self.wall),
                 ..Default::default()
             },
             ..Default::default()
