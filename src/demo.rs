@@ -237,6 +237,7 @@ impl Demo {
              \x20 for i in $(seq 12); do curl -s -o /dev/null -H 'Host: hello' 'http://{e0}/sleep?ms=3000' & done; \\\n\
              \x20 sleep 0.5; curl -si http://{e0}/ -H 'Host: hello' | grep -i petrel-route\n\
              Cluster view: curl -s http://{a0}/v1/members ; curl -s http://{a0}/v1/instances\n\
+             Dashboard: http://{a0}/?host=hello (why a request goes where it goes: petrel explain --host hello --admin {a0})\n\
              Ctrl-C drains every node and exits.\n"
         ));
         s
