@@ -201,15 +201,8 @@ fn main() -> ExitCode {
         Cmd::Drain { admin, token } => admin_post(admin, token, "/v1/drain", "drain"),
         Cmd::Reload { admin, token } => admin_post(admin, token, "/v1/reload", "reload"),
         Cmd::Status { admin, token } => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("petrel status: {e}");
-                    return ExitCode::from(1);
-                }
+            let Some(rt) = client_runtime("status") else {
+                return ExitCode::from(1);
             };
             match rt.block_on(petrel::status::render(admin, token.as_deref())) {
                 Ok(text) => {
@@ -403,15 +396,8 @@ fn explain(admin: SocketAddr, token: Option<String>, host: &str, region: Option<
     if let Some(r) = region {
         path.push_str(&format!("&region={}", enc(r)));
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("petrel explain: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(rt) = client_runtime("explain") else {
+        return ExitCode::from(1);
     };
     let call = petrel::status::call(admin, token.as_deref(), http::Method::GET, &path);
     let v = match rt.block_on(call) {
@@ -465,17 +451,25 @@ fn explain(admin: SocketAddr, token: Option<String>, host: &str, region: Option<
     ExitCode::SUCCESS
 }
 
-/// `petrel drain` / `petrel reload`: POST to the admin API and print its answer.
-fn admin_post(admin: SocketAddr, token: Option<String>, path: &str, what: &str) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+/// The small runtime the admin-client commands (`status`, `explain`, `drain`, `reload`) run on;
+/// `None` after saying why it could not start.
+fn client_runtime(what: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
-            eprintln!("petrel {what}: {e}");
-            return ExitCode::from(1);
+            eprintln!("petrel {what}: cannot start a runtime: {e}");
+            None
         }
+    }
+}
+
+/// `petrel drain` / `petrel reload`: POST to the admin API and print its answer.
+fn admin_post(admin: SocketAddr, token: Option<String>, path: &str, what: &str) -> ExitCode {
+    let Some(rt) = client_runtime(what) else {
+        return ExitCode::from(1);
     };
     let call = petrel::status::call(admin, token.as_deref(), http::Method::POST, path);
     match rt.block_on(call) {
