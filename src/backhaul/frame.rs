@@ -5,6 +5,9 @@
 //! pairs, like a head), which raw bytes cannot carry. A node of the previous release neither sends
 //! nor answers the marker, so the two talk raw bytes during a rolling deploy.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -196,13 +199,41 @@ fn framed_body_from(recv: RecvStream) -> Body {
     boxed(StreamBody::new(stream))
 }
 
+/// The body's next frame; `Err(())` once the peer stopped reading the stream (`STOP_SENDING`,
+/// RFC 9000 §3.5: the owner answered early and reset its side). The pump then lets the body go,
+/// so whoever feeds it (the client's upload) learns nobody reads it any more, instead of waiting
+/// for a frame that may never come.
+async fn next_frame(
+    body: &mut Body,
+    stopped: &mut Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> Result<Option<Result<Frame<Bytes>, BoxError>>, ()> {
+    tokio::select! {
+        biased;
+        f = body.frame() => Ok(f),
+        () = stopped.as_mut() => Err(()),
+    }
+}
+
+fn stopped(send: &SendStream) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let stopped = send.stopped();
+    Box::pin(async move {
+        let _ = stopped.await;
+    })
+}
+
 async fn framed_pump(mut body: Body, mut send: SendStream) {
+    let mut gone = stopped(&send);
     let header = |kind: u8, len: usize| {
         let mut h = [kind, 0, 0, 0, 0];
         h[1..].copy_from_slice(&(len as u32).to_le_bytes());
         Bytes::copy_from_slice(&h)
     };
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match next_frame(&mut body, &mut gone).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(()) => return,
+        };
         let mut chunks = match frame.map(Frame::into_data) {
             Ok(Ok(data)) if data.is_empty() => continue,
             Ok(Ok(data)) => [header(DATA, data.len()), data],
@@ -238,7 +269,13 @@ fn raw_body_from(recv: RecvStream) -> Body {
 }
 
 async fn raw_pump(mut body: Body, mut send: SendStream) {
-    while let Some(frame) = body.frame().await {
+    let mut gone = stopped(&send);
+    loop {
+        let frame = match next_frame(&mut body, &mut gone).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(()) => return,
+        };
         match frame {
             Ok(f) => {
                 if let Ok(data) = f.into_data() {

@@ -187,7 +187,7 @@ pub(super) async fn admit_and_forward(
     let (mut parts, body) = req.into_parts();
     protocol::strip(&mut parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    let out = ReplayableRequest::new(Request::from_parts(parts, body));
+    let out = ReplayableRequest::from_peer(Request::from_parts(parts, body));
     let settings = node.settings.load();
     let resp = match send_to_instance(
         &inst,

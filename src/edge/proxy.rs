@@ -635,7 +635,7 @@ fn prepare(
             via_version: if client_h2 { "2" } else { "1.1" },
         },
     );
-    ReplayableRequest::new(Request::from_parts(
+    ReplayableRequest::from_client(Request::from_parts(
         parts,
         boxed(TimedUpload::new(body, ctx.app.clone(), bytes_in)),
     ))

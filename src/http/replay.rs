@@ -25,6 +25,8 @@ struct Inner {
     total: usize,
     overflow: bool,
     ended: bool,
+    /// Read the rest after every attempt let go (an HTTP/1.x client's body; see `Drop`).
+    linger: bool,
 }
 
 /// How long the rest of a client's body is read and dropped after every attempt let go of it
@@ -38,8 +40,13 @@ impl Drop for Inner {
     /// client that writes before it reads (most do) would never see the answer. So the rest is
     /// read and dropped, within bounds, as nginx's lingering close does; a body read to its end
     /// also lets the client's connection be reused.
+    ///
+    /// Only an HTTP/1.x client needs this. An HTTP/2 stream's body is dropped at once: once the
+    /// response is complete, h2 resets the stream with `NO_ERROR`, which tells the client to stop
+    /// sending (RFC 9113 §8.1); reading on instead would leave a client that waits for that reset
+    /// (curl does) hanging until the linger ran out. A backhaul peer's stream is reset the same way.
     fn drop(&mut self) {
-        if self.ended || self.source.is_end_stream() {
+        if !self.linger || self.ended || self.source.is_end_stream() {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -60,8 +67,8 @@ impl Drop for Inner {
 pub struct Replayable(Arc<Mutex<Inner>>);
 
 impl Replayable {
-    /// Wraps the client's body.
-    pub fn new(source: Body) -> Self {
+    /// Wraps a body; `linger`: read the rest after the last attempt let go (HTTP/1.x clients).
+    pub fn new(source: Body, linger: bool) -> Self {
         Self(Arc::new(Mutex::new(Inner {
             source,
             kept: Vec::new(),
@@ -69,6 +76,7 @@ impl Replayable {
             total: 0,
             overflow: false,
             ended: false,
+            linger,
         })))
     }
 
@@ -99,15 +107,27 @@ pub struct ReplayableRequest {
 }
 
 impl ReplayableRequest {
-    /// Keeps `req`; its body is read only as attempts send it.
-    pub fn new(req: Request<Body>) -> Self {
+    /// Keeps a client's `req`; its body is read only as attempts send it. An HTTP/1.x client's
+    /// unread upload is read and dropped after the answer (see `Inner`'s `Drop`).
+    pub fn from_client(req: Request<Body>) -> Self {
+        let linger = req.version() < Version::HTTP_2;
+        Self::new(req, linger)
+    }
+
+    /// Keeps a request that came over the backhaul: its stream is reset, not drained, when no
+    /// attempt reads it any more.
+    pub fn from_peer(req: Request<Body>) -> Self {
+        Self::new(req, false)
+    }
+
+    fn new(req: Request<Body>, linger: bool) -> Self {
         let (parts, body) = req.into_parts();
         Self {
             method: parts.method,
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
-            body: Replayable::new(body),
+            body: Replayable::new(body, linger),
         }
     }
 
@@ -241,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_bodies_replay_in_full() {
-        let r = Replayable::new(crate::body::full("hello world"));
+        let r = Replayable::new(crate::body::full("hello world"), true);
         let first = r.attempt().collect().await.unwrap().to_bytes();
         let second = r.attempt().collect().await.unwrap().to_bytes();
         assert_eq!(first, "hello world");
@@ -252,12 +272,12 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_ends_as_soon_as_nothing_is_left_to_send() {
         use http_body::Body as _;
-        let empty = Replayable::new(crate::body::empty());
+        let empty = Replayable::new(crate::body::empty(), true);
         let a = empty.attempt();
         assert!(a.is_end_stream(), "an empty body ends before it is read");
         assert_eq!(a.size_hint().exact(), Some(0));
 
-        let r = Replayable::new(crate::body::full("abc"));
+        let r = Replayable::new(crate::body::full("abc"), true);
         let mut a = r.attempt();
         assert!(!a.is_end_stream(), "bytes are still to be sent");
         assert_eq!(
@@ -280,7 +300,7 @@ mod tests {
         let src = crate::body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
             chunks,
         )));
-        let r = Replayable::new(src);
+        let r = Replayable::new(src, true);
         let mut a = r.attempt();
         let f = a.frame().await.unwrap().unwrap();
         assert_eq!(f.into_data().unwrap(), "ab");
@@ -291,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn large_bodies_stream_once_and_a_second_attempt_fails() {
         let big = vec![1u8; REPLAY_LIMIT + 1];
-        let r = Replayable::new(crate::body::full(big));
+        let r = Replayable::new(crate::body::full(big), true);
         assert_eq!(
             r.attempt().collect().await.unwrap().to_bytes().len(),
             REPLAY_LIMIT + 1

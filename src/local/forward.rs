@@ -31,6 +31,8 @@ pub enum Outcome {
 ///   request went out on it (RFC 9112 §9.3.1, "retrying requests").
 ///
 /// A fresh connection that fails is never retried here: that is the instance's fault, not a race.
+/// A request that may not be resent avoids the race instead: it reuses only a connection idle
+/// well inside the instance's learned keep-alive time (see the pool's module note).
 pub async fn send_to_instance(
     inst: &Arc<Instance>,
     req: &ReplayableRequest,
@@ -41,22 +43,32 @@ pub async fn send_to_instance(
     let attempt = async {
         let mut fresh = false;
         loop {
+            let resendable = req.is_idempotent() && req.can_replay();
             let upstream = inst
-                .connect(form.h2, fresh, timeouts)
+                .connect(form.h2, fresh, resendable, timeouts)
                 .await
                 .map_err(Outcome::NotSent)?;
             mark.mark();
-            let reused = upstream.reused();
+            let (reused, idle) = (upstream.reused(), upstream.idle());
             let mut out = req.attempt();
             form.apply(&mut out);
-            match upstream.send(out).await {
+            let sent = upstream.send(out).await;
+            let instance_closed = match &sent {
+                Err(SendError::NotSent) => true,
+                Err(SendError::Failed(e)) => !e.is_user(),
+                Ok(_) => false,
+            };
+            if let (true, Some(idle)) = (instance_closed, idle) {
+                inst.closed_after_idle(idle); // the pool learns the instance's keep-alive time
+            }
+            match sent {
                 Ok(resp) => return Ok(resp),
                 Err(SendError::NotSent) if reused => {}
                 Err(SendError::NotSent) => {
                     return Err(Outcome::NotSent(ConnectError::ClosedEarly(inst.addr)))
                 }
                 Err(SendError::Failed(e))
-                    if reused && !e.is_user() && req.is_idempotent() && req.can_replay() =>
+                    if reused && !e.is_user() && resendable && req.can_replay() =>
                 {
                     tracing::debug!(instance = %inst.id, error = %e, "pooled connection failed before any response; resending on a fresh one");
                 }

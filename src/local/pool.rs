@@ -4,6 +4,12 @@
 //! body) untouched in the caller's hands: retrying it elsewhere is always safe. An idle HTTP/1.1
 //! connection is reused only while it is younger than the pool's idle timeout and, when it has
 //! been idle for a while, only if a peek at its socket shows the instance has not closed it.
+//!
+//! A request that may not be sent twice (a `POST`) cannot be resent when an instance closes an idle
+//! connection just as the request goes out on it (RFC 9112 §9.3.1). So the pool learns how long
+//! each instance keeps idle connections (the shortest idle time after which it was seen to close
+//! one, or its `Keep-Alive: timeout`), and such a request only reuses a connection idle for less
+//! than half of that; otherwise it gets a new connection.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -28,6 +34,10 @@ const MAX_IDLE_H1: usize = 1024;
 /// idle connection sooner; connections reused back to back under load skip the system call.
 const PEEK_AFTER: Duration = Duration::from_millis(1);
 
+/// How long a learned idle-close time is trusted: an instance that restarted closed its
+/// connections at arbitrary ages, which says nothing about its keep-alive timeout a minute later.
+const LEARNED_FOR: Duration = Duration::from_secs(60);
+
 /// Timeouts for reaching an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamTimeouts {
@@ -46,10 +56,37 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle HTTP/1.1 connections of one instance, newest last, and what they taught about it.
+#[derive(Default)]
+struct H1Pool {
+    idle: Vec<Idle>,
+    /// The shortest idle time after which the instance was seen to close a connection (or the
+    /// keep-alive timeout it announced), and when that was learned.
+    closes_after: Option<(Duration, Instant)>,
+}
+
+impl H1Pool {
+    /// Records that the instance closed (or will close) a connection idle for `idle`.
+    fn closes_after(&mut self, idle: Duration, now: Instant) {
+        self.closes_after = Some(match self.closes_after {
+            Some((d, at)) if now.saturating_duration_since(at) < LEARNED_FOR => (d.min(idle), at),
+            _ => (idle, now),
+        });
+    }
+
+    /// How long a connection may have been idle for a request that cannot be resent.
+    fn unsafe_reuse_limit(&self, max_idle: Duration, now: Instant) -> Duration {
+        match self.closes_after {
+            Some((d, at)) if now.saturating_duration_since(at) < LEARNED_FOR => max_idle.min(d / 2),
+            _ => max_idle,
+        }
+    }
+}
+
 /// Idle connections of one instance.
 #[derive(Default)]
 pub(super) struct ConnPool {
-    h1: Mutex<Vec<Idle>>,
+    h1: Mutex<H1Pool>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
 }
 
@@ -80,8 +117,8 @@ pub enum Upstream {
         stream: Arc<TcpStream>,
         /// Its instance, whose pool it returns to.
         inst: Arc<Instance>,
-        /// Taken from the pool (it carried earlier requests).
-        reused: bool,
+        /// How long it sat in the pool; `None` for a new connection.
+        idle: Option<Duration>,
     },
     /// HTTP/2: shared, multiplexed.
     H2 {
@@ -102,14 +139,18 @@ pub enum SendError {
 
 impl Instance {
     /// A pooled or new connection for HTTP/1.1 (`h2 = false`) or HTTP/2; `fresh` skips the pool.
+    /// `resendable`: the request may be sent again if the connection turns out closed (see the
+    /// module's note); one that may not only reuses a connection well inside the instance's
+    /// keep-alive time.
     pub async fn connect(
         self: &Arc<Self>,
         h2: bool,
         fresh: bool,
+        resendable: bool,
         t: &UpstreamTimeouts,
     ) -> Result<Upstream, ConnectError> {
         if !fresh {
-            if let Some(up) = self.checkout(h2, t.pool_idle) {
+            if let Some(up) = self.checkout(h2, t.pool_idle, resendable) {
                 return Ok(up);
             }
         }
@@ -160,12 +201,17 @@ impl Instance {
                 sender,
                 stream,
                 inst: self.clone(),
-                reused: false,
+                idle: None,
             })
         }
     }
 
-    fn checkout(self: &Arc<Self>, h2: bool, max_idle: Duration) -> Option<Upstream> {
+    fn checkout(
+        self: &Arc<Self>,
+        h2: bool,
+        max_idle: Duration,
+        resendable: bool,
+    ) -> Option<Upstream> {
         if h2 {
             let guard = self.pool.h2.lock().expect("pool lock");
             return guard
@@ -178,34 +224,51 @@ impl Instance {
                 });
         }
         let now = Instant::now();
-        let mut idle = self.pool.h1.lock().expect("pool lock");
-        while let Some(c) = idle.pop() {
+        let mut pool = self.pool.h1.lock().expect("pool lock");
+        let limit = if resendable {
+            max_idle
+        } else {
+            pool.unsafe_reuse_limit(max_idle, now)
+        };
+        while let Some(c) = pool.idle.last() {
             let age = now.saturating_duration_since(c.since);
             if age >= max_idle {
                 // The newest is too old, so every one below it is: close them all.
-                idle.clear();
+                pool.idle.clear();
                 return None;
             }
-            if c.sender.is_closed() || !c.sender.is_ready() {
+            if age >= limit {
+                return None; // kept for requests that can be resent
+            }
+            let c = pool.idle.pop().expect("a last one");
+            if !c.sender.is_ready() {
                 continue;
             }
-            if age >= PEEK_AFTER && !idle_and_open(&c.stream) {
+            if c.sender.is_closed() || (age >= PEEK_AFTER && !idle_and_open(&c.stream)) {
+                pool.closes_after(age, now);
                 continue;
             }
             return Some(Upstream::H1 {
                 sender: c.sender,
                 stream: c.stream,
                 inst: self.clone(),
-                reused: true,
+                idle: Some(age),
             });
         }
         None
     }
 
+    /// Learns that this instance closed a connection that had been idle for `idle` (a pooled
+    /// connection failed as a request went out on it).
+    pub(super) fn closed_after_idle(&self, idle: Duration) {
+        let mut pool = self.pool.h1.lock().expect("pool lock");
+        pool.closes_after(idle, Instant::now());
+    }
+
     fn checkin(&self, sender: http1::SendRequest<Body>, stream: Arc<TcpStream>) {
-        let mut idle = self.pool.h1.lock().expect("pool lock");
-        if idle.len() < MAX_IDLE_H1 {
-            idle.push(Idle {
+        let mut pool = self.pool.h1.lock().expect("pool lock");
+        if pool.idle.len() < MAX_IDLE_H1 {
+            pool.idle.push(Idle {
                 sender,
                 stream,
                 since: Instant::now(),
@@ -214,12 +277,32 @@ impl Instance {
     }
 }
 
+/// The `timeout` an origin announces in `Keep-Alive: timeout=5, max=100` (Node, Apache and
+/// others send it; RFC 2068 §19.7.1.1 defined the header, which RFC 9112 no longer does).
+fn keep_alive_timeout(h: &http::HeaderMap) -> Option<Duration> {
+    let v = h.get("keep-alive")?.to_str().ok()?;
+    v.split(',')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("timeout"))
+        .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 impl Upstream {
     /// True for a connection that carried earlier requests (so the instance may have closed it
     /// while the request was on its way).
     pub fn reused(&self) -> bool {
         match self {
-            Upstream::H1 { reused, .. } | Upstream::H2 { reused, .. } => *reused,
+            Upstream::H1 { idle, .. } => idle.is_some(),
+            Upstream::H2 { reused, .. } => *reused,
+        }
+    }
+
+    /// How long a pooled HTTP/1.1 connection sat idle before this request; `None` otherwise.
+    pub fn idle(&self) -> Option<Duration> {
+        match self {
+            Upstream::H1 { idle, .. } => *idle,
+            Upstream::H2 { .. } => None,
         }
     }
 
@@ -233,6 +316,17 @@ impl Upstream {
                 ..
             } => {
                 let r = sender.try_send_request(req).await;
+                if let Some(t) = r
+                    .as_ref()
+                    .ok()
+                    .and_then(|resp| keep_alive_timeout(resp.headers()))
+                {
+                    inst.pool
+                        .h1
+                        .lock()
+                        .expect("pool lock")
+                        .closes_after(t, Instant::now());
+                }
                 if matches!(&r, Ok(resp) if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
                 {
                     tokio::spawn(async move {
@@ -249,5 +343,44 @@ impl Upstream {
             Some(_) => SendError::NotSent,
             None => SendError::Failed(e.into_error()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_that_cannot_be_resent_reuses_only_well_inside_the_learned_idle_close() {
+        let t0 = Instant::now();
+        let max = Duration::from_millis(1500);
+        let mut p = H1Pool::default();
+        assert_eq!(p.unsafe_reuse_limit(max, t0), max, "nothing learned yet");
+        p.closes_after(Duration::from_millis(40), t0);
+        p.closes_after(Duration::from_millis(30), t0 + Duration::from_secs(1));
+        p.closes_after(Duration::from_millis(90), t0 + Duration::from_secs(2));
+        let at = t0 + Duration::from_secs(3);
+        assert_eq!(p.unsafe_reuse_limit(max, at), Duration::from_millis(15));
+        // A long keep-alive never lengthens the pool's own idle timeout.
+        let mut long = H1Pool::default();
+        long.closes_after(Duration::from_secs(5), t0);
+        assert_eq!(long.unsafe_reuse_limit(max, t0), max);
+        // Forgotten after a minute (a restart closes connections at any age).
+        let later = t0 + LEARNED_FOR + Duration::from_secs(1);
+        assert_eq!(p.unsafe_reuse_limit(max, later), max);
+        p.closes_after(Duration::from_millis(200), later);
+        assert_eq!(p.unsafe_reuse_limit(max, later), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn keep_alive_timeout_is_read_from_the_origins_header() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(keep_alive_timeout(&h), None);
+        h.insert("keep-alive", "timeout=5, max=100".parse().unwrap());
+        assert_eq!(keep_alive_timeout(&h), Some(Duration::from_secs(5)));
+        h.insert("keep-alive", "max=3 , Timeout = 2".parse().unwrap());
+        assert_eq!(keep_alive_timeout(&h), Some(Duration::from_secs(2)));
+        h.insert("keep-alive", "timeout=soon".parse().unwrap());
+        assert_eq!(keep_alive_timeout(&h), None);
     }
 }

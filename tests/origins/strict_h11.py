@@ -331,7 +331,10 @@ class Handler(socketserver.BaseRequestHandler):
                 return default
 
         if path == "/early-413":
-            return self.ep_early_413(req)
+            return self.ep_early_413(req, 413, b"Payload Too Large")
+        if path == "/early-200":
+            # The same early answer, but a success: the upload was not wanted.
+            return self.ep_early_413(req, 200, b"OK")
         if path == "/ws":
             # A WebSocket handshake can be replayed before it is accepted.
             replay = self.replay_answer(req)
@@ -408,7 +411,7 @@ class Handler(socketserver.BaseRequestHandler):
 
     # -------------------------------------------------------- special ones
 
-    def ep_early_413(self, req):
+    def ep_early_413(self, req, status, reason):
         # Answer as soon as the head is read, never reading the body.
         # How we close matters: if we close() while request bytes sit unread in
         # our receive buffer, the kernel sends RST instead of FIN, and an RST
@@ -418,8 +421,8 @@ class Handler(socketserver.BaseRequestHandler):
         # reading (the upload is refused, and draining would just let the
         # client finish it). In that window the client reads the 413 (curl
         # notices the early answer and stops sending); only then close().
-        body = b"payload too large (early)\n"
-        head = b"HTTP/1.1 413 Payload Too Large\r\n"
+        body = b"early %d\n" % status
+        head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
         for n, v in self.base_headers() + [
             (b"Content-Type", b"text/plain"),
             (b"Content-Length", str(len(body)).encode()),
