@@ -483,6 +483,73 @@ async fn absolute_form_rebuilds_host(bed: &Bed) {
     assert!(body >= 1_000_000, "{:?}: body of {body} bytes", bed.path);
 }
 
+/// Request-target forms (RFC 9112 §3.2): the authority form is CONNECT's alone, `OPTIONS *`
+/// reaches the origin as `*`, and a target is ASCII; and responses in petrel's own
+/// HTTP version (RFC 9110 §6.2), with no `Content-Length` on a 204 (RFC 9110 §8.6).
+async fn message_form_rules(bed: &Bed) {
+    let p = bed.path;
+    let out = raw(
+        bed.edge,
+        b"GET py.example.com:80 HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 400"),
+        "{p:?} authority form: {out}"
+    );
+    // `OPTIONS *` reaches the origin as it is.
+    let out = raw(
+        bed.edge,
+        b"OPTIONS * HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.contains("asterisk-form"), "{p:?} OPTIONS *: {out}");
+    let out = raw(
+        bed.edge,
+        b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 400"),
+        "{p:?} non-ASCII target: {out}"
+    );
+    let out = raw(
+        bed.edge,
+        b"GET /http10 HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "{p:?} HTTP/1.0 origin: {out}"
+    );
+    assert!(out.ends_with("from an HTTP/1.0 origin\n"), "{p:?}: {out}");
+    for c in CLIENTS {
+        let r = get(bed, c, "py.example.com", "/status/204").await;
+        assert_eq!(r.status, 204, "{p:?} {c:?}");
+        assert!(
+            !r.headers.contains_key("content-length"),
+            "{p:?} {c:?}: a 204 with {:?}",
+            r.headers
+        );
+        // A large request head (nginx's default is 8 KB a line, 32 KB in all) passes every path.
+        let big = "v".repeat(24 * 1024);
+        let r = send(
+            bed,
+            c,
+            req(
+                c,
+                "GET",
+                "py.example.com",
+                "/headers",
+                &[("x-big", &big)],
+                Bytes::new(),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{p:?} {c:?} 24 KB header: {}", r.text());
+    }
+}
+
 /// Row 5: an instance that answers 413 at once and closes without reading a 20 MB upload; the
 /// client gets that 413, every time. nginx's own early 413 too. And the sibling: an instance that
 /// answers `200` early without wanting the upload (2 MB and 20 MB) is not a failure either.
@@ -886,6 +953,7 @@ async fn conformance(path: Path) {
     let bed = bed(path).await;
     h2_clients_reach_http1_origins_with_host(&bed).await;
     absolute_form_rebuilds_host(&bed).await;
+    message_form_rules(&bed).await;
     proxy_duties(&bed).await;
     bodies_arrive_intact(&bed).await;
     bodiless_responses_keep_framing(&bed).await;

@@ -145,6 +145,7 @@ impl BackhaulClient {
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .adaptive_window(true)
+            .max_header_list_size(super::frame::MAX_HEAD as u32)
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::body::{boxed, Body, BoxError};
 
-/// Largest head accepted (like the edge's header limit).
-pub const MAX_HEAD: usize = 128 * 1024;
+/// Largest head a node accepts from a peer, in bytes: the most any edge may accept from a client
+/// (`edge.max_header_bytes` is at most 1 MiB), and room for petrel's own headers, so a request
+/// that one node took is never refused by the next (over h2 this is `SETTINGS_MAX_HEADER_LIST_SIZE`).
+pub const MAX_HEAD: usize = (1 << 20) + 64 * 1024;
 
 /// A request or response head as it travels.
 #[derive(Debug, Serialize, Deserialize)]

@@ -41,6 +41,7 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .adaptive_window(true)
+        .max_header_list_size(super::frame::MAX_HEAD as u32)
         .max_concurrent_streams(10_000)
         .keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
@@ -220,7 +221,7 @@ pub(super) async fn admit_and_forward(
         }
     };
     let mut resp = resp;
-    if let Err(why) = crate::edge::headers::response_framing(resp.headers_mut()) {
+    if let Err(why) = crate::edge::headers::response_framing(resp.status(), resp.headers_mut()) {
         let err = ProxyError::Upstream {
             app: app.name.to_string(),
             detail: why.into(),

@@ -205,6 +205,21 @@ pub fn ambiguous_framing(h: &HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// Why a request's target cannot be forwarded, if it cannot (answered `400`): the authority
+/// form (`GET host:80`) belongs to `CONNECT` alone (RFC 9112 §3.2.3), and a target is ASCII
+/// (RFC 3986 §2; the URI parser lets raw UTF-8 through, which an origin would read in its own
+/// way, as HAProxy also refuses).
+pub fn malformed_target(method: &http::Method, uri: &http::Uri) -> Option<&'static str> {
+    if uri.scheme().is_none() && uri.authority().is_some() && method != http::Method::CONNECT {
+        return Some("an authority-form target outside CONNECT");
+    }
+    let pq = uri.path_and_query().map_or("", |p| p.as_str());
+    if !pq.is_ascii() {
+        return Some("a request-target that is not ASCII");
+    }
+    None
+}
+
 /// What `Max-Forwards` says of a `TRACE` or `OPTIONS` request (RFC 9110 §7.6.2).
 #[derive(Debug, PartialEq, Eq)]
 pub enum MaxForwards {
@@ -250,8 +265,14 @@ fn only_chunked(h: &HeaderMap) -> bool {
 
 /// Checks an instance's response framing before it is passed on: a transfer coding other than
 /// `chunked` would reach the client undeclared (petrel decodes none), and `Content-Length`
-/// values must agree (RFC 9110 §8.6; several equal ones become one). `Err` names the fault.
-pub fn response_framing(h: &mut HeaderMap) -> Result<(), &'static str> {
+/// values must agree (RFC 9110 §8.6; several equal ones become one). A `204` (or `1xx`) carries
+/// no length at all (RFC 9110 §8.6, RFC 9112 §6.1), whatever a hop added. `Err` names the fault.
+pub fn response_framing(status: http::StatusCode, h: &mut HeaderMap) -> Result<(), &'static str> {
+    if status == http::StatusCode::NO_CONTENT || status.is_informational() {
+        h.remove(http::header::CONTENT_LENGTH);
+        h.remove(http::header::TRANSFER_ENCODING);
+        return Ok(());
+    }
     if !only_chunked(h) {
         return Err("a transfer coding other than chunked");
     }
@@ -291,6 +312,20 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_in_authority_form_or_not_ascii_are_refused() {
+        let t = |m: &str, u: &str| {
+            malformed_target(&m.parse().unwrap(), &u.parse::<http::Uri>().unwrap())
+        };
+        assert!(t("GET", "host:80").is_some());
+        assert_eq!(t("CONNECT", "host:443"), None);
+        assert_eq!(t("GET", "http://host:80/x"), None);
+        assert_eq!(t("GET", "/a%C3%A9?q=1"), None);
+        assert!(t("GET", "/caf\u{e9}").is_some());
+        assert!(t("GET", "/x?caf\u{e9}").is_some());
+        assert_eq!(t("OPTIONS", "*"), None);
+    }
 
     #[test]
     fn ambiguous_framing_is_named() {

@@ -16,8 +16,8 @@ use super::candidates::{self, Ask, Candidate, Picked, Target};
 use super::error::ProxyError;
 use super::fly_replay::{Fallback, Replay, MAX_REPLAYS};
 use super::headers::{
-    add_forwarding, ambiguous_framing, append_via, max_forwards, response_framing,
-    strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
+    add_forwarding, ambiguous_framing, append_via, malformed_target, max_forwards,
+    response_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
 };
 use super::routes::normalize_host;
 use super::server::ConnCtx;
@@ -55,7 +55,9 @@ pub async fn handle(
             t.log_access(conn.peer, &req);
         }
     }
-    if let Some(why) = ambiguous_framing(req.headers()) {
+    let malformed =
+        ambiguous_framing(req.headers()).or_else(|| malformed_target(req.method(), req.uri()));
+    if let Some(why) = malformed {
         let err = ProxyError::Malformed(why);
         let m = &node_metrics().unrouted;
         m.failure(err.phase());
@@ -370,7 +372,8 @@ async fn try_candidates(
                 let fault = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !ctx.upgrade {
                     Err("101 Switching Protocols to a request that asked for no upgrade")
                 } else {
-                    response_framing(resp.headers_mut())
+                    let status = resp.status();
+                    response_framing(status, resp.headers_mut())
                 };
                 if let Err(why) = fault {
                     return Err(ProxyError::Upstream {
@@ -687,6 +690,8 @@ fn respond(
     let status = resp.status();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let (mut parts, body) = resp.into_parts();
+    // petrel's own version towards its client, whatever the instance spoke (RFC 9110 §6.2).
+    parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, switching);
     strip_internal(&mut parts.headers);
     if !app.pristine {

@@ -330,6 +330,14 @@ class Handler(socketserver.BaseRequestHandler):
             except ValueError:
                 return default
 
+        if req.target == b"*":
+            return self.respond(req, 200, [(b"Content-Type", b"text/plain"), (b"X-Target", b"*")], b"asterisk-form\n")
+        if path == "/http10":
+            # An HTTP/1.0 server's answer; the proxy speaks HTTP/1.1 to its client (RFC 9110 §6.2).
+            body = b"from an HTTP/1.0 origin\n"
+            self.sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.close_clean(linger_s=0.05)
+            return False
         if path == "/early-413":
             return self.ep_early_413(req, 413, b"Payload Too Large")
         if path == "/early-200":
