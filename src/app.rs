@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::backhaul::protocol::AuthKey;
+use crate::backhaul::{Credentials, SharedCredentials};
 use crate::cluster::{Delays, MeshSetup};
 use crate::config::{Config, MeshProfile};
 use crate::handoff::{Inherited, Sockets};
@@ -34,9 +35,8 @@ pub struct App {
     mesh: Option<MeshSetup>,
     mesh_addr: Option<SocketAddr>,
     backhaul: Option<TcpListener>,
-    /// The cluster key, prepared for the backhaul's request tags.
-    auth: Option<AuthKey>,
-    tls: Option<Arc<crate::backhaul::tls::ClusterTls>>,
+    /// The backhaul's request-tag keys and TLS, swapped by a reload that rotates keys.
+    creds: SharedCredentials,
     quic: Option<quinn::Endpoint>,
     delays: Option<Delays>,
     handoff: Option<Sockets>,
@@ -87,14 +87,9 @@ impl App {
             addr: bh_addr,
             source,
         })?;
-        let key = cfg
-            .node
-            .mesh
-            .cluster_key
-            .as_deref()
-            .and_then(|k| crate::config::decode_cluster_key(k).ok());
-        if key.is_none() {
-            tracing::warn!("mesh.cluster_key is unset: this is an OPEN cluster; anyone who can reach mesh.bind can join");
+        let keys = cfg.node.mesh.keys();
+        for w in cfg.node.mesh.warnings() {
+            tracing::warn!("{w}");
         }
         let advertise = cfg
             .node
@@ -133,7 +128,7 @@ impl App {
             addr: bh_addr,
             source: std::io::Error::other(e.to_string()),
         };
-        let tls = match (cfg.node.backhaul.cert_files(), &key) {
+        let tls = match (cfg.node.backhaul.cert_files(), keys.first()) {
             (Some((ca, cert, k)), _) => Some(Arc::new(
                 crate::backhaul::tls::ClusterTls::from_files(
                     &dir.join(ca),
@@ -142,8 +137,8 @@ impl App {
                 )
                 .map_err(|e| tls_err(e, "backhaul.cert"))?,
             )),
-            (None, Some(k)) => Some(Arc::new(
-                crate::backhaul::tls::ClusterTls::derive(k, &cfg.node.node.name)
+            (None, Some(_)) => Some(Arc::new(
+                crate::backhaul::tls::ClusterTls::derive(&keys, &cfg.node.node.name)
                     .map_err(|e| tls_err(e, "mesh.cluster_key"))?,
             )),
             (None, None) => {
@@ -170,10 +165,15 @@ impl App {
             }
             None => None,
         };
+        let auth = (!keys.is_empty()).then(|| AuthKey::new(&keys));
+        let creds = SharedCredentials::new(Credentials {
+            auth,
+            tls: tls.clone(),
+        });
         let quic_client = match (&tls, cfg.node.backhaul.transport) {
-            (Some(t), crate::config::Transport::Quic) => Some(
+            (Some(_), crate::config::Transport::Quic) => Some(
                 crate::backhaul::QuicClient::new(
-                    t,
+                    creds.clone(),
                     bh_bound.ip(),
                     cfg.node.backhaul.connect_timeout.get(),
                 )
@@ -185,15 +185,18 @@ impl App {
             ),
             _ => None,
         };
-        let auth = key.as_ref().map(AuthKey::new);
         let client = crate::backhaul::BackhaulClient::new(
             cfg.node.backhaul.connect_timeout.get(),
             delays.clone(),
-            auth.clone(),
-            tls.clone(),
+            creds.clone(),
             quic_client,
         );
-        let node = NodeState::new(&cfg, shutdown, client);
+        let cluster_keys = crate::state::ClusterKeys {
+            mesh: arc_swap::ArcSwap::from_pointee(keys.clone()),
+            backhaul: creds.clone(),
+            quic: quic_endpoint.clone(),
+        };
+        let node = NodeState::new(&cfg, shutdown, client, cluster_keys);
         for i in std::mem::take(&mut inherited.instances) {
             match node
                 .registry
@@ -220,7 +223,7 @@ impl App {
                 backhaul: SocketAddr::new(advertise.ip(), bh_bound.port()),
                 generation: node.generation,
             },
-            cfg: petrel_mesh::MeshConfig::new(profile, (seeds.len() as u32 + 1).max(8), key),
+            cfg: petrel_mesh::MeshConfig::new(profile, (seeds.len() as u32 + 1).max(8), keys),
             seeds,
             delays: delays.clone(),
         };
@@ -232,8 +235,7 @@ impl App {
             mesh: Some(mesh),
             mesh_addr,
             backhaul: Some(backhaul),
-            auth,
-            tls,
+            creds,
             quic: quic_endpoint,
             delays,
             handoff: Some(handoff),
@@ -288,9 +290,8 @@ impl App {
             tokio::spawn(crate::backhaul::serve(
                 l,
                 self.node.clone(),
-                self.auth.clone(),
+                self.creds.clone(),
                 self.delays.clone(),
-                self.tls.clone(),
             ))
         });
         let health = tokio::spawn(crate::local::health::run(self.node.clone()));
@@ -304,7 +305,7 @@ impl App {
             tokio::spawn(crate::backhaul::serve_quic(
                 e,
                 self.node.clone(),
-                self.auth.clone(),
+                self.creds.clone(),
                 self.delays.clone(),
             ))
         });

@@ -28,7 +28,7 @@ pub fn mesh_datagram(data: &[u8]) {
     };
     let mut mesh = Mesh::new(
         me,
-        MeshConfig::new(Profile::Lan, 8, Some(KEY)),
+        MeshConfig::new(Profile::Lan, 8, vec![KEY]),
         1,
         Duration::ZERO,
     );
@@ -42,9 +42,9 @@ pub fn mesh_datagram(data: &[u8]) {
             1 => Kind::Ping,
             _ => Kind::Pong,
         };
-        Sealer::new(Some(KEY)).seal(2, u64::from(mode), kind, payload)
+        Sealer::new(&[KEY], 2).seal(2, u64::from(mode), kind, payload)
     };
-    let _ = Sealer::new(None).open(&datagram);
+    let _ = Sealer::new(&[], 3).open(&datagram);
     mesh.handle_datagram(from, &datagram, Duration::from_secs(1));
     mesh.handle_timeout(Duration::from_secs(2));
     while mesh.poll_transmit().is_some() {}

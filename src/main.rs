@@ -289,6 +289,9 @@ fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
             for (app, file) in c.apps.iter().zip(&c.app_paths) {
                 out.push_str(&ignored_line(&file.display().to_string(), &app.ignored));
             }
+            for w in c.node.mesh.warnings() {
+                out.push_str(&format!("\nWARNING: {}: {w}", path.display()));
+            }
             out
         }),
         (None, Some(path)) => config::load_app(&path).map(|a| {

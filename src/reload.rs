@@ -27,6 +27,7 @@ pub fn reload(node: &NodeState) -> Result<Reloaded, ConfigErrors> {
     node.settings
         .store(Arc::new(EdgeSettings::from_config(&cfg)));
     node.registry.reload(node, &cfg.node.instances);
+    rotate_keys(node, &cfg);
     if let (Some(resolver), Some(store)) = (&node.tls, &cfg.certs) {
         tracing::info!(names = store.len(), "edge certificates reloaded");
         resolver.swap(store.clone());
@@ -45,6 +46,42 @@ pub fn reload(node: &NodeState) -> Result<Reloaded, ConfigErrors> {
         "configuration reloaded"
     );
     Ok(r)
+}
+
+/// Applies changed cluster keys (`mesh.cluster_key` / `cluster_keys`): the mesh seals with the new
+/// primary and opens with any; the backhaul signs with it, accepts any, presents a certificate
+/// from its CA and trusts every key's CA. Open connections keep their TLS session.
+fn rotate_keys(node: &NodeState, cfg: &config::Config) {
+    let keys = cfg.node.mesh.keys();
+    if keys.is_empty() || **node.keys.mesh.load() == keys {
+        return; // an open cluster has nothing to rotate (becoming keyed needs a restart)
+    }
+    let backhaul = &node.keys.backhaul;
+    let tls = match cfg.node.backhaul.cert_files() {
+        Some(_) => backhaul.load().tls.clone(), // `petrel certs` files: not derived from keys
+        None => match crate::backhaul::tls::ClusterTls::derive(&keys, &node.name) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                tracing::error!(error = %e, "cluster keys not rotated: backhaul TLS could not be derived");
+                return;
+            }
+        },
+    };
+    if let (Some(endpoint), Some(t)) = (&node.keys.quic, &tls) {
+        match crate::backhaul::quic_server_config(t) {
+            Ok(c) => endpoint.set_server_config(Some(c)),
+            Err(e) => tracing::error!(error = %e, "QUIC backhaul keeps its old TLS"),
+        }
+    }
+    backhaul.store(crate::backhaul::Credentials {
+        auth: Some(crate::backhaul::protocol::AuthKey::new(&keys)),
+        tls,
+    });
+    node.keys.mesh.store(Arc::new(keys.clone()));
+    tracing::info!(
+        keys = keys.len(),
+        "cluster keys rotated: sending with the first, accepting all"
+    );
 }
 
 /// Reload and log the outcome; errors name file, line and key.

@@ -71,13 +71,30 @@ pub struct NodeState {
     pub restart_only: String,
     /// The node was given seeds, so it is not ready until it has joined a peer.
     pub expects_peers: bool,
+    /// The cluster keys in force, which a reload may rotate.
+    pub keys: ClusterKeys,
     started: Instant,
     ids: RequestIds,
 }
 
+/// The cluster keys in force and what was made from them; `crate::reload` rotates them.
+pub struct ClusterKeys {
+    /// The mesh's keys, primary first (the mesh task picks a change up within 50 ms).
+    pub mesh: ArcSwap<Vec<[u8; 32]>>,
+    /// The backhaul's request-tag keys and TLS.
+    pub backhaul: crate::backhaul::SharedCredentials,
+    /// The QUIC backhaul endpoint, whose server config follows the TLS.
+    pub quic: Option<quinn::Endpoint>,
+}
+
 impl NodeState {
     /// Builds the first snapshots from a validated config.
-    pub fn new(cfg: &Config, shutdown: Shutdown, backhaul: BackhaulClient) -> Arc<Self> {
+    pub fn new(
+        cfg: &Config,
+        shutdown: Shutdown,
+        backhaul: BackhaulClient,
+        keys: ClusterKeys,
+    ) -> Arc<Self> {
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -106,6 +123,7 @@ impl NodeState {
             config_path: cfg.path.clone(),
             restart_only: restart_only(cfg),
             expects_peers: !cfg.node.mesh.seeds.is_empty(),
+            keys,
             started: Instant::now(),
             ids: RequestIds::new(generation),
         })
@@ -140,7 +158,8 @@ pub fn restart_only(cfg: &Config) -> String {
     let mesh = (
         &n.mesh.bind,
         &n.mesh.advertise,
-        &n.mesh.cluster_key,
+        // Keys rotate on reload; switching between open and keyed needs a restart.
+        n.mesh.open,
         &n.tracing.otlp_endpoint,
     );
     let backhaul = (

@@ -63,6 +63,7 @@ listen = ["127.0.0.1:8080"]
 [mesh]
 bind = "127.0.0.1:7946"
 seeds = ["127.0.0.1:7947"]
+cluster_key = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 [backhaul]
 listen = "127.0.0.1:7443"
@@ -127,11 +128,35 @@ fn cases() -> Vec<(&'static str, String, String, &'static str, &'static str)> {
             "duplicate instance id",
             format!("{NODE}\n[[instances]]\nid = \"hello-1\"\napp = \"hello\"\naddress = \"127.0.0.1:9002\"\n"),
             APP.into(),
-            "node.toml:21: instances[1].id",
+            "node.toml:22: instances[1].id",
             "duplicate instance id",
         ),
-        ("instance of unknown app", n(r#"app = "hello""#, r#"app = "nope""#), APP.into(), "node.toml:17: instances[0].app", "unknown app"),
-        ("bad cluster key", n("[mesh]\n", "[mesh]\ncluster_key = \"hunter2\"\n"), APP.into(), "node.toml:9: mesh.cluster_key", "base64:"),
+        ("instance of unknown app", n(r#"app = "hello""#, r#"app = "nope""#), APP.into(), "node.toml:18: instances[0].app", "unknown app"),
+        ("bad cluster key", n("cluster_key = \"base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"", "cluster_key = \"hunter2\""), APP.into(), "node.toml:11: mesh.cluster_key", "base64:"),
+        (
+            "no cluster key",
+            n("cluster_key = \"base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n", ""),
+            APP.into(),
+            "node.toml:8: mesh",
+            "a cluster anyone can join is never the default",
+        ),
+        (
+            "open and keyed",
+            n("[mesh]\n", "[mesh]\nopen = true\n"),
+            APP.into(),
+            "node.toml:9: mesh.open",
+            "an open cluster has no key",
+        ),
+        (
+            "a rotation key that does not decode",
+            n(
+                "cluster_key = \"base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"",
+                "cluster_keys = [\"base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\", \"base64:AAAA\"]",
+            ),
+            APP.into(),
+            "node.toml:11: mesh.cluster_keys",
+            "32 bytes",
+        ),
         ("bad mesh profile", n("[mesh]\n", "[mesh]\nprofile = \"moon\"\n"), APP.into(), "node.toml:9: mesh.profile", "unknown variant `moon`"),
         (
             "soft above hard",
@@ -167,14 +192,14 @@ fn cases() -> Vec<(&'static str, String, String, &'static str, &'static str)> {
             "public admin without a token",
             format!("{NODE}\n[admin]\nlisten = \"0.0.0.0:9090\"\n"),
             APP.into(),
-            "node.toml:20: admin.token",
+            "node.toml:21: admin.token",
             "not a loopback address",
         ),
         (
             "OTLP over https",
             format!("{NODE}\n[tracing]\notlp_endpoint = \"https://collector:4318\"\n"),
             APP.into(),
-            "node.toml:21: tracing.otlp_endpoint",
+            "node.toml:22: tracing.otlp_endpoint",
             "only http://",
         ),
     ]

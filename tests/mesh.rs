@@ -359,6 +359,11 @@ async fn garbage_datagrams_are_counted_and_a_wrong_key_never_gets_in() {
     intruder.key = Some(OTHER_KEY);
     intruder.seeds = vec![seed];
     let intruder = intruder.start();
+    // A stranger that runs an open cluster (`mesh.open = true`) speaks in the clear: refused too.
+    let mut stranger = Spec::new("stranger", "iad");
+    stranger.key = None;
+    stranger.seeds = vec![seed];
+    let stranger = stranger.start();
 
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -372,7 +377,7 @@ async fn garbage_datagrams_are_counted_and_a_wrong_key_never_gets_in() {
             .collect();
         if i % 4 == 0 && len > 40 {
             d[0] = b'P'; // valid magic and version, garbage after
-            d[1] = 1;
+            d[1] = 2;
         }
         let _ = sock.send_to(&d, a.mesh).await;
         if i % 100 == 0 {
@@ -388,7 +393,14 @@ async fn garbage_datagrams_are_counted_and_a_wrong_key_never_gets_in() {
         "membership changed or intruder admitted"
     );
     assert!(!alive(&b).await.contains(&"intruder".to_string()));
-    assert!(members(&a).await.iter().all(|m| m["node"] != "intruder"));
+    assert!(members(&a)
+        .await
+        .iter()
+        .all(|m| m["node"] != "intruder" && m["node"] != "stranger"));
+    assert!(
+        alive(&stranger).await.is_empty(),
+        "the stranger sees nobody"
+    );
     let r = get(a.edge, "app", "/").await;
     assert_eq!(r.status, 200, "node keeps serving");
     let metrics = get(a.admin, "localhost", "/metrics").await.text();
@@ -408,7 +420,69 @@ async fn garbage_datagrams_are_counted_and_a_wrong_key_never_gets_in() {
         "garbage must be counted as dropped: {dropped}"
     );
     assert!(auth > 0.0);
-    drop(intruder);
+    drop((intruder, stranger));
+}
+
+/// The sum of `petrel_mesh_dropped_total` for `reason` (any reason if empty), as scraped now.
+async fn dropped(node: &Node, reason: &str) -> f64 {
+    let metrics = get(node.admin, "localhost", "/metrics").await.text();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("petrel_mesh_dropped_total{"))
+        .filter(|l| reason.is_empty() || l.contains(&format!("reason=\"{reason}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A keyed datagram captured once and sent again from 200 other ports is a replay every time:
+/// the replay window belongs to the sender's authenticated identity, not to its address. And a
+/// node with no live peer still publishes its drop counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_from_any_address_are_dropped_and_drops_are_counted_alone() {
+    let lone = Spec::new("lone", "iad").start();
+    // A node that takes our socket for its seed sends us its sealed announce.
+    let trap = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    trap.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut talker = Spec::new("talker", "iad");
+    talker.seeds = vec![trap.local_addr().unwrap()];
+    let _talker = talker.start();
+    let mut buf = [0u8; 2048];
+    let (n, _) = trap
+        .recv_from(&mut buf)
+        .expect("the talker's announce within 5 s");
+    let captured = buf[..n].to_vec();
+    let before = dropped(&lone, "replay").await;
+    let mut senders = Vec::new();
+    for _ in 0..201 {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.send_to(&captured, lone.mesh).await.unwrap();
+        senders.push(s);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    within(Duration::from_secs(5), || async {
+        dropped(&lone, "replay").await - before >= 200.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        dropped(&lone, "replay").await - before,
+        200.0,
+        "the first copy is new, the 200 others are replays whatever their port"
+    );
+    // Garbage at a node that is alone: the counter moves without any membership change.
+    let alone = Spec::new("alone", "iad").start();
+    let garbage = dropped(&alone, "").await;
+    for i in 0..200u8 {
+        let _ = senders[0].send_to(&[b'P', 2, i, 0, 0], alone.mesh).await;
+    }
+    let counted = within(Duration::from_secs(3), || async {
+        dropped(&alone, "").await - garbage >= 200.0
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "200 garbage datagrams not counted within 3 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,4 +621,151 @@ async fn petrel_status_prints_members_and_instances() {
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach the admin API"));
     drop(a);
+}
+
+/// Rewrites a node's key lines and reloads it; the reload must succeed.
+async fn rekey(n: &Node, keys: &[&str]) {
+    let path = n.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("cluster_key"))
+        .collect();
+    let list: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    let text = kept.join("\n").replace(
+        "[mesh]\n",
+        &format!("[mesh]\ncluster_keys = [{}]\n", list.join(", ")),
+    );
+    std::fs::write(&path, text).unwrap();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/v1/reload")
+        .header("host", "localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let r = common::http::send(n.admin, false, req).await;
+    assert_eq!(r.status, 200, "reload: {}", r.text());
+}
+
+/// Key rotation without downtime (memberlist's keyring): three nodes move from key A to key B in
+/// two rolling reloads, [A] → [A, B] → [B, A], then drop A. Requests cross the backhaul the whole
+/// time (h2 from one edge, QUIC from the other); none fails, no member is ever marked down, and a
+/// new node that knows only B joins and is served over the backhaul afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_keys_rotate_with_rolling_reloads() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let be = backend("rot-1");
+    let seed_port = free_udp_port();
+    let app = || vec![("app", app_toml("app", 50, 100, "closest", 3))];
+    let mut nodes = Vec::new();
+    for (i, (name, transport)) in [("owner", "h2"), ("edge-h2", "h2"), ("edge-quic", "quic")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut s = Spec::new(name, "iad");
+        s.key = Some(KEY);
+        s.transport = transport;
+        s.apps = app();
+        if i == 0 {
+            s.instances = vec![("rot-1", "app", be.addr)];
+        }
+        s.seeded(seed_port, i == 0);
+        nodes.push(s.start());
+    }
+    for n in &nodes[1..] {
+        assert!(
+            within(Duration::from_secs(10), || async {
+                instance_ids(n).await == ["rot-1"]
+            })
+            .await
+            .is_some(),
+            "the edges see the owner's instance"
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, downs) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut workers = Vec::new();
+    for edge in [nodes[1].edge, nodes[2].edge] {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = tokio::time::timeout(Duration::from_secs(5), get(edge, "app", "/")).await;
+                match r {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
+    {
+        let (stop, downs) = (stop.clone(), downs.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for a in &admins {
+                    let v = get_json(*a, "/v1/members").await;
+                    let down = v["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| m["state"] != "alive")
+                        .count();
+                    downs.fetch_add(down as u64, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    for keys in [[KEY, OTHER_KEY], [OTHER_KEY, KEY]] {
+        for n in &nodes {
+            rekey(n, &keys).await;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+    for n in &nodes {
+        rekey(n, &[OTHER_KEY]).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    // A node that only ever knew B: a member, and served by the owner over a new TLS connection.
+    let mut late = Spec::new("late", "iad");
+    late.key = Some(OTHER_KEY);
+    late.apps = app();
+    late.seeded(seed_port, false);
+    let late = late.start();
+    assert!(
+        within(Duration::from_secs(10), || async {
+            instance_ids(&late).await == ["rot-1"]
+        })
+        .await
+        .is_some(),
+        "a node with only the new key joins"
+    );
+    let r = get(late.edge, "app", "/").await;
+    assert_eq!(r.status, 200, "served over the backhaul: {}", r.text());
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, failed, downs) = (
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        downs.load(Ordering::Relaxed),
+    );
+    eprintln!("key rotation: {ok} requests ok, {failed} failed; members seen not alive: {downs}");
+    assert!(ok > 200, "too few requests to mean anything: {ok}");
+    assert_eq!((failed, downs), (0, 0));
+    // The old key no longer gets in.
+    let mut old = Spec::new("old", "iad");
+    old.key = Some(KEY);
+    old.seeded(seed_port, false);
+    let old = old.start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(members(&nodes[0]).await.iter().all(|m| m["node"] != "old"));
+    drop(old);
 }

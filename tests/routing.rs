@@ -397,7 +397,7 @@ async fn backhaul_refuses_peers_without_the_cluster_key() {
     .unwrap();
     assert!(r.is_none(), "plaintext request reached the backhaul");
     // 2. TLS with a certificate from another cluster's key: refused in the handshake.
-    let outsider = ClusterTls::derive(&[0x42; 32], "outsider").unwrap();
+    let outsider = ClusterTls::derive(&[[0x42; 32]], "outsider").unwrap();
     let tcp = tokio::net::TcpStream::connect(n.backhaul).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(outsider.client_h2.clone());
     let refused = match connector.connect(ClusterTls::server_name(), tcp).await {

@@ -28,13 +28,13 @@ pub struct MeshConfig {
     pub ping_interval: Duration,
     /// A ping unanswered after this counts as lost.
     pub ping_timeout: Duration,
-    /// 32-byte cluster key; `None` is an open cluster.
-    pub key: Option<[u8; 32]>,
+    /// 32-byte cluster keys: the first seals, any opens; none is an open cluster.
+    pub keys: Vec<[u8; 32]>,
 }
 
 impl MeshConfig {
     /// A preset for a cluster of about `cluster_size` nodes.
-    pub fn new(profile: Profile, cluster_size: u32, key: Option<[u8; 32]>) -> Self {
+    pub fn new(profile: Profile, cluster_size: u32, keys: Vec<[u8; 32]>) -> Self {
         let size = NonZeroU32::new(cluster_size.max(2)).expect("non-zero");
         let mut swim = match profile {
             Profile::Lan => foca::Config::new_lan(size),
@@ -65,7 +65,7 @@ impl MeshConfig {
             swim,
             ping_interval,
             ping_timeout,
-            key,
+            keys,
         }
     }
 }

@@ -146,7 +146,7 @@ impl Mesh {
             Handler(book.clone()),
         );
         Self {
-            sealer: Sealer::new(cfg.key),
+            sealer: Sealer::new(&cfg.keys, Sealer::sender_id(&id.name)),
             id,
             foca,
             book,
@@ -169,6 +169,11 @@ impl Mesh {
             live: Mutex::new(None),
             cfg,
         }
+    }
+
+    /// Replaces the cluster keys (a reload rotating them): the first seals from now on, any opens.
+    pub fn set_keys(&mut self, keys: &[[u8; 32]]) {
+        self.sealer.set_keys(keys);
     }
 
     /// This node's current identity (the generation changes after a rejoin).
@@ -199,7 +204,10 @@ impl Mesh {
             Ok(f) => f,
             Err(d) => return self.drop_packet(d),
         };
-        if !self.replay.accept(from, frame.generation, frame.counter) {
+        if !self
+            .replay
+            .accept(frame.sender, frame.generation, frame.counter)
+        {
             return self.drop_packet(wire::Drop::Replay);
         }
         self.counters.packets_in += 1;
@@ -208,14 +216,14 @@ impl Mesh {
             Kind::Swim => {
                 self.book.lock().expect("load book").now = now;
                 let mut buf = Buffer::default();
-                let r = self.foca.handle_data(frame.payload, &mut buf);
+                let r = self.foca.handle_data(&frame.payload, &mut buf);
                 self.absorb(buf, now);
                 if r.is_err() {
                     self.drop_packet(wire::Drop::Payload);
                 }
             }
-            Kind::Ping => self.on_ping(from, frame.payload, now),
-            Kind::Pong => match <[u8; 4]>::try_from(frame.payload) {
+            Kind::Ping => self.on_ping(from, &frame.payload, now),
+            Kind::Pong => match <[u8; 4]>::try_from(&frame.payload[..]) {
                 Ok(seq) => self.on_pong(from, u32::from_le_bytes(seq), now),
                 Err(_) => self.drop_packet(wire::Drop::Payload),
             },

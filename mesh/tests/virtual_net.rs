@@ -47,7 +47,7 @@ impl Net {
         for i in 0..n {
             net.nodes.push(Some(Mesh::new(
                 id(i, 1, &format!("r{i}")),
-                MeshConfig::new(Profile::Lan, n as u32, key),
+                MeshConfig::new(Profile::Lan, n as u32, key.into_iter().collect()),
                 i as u64 + 1,
                 net.now,
             )));
@@ -242,7 +242,7 @@ fn a_restarted_node_never_shows_its_old_records() {
     let now = net.now;
     let mut m = Mesh::new(
         id(2, 2, "r2"),
-        MeshConfig::new(Profile::Lan, 3, None),
+        MeshConfig::new(Profile::Lan, 3, vec![]),
         99,
         now,
     );
@@ -329,7 +329,7 @@ fn garbage_and_wrong_key_datagrams_are_dropped_without_effect() {
     let now = net.now;
     let mut intruder = Mesh::new(
         id(9, 1, "evil"),
-        MeshConfig::new(Profile::Lan, 3, Some([6u8; 32])),
+        MeshConfig::new(Profile::Lan, 3, vec![[6u8; 32]]),
         7,
         now,
     );
@@ -369,13 +369,13 @@ fn garbage_and_wrong_key_datagrams_are_dropped_without_effect() {
 fn replayed_datagrams_are_dropped() {
     let mut a = Mesh::new(
         id(0, 1, "r"),
-        MeshConfig::new(Profile::Lan, 2, Some([1; 32])),
+        MeshConfig::new(Profile::Lan, 2, vec![[1; 32]]),
         1,
         Duration::ZERO,
     );
     let mut b = Mesh::new(
         id(1, 1, "r"),
-        MeshConfig::new(Profile::Lan, 2, Some([1; 32])),
+        MeshConfig::new(Profile::Lan, 2, vec![[1; 32]]),
         2,
         Duration::ZERO,
     );
@@ -421,7 +421,7 @@ fn a_pong_to_a_sender_not_yet_known_is_sent_toward_its_region() {
     // before its sender is a known member; the region it carries keeps that first RTT sample whole.
     let mut a = Mesh::new(
         id(0, 1, "iad"),
-        MeshConfig::new(Profile::Lan, 2, None),
+        MeshConfig::new(Profile::Lan, 2, vec![]),
         1,
         Duration::ZERO,
     );
@@ -430,7 +430,7 @@ fn a_pong_to_a_sender_not_yet_known_is_sent_toward_its_region() {
     ping.push(3);
     ping.extend_from_slice(b"fra");
     let sealed =
-        petrel_mesh::wire::Sealer::new(None).seal(9, 1, petrel_mesh::wire::Kind::Ping, &ping);
+        petrel_mesh::wire::Sealer::new(&[], 9).seal(9, 1, petrel_mesh::wire::Kind::Ping, &ping);
     a.handle_datagram(stranger, &sealed, Duration::ZERO);
     let pong = a.poll_transmit().expect("a pong");
     assert_eq!(pong.to, stranger);
@@ -439,7 +439,7 @@ fn a_pong_to_a_sender_not_yet_known_is_sent_toward_its_region() {
     let mut bad = 8u32.to_le_bytes().to_vec();
     bad.push(200);
     let sealed =
-        petrel_mesh::wire::Sealer::new(None).seal(9, 2, petrel_mesh::wire::Kind::Ping, &bad);
+        petrel_mesh::wire::Sealer::new(&[], 9).seal(9, 2, petrel_mesh::wire::Kind::Ping, &bad);
     a.handle_datagram(stranger, &sealed, Duration::ZERO);
     assert!(a.poll_transmit().is_none());
     assert_eq!(a.counters().dropped_total(), 1);

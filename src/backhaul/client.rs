@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
@@ -43,29 +43,26 @@ pub struct BackhaulClient {
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
     connect_timeout: Duration,
     delays: Option<Delays>,
-    key: Option<protocol::AuthKey>,
-    tls: Option<Arc<ClusterTls>>,
+    creds: super::SharedCredentials,
     quic: Option<super::quic::QuicClient>,
 }
 
 use crate::edge::{Io, Side};
 
 impl BackhaulClient {
-    /// A client with no connections yet; with `tls`, every connection is mutual TLS; with `quic`,
-    /// requests go over QUIC instead of h2.
+    /// A client with no connections yet; with TLS in `creds`, every connection is mutual TLS;
+    /// with `quic`, requests go over QUIC instead of h2.
     pub fn new(
         connect_timeout: Duration,
         delays: Option<Delays>,
-        key: Option<protocol::AuthKey>,
-        tls: Option<Arc<ClusterTls>>,
+        creds: super::SharedCredentials,
         quic: Option<super::quic::QuicClient>,
     ) -> Self {
         Self {
             h2: Mutex::new(HashMap::new()),
             connect_timeout,
             delays,
-            key,
-            tls,
+            creds,
             quic,
         }
     }
@@ -87,7 +84,10 @@ impl BackhaulClient {
                 Some(d) if !d.is_zero() => Box::new(Delayed::new(stream, d)),
                 _ => Box::new(stream),
             };
-            let Some(tls) = &self.tls else { return Ok(tcp) };
+            let creds = self.creds.load();
+            let Some(tls) = &creds.tls else {
+                return Ok(tcp);
+            };
             let cfg = if h2 {
                 tls.client_h2.clone()
             } else {
@@ -166,7 +166,8 @@ impl BackhaulClient {
     }
 
     fn sign(&self, req: &mut Request<Body>) {
-        let Some(key) = &self.key else { return };
+        let creds = self.creds.load();
+        let Some(key) = &creds.auth else { return };
         let get = |n: &str| {
             req.headers()
                 .get(n)

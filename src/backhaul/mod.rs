@@ -6,6 +6,7 @@
 //! `petrel-internal-*` headers, also authenticated with the cluster key.
 
 mod client;
+pub mod credentials;
 pub mod delay;
 mod frame;
 pub mod protocol;
@@ -14,5 +15,8 @@ mod server;
 pub mod tls;
 
 pub use client::{BackhaulClient, BackhaulError};
-pub use quic::{bind as bind_quic, serve as serve_quic, QuicClient};
+pub use credentials::{Credentials, SharedCredentials};
+pub use quic::{
+    bind as bind_quic, serve as serve_quic, server_config as quic_server_config, QuicClient,
+};
 pub use server::serve;

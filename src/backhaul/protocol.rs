@@ -68,23 +68,45 @@ pub fn load(h: &HeaderMap) -> Option<u32> {
     h.get(LOAD)?.to_str().ok()?.parse().ok()
 }
 
-/// The cluster key, ready to sign and check backhaul requests: the HMAC's keyed state is computed
-/// once, not per request. Cloning shares it.
+/// The cluster keys, ready to sign and check backhaul requests: each HMAC's keyed state is
+/// computed once, not per request. The first key signs, any verifies (a rotation in progress).
+/// Cloning shares them.
 #[derive(Clone)]
-pub struct AuthKey(Arc<Hmac<Sha256>>);
+pub struct AuthKey(Arc<[Hmac<Sha256>]>);
 
 impl AuthKey {
-    /// Prepares `key`.
-    pub fn new(key: &[u8; 32]) -> Self {
-        Self(Arc::new(
-            Hmac::<Sha256>::new_from_slice(key).expect("any key length"),
-        ))
+    /// Prepares `keys`, primary first; `keys` must not be empty.
+    pub fn new(keys: &[[u8; 32]]) -> Self {
+        assert!(!keys.is_empty(), "AuthKey needs a key");
+        Self(
+            keys.iter()
+                .map(|k| Hmac::<Sha256>::new_from_slice(k).expect("any key length"))
+                .collect(),
+        )
     }
 
-    /// The auth tag for a request to `instance` with `request_id`: 16 bytes of the HMAC, in hex.
+    /// The auth tag for a request to `instance` with `request_id`: 16 bytes of the primary
+    /// key's HMAC, in hex.
     pub fn tag(&self, instance: &str, request_id: &str) -> String {
+        Self::tag_with(&self.0[0], instance, request_id)
+    }
+
+    /// True if `tag` is the tag of any of the keys (constant-time per key).
+    fn verifies(&self, instance: &str, request_id: &str, tag: &str) -> bool {
+        self.0.iter().any(|k| {
+            let want = Self::tag_with(k, instance, request_id);
+            want.len() == tag.len()
+                && want
+                    .bytes()
+                    .zip(tag.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0
+        })
+    }
+
+    fn tag_with(key: &Hmac<Sha256>, instance: &str, request_id: &str) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut m = (*self.0).clone();
+        let mut m = key.clone();
         m.update(instance.as_bytes());
         m.update(b"\n");
         m.update(request_id.as_bytes());
@@ -108,16 +130,7 @@ pub fn verify(key: Option<&AuthKey>, h: &HeaderMap) -> bool {
     let Some(key) = key else { return true };
     let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     match (get(INSTANCE), get("petrel-request-id"), get(AUTH)) {
-        (Some(i), Some(r), Some(tag)) => {
-            let want = key.tag(i, r);
-            // Constant-time compare.
-            want.len() == tag.len()
-                && want
-                    .bytes()
-                    .zip(tag.bytes())
-                    .fold(0u8, |a, (x, y)| a | (x ^ y))
-                    == 0
-        }
+        (Some(i), Some(r), Some(tag)) => key.verifies(i, r, tag),
         _ => false,
     }
 }
@@ -133,13 +146,13 @@ mod tests {
 
     #[test]
     fn auth_binds_instance_and_request_id() {
-        let key = AuthKey::new(&[3u8; 32]);
+        let key = AuthKey::new(&[[3u8; 32]]);
         let mut h = HeaderMap::new();
         h.insert(INSTANCE, "i1".parse().unwrap());
         h.insert("petrel-request-id", "r1".parse().unwrap());
         h.insert(AUTH, key.tag("i1", "r1").parse().unwrap());
         assert!(verify(Some(&key), &h));
-        assert!(!verify(Some(&AuthKey::new(&[4u8; 32])), &h), "other key");
+        assert!(!verify(Some(&AuthKey::new(&[[4u8; 32]])), &h), "other key");
         h.insert(INSTANCE, "i2".parse().unwrap());
         assert!(!verify(Some(&key), &h), "tag is bound to the instance");
         assert!(verify(None, &h), "open cluster");
@@ -165,7 +178,7 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let key = AuthKey::new(&raw);
+        let key = AuthKey::new(&[raw]);
         assert_eq!(key.tag("inst-1", "req-42"), old);
         assert_eq!(
             key.tag("inst-1", "req-42"),

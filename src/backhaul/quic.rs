@@ -23,7 +23,7 @@ use crate::trace::ConnectMark;
 /// Edge side: a client endpoint and a connection per owner node.
 pub struct QuicClient {
     endpoint: quinn::Endpoint,
-    config: quinn::ClientConfig,
+    creds: super::SharedCredentials,
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
     connect_timeout: Duration,
 }
@@ -38,21 +38,40 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// The QUIC server config for `tls` (ALPN `petrel-bh`, the shared transport settings).
+pub fn server_config(tls: &ClusterTls) -> std::io::Result<quinn::ServerConfig> {
+    let crypto =
+        QuicServerConfig::try_from(tls.quic_server.clone()).map_err(std::io::Error::other)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport());
+    Ok(config)
+}
+
 impl QuicClient {
-    /// Binds a client endpoint on `bind_ip`.
-    pub fn new(
-        tls: &ClusterTls,
-        bind_ip: std::net::IpAddr,
-        connect_timeout: Duration,
-    ) -> std::io::Result<Self> {
+    fn client_config(&self) -> std::io::Result<quinn::ClientConfig> {
+        let creds = self.creds.load();
+        let tls = creds
+            .tls
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no backhaul TLS"))?;
         let crypto =
             QuicClientConfig::try_from(tls.quic_client.clone()).map_err(std::io::Error::other)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(transport());
+        Ok(config)
+    }
+
+    /// Binds a client endpoint on `bind_ip`; each new connection takes the TLS of `creds` as it
+    /// is then (a key rotation applies to the next connection).
+    pub fn new(
+        creds: super::SharedCredentials,
+        bind_ip: std::net::IpAddr,
+        connect_timeout: Duration,
+    ) -> std::io::Result<Self> {
         let endpoint = quinn::Endpoint::client(SocketAddr::new(bind_ip, 0))?;
         Ok(Self {
             endpoint,
-            config,
+            creds,
             conns: Mutex::new(HashMap::new()),
             connect_timeout,
         })
@@ -69,9 +88,12 @@ impl QuicClient {
             return Ok(c.clone());
         }
         let t0 = Instant::now();
+        let config = self
+            .client_config()
+            .map_err(|e| BackhaulError::Connect(to, format!("QUIC TLS: {e}")))?;
         let connecting = self
             .endpoint
-            .connect_with(self.config.clone(), to, SERVER_NAME)
+            .connect_with(config, to, SERVER_NAME)
             .map_err(|e| BackhaulError::Connect(to, e.to_string()))?;
         let conn = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(c)) => c,
@@ -156,7 +178,7 @@ impl QuicClient {
 pub async fn serve(
     endpoint: quinn::Endpoint,
     node: Arc<NodeState>,
-    key: Option<super::protocol::AuthKey>,
+    creds: super::SharedCredentials,
     delays: Option<Delays>,
 ) {
     let delays = Arc::new(delays);
@@ -169,7 +191,7 @@ pub async fn serve(
                 None => break,
             },
         };
-        let (node, delays, key) = (node.clone(), delays.clone(), key.clone());
+        let (node, delays, creds) = (node.clone(), delays.clone(), creds.clone());
         node.clone().shutdown.spawn(async move {
             let peer = incoming.remote_address();
             let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
@@ -193,9 +215,16 @@ pub async fn serve(
                         Err(_) => break,
                     },
                 };
-                let (node, delays, key) = (node.clone(), delays.clone(), key.clone());
+                let (node, delays, key) = (node.clone(), delays.clone(), creds.load());
                 node.clone().shutdown.spawn(async move {
-                    stream(&node, key.as_ref(), delays.as_ref().as_ref(), send, recv).await;
+                    stream(
+                        &node,
+                        key.auth.as_ref(),
+                        delays.as_ref().as_ref(),
+                        send,
+                        recv,
+                    )
+                    .await;
                 });
             }
         });
@@ -279,10 +308,7 @@ async fn stream(
 /// Runs the QUIC endpoint on `socket`: UDP on the backhaul address, same port number as the TCP
 /// listener (bound by the caller, or taken over from an older process).
 pub fn bind(tls: &ClusterTls, socket: std::net::UdpSocket) -> std::io::Result<quinn::Endpoint> {
-    let crypto =
-        QuicServerConfig::try_from(tls.quic_server.clone()).map_err(std::io::Error::other)?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport());
+    let config = server_config(tls)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
     quinn::Endpoint::new(

@@ -14,7 +14,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use super::protocol::{self, Reject};
-use super::tls::ClusterTls;
 use crate::body::{boxed, empty, Body};
 use crate::cluster::Delays;
 use crate::edge::headers::{strip_hop_by_hop, wants_upgrade};
@@ -28,9 +27,8 @@ use crate::state::NodeState;
 pub async fn serve(
     listener: TcpListener,
     node: Arc<NodeState>,
-    key: Option<protocol::AuthKey>,
+    creds: super::SharedCredentials,
     delays: Option<Delays>,
-    tls: Option<Arc<ClusterTls>>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -54,18 +52,22 @@ pub async fn serve(
         else {
             break;
         };
-        let (svc_node, delays, key) = (node.clone(), delays.clone(), key.clone());
+        let (svc_node, delays, svc_creds) = (node.clone(), delays.clone(), creds.clone());
         let svc = service_fn(move |req| {
-            let (node, delays, key) = (svc_node.clone(), delays.clone(), key.clone());
+            let (node, delays, key) = (svc_node.clone(), delays.clone(), svc_creds.load());
             // Boxed: hyper spawns a task per h2 stream holding this future, and tokio copies a
             // task's future when it creates it and again when it ends; a pointer copies cheaply.
             Box::pin(async move {
                 Ok::<_, Infallible>(
-                    handle(&node, key.as_ref(), delays.as_ref().as_ref(), req).await,
+                    handle(&node, key.auth.as_ref(), delays.as_ref().as_ref(), req).await,
                 )
             })
         });
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let (builder, watcher, tls) = (
+            builder.clone(),
+            graceful.watcher(),
+            creds.load().tls.clone(),
+        );
         node.shutdown.spawn(async move {
             let io: Box<dyn crate::edge::Io> = match tls {
                 None => Box::new(stream),

@@ -50,7 +50,8 @@ pub struct ClusterTls {
     pub quic_server: Arc<rustls::ServerConfig>,
     /// For QUIC backhaul connections (ALPN petrel-bh).
     pub quic_client: Arc<rustls::ClientConfig>,
-    /// The derived CA certificate (identical on every node with the same key).
+    /// The CA certificate this node's own certificate chains to (derived: identical on every
+    /// node with the same primary key).
     pub ca: CertificateDer<'static>,
 }
 
@@ -147,15 +148,24 @@ fn derive_ca(cluster_key: &[u8; 32]) -> Result<(CertificateParams, KeyPair), Tls
 }
 
 impl ClusterTls {
-    /// Derives the CA from `cluster_key` and issues this node a leaf certificate for `node_name`.
-    pub fn derive(cluster_key: &[u8; 32], node_name: &str) -> Result<Self, TlsError> {
-        let (ca_params, ca_key) = derive_ca(cluster_key)?;
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let ca_der = ca_cert.der().clone();
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let (chain, key) = issue_leaf(&issuer, &ca_der, node_name)?;
-        Self::build(ca_der, chain, key)
+    /// Derives a CA from each cluster key, issues this node a leaf certificate for `node_name`
+    /// from the first (primary) key's CA, and trusts every key's CA: during a key rotation
+    /// (`mesh.cluster_keys`), nodes on the old and the new primary key still reach each other.
+    /// `cluster_keys` must not be empty.
+    pub fn derive(cluster_keys: &[[u8; 32]], node_name: &str) -> Result<Self, TlsError> {
+        let mut cas = Vec::with_capacity(cluster_keys.len());
+        let mut leaf = None;
+        for k in cluster_keys {
+            let (ca_params, ca_key) = derive_ca(k)?;
+            let ca_der = ca_params.self_signed(&ca_key)?.der().clone();
+            if leaf.is_none() {
+                let issuer = Issuer::new(ca_params, ca_key);
+                leaf = Some(issue_leaf(&issuer, &ca_der, node_name)?);
+            }
+            cas.push(ca_der);
+        }
+        let (chain, key) = leaf.ok_or_else(|| TlsError::Verifier("no cluster key".into()))?;
+        Self::build(cas, chain, key)
     }
 
     /// Loads a CA and this node's certificate and key made by `petrel certs`.
@@ -175,16 +185,18 @@ impl ClusterTls {
             .map_err(|e| TlsError::File(cert.display().to_string(), e.to_string()))?;
         let key = PrivateKeyDer::from_pem_slice(&read(key)?)
             .map_err(|e| TlsError::File(key.display().to_string(), e.to_string()))?;
-        Self::build(ca_der, chain, key)
+        Self::build(vec![ca_der], chain, key)
     }
 
     fn build(
-        ca_der: CertificateDer<'static>,
+        cas: Vec<CertificateDer<'static>>,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca_der.clone())?;
+        for ca in &cas {
+            roots.add(ca.clone())?;
+        }
         let roots = Arc::new(roots);
 
         let verifier =
@@ -213,7 +225,7 @@ impl ClusterTls {
             client_h1: client(b"http/1.1")?,
             quic_client: client(QUIC_ALPN)?,
             quic_server: Arc::new(quic_server),
-            ca: ca_der,
+            ca: cas.into_iter().next().expect("at least one CA"),
         })
     }
 
@@ -230,9 +242,9 @@ mod tests {
 
     #[test]
     fn every_node_derives_the_same_ca_and_a_different_key_a_different_one() {
-        let a = ClusterTls::derive(&[1; 32], "a").unwrap();
-        let b = ClusterTls::derive(&[1; 32], "b").unwrap();
-        let c = ClusterTls::derive(&[2; 32], "c").unwrap();
+        let a = ClusterTls::derive(&[[1; 32]], "a").unwrap();
+        let b = ClusterTls::derive(&[[1; 32]], "b").unwrap();
+        let c = ClusterTls::derive(&[[2; 32]], "c").unwrap();
         assert_eq!(a.ca, b.ca);
         assert_ne!(a.ca, c.ca);
     }
@@ -275,7 +287,7 @@ mod tests {
         };
         let (a, b) = (load("a"), load("b"));
         assert!(handshake(&a, &b).await);
-        let derived = ClusterTls::derive(&[1; 32], "x").unwrap();
+        let derived = ClusterTls::derive(&[[1; 32]], "x").unwrap();
         assert!(
             !handshake(&a, &derived).await,
             "a derived CA is another cluster"
@@ -290,9 +302,9 @@ mod tests {
 
     #[tokio::test]
     async fn members_complete_mutual_tls_and_outsiders_do_not() {
-        let a = ClusterTls::derive(&[1; 32], "a").unwrap();
-        let b = ClusterTls::derive(&[1; 32], "b").unwrap();
-        let outsider = ClusterTls::derive(&[9; 32], "x").unwrap();
+        let a = ClusterTls::derive(&[[1; 32]], "a").unwrap();
+        let b = ClusterTls::derive(&[[1; 32]], "b").unwrap();
+        let outsider = ClusterTls::derive(&[[9; 32]], "x").unwrap();
         assert!(handshake(&a, &b).await, "same key: handshake completes");
         assert!(!handshake(&a, &outsider).await, "outsider client refused");
         assert!(

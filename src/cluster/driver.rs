@@ -68,6 +68,7 @@ async fn run(
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metrics = MeshMetrics::default();
+    let mut keys = node.keys.mesh.load_full();
     let (mut published_changes, mut published_at) = (u64::MAX, Instant::now() - PUBLISH_EVERY);
     let mut last_join = Instant::now();
     let mut ticks = 0u64;
@@ -115,6 +116,13 @@ async fn run(
             _ = sample.tick() => {
                 turn = Instant::now();
                 mesh.set_local_instances(local_loads(&node), now());
+                metrics.update_counters(mesh.counters());
+                let now_keys = node.keys.mesh.load_full();
+                if !Arc::ptr_eq(&now_keys, &keys) {
+                    mesh.set_keys(&now_keys);
+                    keys = now_keys;
+                    tracing::info!(keys = keys.len(), "mesh keys rotated");
+                }
                 ticks = ticks.wrapping_add(1);
                 if ticks % SWEEP_EVERY_TICKS == 0 {
                     // The edge's short-lived marks: forgotten once they no longer count.

@@ -17,6 +17,12 @@ pub struct MeshMetrics {
 impl MeshMetrics {
     /// Updates every mesh metric from a view and the core's counters.
     pub fn update(&mut self, view: &ClusterView, counters: &Counters) {
+        self.update_view(view);
+        self.update_counters(counters);
+    }
+
+    /// The members and RTT gauges, from a view.
+    fn update_view(&mut self, view: &ClusterView) {
         for state in [MemberState::Alive, MemberState::Suspect, MemberState::Down] {
             let n = view.members.iter().filter(|m| m.state == state).count();
             metrics::gauge!(MESH_MEMBERS, "state" => state.as_str()).set(n as f64);
@@ -31,6 +37,12 @@ impl MeshMetrics {
         for (region, ms) in best {
             metrics::gauge!(PEER_RTT, "region" => region.to_string()).set(ms / 1000.0);
         }
+    }
+
+    /// Gossip bytes and dropped datagrams, from the core's counters. Called on every sample
+    /// tick as well as with each view, so a scrape sees drops even when no view changes (a
+    /// node alone, flooded with garbage).
+    pub fn update_counters(&mut self, counters: &Counters) {
         metrics::counter!(GOSSIP_BYTES, "direction" => "in")
             .increment(counters.bytes_in - self.bytes_in);
         metrics::counter!(GOSSIP_BYTES, "direction" => "out")

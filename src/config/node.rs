@@ -219,12 +219,82 @@ pub struct MeshSection {
     /// Any subset of existing members.
     #[serde(default)]
     pub seeds: Vec<Addr>,
-    /// `base64:` + 32 bytes; authenticates mesh and backhaul packets.
+    /// `base64:` + 32 bytes; encrypts and authenticates mesh datagrams, and keys the backhaul
+    /// (its TLS CA and request tags). Required unless `open = true`.
     #[serde(default)]
     pub cluster_key: Option<String>,
+    /// Several keys, for rotation without downtime (memberlist's keyring): the first seals and
+    /// signs, every one opens and verifies. Instead of `cluster_key`.
+    #[serde(default)]
+    pub cluster_keys: Vec<String>,
+    /// An open cluster: no key, anyone who reaches `bind` can join. Never the default.
+    #[serde(default)]
+    pub open: bool,
     /// SWIM timings preset.
     #[serde(default)]
     pub profile: MeshProfile,
+}
+
+/// The key in `config/single/node.toml`: public, so a node that runs with it is as good as open.
+pub const EXAMPLE_CLUSTER_KEY: &str = "base64:ZXhhbXBsZSBrZXkgLSBtYWtlIHlvdXIgb3duIQ0KAAA=";
+
+impl MeshSection {
+    /// What `petrel check` and the start-up log warn about: an open cluster, or the public
+    /// example key.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.open {
+            w.push("mesh.open = true: this is an OPEN cluster; anyone who can reach mesh.bind can join it, read its gossip and take its traffic".to_string());
+        }
+        let example = self.cluster_key.iter().chain(&self.cluster_keys);
+        if example.into_iter().any(|k| k.trim() == EXAMPLE_CLUSTER_KEY) {
+            w.push("mesh.cluster_key is the public example key from config/single/node.toml; make your own: echo \"base64:$(head -c32 /dev/urandom | base64)\"".to_string());
+        }
+        w
+    }
+
+    /// The cluster keys, decoded, primary first (`cluster_key` or `cluster_keys`); empty for an
+    /// open cluster. Keys that do not decode are left out (validation reports them).
+    pub fn keys(&self) -> Vec<[u8; 32]> {
+        self.cluster_key
+            .iter()
+            .chain(&self.cluster_keys)
+            .filter_map(|k| super::decode_cluster_key(k).ok())
+            .collect()
+    }
+
+    fn validate(&self, src: &super::Source, errs: &mut Vec<super::ConfigError>) {
+        let named = usize::from(self.cluster_key.is_some()) + self.cluster_keys.len();
+        if self.cluster_key.is_some() && !self.cluster_keys.is_empty() {
+            errs.push(src.error(
+                "mesh.cluster_keys",
+                "set mesh.cluster_key or mesh.cluster_keys, not both",
+            ));
+        }
+        match (named, self.open) {
+            (0, false) => errs.push(src.error(
+                "mesh.cluster_key",
+                "required: a cluster anyone can join is never the default. Make a key with \
+                 `head -c32 /dev/urandom | base64` and set cluster_key = \"base64:...\" on every \
+                 node, or set mesh.open = true to run an open cluster knowingly",
+            )),
+            (1.., true) => errs.push(src.error(
+                "mesh.open",
+                "an open cluster has no key: remove mesh.open or the cluster key",
+            )),
+            _ => {}
+        }
+        if let Some(key) = &self.cluster_key {
+            if let Err(m) = super::decode_cluster_key(key) {
+                errs.push(src.error("mesh.cluster_key", m));
+            }
+        }
+        for (i, key) in self.cluster_keys.iter().enumerate() {
+            if let Err(m) = super::decode_cluster_key(key) {
+                errs.push(src.error(&format!("mesh.cluster_keys[{i}]"), m));
+            }
+        }
+    }
 }
 
 /// Which transport this node uses when it sends over the backhaul.
@@ -449,18 +519,13 @@ impl NodeConfig {
                 "backhaul.ca, backhaul.cert and backhaul.key go together",
             ));
         }
-        if self.backhaul.transport == Transport::Quic && self.mesh.cluster_key.is_none() && set != 3
-        {
+        if self.backhaul.transport == Transport::Quic && self.mesh.open && set != 3 {
             errs.push(src.error(
                 "backhaul.transport",
                 "\"quic\" always runs TLS: set mesh.cluster_key (derived CA) or backhaul.ca/cert/key (petrel certs)",
             ));
         }
-        if let Some(key) = &self.mesh.cluster_key {
-            if let Err(m) = super::decode_cluster_key(key) {
-                errs.push(src.error("mesh.cluster_key", m));
-            }
-        }
+        self.mesh.validate(src, &mut errs);
         let mut seen = std::collections::HashMap::new();
         for (i, inst) in self.instances.iter().enumerate() {
             if !valid_name(&inst.id) {

@@ -221,7 +221,7 @@ impl World {
         } else {
             Profile::Wan
         };
-        let mesh_cfg = MeshConfig::new(profile, names.len() as u32, Some([7u8; 32]));
+        let mesh_cfg = MeshConfig::new(profile, names.len() as u32, vec![[7u8; 32]]);
         let apps = s.apps as usize;
         let mut nodes = Vec::with_capacity(names.len());
         let mut insts = Vec::new();

@@ -222,6 +222,9 @@ pub fn start_node(dir: tempfile::TempDir) -> Node {
     }
 }
 
+/// The cluster key test nodes use unless a test sets another (`None`: an open cluster).
+pub const TEST_KEY: &str = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// One node of a test cluster.
 pub struct Spec<'a> {
     pub name: &'a str,
@@ -249,7 +252,7 @@ impl<'a> Spec<'a> {
             region,
             mesh_port: 0,
             seeds: Vec::new(),
-            key: None,
+            key: Some(TEST_KEY),
             topology: None,
             apps: Vec::new(),
             instances: Vec::new(),
@@ -287,8 +290,9 @@ impl<'a> Spec<'a> {
             self.mesh_port,
             seeds.join(", ")
         );
-        if let Some(k) = self.key {
-            t.push_str(&format!("cluster_key = \"{k}\"\n"));
+        match self.key {
+            Some(k) => t.push_str(&format!("cluster_key = \"{k}\"\n")),
+            None => t.push_str("open = true\n"),
         }
         t.push_str(&format!(
             "\n[backhaul]\nlisten = \"127.0.0.1:0\"\ntransport = \"{}\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
@@ -333,7 +337,8 @@ pub fn write_node_files(
     let mut node = format!(
         "[node]\nname = \"test-1\"\nregion = \"iad\"\ndrain_timeout = \"10s\"\n\n\
          [edge]\nlisten = [\"127.0.0.1:0\"]\n{extra_edge}\n\n\
-         [mesh]\nbind = \"127.0.0.1:0\"\n\n[backhaul]\nlisten = \"127.0.0.1:0\"\n\n\
+         [mesh]\nbind = \"127.0.0.1:0\"\ncluster_key = \"{TEST_KEY}\"\n\n\
+         [backhaul]\nlisten = \"127.0.0.1:0\"\n\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n"
     );
     for (id, app, addr) in instances {
