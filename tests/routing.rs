@@ -601,3 +601,60 @@ async fn the_last_try_goes_to_the_instance_with_the_most_room() {
         assert_eq!(h.await.unwrap(), 200);
     }
 }
+
+/// The failure phase tells the truth: when the only node hosting an app dies, clients are told
+/// its instances are unreachable (and the metrics count `backhaul_connect`), never that the app
+/// is "at capacity" (`instance_full`), which would send an operator looking at load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owner_is_unreachable_not_full() {
+    let be = backend("dead-1");
+    let seed_port = free_udp_port();
+    let mut owner = Spec::new("owner", "iad");
+    owner.apps = vec![("hello", app_toml("hello", 5, 10, "closest", 3))];
+    owner.instances = vec![("dead-1", "hello", be.addr)];
+    owner.seeded(seed_port, true);
+    let owner = owner.start();
+    let mut edge = Spec::new("edge", "iad");
+    edge.apps = vec![("hello", app_toml("hello", 5, 10, "closest", 3))];
+    edge.seeded(seed_port, false);
+    let edge = edge.start();
+    let t0 = std::time::Instant::now();
+    while get(edge.edge, "hello", "/").await.status != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never routed to the owner"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(owner); // SIGKILL
+    let mut bodies = Vec::new();
+    for _ in 0..20 {
+        let r = get(edge.edge, "hello", "/").await;
+        bodies.push(format!("{} {}", r.status, r.text().trim()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        bodies
+            .iter()
+            .all(|b| !b.contains("capacity") && !b.starts_with("200")),
+        "{bodies:#?}"
+    );
+    assert!(
+        bodies.iter().any(|b| b.contains("no reachable instance")),
+        "{bodies:#?}"
+    );
+    let metrics = get(edge.admin, "localhost", "/metrics").await.text();
+    let phase = |p: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("petrel_session_failures_total{")
+                    && l.contains("app=\"hello\"")
+                    && l.contains(&format!("phase=\"{p}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(phase("instance_full"), 0.0, "{metrics}");
+    assert!(phase("backhaul_connect") >= 20.0, "{bodies:#?}");
+}

@@ -125,6 +125,39 @@ impl<'a> Ask<'a> {
     }
 }
 
+/// Where the app's instances this edge could not reach are, when that (not their load) is why a
+/// pick came back empty: every healthy instance of the app is under this edge's penalty for
+/// being unreachable. `None` when some instance is full by its own load, or none is healthy.
+pub fn unreachable(src: &Sources<'_>, ask: Ask<'_>) -> Option<Unreachable> {
+    let penalized = |id: &str| src.penalties.active(id, src.now_ms);
+    let (mut any, mut remote) = (false, false);
+    for i in src.locals.iter().filter(|i| i.accepts_work(src.now_ms)) {
+        if !penalized(&i.id) {
+            return None;
+        }
+        any = true;
+    }
+    let instances = &src.snap.view.instances;
+    let remotes = src.snap.app(ask.app).into_iter().flat_map(|x| x.runs());
+    for &p in remotes.flat_map(|(_, run)| run) {
+        let r = &instances[p as usize];
+        if r.load.healthy {
+            if !penalized(&r.load.id) {
+                return None;
+            }
+            (any, remote) = (true, true);
+        }
+    }
+    any.then_some(Unreachable { remote })
+}
+
+/// Every healthy instance of an app was recently unreachable from this edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable {
+    /// Some of them are on other nodes (so the backhaul failed), not only local ones.
+    pub remote: bool,
+}
+
 /// The candidates a request will try, in order.
 pub struct Picked {
     /// Candidates; `order` indexes into it.

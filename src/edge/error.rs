@@ -40,6 +40,15 @@ pub enum ProxyError {
     /// The app has no healthy instance anywhere.
     #[error("app {0:?} has no healthy instance")]
     NoHealthy(String),
+    /// Every healthy instance was unreachable from this edge moments ago (connect refused or
+    /// timed out, owner unreachable); nothing was sent.
+    #[error("app {app:?} has no reachable instance right now (connections to every one failed in the last seconds)")]
+    Unreachable {
+        /// The app.
+        app: String,
+        /// Some are on other nodes (the backhaul failed), not only local ones.
+        remote: bool,
+    },
     /// Every candidate was at its hard limit.
     #[error("app {0:?} is at capacity, retry later")]
     AtCapacity(String),
@@ -102,6 +111,7 @@ impl ProxyError {
             ProxyError::ReplayLoop(_) => StatusCode::LOOP_DETECTED,
             ProxyError::ReplayTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoHealthy(_)
+            | ProxyError::Unreachable { .. }
             | ProxyError::AtCapacity(_)
             | ProxyError::ForcedUnknown(_)
             | ProxyError::ForcedUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,7 +136,10 @@ impl ProxyError {
             | ProxyError::ReplayTarget { .. }
             | ProxyError::ForcedUnknown(_) => Phase::Route,
             ProxyError::AtCapacity(_) | ProxyError::ForcedUnavailable(_) => Phase::InstanceFull,
-            ProxyError::Connect { .. } => Phase::InstanceConnect,
+            ProxyError::Connect { .. } | ProxyError::Unreachable { remote: false, .. } => {
+                Phase::InstanceConnect
+            }
+            ProxyError::Unreachable { remote: true, .. } => Phase::BackhaulConnect,
             ProxyError::Backhaul { .. } => Phase::BackhaulConnect,
             ProxyError::Timeout(_) | ProxyError::BodyTimeout => Phase::Timeout,
             ProxyError::Upstream { .. } => Phase::Upstream,
@@ -148,7 +161,10 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert("petrel-request-id", request_id.clone());
-        if matches!(self, ProxyError::AtCapacity(_)) {
+        if matches!(
+            self,
+            ProxyError::AtCapacity(_) | ProxyError::Unreachable { .. }
+        ) {
             h.insert("retry-after", HeaderValue::from_static("1"));
         }
         if matches!(self, ProxyError::MethodNotAllowed(_)) {

@@ -299,8 +299,17 @@ fn strategy_pick_n(ctx: &Ctx<'_>, hints: &Hints, n: usize) -> Result<Picked, Pro
     let (node, app) = (ctx.node, ctx.app);
     let (local, snap) = (node.local.load(), node.cluster.load());
     let src = node.sources(&app.name, &local, &snap, node.now_ms());
-    candidates::pick(&src, Ask::of(app), hints, n, &mut rand::rng())
-        .map_err(|e| empty_error(e, app, hints))
+    candidates::pick(&src, Ask::of(app), hints, n, &mut rand::rng()).map_err(|e| match e {
+        // "Full" only because this edge could not reach them lately: say so (phase and body).
+        Empty::AllFull => match candidates::unreachable(&src, Ask::of(app)) {
+            Some(u) => ProxyError::Unreachable {
+                app: app.name.to_string(),
+                remote: u.remote,
+            },
+            None => empty_error(e, app, hints),
+        },
+        e => empty_error(e, app, hints),
+    })
 }
 
 /// Tries the picked candidates in order until one answers, within the app's retry budget.
