@@ -515,6 +515,51 @@ async fn message_form_rules(bed: &Bed) {
     );
     let out = raw(
         bed.edge,
+        b"GET * HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{p:?} GET *: {out}");
+    for host in ["py.example.com/evil", "py example.com"] {
+        let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let out = raw(bed.edge, head.as_bytes()).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{p:?} Host {host:?}: {out}"
+        );
+    }
+    // An HTTP/1.0 client's hop is named as such in Via (RFC 9110 §7.6.3).
+    let out = raw(
+        bed.edge,
+        b"GET /headers HTTP/1.0\r\nHost: py.example.com\r\n\r\n",
+    )
+    .await;
+    assert!(out.contains(r#"["via", "1.0 petrel"]"#), "{p:?}: {out}");
+    // A GET may carry content (RFC 9110 §9.3.1): chunked from HTTP/1.1, unsized from HTTP/2.
+    let out = raw(
+        bed.edge,
+        b"GET /headers HTTP/1.1\r\nHost: py.example.com\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(out.contains(r#""body_len": 3"#), "{p:?} chunked GET: {out}");
+    for c in [Client::H2c, Client::TlsH2] {
+        let r = send(
+            bed,
+            c,
+            req(
+                c,
+                "GET",
+                "py.example.com",
+                "/headers",
+                &[],
+                Bytes::from_static(b"abcd"),
+            ),
+        )
+        .await;
+        assert_eq!(r.json()["body_len"], 4, "{p:?} {c:?} GET with DATA");
+    }
+    let out = raw(
+        bed.edge,
         b"GET /http10 HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -643,6 +688,37 @@ async fn h2_early_answer_resets_the_upload(bed: &Bed) {
     }
 }
 
+/// A response with no body reaches an HTTP/2 client as one HEADERS frame with `END_STREAM` on
+/// every path (a gRPC "trailers-only" answer depends on it), not HEADERS and an empty DATA.
+async fn bodiless_responses_end_with_their_headers(bed: &Bed) {
+    for (method, path) in [
+        ("GET", "/status/204"),
+        ("HEAD", "/"),
+        ("GET", "/status/304"),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(bed.edge).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let r = Request::builder()
+            .method(method)
+            .uri(format!("http://py.example.com{path}"))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(r, true).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("response within 10 s")
+            .unwrap();
+        assert!(
+            resp.body().is_end_stream(),
+            "{:?} {method} {path}: {} headers without END_STREAM",
+            bed.path,
+            resp.status()
+        );
+    }
+}
+
 /// Row 6 as far as the stack allows: the 103 is not forwarded (hyper's server cannot send one),
 /// and the final response arrives intact after it.
 async fn early_hints_do_not_break_the_response(bed: &Bed) {
@@ -660,7 +736,7 @@ async fn early_hints_do_not_break_the_response(bed: &Bed) {
 
 /// Row 3: an origin that closes idle keep-alive connections after 30 ms, and one request every
 /// 25–35 ms for at least 500 requests, so requests meet connections as the origin closes them.
-/// A third of them are `POST`/`PATCH`, which petrel may not resend.
+/// Three in seven are `POST`/`PATCH` or a 300 KB `PUT`, which petrel may not resend.
 async fn stale_pooled_connections_are_invisible(bed: &Bed) {
     let mut failures = Vec::new();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -671,18 +747,21 @@ async fn stale_pooled_connections_are_invisible(bed: &Bed) {
         seed ^= seed << 17;
         let pause = RACY_IDLE_MS - 5 + seed % 11;
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let (method, c) = match i % 6 {
+        let (method, c) = match i % 7 {
             0 => ("HEAD", Client::H1),
             1 => ("GET", Client::H2c),
             2 => ("GET", Client::H1),
             3 => ("POST", Client::H1),
             4 => ("POST", Client::H2c),
-            _ => ("PATCH", Client::H1),
+            5 => ("PATCH", Client::H1),
+            _ => ("PUT", Client::H1),
         };
         // A POST or PATCH may not be resent once it may have reached the instance, so it must
-        // not meet the instance's idle close at all.
+        // not meet the instance's idle close at all; nor may a PUT whose body is too large to
+        // keep for a resend.
         let (path, body) = match method {
             "POST" | "PATCH" => ("/echo", Bytes::from(format!("request {i}"))),
+            "PUT" => ("/echo", Bytes::from(vec![b'p'; 300_000])),
             _ => ("/", Bytes::new()),
         };
         let len = body.len().to_string();
@@ -861,28 +940,44 @@ async fn bodiless_responses_keep_framing(bed: &Bed) {
 /// Trailers of a chunked HTTP/1.1 response reach HTTP/1.1 and h2 clients.
 async fn trailers_pass(bed: &Bed) {
     for c in CLIENTS {
-        let r = send(
-            bed,
-            c,
-            req(
+        for path in ["/trailers", "/trailers?bad=1"] {
+            let r = send(
+                bed,
                 c,
-                "GET",
-                "py.example.com",
-                "/trailers",
-                &[("te", "trailers")],
-                Bytes::new(),
-            ),
-        )
-        .await;
-        assert_eq!(r.text(), "hello", "{c:?}");
-        let t = r.trailers.unwrap_or_default();
-        assert_eq!(
-            t.get("x-checksum").map(|v| v.to_str().unwrap()),
-            Some("abc123"),
-            "{:?} {c:?}: trailers {t:?}",
-            bed.path
-        );
+                req(
+                    c,
+                    "GET",
+                    "py.example.com",
+                    path,
+                    &[("te", "trailers")],
+                    Bytes::new(),
+                ),
+            )
+            .await;
+            assert_eq!(r.text(), "hello", "{c:?} {path}");
+            let t = r.trailers.unwrap_or_default();
+            assert_eq!(
+                t.get("x-checksum").map(|v| v.to_str().unwrap()),
+                Some("abc123"),
+                "{:?} {c:?} {path}: trailers {t:?}",
+                bed.path
+            );
+            assert!(
+                !t.contains_key("connection") && !t.contains_key("keep-alive"),
+                "{:?} {c:?}: connection-specific trailers passed: {t:?}",
+                bed.path
+            );
+        }
     }
+    // A client's trailer section with a connection-specific field: dropped, the request whole.
+    let out = raw(
+        bed.edge,
+        b"POST /echo HTTP/1.1\r\nHost: py.example.com\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\n3\r\nabc\r\n0\r\nConnection: close\r\nX-Sum: 1\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{:?}: {out}", bed.path);
+    assert!(out.contains("x-body-len: 3"), "{:?}: {out}", bed.path);
 }
 
 /// A client that waits for `100 Continue` gets it, and its body reaches the origin.
@@ -964,6 +1059,7 @@ async fn conformance(path: Path) {
     sse_streams(&bed).await;
     early_answers_reach_the_client(&bed).await;
     h2_early_answer_resets_the_upload(&bed).await;
+    bodiless_responses_end_with_their_headers(&bed).await;
     stale_pooled_connections_are_invisible(&bed).await;
     health_checks_pass(&bed).await;
 }

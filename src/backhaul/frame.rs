@@ -111,6 +111,28 @@ pub fn response_from(head: Head, body: Body) -> Result<Response<Body>, String> {
 /// Marks a head whose body follows in frames (see the module doc).
 pub const FRAMED: &str = "petrel-internal-framed";
 
+/// Marks a head that no body follows (a GET, a 204, a gRPC trailers-only answer), so the
+/// receiver ends the message with its head: HTTP/2 then sends one HEADERS frame with
+/// `END_STREAM`, as the sender got it, instead of HEADERS and an empty DATA frame.
+pub const EMPTY: &str = "petrel-internal-empty";
+
+/// Marks `h` as a head with no body when `body` is already over.
+pub fn mark_empty(h: &mut HeaderMap, body: &Body) {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        h.insert(EMPTY, HeaderValue::from_static("1"));
+    }
+}
+
+/// The body that follows `head` on `recv`: none if the head says so, else the stream's rest.
+pub fn body_after(head: &Head, recv: RecvStream, framing: Framing) -> Body {
+    if head.headers.iter().any(|(k, _)| k == EMPTY) {
+        crate::body::empty()
+    } else {
+        body_from(recv, framing)
+    }
+}
+
 const DATA: u8 = 0;
 const TRAILERS: u8 = 1;
 

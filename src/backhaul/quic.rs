@@ -125,6 +125,9 @@ impl QuicClient {
     ) -> Result<(Response<Body>, Option<Side>), BackhaulError> {
         if !upgrade {
             Framing::announce(req.headers_mut());
+            let (mut parts, body) = req.into_parts();
+            frame::mark_empty(&mut parts.headers, &body);
+            req = Request::from_parts(parts, body);
         }
         let conn = self.connection(to).await?;
         let (mut send, mut recv) = match conn.open_bi().await {
@@ -168,8 +171,8 @@ impl QuicClient {
             return Ok((resp, None));
         }
         let framing = Framing::of(&head);
-        let resp = frame::response_from(head, frame::body_from(recv, framing))
-            .map_err(|e| BackhaulError::Io(to, e))?;
+        let body = frame::body_after(&head, recv, framing);
+        let resp = frame::response_from(head, body).map_err(|e| BackhaulError::Io(to, e))?;
         Ok((resp, None))
     }
 }
@@ -270,7 +273,7 @@ async fn stream(
     let (body, recv) = if upgrade {
         (empty(), Some(recv))
     } else {
-        (frame::body_from(recv, framing), None)
+        (frame::body_after(&head, recv, framing), None)
     };
     let req = match frame::request_from(head, body) {
         Ok(r) => r,
@@ -287,6 +290,9 @@ async fn stream(
     let mut resp = super::server::admit_and_forward(node, key, req, edge_side).await;
     if framing == Framing::Framed {
         Framing::announce(resp.headers_mut());
+        let (mut parts, body) = resp.into_parts();
+        frame::mark_empty(&mut parts.headers, &body);
+        resp = Response::from_parts(parts, body);
     }
     if !back.is_zero() {
         tokio::time::sleep(back).await;

@@ -105,9 +105,17 @@ fn failed(ctx: &Ctx<'_>, e: &(dyn std::error::Error + 'static)) -> ProxyError {
         }
         cause = c.source();
     }
+    let detail = match e.downcast_ref::<hyper::Error>() {
+        // As HAProxy's `tune.http.maxhdr` (101), a head of more fields is refused; say which.
+        Some(h) if h.is_parse_too_large() => {
+            "the instance's response head is too large (more than 100 fields, or over 400 KiB)"
+                .to_string()
+        }
+        _ => e.to_string(),
+    };
     ProxyError::Upstream {
         app: ctx.app.name.to_string(),
-        detail: e.to_string(),
+        detail,
     }
 }
 

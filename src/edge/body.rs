@@ -98,7 +98,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let r = this.inner.poll_frame(cx);
+        let mut r = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &mut r {
+            if let Some(t) = frame.trailers_mut() {
+                super::headers::sanitize_trailers(t);
+            }
+        }
         match &r {
             Poll::Ready(None) => {
                 if let Some(f) = this.done.take() {
@@ -167,7 +172,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let r = this.inner.poll_frame(cx);
+        let mut r = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &mut r {
+            if let Some(t) = frame.trailers_mut() {
+                super::headers::sanitize_trailers(t);
+            }
+        }
         if let (Poll::Ready(Some(Ok(frame))), Some(n)) = (&r, this.bytes.as_ref()) {
             if let Some(data) = frame.data_ref() {
                 n.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);

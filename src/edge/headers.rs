@@ -66,6 +66,23 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Cleans a trailer section before it is passed on: connection-specific fields (and those
+/// `Connection` names) belong to one hop, and framing and routing fields cannot be acted on
+/// after the content (RFC 9110 §6.5.1, §7.6.1; RFC 9113 §8.2.2 makes them malformed in HTTP/2,
+/// so one left in would reset the stream). They are dropped, never the message.
+pub fn sanitize_trailers(h: &mut HeaderMap) {
+    strip_hop_by_hop(h, false);
+    for n in [
+        TE,
+        http::header::CONTENT_LENGTH,
+        http::header::HOST,
+        http::header::TRAILER,
+    ] {
+        h.remove(n);
+    }
+    strip_prefixed(h, "petrel-internal-");
+}
+
 /// Removes every header whose name starts with `prefix` (lowercase).
 pub fn strip_prefixed(h: &mut HeaderMap, prefix: &str) {
     strip_where(h, |n| n.as_str().starts_with(prefix));
@@ -214,6 +231,9 @@ pub fn malformed_target(method: &http::Method, uri: &http::Uri) -> Option<&'stat
         return Some("an authority-form target outside CONNECT");
     }
     let pq = uri.path_and_query().map_or("", |p| p.as_str());
+    if pq == "*" && method != http::Method::OPTIONS {
+        return Some("an asterisk-form target outside OPTIONS"); // RFC 9112 §3.2.4
+    }
     if !pq.is_ascii() {
         return Some("a request-target that is not ASCII");
     }
@@ -325,6 +345,7 @@ mod tests {
         assert!(t("GET", "/caf\u{e9}").is_some());
         assert!(t("GET", "/x?caf\u{e9}").is_some());
         assert_eq!(t("OPTIONS", "*"), None);
+        assert!(t("GET", "*").is_some());
     }
 
     #[test]

@@ -100,12 +100,15 @@ pub async fn handle(
             }
         };
     }
-    let host = request_host(&req);
+    let (host, bad_host) = match request_host(&req) {
+        Ok(h) => (Some(h), None),
+        Err(e) => (None, Some(e)),
+    };
     let routes = node.routes.load();
     let routed = match host.as_deref().map(|h| routes.lookup(h)) {
         Some(Some(app)) => Ok(app.clone()),
         other => Err(match (other, &host) {
-            (None, _) | (_, None) => ProxyError::NoHost,
+            (None, _) | (_, None) => bad_host.unwrap_or(ProxyError::NoHost),
             (_, Some(h)) => ProxyError::NoRoute(h.chars().take(255).collect()),
         }),
     };
@@ -184,13 +187,19 @@ fn to_https<B>(req: &Request<B>, host: &str, rid: &HeaderValue) -> Option<Respon
     Some(r)
 }
 
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|v| v.to_str().ok()))?;
-    normalize_host(raw)
+/// The request's host (the target's authority, else `Host`), normalized; `NoHost` when there is
+/// none, and a `400` when it is not a valid host (RFC 9112 §3.2: "MUST respond with 400").
+fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => match req.headers().get(HOST) {
+            None => return Err(ProxyError::NoHost),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| ProxyError::Malformed("invalid Host"))?,
+        },
+    };
+    normalize_host(raw).ok_or(ProxyError::Malformed("invalid Host"))
 }
 
 /// An instance's answer and where it came from.
@@ -633,6 +642,12 @@ fn prepare(
     bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> ReplayableRequest {
     let (conn, node, rid) = (ctx.conn, ctx.node, ctx.rid);
+    // RFC 9110 §7.6.3: the protocol version of the hop this proxy received.
+    let via_version = match req.version() {
+        _ if client_h2 => "2",
+        Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, ctx.upgrade);
     strip_internal(&mut parts.headers);
@@ -644,7 +659,7 @@ fn prepare(
             proto: if conn.tls.is_some() { "https" } else { "http" },
             region: &node.region,
             request_id: rid.to_str().unwrap_or_default(),
-            via_version: if client_h2 { "2" } else { "1.1" },
+            via_version,
         },
     );
     ReplayableRequest::from_client(Request::from_parts(

@@ -155,6 +155,19 @@ pub fn normalize_host(raw: &str) -> Option<String> {
     if host.is_empty() || host.len() > 253 {
         return None;
     }
+    // RFC 3986 §3.2.2: a reg-name (unreserved, sub-delims, pct-encoded) or an IP literal.
+    let valid = match host.strip_prefix('[') {
+        Some(lit) => lit.strip_suffix(']').is_some_and(|l| {
+            l.bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }),
+        None => host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)),
+    };
+    if !valid {
+        return None;
+    }
     Some(host.to_ascii_lowercase())
 }
 
@@ -168,6 +181,26 @@ mod tests {
         Source::from_text(Path::new("t.toml"), text.into())
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn hosts_with_characters_no_uri_allows_are_refused() {
+        for bad in [
+            "raw.example.com/evil",
+            "a b",
+            "a\tb",
+            "x\\y",
+            "h?q",
+            "[::1",
+            "[zz::1]",
+        ] {
+            assert_eq!(normalize_host(bad), None, "{bad:?}");
+        }
+        assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(
+            normalize_host("My-App.example.com.").as_deref(),
+            Some("my-app.example.com")
+        );
     }
 
     #[test]

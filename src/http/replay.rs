@@ -85,6 +85,12 @@ impl Replayable {
         !self.0.lock().expect("body lock").overflow
     }
 
+    /// True when the body is known to be over: read to its end within the bound, or empty.
+    fn known_complete(&self) -> bool {
+        let inner = self.0.lock().expect("body lock");
+        !inner.overflow && (inner.ended || inner.source.is_end_stream())
+    }
+
     /// A body for one attempt: replays what was read so far, then reads on.
     pub fn attempt(&self) -> Body {
         http_body_util::BodyExt::boxed_unsync(Attempt {
@@ -144,6 +150,20 @@ impl ReplayableRequest {
     /// False once the body outgrew the replay buffer (see [`Replayable::can_replay`]).
     pub fn can_replay(&self) -> bool {
         self.body.can_replay()
+    }
+
+    /// True when the whole body will fit the replay buffer, before any of it is read: its
+    /// `Content-Length` is at most [`REPLAY_LIMIT`], or there is none to read. A body of unknown
+    /// length may outgrow it.
+    pub fn fits_replay(&self) -> bool {
+        match self.headers.get(http::header::CONTENT_LENGTH) {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n <= REPLAY_LIMIT as u64),
+            None => self.body.known_complete(),
+        }
     }
 
     /// The request's method.

@@ -87,6 +87,28 @@ pub fn for_http1<B>(req: &mut Request<B>) {
     *req.version_mut() = Version::HTTP_11;
 }
 
+/// hyper's HTTP/1.1 client sends no body at all for a `GET`, `HEAD` or `CONNECT` whose length
+/// it does not know (it assumes there is none), so a client's `GET` with a chunked body, or an
+/// HTTP/2 `GET` with DATA and no `content-length`, would lose its content (RFC 9110 §9.3.1 lets
+/// a GET have one; Elasticsearch's search API uses it). Such a body is declared chunked.
+pub fn declare_unsized_body<B: http_body::Body>(req: &mut Request<B>) {
+    let quiet = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::CONNECT
+    );
+    let h = req.headers();
+    if quiet
+        && !h.contains_key(http::header::CONTENT_LENGTH)
+        && !h.contains_key(http::header::TRANSFER_ENCODING)
+        && !req.body().is_end_stream()
+    {
+        req.headers_mut().insert(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+}
+
 /// Frames `req` for an HTTP/2 hop: the authority travels in `:authority` (taken from `Host` when
 /// the target was in origin-form) and `Host` is removed (RFC 9113 §8.3.1).
 pub fn for_h2<B>(req: &mut Request<B>) {

@@ -43,7 +43,9 @@ pub async fn send_to_instance(
     let attempt = async {
         let mut fresh = false;
         loop {
-            let resendable = req.is_idempotent() && req.can_replay();
+            // Known before anything is sent: a body that may outgrow the replay buffer makes the
+            // request one that cannot be resent, whatever its method.
+            let resendable = req.is_idempotent() && req.fits_replay() && req.can_replay();
             let upstream = inst
                 .connect(form.h2, fresh, resendable, timeouts)
                 .await
@@ -52,6 +54,9 @@ pub async fn send_to_instance(
             let (reused, idle) = (upstream.reused(), upstream.idle());
             let mut out = req.attempt();
             form.apply(&mut out);
+            if !form.h2 {
+                crate::http::declare_unsized_body(&mut out);
+            }
             let sent = upstream.send(out).await;
             let instance_closed = match &sent {
                 Err(SendError::NotSent) => true,

@@ -396,7 +396,12 @@ class Handler(socketserver.BaseRequestHandler):
             if self.streaming_response(req, 200, [(b"Content-Type", b"text/plain"), (b"Trailer", b"X-Checksum")]):
                 self.send(h11.Data(data=b"hello"))
                 if self.conn.their_http_version == b"1.1":
-                    self.send(h11.EndOfMessage(headers=[(b"X-Checksum", b"abc123")]))
+                    trailers = [(b"X-Checksum", b"abc123")]
+                    if "bad" in query:
+                        # Connection-specific fields have no place in a trailer section; a
+                        # proxy drops them (RFC 9110 §7.6.1) rather than fail the message.
+                        trailers += [(b"Connection", b"close"), (b"Keep-Alive", b"timeout=5")]
+                    self.send(h11.EndOfMessage(headers=trailers))
                     return True
             self.send(h11.EndOfMessage())
             return True
