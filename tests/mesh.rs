@@ -6,52 +6,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::cluster::{alive, instance_ids, members, within};
 use common::http::{get, get_json};
 use common::{app_toml, backend, free_udp_port, Node, Spec};
 
 const KEY: &str = "base64:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const OTHER_KEY: &str = "base64:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
-
-async fn members(n: &Node) -> Vec<serde_json::Value> {
-    get_json(n.admin, "/v1/members").await["members"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-async fn alive(n: &Node) -> Vec<String> {
-    members(n)
-        .await
-        .iter()
-        .filter(|m| m["state"] == "alive")
-        .map(|m| m["node"].as_str().unwrap().to_string())
-        .collect()
-}
-
-async fn instance_ids(n: &Node) -> Vec<String> {
-    get_json(n.admin, "/v1/instances").await["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// Polls `f` every 20 ms until it is true or `limit` passes; returns the time it took.
-async fn within<F, Fut>(limit: Duration, mut f: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if f().await {
-            return Some(t0.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
 
 fn five(seed_port: u16, key: Option<&'static str>) -> Vec<Node> {
     let names = ["m0", "m1", "m2", "m3", "m4"];
@@ -423,15 +383,8 @@ async fn garbage_datagrams_are_counted_and_a_wrong_key_never_gets_in() {
     drop((intruder, stranger));
 }
 
-/// The sum of `petrel_mesh_dropped_total` for `reason` (any reason if empty), as scraped now.
 async fn dropped(node: &Node, reason: &str) -> f64 {
-    let metrics = get(node.admin, "localhost", "/metrics").await.text();
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("petrel_mesh_dropped_total{"))
-        .filter(|l| reason.is_empty() || l.contains(&format!("reason=\"{reason}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::cluster::dropped_at(node.admin, reason).await
 }
 
 /// A keyed datagram captured once and sent again from 200 other ports is a replay every time:
@@ -621,151 +574,4 @@ async fn petrel_status_prints_members_and_instances() {
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach the admin API"));
     drop(a);
-}
-
-/// Rewrites a node's key lines and reloads it; the reload must succeed.
-async fn rekey(n: &Node, keys: &[&str]) {
-    let path = n.config_path();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with("cluster_key"))
-        .collect();
-    let list: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
-    let text = kept.join("\n").replace(
-        "[mesh]\n",
-        &format!("[mesh]\ncluster_keys = [{}]\n", list.join(", ")),
-    );
-    std::fs::write(&path, text).unwrap();
-    let req = http::Request::builder()
-        .method("POST")
-        .uri("/v1/reload")
-        .header("host", "localhost")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let r = common::http::send(n.admin, false, req).await;
-    assert_eq!(r.status, 200, "reload: {}", r.text());
-}
-
-/// Key rotation without downtime (memberlist's keyring): three nodes move from key A to key B in
-/// two rolling reloads, [A] → [A, B] → [B, A], then drop A. Requests cross the backhaul the whole
-/// time (h2 from one edge, QUIC from the other); none fails, no member is ever marked down, and a
-/// new node that knows only B joins and is served over the backhaul afterwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_keys_rotate_with_rolling_reloads() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
-    let be = backend("rot-1");
-    let seed_port = free_udp_port();
-    let app = || vec![("app", app_toml("app", 50, 100, "closest", 3))];
-    let mut nodes = Vec::new();
-    for (i, (name, transport)) in [("owner", "h2"), ("edge-h2", "h2"), ("edge-quic", "quic")]
-        .into_iter()
-        .enumerate()
-    {
-        let mut s = Spec::new(name, "iad");
-        s.key = Some(KEY);
-        s.transport = transport;
-        s.apps = app();
-        if i == 0 {
-            s.instances = vec![("rot-1", "app", be.addr)];
-        }
-        s.seeded(seed_port, i == 0);
-        nodes.push(s.start());
-    }
-    for n in &nodes[1..] {
-        assert!(
-            within(Duration::from_secs(10), || async {
-                instance_ids(n).await == ["rot-1"]
-            })
-            .await
-            .is_some(),
-            "the edges see the owner's instance"
-        );
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed, downs) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let mut workers = Vec::new();
-    for edge in [nodes[1].edge, nodes[2].edge] {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let r = tokio::time::timeout(Duration::from_secs(5), get(edge, "app", "/")).await;
-                match r {
-                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }));
-    }
-    let admins: Vec<SocketAddr> = nodes.iter().map(|n| n.admin).collect();
-    {
-        let (stop, downs) = (stop.clone(), downs.clone());
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                for a in &admins {
-                    let v = get_json(*a, "/v1/members").await;
-                    let down = v["members"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter(|m| m["state"] != "alive")
-                        .count();
-                    downs.fetch_add(down as u64, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }));
-    }
-    for keys in [[KEY, OTHER_KEY], [OTHER_KEY, KEY]] {
-        for n in &nodes {
-            rekey(n, &keys).await;
-            tokio::time::sleep(Duration::from_millis(700)).await;
-        }
-    }
-    for n in &nodes {
-        rekey(n, &[OTHER_KEY]).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    }
-    // A node that only ever knew B: a member, and served by the owner over a new TLS connection.
-    let mut late = Spec::new("late", "iad");
-    late.key = Some(OTHER_KEY);
-    late.apps = app();
-    late.seeded(seed_port, false);
-    let late = late.start();
-    assert!(
-        within(Duration::from_secs(10), || async {
-            instance_ids(&late).await == ["rot-1"]
-        })
-        .await
-        .is_some(),
-        "a node with only the new key joins"
-    );
-    let r = get(late.edge, "app", "/").await;
-    assert_eq!(r.status, 200, "served over the backhaul: {}", r.text());
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let (ok, failed, downs) = (
-        ok.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-        downs.load(Ordering::Relaxed),
-    );
-    eprintln!("key rotation: {ok} requests ok, {failed} failed; members seen not alive: {downs}");
-    assert!(ok > 200, "too few requests to mean anything: {ok}");
-    assert_eq!((failed, downs), (0, 0));
-    // The old key no longer gets in.
-    let mut old = Spec::new("old", "iad");
-    old.key = Some(KEY);
-    old.seeded(seed_port, false);
-    let old = old.start();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(members(&nodes[0]).await.iter().all(|m| m["node"] != "old"));
-    drop(old);
 }

@@ -1,6 +1,7 @@
 //! Test helpers: real `petrel run` / `petrel backend` processes on ephemeral loopback ports, and small clients.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod http;
 pub mod load;
 pub mod origins;
