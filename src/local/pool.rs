@@ -61,25 +61,42 @@ struct Idle {
 struct H1Pool {
     idle: Vec<Idle>,
     /// The shortest idle time after which the instance was seen to close a connection (or the
-    /// keep-alive timeout it announced), and when that was learned.
-    closes_after: Option<(Duration, Instant)>,
+    /// keep-alive timeout it announced), over a sliding window of `LEARNED_FOR`: the current
+    /// half-window (its minimum and when it began) and the previous one's minimum.
+    closes: Option<(Duration, Instant)>,
+    closes_before: Option<Duration>,
 }
 
 impl H1Pool {
     /// Records that the instance closed (or will close) a connection idle for `idle`.
     fn closes_after(&mut self, idle: Duration, now: Instant) {
-        self.closes_after = Some(match self.closes_after {
-            Some((d, at)) if now.saturating_duration_since(at) < LEARNED_FOR => (d.min(idle), at),
-            _ => (idle, now),
+        self.closes = Some(match self.closes {
+            Some((d, since)) if now.saturating_duration_since(since) < LEARNED_FOR / 2 => {
+                (d.min(idle), since)
+            }
+            Some((d, since)) => {
+                // A new half-window; the last one still counts if it is recent.
+                let recent = now.saturating_duration_since(since) < LEARNED_FOR;
+                self.closes_before = recent.then_some(d);
+                (idle, now)
+            }
+            None => (idle, now),
         });
     }
 
-    /// How long a connection may have been idle for a request that cannot be resent.
+    /// How long a connection may have been idle for a request that cannot be resent: half the
+    /// shortest idle close seen in the last `LEARNED_FOR` (at most `max_idle`).
     fn unsafe_reuse_limit(&self, max_idle: Duration, now: Instant) -> Duration {
-        match self.closes_after {
-            Some((d, at)) if now.saturating_duration_since(at) < LEARNED_FOR => max_idle.min(d / 2),
-            _ => max_idle,
-        }
+        let Some((d, since)) = self.closes else {
+            return max_idle;
+        };
+        let age = now.saturating_duration_since(since);
+        let learned = match (age < LEARNED_FOR, self.closes_before) {
+            (false, _) => return max_idle,
+            (true, Some(before)) if age < LEARNED_FOR / 2 => d.min(before),
+            (true, _) => d,
+        };
+        max_idle.min(learned / 2)
     }
 }
 
@@ -241,11 +258,11 @@ impl Instance {
                 return None; // kept for requests that can be resent
             }
             let c = pool.idle.pop().expect("a last one");
-            if !c.sender.is_ready() {
+            if c.sender.is_closed() || (age >= PEEK_AFTER && !idle_and_open(&c.stream)) {
+                pool.closes_after(age, now); // the instance closed it: learn its keep-alive
                 continue;
             }
-            if c.sender.is_closed() || (age >= PEEK_AFTER && !idle_and_open(&c.stream)) {
-                pool.closes_after(age, now);
+            if !c.sender.is_ready() {
                 continue;
             }
             return Some(Upstream::H1 {
@@ -353,23 +370,33 @@ mod tests {
     #[test]
     fn a_request_that_cannot_be_resent_reuses_only_well_inside_the_learned_idle_close() {
         let t0 = Instant::now();
+        let s = Duration::from_secs;
         let max = Duration::from_millis(1500);
+        let ms = Duration::from_millis;
         let mut p = H1Pool::default();
         assert_eq!(p.unsafe_reuse_limit(max, t0), max, "nothing learned yet");
-        p.closes_after(Duration::from_millis(40), t0);
-        p.closes_after(Duration::from_millis(30), t0 + Duration::from_secs(1));
-        p.closes_after(Duration::from_millis(90), t0 + Duration::from_secs(2));
-        let at = t0 + Duration::from_secs(3);
-        assert_eq!(p.unsafe_reuse_limit(max, at), Duration::from_millis(15));
+        p.closes_after(ms(40), t0);
+        p.closes_after(ms(30), t0 + s(1));
+        p.closes_after(ms(90), t0 + s(2));
+        assert_eq!(p.unsafe_reuse_limit(max, t0 + s(3)), ms(15));
         // A long keep-alive never lengthens the pool's own idle timeout.
         let mut long = H1Pool::default();
-        long.closes_after(Duration::from_secs(5), t0);
+        long.closes_after(s(5), t0);
         assert_eq!(long.unsafe_reuse_limit(max, t0), max);
-        // Forgotten after a minute (a restart closes connections at any age).
-        let later = t0 + LEARNED_FOR + Duration::from_secs(1);
-        assert_eq!(p.unsafe_reuse_limit(max, later), max);
-        p.closes_after(Duration::from_millis(200), later);
-        assert_eq!(p.unsafe_reuse_limit(max, later), Duration::from_millis(100));
+        // Closes seen all along keep it learned, past a minute...
+        for k in 1..=10 {
+            p.closes_after(ms(32), t0 + s(10 * k));
+        }
+        assert_eq!(p.unsafe_reuse_limit(max, t0 + s(101)), ms(16));
+        // ...and an odd early close (a restart) is forgotten within a minute of the last one.
+        p.closes_after(ms(2), t0 + s(102));
+        assert_eq!(p.unsafe_reuse_limit(max, t0 + s(103)), ms(1));
+        for k in 0..8 {
+            p.closes_after(ms(32), t0 + s(110 + 10 * k));
+        }
+        assert_eq!(p.unsafe_reuse_limit(max, t0 + s(185)), ms(16));
+        // Nothing seen for a minute: nothing known.
+        assert_eq!(p.unsafe_reuse_limit(max, t0 + s(260)), max);
     }
 
     #[test]
