@@ -36,6 +36,12 @@ pub const MESH_DROPPED: &str = "petrel_mesh_dropped_total";
 pub const TLS_FAILURES: &str = "petrel_tls_failures_total";
 /// Client connections closed for sending nothing useful in time (`phase`: first_request).
 pub const CONN_TIMEOUTS: &str = "petrel_connection_timeouts_total";
+/// `petrel_requests_cancelled_total`: requests the client gave up on (an HTTP/2 stream reset, a
+/// closed connection) before their response head.
+pub const CANCELLED: &str = "petrel_requests_cancelled_total";
+/// `petrel_connections_closed_total{reason}`: client connections petrel closed for abuse
+/// (`rapid_reset`).
+pub const CONNS_CLOSED: &str = "petrel_connections_closed_total";
 /// Request spans sent to the OTLP collector, or dropped (`outcome`: exported, dropped).
 pub const TRACE_SPANS: &str = "petrel_trace_spans_total";
 /// `petrel_build_info{version}`: always 1; the label says which petrel runs.
@@ -49,7 +55,7 @@ pub const APP_CAPACITY: &str = "petrel_app_capacity";
 
 /// Every metric's HELP text and unit, in exposition order (SPEC §8: every metric has HELP and
 /// TYPE lines; the TYPE comes from how it is recorded).
-const HELP: [(&str, Option<metrics::Unit>, &str); 19] = [
+const HELP: [(&str, Option<metrics::Unit>, &str); 21] = [
     (
         REQUESTS_TOTAL,
         None,
@@ -115,6 +121,16 @@ const HELP: [(&str, Option<metrics::Unit>, &str); 19] = [
         CONN_TIMEOUTS,
         None,
         "Client connections closed for sending nothing useful in time.",
+    ),
+    (
+        CANCELLED,
+        None,
+        "Requests the client cancelled before their response head (h2 reset or closed connection).",
+    ),
+    (
+        CONNS_CLOSED,
+        None,
+        "Client connections petrel closed for abuse, by reason (rapid_reset).",
     ),
     (
         TRACE_SPANS,

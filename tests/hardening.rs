@@ -358,3 +358,88 @@ async fn the_admin_token_guards_every_admin_path() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     drop(proc);
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487) after accept: one connection opens streams to a slow path
+/// and resets each a few ms later. petrel counts every cancelled request, cancels its upstream
+/// request, and closes the connection once it passes `edge.h2_max_resets_per_second` (100), so
+/// the instance sees a few hundred requests at most, not hundreds of thousands; an ordinary
+/// client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_closes_the_connection_and_spares_the_instance() {
+    let origin = common::origins::strict("rr-1", 10_000);
+    let n = node(
+        &[("slow", app_toml("slow", 5000, 10_000, "closest", 0))],
+        &[("rr-1", "slow", origin.addr)],
+        "",
+    );
+    let tcp = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let t0 = Instant::now();
+    let mut sent = 0u32;
+    'attack: while t0.elapsed() < Duration::from_secs(5) {
+        let mut batch = Vec::new();
+        for _ in 0..4 {
+            let ready = tokio::time::timeout(Duration::from_secs(1), client.clone().ready()).await;
+            let Ok(Ok(mut c)) = ready else { break 'attack };
+            let req = http::Request::get("http://slow/slow?ms=3000")
+                .body(())
+                .unwrap();
+            match c.send_request(req, true) {
+                Ok((resp, _)) => batch.push(resp),
+                Err(_) => break 'attack,
+            }
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(batch); // RST_STREAM(CANCEL) for each
+        if conn.is_finished() {
+            break;
+        }
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .is_ok();
+    let took = t0.elapsed();
+    assert!(
+        closed,
+        "the attacking connection is still open after {took:?} ({sent} streams)"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "closed only after {took:?} ({sent} streams)"
+    );
+    // An ordinary client meanwhile.
+    let r = common::http::get(n.edge, "slow", "/slow?ms=10").await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reached = common::http::get_json(origin.addr, "/stats").await["requests"]
+        .as_u64()
+        .unwrap();
+    let metrics = common::http::get(n.admin, "localhost", "/metrics")
+        .await
+        .text();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    eprintln!(
+        "rapid reset: {sent} streams sent, connection closed after {took:?}; the instance saw {reached} requests; cancelled counted {}, closed {}",
+        value("petrel_requests_cancelled_total"),
+        value("petrel_connections_closed_total")
+    );
+    assert!(reached < 500, "the instance saw {reached} requests");
+    // Every attack request that reached the instance was counted as cancelled (the other two
+    // it saw are the ordinary request and /stats). Resets that beat the accept never become
+    // requests: the h2 crate bounds those itself (`max_pending_accept_reset_streams`) and may
+    // close the connection first; else petrel's own limit does.
+    let cancelled = value("petrel_requests_cancelled_total");
+    assert!(
+        cancelled + 2.0 >= reached as f64,
+        "{cancelled} counted, {reached} reached"
+    );
+    assert!(value("petrel_connections_closed_total{reason=\"rapid_reset\"}") <= 1.0);
+}

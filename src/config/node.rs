@@ -183,6 +183,10 @@ pub struct EdgeSection {
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "d_h2_streams")]
     pub h2_max_streams: u32,
+    /// A client connection that cancels more requests than this within one second (HTTP/2
+    /// "rapid reset", CVE-2023-44487) is closed; 0 turns the check off.
+    #[serde(default = "d_h2_max_resets")]
+    pub h2_max_resets_per_second: u32,
     /// Time allowed to open a TCP connection to a local instance before trying another.
     #[serde(default = "d_connect_timeout")]
     pub connect_timeout: Dur,
@@ -388,6 +392,9 @@ fn d_max_connections() -> usize {
 }
 fn d_h2_streams() -> u32 {
     256
+}
+fn d_h2_max_resets() -> u32 {
+    100
 }
 fn d_drain() -> Dur {
     Dur::secs(600)

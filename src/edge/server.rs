@@ -35,16 +35,56 @@ pub struct ConnCtx {
     pub tls: Option<TlsInfo>,
     /// Set when the first request head has arrived.
     first: tokio::sync::watch::Sender<bool>,
+    /// Cancelled requests that close the connection within one second (0: never).
+    max_resets: u32,
+    /// Cancelled requests in the current one-second window, and when it began (ms since
+    /// `opened`), packed `count << 32 | start`.
+    resets: std::sync::atomic::AtomicU64,
+    opened: std::time::Instant,
+    /// Woken when the client cancelled too many requests.
+    abusive: tokio::sync::Notify,
 }
 
 impl ConnCtx {
-    fn new(peer: SocketAddr, local: SocketAddr, tls: Option<TlsInfo>) -> Self {
+    fn new(peer: SocketAddr, local: SocketAddr, tls: Option<TlsInfo>, limits: Limits) -> Self {
         Self {
             peer,
             local,
             held: Mutex::new(Vec::new()),
             tls,
             first: tokio::sync::watch::Sender::new(false),
+            max_resets: limits.max_resets_per_second,
+            resets: std::sync::atomic::AtomicU64::new(0),
+            opened: std::time::Instant::now(),
+            abusive: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Counts a request the client cancelled before its response head; past the limit within
+    /// one second, the connection is told to close (HTTP/2 rapid reset: a client that opens
+    /// and resets streams makes petrel and the instances work while holding no stream itself).
+    fn cancelled(&self) {
+        use std::sync::atomic::Ordering;
+        metrics::counter!(crate::telemetry::CANCELLED).increment(1);
+        if self.max_resets == 0 {
+            return;
+        }
+        let now = self.opened.elapsed().as_millis() as u64 & 0xffff_ffff;
+        let mut over = false;
+        let _ = self
+            .resets
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                let (count, start) = (v >> 32, v & 0xffff_ffff);
+                let (count, start) = if now.wrapping_sub(start) & 0xffff_ffff >= 1000 {
+                    (1, now)
+                } else {
+                    (count + 1, start)
+                };
+                over = count > u64::from(self.max_resets);
+                Some(count << 32 | start)
+            });
+        if over {
+            self.abusive.notify_one();
         }
     }
 
@@ -96,6 +136,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent h2 streams per connection.
     pub h2_max_streams: u32,
+    /// Cancelled requests per second that close a connection (0: never).
+    pub max_resets_per_second: u32,
 }
 
 impl Limits {
@@ -106,6 +148,7 @@ impl Limits {
             header_read_timeout: edge.header_read_timeout.get(),
             max_connections: edge.max_connections,
             h2_max_streams: edge.h2_max_streams,
+            max_resets_per_second: edge.h2_max_resets_per_second,
         }
     }
 }
@@ -147,7 +190,7 @@ pub async fn serve(
             gauge.increment(1.0);
             match acceptor {
                 None => {
-                    let ctx = Arc::new(ConnCtx::new(peer, local_addr, None));
+                    let ctx = Arc::new(ConnCtx::new(peer, local_addr, None, limits));
                     run_conn(stream, &builder, node, ctx, limits.header_read_timeout).await;
                 }
                 Some(acceptor) => {
@@ -157,7 +200,7 @@ pub async fn serve(
                         if let Some((tls, info)) =
                             handshake(&acceptor, stream, limits.header_read_timeout, peer).await
                         {
-                            let ctx = Arc::new(ConnCtx::new(peer, local_addr, Some(info)));
+                            let ctx = Arc::new(ConnCtx::new(peer, local_addr, Some(info), limits));
                             run_conn(tls, &builder, node, ctx, limits.header_read_timeout).await;
                         }
                     })
@@ -201,6 +244,17 @@ async fn handshake(
     None
 }
 
+/// Counts its request as cancelled unless forgotten once the response head is ready.
+struct Cancelled(Option<Arc<ConnCtx>>);
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.0.take() {
+            ctx.cancelled();
+        }
+    }
+}
+
 /// Serves HTTP on one accepted connection until it ends or the drain closes it. A connection
 /// must deliver its first request head within `first_limit` (slowloris defence before hyper's
 /// own header timer starts).
@@ -222,7 +276,14 @@ async fn run_conn<I>(
         // Boxed: hyper keeps room for one in-flight request future per connection for as long
         // as the connection lives, so an idle keep-alive connection holds a pointer, not the
         // handler's whole state (several KiB).
-        Box::pin(async move { Ok::<_, Infallible>(proxy::handle(node, ctx, req).await) })
+        Box::pin(async move {
+            // Dropped unfinished when the client cancels (h2 RST_STREAM, a closed connection).
+            let mut cancel = Cancelled(Some(ctx.clone()));
+            let resp = proxy::handle(node, ctx, req).await;
+            cancel.0 = None; // answered
+
+            Ok::<_, Infallible>(resp)
+        })
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
@@ -235,6 +296,15 @@ async fn run_conn<I>(
     };
     let ended = tokio::select! {
         r = conn.as_mut() => Some(r),
+        _ = ctx.abusive.notified() => {
+            // Rapid reset: GOAWAY, then a short grace for streams already answered; the
+            // cancelled ones have nothing left to say.
+            tracing::warn!(%peer, limit = ctx.max_resets, "client cancelled too many requests; closing its connection");
+            metrics::counter!(crate::telemetry::CONNS_CLOSED, "reason" => "rapid_reset").increment(1);
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_millis(500), conn.as_mut()).await;
+            return;
+        }
         _ = shutdown.draining() => None,
         _ = no_first_request => {
             // No request head in time (slowloris, or an idle scanner): close.
@@ -264,3 +334,42 @@ async fn run_conn<I>(
 
 /// On drain, how long a connection that has not sent a request yet gets to send one.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_is_told_to_close_past_its_cancel_limit_within_a_second() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let limits = Limits {
+            max_header_bytes: 8192,
+            header_read_timeout: Duration::from_secs(1),
+            max_connections: 1,
+            h2_max_streams: 1,
+            max_resets_per_second: 3,
+        };
+        let ctx = ConnCtx::new(addr, addr, None, limits);
+        let told =
+            |ctx: &ConnCtx| futures_util::FutureExt::now_or_never(ctx.abusive.notified()).is_some();
+        for _ in 0..3 {
+            ctx.cancelled();
+        }
+        assert!(!told(&ctx), "3 in a second is within the limit");
+        ctx.cancelled();
+        assert!(told(&ctx), "the 4th passes it");
+        let off = ConnCtx::new(
+            addr,
+            addr,
+            None,
+            Limits {
+                max_resets_per_second: 0,
+                ..limits
+            },
+        );
+        for _ in 0..1000 {
+            off.cancelled();
+        }
+        assert!(!told(&off), "0 turns the check off");
+    }
+}
