@@ -34,8 +34,7 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     /// an example of one)
     ///
     /// It's a good idea to have this type as lean as possible
-    // petrel: `Ord`, so `Members` can index members by address.
-    type Addr: PartialEq + Ord;
+    type Addr: PartialEq;
 
     /// Opt-in on auto-rejoining by providing a new identity.
     ///

@@ -2,7 +2,6 @@
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 extern crate alloc;
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use rand::{
@@ -134,17 +133,14 @@ impl<T> Member<T> {
     }
 }
 
-pub(crate) struct Members<T: crate::Identity> {
+pub(crate) struct Members<T> {
     pub(crate) inner: Vec<Member<T>>,
     cursor: usize,
     num_active: usize,
-    // petrel: where each address sits in `inner`. Upstream searched `inner` linearly on every
-    // update, which at 1,000 members was a tenth of `petrel sim`'s warm-up profile.
-    index: BTreeMap<T::Addr, usize>,
 }
 
 #[cfg(test)]
-impl<T: crate::Identity> Members<T> {
+impl<T> Members<T> {
     pub(crate) fn len(&self) -> usize {
         self.inner.len()
     }
@@ -164,29 +160,11 @@ where
         //     inner is always empty outside of tests
         let num_active = inner.iter().filter(|member| member.is_active()).count();
 
-        let mut members = Self {
+        Self {
             cursor: 0,
             num_active,
             inner,
-            index: BTreeMap::new(),
-        };
-        members.reindex();
-        members
-    }
-
-    // petrel: rebuilds the address index after `inner` was reordered.
-    fn reindex(&mut self) {
-        self.index = self
-            .inner
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.id.addr(), i))
-            .collect();
-    }
-
-    // petrel: the position of the member at `addr`, from the index.
-    fn position_of_addr(&self, addr: &T::Addr) -> Option<usize> {
-        self.index.get(addr).copied()
+        }
     }
 
     // Next member that's considered active
@@ -195,7 +173,6 @@ where
         // Round-robin with a shuffle at the end
         if self.cursor >= self.inner.len() {
             self.inner.shuffle(&mut rng);
-            self.reindex();
             self.cursor = 0;
         }
 
@@ -288,15 +265,12 @@ where
     }
 
     pub(crate) fn remove_if_down(&mut self, id: &T) -> Option<Member<T>> {
-        let pos = self
-            .position_of_addr(&id.addr())
-            .filter(|&pos| &self.inner[pos].id == id && self.inner[pos].state == State::Down)?;
-        let removed = self.inner.swap_remove(pos);
-        self.index.remove(&removed.id.addr());
-        if let Some(moved) = self.inner.get(pos) {
-            self.index.insert(moved.id.addr(), pos);
-        }
-        Some(removed)
+        let position = self
+            .inner
+            .iter()
+            .position(|member| &member.id == id && member.state == State::Down);
+
+        position.map(|pos| self.inner.swap_remove(pos))
     }
 
     pub(crate) fn iter_active(&self) -> impl Iterator<Item = &Member<T>> {
@@ -304,8 +278,9 @@ where
     }
 
     pub(crate) fn is_active(&self, id: &T) -> bool {
-        self.position_of_addr(&id.addr())
-            .is_some_and(|pos| &self.inner[pos].id == id && self.inner[pos].is_active())
+        self.inner
+            .iter()
+            .any(|member| &member.id == id && member.is_active())
     }
 
     pub(crate) fn apply_existing_if<F: Fn(&Member<T>) -> bool>(
@@ -314,8 +289,9 @@ where
         condition: F,
     ) -> Option<ApplySummary<T>> {
         if let Some(known_member) = self
-            .position_of_addr(&update.id().addr())
-            .map(|pos| &mut self.inner[pos])
+            .inner
+            .iter_mut()
+            .find(|member| member.id.addr() == update.id().addr())
         {
             let id_conflict = known_member.id != update.id;
 
@@ -395,9 +371,6 @@ where
                     .unwrap_or(inserted_at);
 
                 self.inner.swap(swap_idx, inserted_at);
-                self.index.insert(self.inner[swap_idx].id.addr(), swap_idx);
-                self.index
-                    .insert(self.inner[inserted_at].id.addr(), inserted_at);
 
                 if is_active_now {
                     self.num_active = self.num_active.saturating_add(1);
@@ -867,30 +840,5 @@ mod tests {
 
         assert_eq!(ConflictResult::Lost, summary.conflict,);
         assert!(!summary.apply_successful, "must not apply if conflict lost");
-    }
-
-    // petrel: the address index stays right through inserts, shuffles and removals.
-    #[test]
-    fn address_index_follows_every_change() {
-        let mut rng = SmallRng::seed_from_u64(7);
-        let mut members = Members::new(Vec::new());
-        let ids = ["a", "b", "c", "d", "e", "f", "g", "h"];
-        for round in 0..200usize {
-            let id = Id(ids[round % ids.len()]);
-            let update = match round % 5 {
-                0 | 1 => Member::alive(id),
-                2 => Member::suspect(id),
-                _ => Member::down(id),
-            };
-            let _ = members.apply(update, &mut rng);
-            if round % 7 == 0 {
-                let _ = members.remove_if_down(&Id(ids[(round / 7) % ids.len()]));
-            }
-            let _ = members.next(&mut rng);
-            assert_eq!(members.index.len(), members.inner.len());
-            for (i, m) in members.inner.iter().enumerate() {
-                assert_eq!(members.index.get(&m.id.addr()), Some(&i));
-            }
-        }
     }
 }
