@@ -220,11 +220,13 @@ pub enum Phase {
     Upstream,
     /// The instance took too long.
     Timeout,
+    /// The client had `per_client` requests in flight already (`429`).
+    ClientLimit,
 }
 
 impl Phase {
     /// All phases, in label order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Route,
         Phase::Auth,
         Phase::BackhaulConnect,
@@ -232,6 +234,7 @@ impl Phase {
         Phase::InstanceFull,
         Phase::Upstream,
         Phase::Timeout,
+        Phase::ClientLimit,
     ];
 
     /// The label value.
@@ -244,6 +247,7 @@ impl Phase {
             Phase::InstanceFull => "instance_full",
             Phase::Upstream => "upstream",
             Phase::Timeout => "timeout",
+            Phase::ClientLimit => "client_limit",
         }
     }
 }
@@ -267,7 +271,7 @@ pub struct AppMetrics {
     retry_full: Counter,
     retry_connect: Counter,
     rejects: Counter,
-    failures: [Counter; 7],
+    failures: [Counter; 8],
 }
 
 impl AppMetrics {

@@ -159,6 +159,13 @@ fn cases() -> Vec<(&'static str, String, String, &'static str, &'static str)> {
         ),
         ("bad mesh profile", n("[mesh]\n", "[mesh]\nprofile = \"moon\"\n"), APP.into(), "node.toml:9: mesh.profile", "unknown variant `moon`"),
         (
+            "per-client limit of 0",
+            NODE.into(),
+            a("hard_limit = 25", "hard_limit = 25\n  per_client = 0"),
+            "hello.toml:10: http_service.concurrency.per_client",
+            "must be at least 1",
+        ),
+        (
             "soft above hard",
             NODE.into(),
             a("soft_limit = 20", "soft_limit = 30"),

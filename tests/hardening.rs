@@ -443,3 +443,59 @@ async fn rapid_reset_closes_the_connection_and_spares_the_instance() {
     );
     assert!(value("petrel_connections_closed_total{reason=\"rapid_reset\"}") <= 1.0);
 }
+
+/// Sends one GET for `path` to `edge` from source address `from` and returns the response head.
+async fn get_from(from: &str, edge: SocketAddr, path: &str) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(edge).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: limited\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `[http_service.concurrency] per_client = 2`: a client with two requests in flight gets `429`
+/// with `Retry-After` for a third, while another client is served, and the client is served again
+/// once its requests end. Counted under phase `client_limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_limit_answers_429_and_spares_other_clients() {
+    let origin = common::origins::strict("pc-1", 10_000);
+    let app = app_toml("limited", 50, 100, "closest", 0)
+        .replace("hard_limit = 100\n", "hard_limit = 100\nper_client = 2\n");
+    let n = node(&[("limited", app)], &[("pc-1", "limited", origin.addr)], "");
+    let edge = n.edge;
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get_from("127.0.0.1", edge, "/slow?ms=1500").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let third = get_from("127.0.0.1", edge, "/").await;
+    assert!(third.starts_with("HTTP/1.1 429"), "{third}");
+    assert!(
+        third.to_ascii_lowercase().contains("retry-after: 1"),
+        "{third}"
+    );
+    let other = get_from("127.0.0.2", edge, "/").await;
+    assert!(other.starts_with("HTTP/1.1 200"), "another client: {other}");
+    for h in held {
+        let r = h.await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    let again = get_from("127.0.0.1", edge, "/").await;
+    assert!(
+        again.starts_with("HTTP/1.1 200"),
+        "after its requests ended: {again}"
+    );
+    let metrics = common::http::get(n.admin, "localhost", "/metrics")
+        .await
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("petrel_session_failures_total{")
+                && l.contains("phase=\"client_limit\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}

@@ -143,6 +143,9 @@ pub struct Concurrency {
     pub soft_limit: u32,
     /// At or above: takes no new work.
     pub hard_limit: u32,
+    /// *(petrel extension)* Requests in flight per client IP at one edge; above it the client
+    /// gets `429` with `Retry-After`. `None` (the default): no per-client limit.
+    pub per_client: Option<u32>,
 }
 
 /// `[http_service.concurrency]` as written.
@@ -155,6 +158,8 @@ struct RawConcurrency {
     soft_limit: Option<u32>,
     #[serde(default)]
     hard_limit: Option<u32>,
+    #[serde(default)]
+    per_client: Option<u32>,
 }
 
 impl From<RawConcurrency> for Concurrency {
@@ -169,6 +174,7 @@ impl From<RawConcurrency> for Concurrency {
             kind: r.kind,
             soft_limit,
             hard_limit,
+            per_client: r.per_client,
         }
     }
 }
@@ -179,6 +185,7 @@ impl Default for Concurrency {
             kind: LimitType::default(),
             soft_limit: d_soft(),
             hard_limit: d_hard(),
+            per_client: None,
         }
     }
 }
@@ -315,6 +322,12 @@ impl AppConfig {
         }
         if c.soft_limit == 0 {
             errs.push(src.error("http_service.concurrency.soft_limit", "must be at least 1"));
+        }
+        if c.per_client == Some(0) {
+            errs.push(src.error(
+                "http_service.concurrency.per_client",
+                "must be at least 1 (leave it out for no per-client limit)",
+            ));
         }
         if c.soft_limit > c.hard_limit {
             errs.push(src.error(

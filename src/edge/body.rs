@@ -45,6 +45,8 @@ pub struct Finish {
     pub head: Instant,
     /// The request's timeline (edge side only).
     pub trace: Option<Trace>,
+    /// The request's place in its client's `per_client` count, given back at the end.
+    pub client: Option<super::per_client::ClientSlot>,
 }
 
 impl Finish {
@@ -71,6 +73,7 @@ impl Finish {
             start: now,
             head: now,
             trace: None,
+            client: None,
         }
     }
 }

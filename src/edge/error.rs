@@ -49,6 +49,14 @@ pub enum ProxyError {
         /// Some are on other nodes (the backhaul failed), not only local ones.
         remote: bool,
     },
+    /// The client already has the app's `per_client` requests in flight at this edge.
+    #[error("too many requests in flight from this client for app {app:?} (at most {limit}); retry later")]
+    TooManyRequests {
+        /// The app.
+        app: String,
+        /// Its `per_client` limit.
+        limit: u32,
+    },
     /// Every candidate was at its hard limit.
     #[error("app {0:?} is at capacity, retry later")]
     AtCapacity(String),
@@ -110,6 +118,7 @@ impl ProxyError {
             ProxyError::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::ReplayLoop(_) => StatusCode::LOOP_DETECTED,
             ProxyError::ReplayTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoHealthy(_)
             | ProxyError::Unreachable { .. }
             | ProxyError::AtCapacity(_)
@@ -140,6 +149,7 @@ impl ProxyError {
                 Phase::InstanceConnect
             }
             ProxyError::Unreachable { remote: true, .. } => Phase::BackhaulConnect,
+            ProxyError::TooManyRequests { .. } => Phase::ClientLimit,
             ProxyError::Backhaul { .. } => Phase::BackhaulConnect,
             ProxyError::Timeout(_) | ProxyError::BodyTimeout => Phase::Timeout,
             ProxyError::Upstream { .. } => Phase::Upstream,
@@ -163,7 +173,9 @@ impl ProxyError {
         h.insert("petrel-request-id", request_id.clone());
         if matches!(
             self,
-            ProxyError::AtCapacity(_) | ProxyError::Unreachable { .. }
+            ProxyError::AtCapacity(_)
+                | ProxyError::Unreachable { .. }
+                | ProxyError::TooManyRequests { .. }
         ) {
             h.insert("retry-after", HeaderValue::from_static("1"));
         }

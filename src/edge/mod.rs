@@ -9,6 +9,7 @@ pub mod explain;
 pub mod fly_replay;
 pub mod headers;
 mod penalty;
+pub mod per_client;
 mod proxy;
 mod routes;
 mod server;

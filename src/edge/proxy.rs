@@ -236,6 +236,16 @@ async fn forward(
         settings: &settings,
         upgrade,
     };
+    let client = match &app.per_client {
+        Some(t) => Some(
+            t.acquire(conn.peer.ip())
+                .ok_or_else(|| ProxyError::TooManyRequests {
+                    app: app.name.to_string(),
+                    limit: t.limit(),
+                })?,
+        ),
+        None => None,
+    };
     let mut picked = first_pick(&ctx, &hints)?;
     if let Some(t) = trace.as_mut() {
         t.routed();
@@ -258,14 +268,13 @@ async fn forward(
         };
         let Some(asked) = Replay::from_headers(answered.resp.headers()) else {
             let cand = &picked.candidates[answered.at];
-            return Ok(respond(
-                &ctx,
-                cand,
-                answered,
+            let ends = Ends {
                 client_upgrade,
                 start,
-                trace.take(),
-            ));
+                trace: trace.take(),
+                client,
+            };
+            return Ok(respond(&ctx, cand, answered, ends));
         };
         let from = picked.candidates.swap_remove(answered.at);
         drop(answered); // the replay answer is never shown; its slot is released
@@ -693,16 +702,27 @@ async fn first_chunk(
     ))
 }
 
+/// What the client's side of a request holds until its response ends.
+struct Ends {
+    /// The client's half of an upgrade, if it asked for one.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// When the request arrived.
+    start: Instant,
+    /// Its timeline.
+    trace: Option<Trace>,
+    /// Its place in the client's `per_client` count.
+    client: Option<super::per_client::ClientSlot>,
+}
+
 /// Turns the instance's response into the client's: hop-by-hop and internal headers removed,
 /// request id (and route, if enabled) added, body tracked; a 101 starts the splice.
-fn respond(
-    ctx: &Ctx<'_>,
-    cand: &Candidate,
-    answered: Answered,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    start: Instant,
-    trace: Option<Trace>,
-) -> Response<Body> {
+fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> Response<Body> {
+    let Ends {
+        client_upgrade,
+        start,
+        trace,
+        client,
+    } = ends;
     let (node, app, rid, settings) = (ctx.node, ctx.app, ctx.rid, ctx.settings);
     let Answered {
         resp,
@@ -786,6 +806,7 @@ fn respond(
         start,
         head: Instant::now(),
         trace,
+        client,
     };
     match (client_upgrade, instance_side) {
         (Some(c), Some(i)) => {

@@ -36,6 +36,8 @@ pub struct AppRoute {
     pub pristine: bool,
     /// Fly's response header rules: set these values (`Some`), or remove the header (`None`).
     pub response_headers: Vec<(http::HeaderName, Option<Vec<http::HeaderValue>>)>,
+    /// In-flight requests per client IP, when the app limits them.
+    pub per_client: Option<Arc<super::per_client::PerClient>>,
 }
 
 /// Parses validated `[http_service.http_options.response] headers` into ready rules.
@@ -90,6 +92,10 @@ impl RouteTable {
                 fly_names: svc.http_options.header_names == crate::config::HeaderNames::Fly,
                 pristine: svc.http_options.response.pristine,
                 response_headers: response_rules(&svc.http_options.response.headers),
+                per_client: svc
+                    .concurrency
+                    .per_client
+                    .map(|n| Arc::new(super::per_client::PerClient::new(n))),
             });
             t.exact.insert(a.app.clone(), route.clone());
             t.exact
