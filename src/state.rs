@@ -31,6 +31,8 @@ pub struct EdgeSettings {
     pub header_read_timeout: Duration,
     /// Largest request body accepted, if limited.
     pub max_body_bytes: Option<u64>,
+    /// Request body bytes read before an instance is picked.
+    pub body_buffer_bytes: usize,
 }
 
 /// Everything the edge and admin share.
@@ -184,6 +186,7 @@ impl EdgeSettings {
             slow_request: cfg.node.tracing.slow_request.get(),
             otlp_sample: cfg.node.tracing.otlp_sample,
             header_read_timeout: cfg.node.edge.header_read_timeout.get(),
+            body_buffer_bytes: cfg.node.edge.body_buffer_bytes,
             max_body_bytes: (cfg.node.edge.max_body_bytes > 0)
                 .then_some(cfg.node.edge.max_body_bytes),
         }

@@ -499,3 +499,54 @@ async fn per_client_limit_answers_429_and_spares_other_clients() {
         "{metrics}"
     );
 }
+
+/// Clients that declare a body and send none (or drip it) hold no instance slot: the body is read
+/// ahead before an instance is picked, and they get `408` at `edge.header_read_timeout`. With a
+/// hard limit of 5 and 10 such connections open, ordinary clients are all served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_send_no_body_hold_no_instance_slot() {
+    let origin = common::origins::strict("nb-1", 10_000);
+    let app = app_toml("limited", 3, 5, "closest", 0);
+    let n = node(
+        &[("limited", app)],
+        &[("nb-1", "limited", origin.addr)],
+        "header_read_timeout = \"1500ms\"",
+    );
+    let mut idle = Vec::new();
+    for i in 0..10 {
+        let mut s = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+        let head = if i % 2 == 0 {
+            "POST /echo HTTP/1.1\r\nHost: limited\r\nContent-Length: 100\r\n\r\n".to_string()
+        } else {
+            // A drip: 10 of 100 bytes, then nothing.
+            "POST /echo HTTP/1.1\r\nHost: limited\r\nContent-Length: 100\r\n\r\n0123456789"
+                .to_string()
+        };
+        s.write_all(head.as_bytes()).await.unwrap();
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ok = 0;
+    for _ in 0..40 {
+        if common::http::get(n.edge, "limited", "/").await.status == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(
+        ok, 40,
+        "ordinary clients served while 10 connections sent no body"
+    );
+    for mut s in idle {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+    let reached = common::http::get_json(origin.addr, "/stats").await["requests"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        reached, 41,
+        "only the 40 GETs (and /stats) reached the instance"
+    );
+}

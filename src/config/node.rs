@@ -180,6 +180,11 @@ pub struct EdgeSection {
     /// Largest request body accepted (413 above); 0 = no limit.
     #[serde(default)]
     pub max_body_bytes: u64,
+    /// Request body bytes read (within `header_read_timeout`) before an instance is picked: a
+    /// smaller body is read whole, a larger one must start with this much (nginx's
+    /// `client_body_buffer_size`).
+    #[serde(default = "d_body_buffer")]
+    pub body_buffer_bytes: usize,
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "d_h2_streams")]
     pub h2_max_streams: u32,
@@ -392,6 +397,9 @@ fn d_max_connections() -> usize {
 }
 fn d_h2_streams() -> u32 {
     256
+}
+fn d_body_buffer() -> usize {
+    64 * 1024
 }
 fn d_h2_max_resets() -> u32 {
     100

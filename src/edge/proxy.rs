@@ -636,7 +636,12 @@ async fn body_start(
             return Err(ProxyError::TooLarge(max));
         }
     }
-    let req = first_chunk(req, settings.header_read_timeout).await?;
+    let req = read_ahead(
+        req,
+        settings.header_read_timeout,
+        settings.body_buffer_bytes,
+    )
+    .await?;
     Ok(match settings.max_body_bytes {
         Some(max) => req.map(|b| boxed(http_body_util::Limited::new(b, max as usize))),
         None => req,
@@ -677,25 +682,50 @@ fn prepare(
     ))
 }
 
-/// A chunked HTTP/1.1 body has its first chunk read before any instance is contacted, so a
-/// malformed chunk is refused (400) instead of reaching an instance as half a request.
-async fn first_chunk(
+/// A request body is read ahead before any instance is contacted (and so before any instance
+/// slot is taken): all of it up to `buffer` bytes, else its first `buffer` bytes, within `limit`.
+/// A client that declares a body and sends nothing, or drips it, holds no slot and gets `408`
+/// (nginx buffers request bodies by default, HAProxy with `http-buffer-request`). A malformed
+/// chunk is refused (400) instead of reaching an instance as half a request.
+async fn read_ahead(
     req: Request<Incoming>,
     limit: std::time::Duration,
+    buffer: usize,
 ) -> Result<Request<Body>, ProxyError> {
-    let chunked = req.version() == Version::HTTP_11
-        && req.headers().contains_key(http::header::TRANSFER_ENCODING);
-    if !chunked {
+    use http_body::Body as _;
+    if req.body().is_end_stream() {
         return Ok(req.map(boxed));
     }
+    let chunked = req.version() == Version::HTTP_11
+        && req.headers().contains_key(http::header::TRANSFER_ENCODING);
     let (parts, mut body) = req.into_parts();
-    let first = match tokio::time::timeout(limit, body.frame()).await {
-        Err(_) => return Err(ProxyError::BodyTimeout),
-        Ok(Some(Err(_))) => return Err(ProxyError::Malformed("invalid chunked body")),
-        Ok(first) => first,
+    let mut ahead = Vec::new();
+    let mut bytes = 0usize;
+    let read = async {
+        while bytes < buffer {
+            match body.frame().await {
+                None => break,
+                Some(Ok(f)) => {
+                    bytes += f.data_ref().map_or(0, |d| d.len());
+                    ahead.push(Ok(f));
+                }
+                Some(Err(_)) if chunked => {
+                    return Err(ProxyError::Malformed("invalid chunked body"))
+                }
+                Some(Err(e)) => {
+                    ahead.push(Err(e));
+                    break;
+                }
+            }
+        }
+        Ok(())
     };
+    match tokio::time::timeout(limit, read).await {
+        Err(_) => return Err(ProxyError::BodyTimeout),
+        Ok(r) => r?,
+    }
     let rest = http_body_util::BodyStream::new(body);
-    let stream = futures_util::stream::iter(first).chain(rest);
+    let stream = futures_util::stream::iter(ahead).chain(rest);
     Ok(Request::from_parts(
         parts,
         boxed(http_body_util::StreamBody::new(stream)),
