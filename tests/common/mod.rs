@@ -30,7 +30,25 @@ pub struct Proc {
 impl Proc {
     /// Starts `petrel <args>` and waits for `count` "listening on" lines on stdout.
     pub fn start(args: &[&str], count: usize) -> (Proc, Vec<(String, SocketAddr)>) {
-        let mut child = Command::new(bin())
+        Self::start_in(None, args, count)
+    }
+
+    /// As [`Proc::start`], inside network namespace `netns` (`ip netns exec`, which execs
+    /// petrel itself, so signals reach it).
+    pub fn start_in(
+        netns: Option<&str>,
+        args: &[&str],
+        count: usize,
+    ) -> (Proc, Vec<(String, SocketAddr)>) {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -75,12 +75,24 @@ fn spawn(mut cmd: Command, what: &str, dir: Option<tempfile::TempDir>) -> Origin
 /// The strict HTTP/1.1 origin (`strict_h11.py`): refuses absolute-form targets, two Hosts or two
 /// Cookie fields, connection-specific headers; closes a connection idle for `idle_close_ms`.
 pub fn strict(id: &str, idle_close_ms: u64) -> Origin {
+    strict_in(None, id, idle_close_ms)
+}
+
+/// [`strict`] inside network namespace `netns` (listening on that namespace's loopback).
+pub fn strict_in(netns: Option<&str>, id: &str, idle_close_ms: u64) -> Origin {
     require(
         "Python h11 and wsproto",
         Command::new("python3").args(["-c", "import h11, wsproto"]),
         "pip install h11 wsproto",
     );
-    let mut cmd = Command::new("python3");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "python3"]);
+            c
+        }
+        None => Command::new("python3"),
+    };
     cmd.arg(origins_dir().join("strict_h11.py")).args([
         "--listen",
         "127.0.0.1:0",
