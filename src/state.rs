@@ -23,6 +23,9 @@ pub struct EdgeSettings {
     pub upstream: crate::local::UpstreamTimeouts,
     /// How long an instance that refused a connect is skipped.
     pub unreachable_for: Duration,
+    /// An owner silent (no mesh pong) this long gets no new requests, and idempotent ones
+    /// waiting on it move on (`backhaul.peer_silence_limit`).
+    pub peer_silence: Duration,
     /// Requests slower than this are logged with their phases (and always exported).
     pub slow_request: Duration,
     /// Fraction of other requests exported over OTLP.
@@ -183,6 +186,13 @@ impl EdgeSettings {
                 pool_idle: cfg.node.edge.pool_idle_timeout.get(),
             },
             unreachable_for: Duration::from_secs(2),
+            peer_silence: cfg.node.backhaul.peer_silence_limit.map_or(
+                match cfg.node.mesh.profile {
+                    crate::config::MeshProfile::Lan => Duration::from_millis(1500),
+                    crate::config::MeshProfile::Wan => Duration::from_secs(3),
+                },
+                |d| d.get(),
+            ),
             slow_request: cfg.node.tracing.slow_request.get(),
             otlp_sample: cfg.node.tracing.otlp_sample,
             header_read_timeout: cfg.node.edge.header_read_timeout.get(),

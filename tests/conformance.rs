@@ -527,6 +527,41 @@ async fn message_form_rules(bed: &Bed) {
             "{p:?} Host {host:?}: {out}"
         );
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request needs Host, even in absolute form; an empty port is
+    // a valid one (RFC 3986 §3.2.3).
+    let out = raw(
+        bed.edge,
+        b"GET http://py.example.com/ HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{p:?} no Host: {out}");
+    let out = raw(
+        bed.edge,
+        b"GET / HTTP/1.1\r\nHost: py.example.com:\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{p:?} empty port: {out}");
+    // A bad chunk past the read-ahead is still the client's fault: 400, not 502.
+    let mut bad = b"POST /echo HTTP/1.1\r\nHost: py.example.com\r\nTransfer-Encoding: chunked\r\n\
+                    Connection: close\r\n\r\n186a0\r\n"
+        .to_vec();
+    bad.extend(std::iter::repeat_n(b'x', 100_000));
+    bad.extend_from_slice(b"\r\nzz\r\n");
+    let out = raw(bed.edge, &bad).await;
+    assert!(
+        out.starts_with("HTTP/1.1 400"),
+        "{p:?} bad chunk after 64 KiB: {out:.300}"
+    );
+    // An HTTP/1.0 request's Expect is ignored (RFC 9110 §10.1.1), not passed on.
+    let out = raw(
+        bed.edge,
+        b"GET /headers HTTP/1.0\r\nHost: py.example.com\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !out.to_ascii_lowercase().contains(r#"["expect""#),
+        "{p:?}: {out}"
+    );
     // An HTTP/1.0 client's hop is named as such in Via (RFC 9110 §7.6.3).
     let out = raw(
         bed.edge,

@@ -48,6 +48,14 @@ impl Snapshot {
         Self { view, at, apps }
     }
 
+    /// How long `node` has not answered this node's RTT pings, as of now (the mesh's last pong
+    /// from it, plus the snapshot's age); `None` if it never answered one or is unknown.
+    pub fn silent_for(&self, node: &str) -> Option<std::time::Duration> {
+        let m = self.view.members.iter().find(|m| &*m.id.name == node)?;
+        let last = m.rtt.last_seen?;
+        Some(self.view.built_at.saturating_sub(last) + self.at.elapsed())
+    }
+
     /// The remote instances of `app`, by RTT bucket (positions in `view.instances`).
     pub fn app(&self, app: &str) -> Option<&ClosestIndex> {
         self.apps.get(app)

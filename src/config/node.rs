@@ -329,6 +329,11 @@ pub struct BackhaulSection {
     /// Limit on opening a backhaul connection.
     #[serde(default = "d_connect_timeout")]
     pub connect_timeout: Dur,
+    /// An owner that has not answered this node's mesh pings for this long is treated as gone
+    /// for new requests, and an idempotent request waiting on it moves to the next candidate.
+    /// Default: three ping intervals (1.5 s on the LAN profile, 3 s on WAN).
+    #[serde(default)]
+    pub peer_silence_limit: Option<Dur>,
     /// Cluster CA certificate from `petrel certs` (instead of the CA derived from the cluster key).
     #[serde(default)]
     pub ca: Option<String>,

@@ -35,6 +35,9 @@ pub(super) struct Ctx<'a> {
     pub settings: &'a EdgeSettings,
     /// An HTTP/1.1 upgrade (WebSocket) is asked for.
     pub upgrade: bool,
+    /// Set when reading the client's body failed (a malformed chunk, the client gone): an
+    /// exchange that then fails is the client's fault (`400`), whatever the path reported.
+    pub body_failed: &'a Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Ctx<'_> {
@@ -99,9 +102,19 @@ pub(super) async fn local(
 /// or the instance's fault.
 fn failed(ctx: &Ctx<'_>, e: &(dyn std::error::Error + 'static)) -> ProxyError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut from_client_body = false;
     while let Some(c) = cause {
         if c.is::<http_body_util::LengthLimitError>() {
             return ProxyError::TooLarge(ctx.settings.max_body_bytes.unwrap_or_default());
+        }
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            // The request body petrel was sending failed because reading the client's body
+            // failed (a bad chunk past the read-ahead, the client gone): the client's fault, a
+            // 400, not the instance's.
+            if from_client_body {
+                return ProxyError::Malformed("invalid or interrupted request body");
+            }
+            from_client_body = h.is_user();
         }
         cause = c.source();
     }
@@ -119,6 +132,9 @@ fn failed(ctx: &Ctx<'_>, e: &(dyn std::error::Error + 'static)) -> ProxyError {
     }
 }
 
+/// How often a request waiting on an owner checks that the owner still answers mesh pings.
+const SILENCE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Sends `req` over the backhaul to the owner of `r`, which admits or rejects it.
 pub(super) async fn remote(
     ctx: &Ctx<'_>,
@@ -130,18 +146,56 @@ pub(super) async fn remote(
     if let Ok(v) = HeaderValue::from_str(&r.id) {
         req.headers_mut().insert(protocol::INSTANCE, v);
     }
+    let limit = ctx.settings.peer_silence;
+    let silent = || {
+        node.cluster
+            .load()
+            .silent_for(&r.node)
+            .is_some_and(|s| s > limit)
+    };
+    let gone = || {
+        node.penalties.mark(&r.id, ctx.unreachable_until());
+        let e = BackhaulError::Connect(
+            r.backhaul,
+            format!(
+                "owner {} has not answered mesh pings for over {limit:?}",
+                r.node
+            ),
+        );
+        Step::Next(RetryReason::Connect, Miss::Backhaul(e))
+    };
+    if silent() {
+        return gone(); // nothing sent: any request may go elsewhere
+    }
+    // An idempotent request may leave an owner that falls silent while it waits (frozen, cut
+    // off): sent twice, it has the effect of once (RFC 9110 §9.2.2). Others wait on.
+    let may_leave = !ctx.upgrade && crate::http::is_idempotent(req.method(), req.headers());
     let sent_ms = node.now_ms();
     node.feedback.lock().expect("feedback lock").sent(
         r.id.clone(),
         sent_ms,
         sent_ms + (r.rtt_ms / 2.0) as u64,
     );
-    let sent = tokio::time::timeout(
+    let send = tokio::time::timeout(
         ctx.settings.upstream.response,
         node.backhaul
             .send(r.backhaul, &r.region, req, ctx.upgrade, mark),
-    )
-    .await;
+    );
+    let watch = async {
+        loop {
+            tokio::time::sleep(SILENCE_CHECK).await;
+            if may_leave && silent() {
+                return;
+            }
+        }
+    };
+    let sent = tokio::select! {
+        sent = send => sent,
+        () = watch => {
+            tracing::info!(request_id = ctx.rid.to_str().unwrap_or_default(), owner = %r.node, "owner went silent while the request waited; trying the next candidate");
+            return gone();
+        }
+    };
     let resp = match sent {
         Err(_) => return Step::Fatal(ProxyError::Timeout(ctx.app.name.to_string())),
         Ok(Err(e @ (BackhaulError::Connect(..) | BackhaulError::NotSent(..)))) => {

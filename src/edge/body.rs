@@ -143,21 +143,25 @@ pin_project_lite::pin_project! {
         app: Option<Arc<AppRoute>>,
         first: Option<Instant>,
         bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+        failed: Arc<std::sync::atomic::AtomicBool>,
     }
 }
 
 impl<B> TimedUpload<B> {
-    /// Wraps a client request body; `bytes`, if given, counts what it reads (access log).
+    /// Wraps a client request body; `bytes`, if given, counts what it reads (access log);
+    /// `failed` is set if reading it fails.
     pub fn new(
         inner: B,
         app: Arc<AppRoute>,
         bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+        failed: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         Self {
             inner,
             app: Some(app),
             first: None,
             bytes,
+            failed,
         }
     }
 }
@@ -187,6 +191,9 @@ where
             }
         }
         match &r {
+            Poll::Ready(Some(Err(_))) => this
+                .failed
+                .store(true, std::sync::atomic::Ordering::Relaxed),
             Poll::Ready(Some(_)) if this.first.is_none() => *this.first = Some(Instant::now()),
             Poll::Ready(None) => {
                 if let (Some(app), Some(t0)) = (this.app.take(), *this.first) {

@@ -240,6 +240,12 @@ pub fn malformed_target(method: &http::Method, uri: &http::Uri) -> Option<&'stat
     None
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is refused (`400`), even in absolute form.
+pub fn missing_host(version: http::Version, h: &HeaderMap) -> Option<&'static str> {
+    (version == http::Version::HTTP_11 && !h.contains_key(http::header::HOST))
+        .then_some("an HTTP/1.1 request without Host")
+}
+
 /// What `Max-Forwards` says of a `TRACE` or `OPTIONS` request (RFC 9110 §7.6.2).
 #[derive(Debug, PartialEq, Eq)]
 pub enum MaxForwards {

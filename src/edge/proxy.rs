@@ -16,7 +16,7 @@ use super::candidates::{self, Ask, Candidate, Picked, Target};
 use super::error::ProxyError;
 use super::fly_replay::{Fallback, Replay, MAX_REPLAYS};
 use super::headers::{
-    add_forwarding, ambiguous_framing, append_via, malformed_target, max_forwards,
+    add_forwarding, ambiguous_framing, append_via, malformed_target, max_forwards, missing_host,
     response_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
 };
 use super::routes::normalize_host;
@@ -55,8 +55,9 @@ pub async fn handle(
             t.log_access(conn.peer, &req);
         }
     }
-    let malformed =
-        ambiguous_framing(req.headers()).or_else(|| malformed_target(req.method(), req.uri()));
+    let malformed = ambiguous_framing(req.headers())
+        .or_else(|| malformed_target(req.method(), req.uri()))
+        .or_else(|| missing_host(req.version(), req.headers()));
     if let Some(why) = malformed {
         let err = ProxyError::Malformed(why);
         let m = &node_metrics().unrouted;
@@ -228,6 +229,7 @@ async fn forward(
     let mut hints = Hints::from_headers(req.headers());
     let settings = node.settings.load();
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
+    let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ctx = Ctx {
         node,
         conn,
@@ -235,6 +237,7 @@ async fn forward(
         rid,
         settings: &settings,
         upgrade,
+        body_failed: &body_failed,
     };
     let client = match &app.per_client {
         Some(t) => Some(
@@ -394,6 +397,14 @@ async fn try_candidates(
         };
         t.attempt_done();
         match step {
+            Step::Done(resp, ..)
+                if resp.status().is_server_error()
+                    && ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                // An owner's 502 for a request whose body the client broke (QUIC resets the
+                // stream, the owner answers): the client's fault.
+                return Err(ProxyError::Malformed("invalid or interrupted request body"));
+            }
             Step::Done(mut resp, side, slot) => {
                 // An instance's framing faults and a 101 nobody asked for stop here (502).
                 let fault = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !ctx.upgrade {
@@ -424,6 +435,12 @@ async fn try_candidates(
                     at,
                     attempts: attempt + 1,
                 });
+            }
+            Step::Fatal(e)
+                if !matches!(e, ProxyError::TooLarge(_))
+                    && ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                return Err(ProxyError::Malformed("invalid or interrupted request body"));
             }
             Step::Fatal(e) => return Err(e),
             Step::Next(reason, miss) => {
@@ -663,6 +680,10 @@ fn prepare(
         _ => "1.1",
     };
     let (mut parts, body) = req.into_parts();
+    if parts.version == Version::HTTP_10 {
+        // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+        parts.headers.remove(http::header::EXPECT);
+    }
     strip_hop_by_hop(&mut parts.headers, ctx.upgrade);
     strip_internal(&mut parts.headers);
     add_forwarding(
@@ -678,7 +699,12 @@ fn prepare(
     );
     ReplayableRequest::from_client(Request::from_parts(
         parts,
-        boxed(TimedUpload::new(body, ctx.app.clone(), bytes_in)),
+        boxed(TimedUpload::new(
+            body,
+            ctx.app.clone(),
+            bytes_in,
+            ctx.body_failed.clone(),
+        )),
     ))
 }
 

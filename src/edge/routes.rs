@@ -138,7 +138,8 @@ pub fn normalize_host(raw: &str) -> Option<String> {
     if raw.contains('@') {
         return None;
     }
-    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    // RFC 3986 §3.2.3: `port = *DIGIT`, so `host:` (an empty port) is valid and means the default.
+    let port_ok = |p: &str| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
     let host = if raw.starts_with('[') {
         let end = raw.find(']')?;
         match &raw[end + 1..] {

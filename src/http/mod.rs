@@ -5,5 +5,5 @@
 mod replay;
 mod target;
 
-pub use replay::{Replayable, ReplayableRequest, REPLAY_LIMIT};
+pub use replay::{is_idempotent, Replayable, ReplayableRequest, REPLAY_LIMIT};
 pub use target::{declare_unsized_body, for_h2, for_http1, to_fly_names, InstanceForm};

@@ -101,6 +101,15 @@ impl Replayable {
     }
 }
 
+/// True for an idempotent method (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or a
+/// request with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header).
+pub fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) || headers.contains_key("idempotency-key")
+}
+
 /// A request kept so that each attempt gets its own copy: the head cloned, the body replayed.
 /// A clone shares the body.
 #[derive(Clone)]
@@ -186,15 +195,7 @@ impl ReplayableRequest {
     /// header (draft-ietf-httpapi-idempotency-key-header), as Go's `net/http` also counts it.
     /// Only such a request is sent again after it may have reached an instance.
     pub fn is_idempotent(&self) -> bool {
-        matches!(
-            self.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        ) || self.headers.contains_key("idempotency-key")
+        is_idempotent(&self.method, &self.headers)
     }
 }
 
