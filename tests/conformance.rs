@@ -504,6 +504,29 @@ async fn message_form_rules(bed: &Bed) {
     )
     .await;
     assert!(out.contains("asterisk-form"), "{p:?} OPTIONS *: {out}");
+    // And from HTTP/2 clients (`:path *`), on every path.
+    for c in [Client::H2c, Client::TlsH2] {
+        let scheme = if c == Client::H2c { "http" } else { "https" };
+        let uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority("py.example.com")
+            .path_and_query("*")
+            .build()
+            .unwrap();
+        let r = Request::builder()
+            .method("OPTIONS")
+            .uri(uri)
+            .version(http::Version::HTTP_2)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let r = send(bed, c, r).await;
+        assert_eq!(
+            r.header("x-target"),
+            "*",
+            "{p:?} {c:?} OPTIONS *: {}",
+            r.text()
+        );
+    }
     let out = raw(
         bed.edge,
         b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",

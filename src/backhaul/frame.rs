@@ -75,10 +75,22 @@ pub async fn read_head(recv: &mut RecvStream) -> Result<Head, String> {
 
 /// The head of a request.
 pub fn request_head<B>(req: &Request<B>) -> Head {
-    Head {
-        line: format!("{} {}", req.method(), req.uri()),
-        headers: to_pairs(req.headers()),
-    }
+    let uri = req.uri();
+    let mut headers = to_pairs(req.headers());
+    // `OPTIONS *` from an HTTP/2 client: its URI prints as `http://host*`, which would parse
+    // back as a host named `host*`. The asterisk travels as the target, the authority as Host.
+    let line = if uri.path_and_query().is_some_and(|p| p.as_str() == "*") {
+        if let (Some(a), false) = (
+            uri.authority(),
+            req.headers().contains_key(http::header::HOST),
+        ) {
+            headers.push(("host".to_string(), a.as_str().as_bytes().to_vec()));
+        }
+        format!("{} *", req.method())
+    } else {
+        format!("{} {}", req.method(), uri)
+    };
+    Head { line, headers }
 }
 
 /// Rebuilds a request from its head and a body.
