@@ -550,3 +550,54 @@ async fn clients_that_send_no_body_hold_no_instance_slot() {
         "only the 40 GETs (and /stats) reached the instance"
     );
 }
+
+/// The flood: 20 HTTP/2 connections × 256 streams to a slow path from one client. With
+/// `per_client = 10` the flood holds 10 of the app's 50 slots, and another client keeps being
+/// served (at least 95%; here every request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_from_one_client_does_not_starve_another() {
+    let origin = common::origins::strict("fl-1", 10_000);
+    let app = app_toml("limited", 40, 50, "closest", 0)
+        .replace("hard_limit = 50\n", "hard_limit = 50\nper_client = 10\n");
+    let n = node(&[("limited", app)], &[("fl-1", "limited", origin.addr)], "");
+    let mut held = Vec::new();
+    let mut refused = 0u32;
+    for _ in 0..20 {
+        let tcp = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        for _ in 0..256 {
+            let Ok(Ok(mut c)) =
+                tokio::time::timeout(Duration::from_secs(2), client.clone().ready()).await
+            else {
+                break;
+            };
+            let req = http::Request::get("http://limited/slow?ms=3000")
+                .body(())
+                .unwrap();
+            if let Ok((resp, _)) = c.send_request(req, true) {
+                held.push(resp);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ok = 0;
+    for _ in 0..40 {
+        if get_from("127.0.0.2", n.edge, "/")
+            .await
+            .starts_with("HTTP/1.1 200")
+        {
+            ok += 1;
+        }
+    }
+    for r in held.drain(..) {
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), r).await {
+            refused += u32::from(r.status() == 429);
+        }
+    }
+    eprintln!(
+        "stream flood: {refused} of 5120 streams refused with 429; the other client got {ok}/40"
+    );
+    assert!(ok >= 38, "the other client got {ok}/40");
+    assert!(refused >= 5000, "{refused} refused");
+}
