@@ -182,9 +182,12 @@ pub(super) async fn remote(
             .send(r.backhaul, &r.region, req, ctx.upgrade, mark),
     );
     let watch = async {
+        if !may_leave {
+            return std::future::pending().await;
+        }
         loop {
             tokio::time::sleep(SILENCE_CHECK).await;
-            if may_leave && silent() {
+            if silent() {
                 return;
             }
         }
