@@ -319,6 +319,13 @@ async fn get(bed: &Bed, client: Client, host: &str, path: &str) -> Got {
     .await
 }
 
+/// Sends `bytes` to the plain edge and asserts the answer's status line; `what` names the case.
+async fn expect_status(bed: &Bed, bytes: &[u8], status: u16, what: &str) {
+    let out = raw(bed.edge, bytes).await;
+    let want = format!("HTTP/1.1 {status}");
+    assert!(out.starts_with(&want), "{:?} {what}: {out:.300}", bed.path);
+}
+
 /// Sends raw bytes to the plain edge and reads until the peer closes (or `limit` passes).
 async fn raw(edge: SocketAddr, bytes: &[u8]) -> String {
     let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
@@ -488,15 +495,13 @@ async fn absolute_form_rebuilds_host(bed: &Bed) {
 /// HTTP version (RFC 9110 §6.2), with no `Content-Length` on a 204 (RFC 9110 §8.6).
 async fn message_form_rules(bed: &Bed) {
     let p = bed.path;
-    let out = raw(
-        bed.edge,
+    expect_status(
+        bed,
         b"GET py.example.com:80 HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+        400,
+        "authority form",
     )
     .await;
-    assert!(
-        out.starts_with("HTTP/1.1 400"),
-        "{p:?} authority form: {out}"
-    );
     // `OPTIONS *` reaches the origin as it is.
     let out = raw(
         bed.edge,
@@ -527,21 +532,20 @@ async fn message_form_rules(bed: &Bed) {
             r.text()
         );
     }
-    let out = raw(
-        bed.edge,
+    expect_status(
+        bed,
         b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+        400,
+        "non-ASCII target",
     )
     .await;
-    assert!(
-        out.starts_with("HTTP/1.1 400"),
-        "{p:?} non-ASCII target: {out}"
-    );
-    let out = raw(
-        bed.edge,
+    expect_status(
+        bed,
         b"GET * HTTP/1.1\r\nHost: py.example.com\r\nConnection: close\r\n\r\n",
+        400,
+        "GET *",
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 400"), "{p:?} GET *: {out}");
     for host in ["py.example.com/evil", "py example.com"] {
         let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let out = raw(bed.edge, head.as_bytes()).await;
@@ -552,18 +556,20 @@ async fn message_form_rules(bed: &Bed) {
     }
     // RFC 9112 §3.2: an HTTP/1.1 request needs Host, even in absolute form; an empty port is
     // a valid one (RFC 3986 §3.2.3).
-    let out = raw(
-        bed.edge,
+    expect_status(
+        bed,
         b"GET http://py.example.com/ HTTP/1.1\r\nConnection: close\r\n\r\n",
+        400,
+        "no Host",
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 400"), "{p:?} no Host: {out}");
-    let out = raw(
-        bed.edge,
+    expect_status(
+        bed,
         b"GET / HTTP/1.1\r\nHost: py.example.com:\r\nConnection: close\r\n\r\n",
+        200,
+        "empty port",
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 200"), "{p:?} empty port: {out}");
     // A bad chunk past the read-ahead is still the client's fault: 400, not 502.
     let mut bad = b"POST /echo HTTP/1.1\r\nHost: py.example.com\r\nTransfer-Encoding: chunked\r\n\
                     Connection: close\r\n\r\n186a0\r\n"
