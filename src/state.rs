@@ -36,6 +36,8 @@ pub struct EdgeSettings {
     pub max_body_bytes: Option<u64>,
     /// Request body bytes read before an instance is picked.
     pub body_buffer_bytes: usize,
+    /// How responses are read ahead of slow clients.
+    pub response_buffering: crate::http::Buffering,
 }
 
 /// Everything the edge and admin share.
@@ -197,6 +199,11 @@ impl EdgeSettings {
             otlp_sample: cfg.node.tracing.otlp_sample,
             header_read_timeout: cfg.node.edge.header_read_timeout.get(),
             body_buffer_bytes: cfg.node.edge.body_buffer_bytes,
+            response_buffering: crate::http::Buffering {
+                bytes: cfg.node.edge.response_buffer_bytes,
+                stall: cfg.node.edge.response_stall.get(),
+                send_timeout: cfg.node.edge.send_timeout.get(),
+            },
             max_body_bytes: (cfg.node.edge.max_body_bytes > 0)
                 .then_some(cfg.node.edge.max_body_bytes),
         }

@@ -42,6 +42,10 @@ pub const CANCELLED: &str = "petrel_requests_cancelled_total";
 /// `petrel_connections_closed_total{reason}`: client connections petrel closed for abuse
 /// (`rapid_reset`).
 pub const CONNS_CLOSED: &str = "petrel_connections_closed_total";
+/// `petrel_slow_client_responses_total{outcome}`: responses whose client took nothing while
+/// petrel's buffer was full: the instance let go (`released`), or cancelled at `send_timeout`
+/// (`cancelled`).
+pub const SLOW_CLIENTS: &str = "petrel_slow_client_responses_total";
 /// Request spans sent to the OTLP collector, or dropped (`outcome`: exported, dropped).
 pub const TRACE_SPANS: &str = "petrel_trace_spans_total";
 /// `petrel_build_info{version}`: always 1; the label says which petrel runs.
@@ -55,7 +59,7 @@ pub const APP_CAPACITY: &str = "petrel_app_capacity";
 
 /// Every metric's HELP text and unit, in exposition order (SPEC §8: every metric has HELP and
 /// TYPE lines; the TYPE comes from how it is recorded).
-const HELP: [(&str, Option<metrics::Unit>, &str); 21] = [
+const HELP: [(&str, Option<metrics::Unit>, &str); 22] = [
     (
         REQUESTS_TOTAL,
         None,
@@ -131,6 +135,11 @@ const HELP: [(&str, Option<metrics::Unit>, &str); 21] = [
         CONNS_CLOSED,
         None,
         "Client connections petrel closed for abuse, by reason (rapid_reset).",
+    ),
+    (
+        SLOW_CLIENTS,
+        None,
+        "Responses stalled on a client that took nothing: instance let go (released) or response cancelled at send_timeout (cancelled).",
     ),
     (
         TRACE_SPANS,

@@ -601,3 +601,146 @@ async fn a_stream_flood_from_one_client_does_not_starve_another() {
     assert!(ok >= 38, "the other client got {ok}/40");
     assert!(refused >= 5000, "{refused} refused");
 }
+
+/// Row 6, the response side: clients that ask for a large download and read nothing (HTTP/1.1,
+/// and HTTP/2 with a zero flow-control window) do not keep the app's 5 slots from an ordinary
+/// client: once a client has taken nothing for `response_stall` with petrel's buffer full, the
+/// instance is let go; at `send_timeout` the response is cancelled and the instance's connection
+/// closed. A client that reads slowly still gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_read_nothing_hold_no_instance_slot() {
+    let origin = common::origins::strict("rn-1", 10_000);
+    let app = app_toml("limited", 3, 5, "closest", 0);
+    let n = node(
+        &[("limited", app)],
+        &[("rn-1", "limited", origin.addr)],
+        "response_stall = \"500ms\"\nsend_timeout = \"4s\"",
+    );
+    const BIG: usize = 64 << 20;
+    let started = Instant::now();
+    // HTTP/2 with a window of 0: nothing of any response can be sent.
+    let (mut h2_held, mut h2_clients) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for path in ["/bytes?n=1000", "/bytes?n=4194304"] {
+            let mut c = client.clone().ready().await.unwrap();
+            let req = http::Request::get(format!("http://limited{path}"))
+                .body(())
+                .unwrap();
+            let (resp, _) = c.send_request(req, true).unwrap();
+            h2_held.push(resp);
+        }
+        h2_clients.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut stuck = Vec::new();
+    for _ in 0..6 {
+        let mut s = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+        let head = format!("GET /bytes?n={BIG} HTTP/1.1\r\nHost: limited\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        stuck.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t0 = Instant::now();
+    let mut ok = 0;
+    for _ in 0..40 {
+        if common::http::get(n.edge, "limited", "/").await.status == 200 {
+            ok += 1;
+        }
+    }
+    eprintln!(
+        "10 non-reading downloads: an ordinary client got {ok}/40 in {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        ok >= 38,
+        "ordinary client got {ok}/40 while 10 clients read nothing"
+    );
+
+    // A slow reader: 4 MiB taken 256 KiB at a time with pauses longer than the stall.
+    let mut slow = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+    slow.write_all(b"GET /bytes?n=4194304 HTTP/1.1\r\nHost: limited\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let t1 = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(k)) => got.extend_from_slice(&buf[..k]),
+            other => panic!("slow reader: {other:?} after {} bytes", got.len()),
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(60),
+            "slow reader took too long"
+        );
+    }
+    let text = String::from_utf8_lossy(&got[..200.min(got.len())]).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body_at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        got.len() - body_at,
+        4 << 20,
+        "the slow reader got every byte"
+    );
+    assert!(
+        got[body_at..]
+            .chunks(16)
+            .all(|c| c == &b"0123456789abcdef"[..c.len()]),
+        "and in order"
+    );
+
+    // The non-reading HTTP/1.1 downloads are cut at send_timeout, far short of 64 MiB.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(started.elapsed())).await;
+    for mut s in stuck {
+        let mut total = 0usize;
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => total += k,
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "a non-reading download still open after send_timeout"
+        );
+        assert!(
+            total < BIG,
+            "the cancelled download was cut short ({total} bytes)"
+        );
+    }
+    let metrics = common::http::get(n.admin, "localhost", "/metrics")
+        .await
+        .text();
+    let count = |outcome: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("petrel_slow_client_responses_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    eprintln!(
+        "slow clients: released {} cancelled {}",
+        count("released"),
+        count("cancelled")
+    );
+    // The app's 5 slots were all taken by downloads nobody read; each was let go, then cancelled.
+    assert!(count("released") >= 5.0, "{metrics}");
+    assert!(count("cancelled") >= 5.0, "{metrics}");
+    drop((h2_held, h2_clients));
+}

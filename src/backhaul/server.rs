@@ -258,6 +258,10 @@ pub(super) async fn admit_and_forward(
             ));
             Response::from_parts(parts, boxed(body))
         }
-        _ => Response::from_parts(parts, boxed(Tracked::new(body, Finish::hold(slot)))),
+        _ => {
+            // Read ahead of the edge, so an edge whose client reads slowly lets the instance go.
+            let body = crate::http::read_ahead(boxed(body), slot, settings.response_buffering);
+            Response::from_parts(parts, boxed(Tracked::new(body, Finish::hold(None))))
+        }
     }
 }

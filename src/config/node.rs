@@ -185,6 +185,18 @@ pub struct EdgeSection {
     /// `client_body_buffer_size`).
     #[serde(default = "d_body_buffer")]
     pub body_buffer_bytes: usize,
+    /// Response bytes read from an instance ahead of a slow client: a response that fits is
+    /// read whole and the instance let go at once (nginx's `proxy_buffering`).
+    #[serde(default = "d_response_buffer")]
+    pub response_buffer_bytes: usize,
+    /// A client that takes nothing of its response for this long, with the buffer full, no
+    /// longer holds the instance's slot: the instance is waiting on it, not working.
+    #[serde(default = "d_response_stall")]
+    pub response_stall: Dur,
+    /// A client that takes nothing of its response for this long has it cancelled (nginx's
+    /// `send_timeout`, HAProxy's `timeout client`).
+    #[serde(default = "d_send_timeout")]
+    pub send_timeout: Dur,
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "d_h2_streams")]
     pub h2_max_streams: u32,
@@ -406,6 +418,15 @@ fn d_h2_streams() -> u32 {
 fn d_body_buffer() -> usize {
     64 * 1024
 }
+fn d_response_buffer() -> usize {
+    256 * 1024
+}
+fn d_response_stall() -> Dur {
+    Dur::secs(2)
+}
+fn d_send_timeout() -> Dur {
+    Dur::secs(60)
+}
 fn d_h2_max_resets() -> u32 {
     100
 }
@@ -503,6 +524,15 @@ impl NodeConfig {
         if self.edge.h2_max_streams == 0 {
             errs.push(src.error("edge.h2_max_streams", "must be at least 1"));
         }
+        if self.edge.response_buffer_bytes == 0 {
+            errs.push(src.error("edge.response_buffer_bytes", "must be at least 1"));
+        }
+        if self.edge.send_timeout.get() <= self.edge.response_stall.get() {
+            errs.push(src.error(
+                "edge.send_timeout",
+                "must be longer than edge.response_stall",
+            ));
+        }
         if !(8192..=1 << 20).contains(&self.edge.max_header_bytes) {
             errs.push(src.error("edge.max_header_bytes", "must be between 8192 and 1048576"));
         }
@@ -511,6 +541,8 @@ impl NodeConfig {
             ("edge.connect_timeout", self.edge.connect_timeout),
             ("edge.response_timeout", self.edge.response_timeout),
             ("edge.pool_idle_timeout", self.edge.pool_idle_timeout),
+            ("edge.response_stall", self.edge.response_stall),
+            ("edge.send_timeout", self.edge.send_timeout),
             ("backhaul.connect_timeout", self.backhaul.connect_timeout),
         ] {
             if d.get().is_zero() {

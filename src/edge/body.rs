@@ -64,11 +64,11 @@ impl Finish {
     }
 
     /// Only holds `slot` until the body ends (owner side of the backhaul; the edge counts).
-    pub fn hold(slot: Slot) -> Self {
+    pub fn hold(slot: Option<Slot>) -> Self {
         let now = Instant::now();
         Self {
             app: None,
-            slot: Some(slot),
+            slot,
             status: 0,
             start: now,
             head: now,

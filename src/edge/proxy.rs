@@ -876,6 +876,9 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
             });
             Response::from_parts(parts, boxed(Tracked::new(body, finish)))
         }
-        _ => Response::from_parts(parts, boxed(Tracked::new(body, Finish { slot, ..finish }))),
+        _ => {
+            let body = crate::http::read_ahead(boxed(body), slot, settings.response_buffering);
+            Response::from_parts(parts, boxed(Tracked::new(body, finish)))
+        }
     }
 }

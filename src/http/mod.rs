@@ -2,8 +2,10 @@
 //! for an instance (target, Host, version) and how it is kept so it can be sent again.
 //! Imports neither `edge/` nor `backhaul/`.
 
+mod buffering;
 mod replay;
 mod target;
 
+pub use buffering::{read_ahead, Buffering};
 pub use replay::{is_idempotent, Replayable, ReplayableRequest, REPLAY_LIMIT};
 pub use target::{declare_unsized_body, for_h2, for_http1, to_fly_names, InstanceForm};

@@ -413,6 +413,20 @@ class Handler(socketserver.BaseRequestHandler):
             if not 200 <= status <= 999:
                 return self.respond(req, 400, [(b"Content-Type", b"text/plain")], b"bad request: /status/N needs 200 <= N <= 999\n")
             return self.respond(req, status, [(b"Content-Type", b"text/plain")], b"status %d\n" % status)
+        if path == "/bytes":
+            # n bytes of a repeating pattern, Content-Length framed, written 64 KiB at a time
+            # (a download a client may read slowly or not at all).
+            n = max(0, qint("n", 1024))
+            self.send(h11.Response(status_code=200, reason=b"OK", headers=self.base_headers() + [
+                (b"Content-Type", b"application/octet-stream"), (b"Content-Length", str(n).encode())]))
+            if req.method != b"HEAD":
+                chunk = b"0123456789abcdef" * 4096
+                left = n
+                while left > 0:
+                    self.send(h11.Data(data=chunk[:min(left, len(chunk))]))
+                    left -= min(left, len(chunk))
+            self.send(h11.EndOfMessage())
+            return True
         if path == "/slow":
             time.sleep(max(0, qint("ms", 1000)) / 1000.0)
             return self.respond(req, 200, [(b"Content-Type", b"text/plain")], b"slow ok\n")
