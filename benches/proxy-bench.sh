@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Side-by-side proxy bench on loopback, alternating rounds within one run:
-#   HTTP/1.1 keep-alive (wrk): direct to a backend, HAProxy, nginx, petrel one node, petrel two nodes
-#     (the edge has no instance; requests cross the backhaul over HTTP/2 or over QUIC);
-#   h2 (h2load): HAProxy, nginx and petrel over TLS (ALPN h2), petrel and direct over h2c, two nodes;
+# Side-by-side proxy bench on loopback, alternating rounds within one run, on two cores as issue 17
+# asks: the origin and the load generator on core 0, each proxy alone on core 1 with one thread
+# (petrel TOKIO_WORKER_THREADS=1, HAProxy nbthread 1, nginx one worker). Rows:
+#   HTTP/1.1 keep-alive (wrk -t1 -c32): direct to a backend, HAProxy, nginx, petrel one node, petrel
+#     two nodes (the edge has no instance; requests cross the backhaul over HTTP/2 or over QUIC; both
+#     nodes on core 1);
+#   h2 (h2load -t1 -c32 -m10): HAProxy, nginx and petrel over TLS (ALPN h2), petrel and direct over
+#     h2c, two nodes;
 #   the same with nginx as the origin (rows *-ngo): HTTP/1.1 and h2c clients, one and two nodes;
 #   idle WebSockets: RSS each proxy gains per open idle WebSocket (python3 client, petrel's backend echo).
-# Prints medians, min–max and ratios to direct and to HAProxy.
+# Prints medians, min–max, ratios to direct and to HAProxy, and the proxy's CPU time per request
+# (user + system from /proc/PID/stat of every process of that proxy, before and after each round,
+# divided by the requests the round completed; two-node rows count both nodes).
 #
-# Needs: a release build (cargo build --release) and, from Debian:
-#   apt-get install -y haproxy nginx wrk nghttp2-client openssl python3
+# Needs: a release build (cargo build --release), two or more cores, and, from Debian:
+#   apt-get install -y haproxy nginx wrk nghttp2-client openssl python3 util-linux
 # Usage: benches/proxy-bench.sh [rounds (default 3)] [seconds per round (default 5)] [websockets (default 10000;
 #   0 skips the idle-connection rounds)]
 # Installs nothing; every process it starts is stopped on exit. The WebSocket count is lowered to what
@@ -19,7 +25,7 @@ ROUNDS=${1:-3}
 SECS=${2:-5}
 WS=${3:-10000}
 BIN=${PETREL_BIN:-${CARGO_TARGET_DIR:-target}/release/petrel}
-for tool in haproxy nginx wrk h2load openssl python3 "$BIN"; do
+for tool in haproxy nginx wrk h2load openssl python3 taskset "$BIN"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || { echo "missing: $tool (see the header of this script)" >&2; exit 2; }
 done
 MAXWS=$(( ($(ulimit -n) - 400) / 2 / 100 * 100 )) # HAProxy wants 2 × maxconn + a few
@@ -27,6 +33,10 @@ if [ "$WS" -gt "$MAXWS" ]; then
   echo "note: open-file limit $(ulimit -n) allows $MAXWS proxied WebSockets per process, not $WS" >&2
   WS=$MAXWS
 fi
+[ "$(nproc)" -ge 2 ] || { echo "needs two cores (origin and load on 0, proxy on 1)" >&2; exit 2; }
+LOAD="taskset -c 0"   # origins and load generators
+PROXY="taskset -c 1"  # each proxy, one thread
+export TOKIO_WORKER_THREADS=1
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -38,7 +48,7 @@ HAS=$(free_port); NGS=$(free_port); PES=$(free_port)
 A2=$(free_port); AQ=$(free_port); BM=$(free_port); BB=$(free_port)
 ORIG=$(free_port); HAO=$(free_port); HAO2=$(free_port); NGO=$(free_port); NGO2=$(free_port)
 
-"$BIN" backend --listen 127.0.0.1:$BE --id bench >/dev/null 2>&1 & PIDS+=($!)
+$LOAD "$BIN" backend --listen 127.0.0.1:$BE --id bench >/dev/null 2>&1 & PIDS+=($!)
 
 # A real origin: nginx answering every request itself (one worker, HTTP/1.1 keep-alive).
 mkdir -p "$WORK/origin"
@@ -54,7 +64,7 @@ http {
   server { listen 127.0.0.1:$ORIG; location / { return 200 "hello from nginx\n"; } }
 }
 CFG
-nginx -c "$WORK/origin/nginx.conf" -p "$WORK/origin" >/dev/null 2>&1 & PIDS+=($!)
+$LOAD nginx -c "$WORK/origin/nginx.conf" -p "$WORK/origin" >/dev/null 2>&1 & PIDS+=($!)
 
 # One self-signed certificate for localhost, used by all three TLS listeners.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
@@ -87,7 +97,7 @@ backend be_ngo
   http-reuse always
   server o1 127.0.0.1:$ORIG
 CFG
-haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HAPID=$!; PIDS+=($HAPID)
+$PROXY haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HAPID=$!; PIDS+=($HAPID)
 
 cat > "$WORK/nginx.conf" <<CFG
 worker_processes 1;
@@ -122,7 +132,7 @@ http {
   }
 }
 CFG
-nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1 & NGPID=$!; PIDS+=($NGPID)
+$PROXY nginx -c "$WORK/nginx.conf" -p "$WORK" >/dev/null 2>&1 & NGPID=$!; PIDS+=($NGPID)
 
 # petrel: one node with the instance (plaintext and TLS listeners), and a two-node cluster in which
 # edges a2 (sends over HTTP/2) and aq (sends over QUIC) have no instance and reach b's over the backhaul.
@@ -171,10 +181,12 @@ printf '[[instances]]\nid = "bench-ba"\napp = "bench"\naddress = "127.0.0.1:%s"\
 printf '[[instances]]\nid = "ngo-ba"\napp = "ngo"\naddress = "127.0.0.1:%s"\n' "$ORIG" >> "$WORK/pb/node.toml"
 node_toml "$WORK/pa2" bench-a2 "$A2" 127.0.0.1:0 "\"127.0.0.1:$BM\"" 127.0.0.1:0 h2 ""
 node_toml "$WORK/paq" bench-aq "$AQ" 127.0.0.1:0 "\"127.0.0.1:$BM\"" 127.0.0.1:0 quic ""
+declare -A NODEPID
 for n in p1 pb pa2 paq; do
-  RUST_LOG=warn "$BIN" run --config "$WORK/$n/node.toml" >"$WORK/$n.log" 2>&1 & PIDS+=($!)
-  [ "$n" = p1 ] && PEPID=$!
+  RUST_LOG=warn $PROXY "$BIN" run --config "$WORK/$n/node.toml" >"$WORK/$n.log" 2>&1 & PIDS+=($!)
+  NODEPID[$n]=$!
 done
+PEPID=${NODEPID[p1]}
 
 # Rows ending in -ngo reach the nginx origin; petrel routes them by Host (app "ngo").
 declare -A TARGET=([direct]=$BE [haproxy]=$HA [nginx]=$NG [petrel]=$PE [petrel-2n-h2]=$A2 [petrel-2n-quic]=$AQ
@@ -195,6 +207,25 @@ for port in $HAS $NGS $PES; do
   curl -sfk -m 2 -o /dev/null --http2 "https://localhost:$port/" || { echo "TLS listener $port is not answering" >&2; exit 1; }
 done
 
+# The processes whose CPU time a row counts (direct rows: none).
+sleep 0.5
+NGALL="$NGPID $(pgrep -P "$NGPID" | tr '\n' ' ')"
+pids_of() {
+  case "$1" in
+    direct*) echo "" ;;
+    haproxy*) echo "$HAPID" ;;
+    nginx*) echo "$NGALL" ;;
+    petrel-2n-h2*) echo "${NODEPID[pa2]} ${NODEPID[pb]}" ;;
+    petrel-2n-quic*) echo "${NODEPID[paq]} ${NODEPID[pb]}" ;;
+    petrel*) echo "$PEPID" ;;
+  esac
+}
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+us_per_req() { # ticks requests
+  awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN{ if (n > 0 && t != "") printf "%.2f", t / hz * 1e6 / n; else print "-" }'
+}
+
 # h2 targets: TLS (ALPN h2) for the three proxies, h2c prior knowledge for direct and petrel.
 declare -A H2URL=([direct-h2c]="http://127.0.0.1:$BE/" [haproxy-tls]="https://localhost:$HAS/"
   [nginx-tls]="https://localhost:$NGS/" [petrel-tls]="https://localhost:$PES/" [petrel-h2c]="http://127.0.0.1:$PE/"
@@ -205,24 +236,32 @@ declare -A H2URL=([direct-h2c]="http://127.0.0.1:$BE/" [haproxy-tls]="https://lo
 H2ORDER=(direct-h2c haproxy-tls nginx-tls petrel-tls petrel-h2c petrel-2n-h2 petrel-2n-quic
   haproxy-h2c-ngo nginx-h2c-ngo petrel-h2c-ngo petrel-2n-h2-ngo petrel-2n-quic-ngo)
 
-declare -A RPS P99 H2
+declare -A RPS P99 H2 CPU H2CPU
 for r in $(seq "$ROUNDS"); do
   for name in "${ORDER[@]}"; do
-    out=$(wrk -t2 -c64 -d"${SECS}s" --latency -H "Host: $(host_of "$name")" "http://127.0.0.1:${TARGET[$name]}/" 2>&1)
+    pids=$(pids_of "$name"); c0=$(cpu_ticks $pids)
+    out=$($LOAD wrk -t1 -c32 -d"${SECS}s" --latency -H "Host: $(host_of "$name")" "http://127.0.0.1:${TARGET[$name]}/" 2>&1)
+    c1=$(cpu_ticks $pids)
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
     errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
     [ -z "$errs" ] || echo "round $r $name: $errs" >&2
     RPS[$name]+="$rps "; P99[$name]+="$p99 "
+    [ -z "$pids" ] || CPU[$name]+="$(us_per_req $((c1 - c0)) "$n") "
   done
   for name in "${H2ORDER[@]}"; do
     auth=()
     case "$name" in *-ngo) auth=(-H ":authority: ngo") ;; esac
-    out=$(h2load -c64 -m10 -D"$SECS" -t2 "${auth[@]}" "${H2URL[$name]}" 2>&1)
+    pids=$(pids_of "$name"); c0=$(cpu_ticks $pids)
+    out=$($LOAD h2load -c32 -m10 -D"$SECS" -t1 "${auth[@]}" "${H2URL[$name]}" 2>&1)
+    c1=$(cpu_ticks $pids)
     h2=$(awk '/^finished in/ {print $4}' <<<"$out")
+    n=$(awk '/^requests:/ {print $8}' <<<"$out")
     bad=$(awk '/^requests:/ {print $10 + $12}' <<<"$out")
     [ "${bad:-0}" = 0 ] || echo "round $r $name: $bad requests failed or errored" >&2
     H2[$name]+="$h2 "
+    [ -z "$pids" ] || H2CPU[$name]+="$(us_per_req $((c1 - c0)) "$n") "
   done
   echo "round $r done" >&2
 done
@@ -230,29 +269,36 @@ done
 to_ms() { sed 's/ms$//;s/us$/e-3/;s/\([0-9.]\)s$/\1e3/'; }
 median() { tr ' ' '\n' | grep -v '^$' | to_ms | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] " (" a[1] "–" a[NR] ")"}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+cpu_med() { if [ -z "$1" ]; then echo "-"; else echo "$1" | median | cut -d' ' -f1; fi; }
 if [ "$ROUNDS" -gt 0 ]; then
 echo
-echo "HTTP/1.1 keep-alive, wrk -t2 -c64, ${ROUNDS} rounds of ${SECS}s, alternating (median (min–max))"
-printf "%-20s %-28s %-12s %-10s %-10s\n" target "requests/s" "p99 ms" "vs direct" "vs haproxy"
+echo "HTTP/1.1 keep-alive, wrk -t1 -c32 on core 0, proxy on core 1, ${ROUNDS} rounds of ${SECS}s, alternating"
+echo "(median (min–max); CPU: the proxy's user+system µs per request, median; vs haproxy: req/s ratio, CPU ratio)"
+printf "%-20s %-28s %-9s %-10s %-10s %-9s %-10s\n" target "requests/s" "p99 ms" "vs direct" "vs haproxy" "CPU µs" "CPU vs ha"
 for name in "${ORDER[@]}"; do
   # Each row is compared with direct and HAProxy to the same origin.
   sfx=""; case "$name" in *-ngo) sfx=-ngo ;; esac
   d=$(echo "${RPS[direct$sfx]}" | median | cut -d' ' -f1); h=$(echo "${RPS[haproxy$sfx]}" | median | cut -d' ' -f1)
   m=$(echo "${RPS[$name]}" | median); v=$(cut -d' ' -f1 <<<"$m")
   p=$(echo "${P99[$name]}" | median | cut -d' ' -f1)
-  printf "%-20s %-28s %-12s %-10s %-10s\n" "$name" "$m" "$p" "$(ratio "$v" "$d")" "$(ratio "$v" "$h")"
+  c=$(cpu_med "${CPU[$name]:-}"); hc=$(cpu_med "${CPU[haproxy$sfx]:-}")
+  cr="-"; [ "$c" = "-" ] || cr=$(ratio "$c" "$hc")
+  printf "%-20s %-28s %-9s %-10s %-10s %-9s %-10s\n" "$name" "$m" "$p" "$(ratio "$v" "$d")" "$(ratio "$v" "$h")" "$c" "$cr"
 done
 echo
-echo "h2, h2load -c64 -m10 -t2 (median req/s (min–max)); *-tls: TLS with ALPN h2, others h2c"
+echo "h2, h2load -c32 -m10 -t1 on core 0, proxy on core 1 (median req/s (min–max)); *-tls: TLS with ALPN h2, others h2c"
 echo "(rows *-ngo: nginx origin, compared with haproxy-h2c-ngo; the others with haproxy-tls)"
-printf "%-20s %-28s %-10s\n" target "requests/s" "vs haproxy"
+printf "%-20s %-28s %-10s %-9s %-10s\n" target "requests/s" "vs haproxy" "CPU µs" "CPU vs ha"
 for name in "${H2ORDER[@]}"; do
   case "$name" in
-    *-ngo) h=$(echo "${H2[haproxy-h2c-ngo]}" | median | cut -d' ' -f1) ;;
-    *) h=$(echo "${H2[haproxy-tls]}" | median | cut -d' ' -f1) ;;
+    *-ngo) base=haproxy-h2c-ngo ;;
+    *) base=haproxy-tls ;;
   esac
+  h=$(echo "${H2[$base]}" | median | cut -d' ' -f1)
   m=$(echo "${H2[$name]}" | median)
-  printf "%-20s %-28s %-10s\n" "$name" "$m" "$(ratio "$(cut -d' ' -f1 <<<"$m")" "$h")"
+  c=$(cpu_med "${H2CPU[$name]:-}"); hc=$(cpu_med "${H2CPU[$base]:-}")
+  cr="-"; [ "$c" = "-" ] || cr=$(ratio "$c" "$hc")
+  printf "%-20s %-28s %-10s %-9s %-10s\n" "$name" "$m" "$(ratio "$(cut -d' ' -f1 <<<"$m")" "$h")" "$c" "$cr"
 done
 fi
 

@@ -51,6 +51,9 @@ pub struct HttpService {
     /// How petrel speaks to the app's instances (Fly's section).
     #[serde(default)]
     pub http_options: HttpOptions,
+    /// A token every request must carry, checked at the edge (a petrel extension).
+    #[serde(default)]
+    pub auth: Option<super::auth::AuthConfig>,
 }
 
 /// `[http_service.http_options]`: how requests reach the app's instances. Fly's section

@@ -5,6 +5,7 @@
 //! everything that is wrong.
 
 mod app;
+mod auth;
 mod fly;
 mod node;
 mod source;
@@ -19,6 +20,7 @@ pub use app::{
     AppConfig, Check, Concurrency, HeaderNames, HeaderRule, HttpService, LimitType, LoadBalancing,
     ResponseOptions, Strategy,
 };
+pub use auth::{AuthConfig, AuthType, LoadedKey, TokenSource};
 pub use node::{
     valid_name, valid_region, AccessFormat, AdminSection, BackhaulSection, EdgeSection,
     InstanceConfig, LogFormat, LogSection, MeshProfile, MeshSection, NodeConfig, NodeSection,
@@ -92,7 +94,10 @@ fn parse_app(src: &Source) -> Result<AppConfig, ConfigErrors> {
         .parse_ignoring(fly::FLY_IGNORED)
         .map_err(|e| ConfigErrors(vec![e]))?;
     app.ignored = ignored;
-    let errs = app.validate(src);
+    let mut errs = app.validate(src);
+    if let Some(auth) = app.http_service.auth.as_mut() {
+        errs.extend(auth.load(src));
+    }
     if errs.is_empty() {
         Ok(app)
     } else {
@@ -139,7 +144,7 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
                 continue;
             }
         };
-        let app = match app_src.parse_ignoring::<AppConfig>(fly::FLY_IGNORED) {
+        let mut app = match app_src.parse_ignoring::<AppConfig>(fly::FLY_IGNORED) {
             Ok((mut a, ignored)) => {
                 a.ignored = ignored;
                 a
@@ -150,6 +155,9 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
             }
         };
         errs.extend(app.validate(&app_src));
+        if let Some(auth) = app.http_service.auth.as_mut() {
+            errs.extend(auth.load(&app_src));
+        }
         if let Some(prev) = by_name.insert(app.app.clone(), p.clone()) {
             errs.push(app_src.error(
                 "app",

@@ -57,6 +57,9 @@ pub enum ProxyError {
         /// Its `per_client` limit.
         limit: u32,
     },
+    /// The app requires a token (`[http_service.auth]`) and the request's is missing or invalid.
+    #[error("unauthorized: {}", .0.as_str())]
+    Unauthorized(super::auth::AuthError),
     /// Every candidate was at its hard limit.
     #[error("app {0:?} is at capacity, retry later")]
     AtCapacity(String),
@@ -119,6 +122,7 @@ impl ProxyError {
             ProxyError::ReplayLoop(_) => StatusCode::LOOP_DETECTED,
             ProxyError::ReplayTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::NoHealthy(_)
             | ProxyError::Unreachable { .. }
             | ProxyError::AtCapacity(_)
@@ -150,6 +154,7 @@ impl ProxyError {
             }
             ProxyError::Unreachable { remote: true, .. } => Phase::BackhaulConnect,
             ProxyError::TooManyRequests { .. } => Phase::ClientLimit,
+            ProxyError::Unauthorized(_) => Phase::Auth,
             ProxyError::Backhaul { .. } => Phase::BackhaulConnect,
             ProxyError::Timeout(_) | ProxyError::BodyTimeout => Phase::Timeout,
             ProxyError::Upstream { .. } => Phase::Upstream,
@@ -178,6 +183,16 @@ impl ProxyError {
                 | ProxyError::TooManyRequests { .. }
         ) {
             h.insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if let ProxyError::Unauthorized(why) = self {
+            // RFC 6750 §3: the scheme, and why the token was refused.
+            let v = format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                why.as_str()
+            );
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(http::header::WWW_AUTHENTICATE, v);
+            }
         }
         if matches!(self, ProxyError::MethodNotAllowed(_)) {
             // RFC 9110 §15.5.6: what petrel does pass on.

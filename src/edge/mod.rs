@@ -2,6 +2,7 @@
 
 mod accept;
 mod attempt;
+pub mod auth;
 mod body;
 pub mod candidates;
 mod error;

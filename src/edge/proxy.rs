@@ -227,6 +227,15 @@ async fn forward(
     trace: &mut Option<Trace>,
 ) -> Result<Response<Body>, ProxyError> {
     let mut hints = Hints::from_headers(req.headers());
+    // The token first: nothing of a request without a valid one goes further.
+    let auth_sub = match &app.auth {
+        Some(verifier) => {
+            let claims = verifier.check(&mut req).map_err(ProxyError::Unauthorized)?;
+            claims.steer(&mut hints);
+            claims.sub.and_then(|s| HeaderValue::from_str(&s).ok())
+        }
+        None => None,
+    };
     let settings = node.settings.load();
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
     let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -257,7 +266,7 @@ async fn forward(
     let client_h2 = req.version() == Version::HTTP_2;
     let req = body_start(req, &settings).await?;
     let bytes_in = trace.as_ref().and_then(Trace::bytes_in);
-    let mut proto = prepare(req, &ctx, client_h2, bytes_in);
+    let mut proto = prepare(req, &ctx, client_h2, bytes_in, auth_sub);
     let mut replay = ReplayState::default();
     loop {
         let deadline = replay.deadline;
@@ -671,6 +680,7 @@ fn prepare(
     ctx: &Ctx<'_>,
     client_h2: bool,
     bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
+    auth_sub: Option<HeaderValue>,
 ) -> ReplayableRequest {
     let (conn, node, rid) = (ctx.conn, ctx.node, ctx.rid);
     // RFC 9110 §7.6.3: the protocol version of the hop this proxy received.
@@ -686,6 +696,11 @@ fn prepare(
     }
     strip_hop_by_hop(&mut parts.headers, ctx.upgrade);
     strip_internal(&mut parts.headers);
+    if let Some(sub) = auth_sub {
+        // Set after the client's own `Petrel-*` headers are gone: only a verified `sub` reaches
+        // the instance.
+        parts.headers.insert("petrel-auth-sub", sub);
+    }
     add_forwarding(
         &mut parts.headers,
         &Forwarded {

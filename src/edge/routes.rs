@@ -38,6 +38,8 @@ pub struct AppRoute {
     pub response_headers: Vec<(http::HeaderName, Option<Vec<http::HeaderValue>>)>,
     /// In-flight requests per client IP, when the app limits them.
     pub per_client: Option<Arc<super::per_client::PerClient>>,
+    /// The app's token check (`[http_service.auth]`), if it has one.
+    pub auth: Option<Arc<super::auth::Verifier>>,
 }
 
 /// Parses validated `[http_service.http_options.response] headers` into ready rules.
@@ -96,6 +98,11 @@ impl RouteTable {
                     .concurrency
                     .per_client
                     .map(|n| Arc::new(super::per_client::PerClient::new(n))),
+                auth: svc
+                    .auth
+                    .as_ref()
+                    .and_then(super::auth::Verifier::new)
+                    .map(Arc::new),
             });
             t.exact.insert(a.app.clone(), route.clone());
             t.exact
