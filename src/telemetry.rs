@@ -134,7 +134,7 @@ const HELP: [(&str, Option<metrics::Unit>, &str); 22] = [
     (
         CONNS_CLOSED,
         None,
-        "Client connections petrel closed for abuse, by reason (rapid_reset).",
+        "Client connections petrel closed, by reason (rapid_reset; send_timeout: a response the client took none of).",
     ),
     (
         SLOW_CLIENTS,
@@ -209,6 +209,10 @@ fn describe() {
         }
     }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Counters an operator alerts on start at 0, not absent until the first event.
+    for outcome in ["released", "cancelled"] {
+        metrics::counter!(SLOW_CLIENTS, "outcome" => outcome).increment(0);
+    }
     process().describe();
 }
 

@@ -698,15 +698,42 @@ async fn clients_that_read_nothing_hold_no_instance_slot() {
         "and in order"
     );
 
-    // The non-reading HTTP/1.1 downloads are cut at send_timeout, far short of 64 MiB.
+    // At send_timeout the non-reading downloads are cancelled and, over HTTP/1.1, their
+    // connections closed, before any of those clients reads again.
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(started.elapsed())).await;
+    let metrics = common::http::get(n.admin, "localhost", "/metrics")
+        .await
+        .text();
+    let value = |prefix: &str, label: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let released = value("petrel_slow_client_responses_total", "outcome=\"released\"");
+    let cancelled = value(
+        "petrel_slow_client_responses_total",
+        "outcome=\"cancelled\"",
+    );
+    let closed = value("petrel_connections_closed_total", "reason=\"send_timeout\"");
+    eprintln!(
+        "slow clients: released {released} cancelled {cancelled}, connections closed {closed}"
+    );
+    // The app's 5 slots were all taken by downloads nobody read; each was let go, then cancelled.
+    assert!(released >= 5.0, "{metrics}");
+    assert!(cancelled >= 5.0, "{metrics}");
+    // Each HTTP/1.1 download that got its 200 was cut short and its connection closed; the others
+    // got 503 at once (the slots were taken).
+    let mut cut = 0.0;
     for mut s in stuck {
-        let mut total = 0usize;
+        let mut got = Vec::new();
         let ended = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(k) => total += k,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
                 }
             }
         })
@@ -715,32 +742,25 @@ async fn clients_that_read_nothing_hold_no_instance_slot() {
             ended.is_ok(),
             "a non-reading download still open after send_timeout"
         );
-        assert!(
-            total < BIG,
-            "the cancelled download was cut short ({total} bytes)"
-        );
+        if got.starts_with(b"HTTP/1.1 200") {
+            assert!(
+                got.len() < BIG,
+                "the cancelled download was cut short ({} bytes)",
+                got.len()
+            );
+            cut += 1.0;
+        } else {
+            assert!(
+                got.starts_with(b"HTTP/1.1 503"),
+                "{}",
+                String::from_utf8_lossy(&got[..got.len().min(200)])
+            );
+        }
     }
-    let metrics = common::http::get(n.admin, "localhost", "/metrics")
-        .await
-        .text();
-    let count = |outcome: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("petrel_slow_client_responses_total")
-                    && l.contains(&format!("outcome=\"{outcome}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    eprintln!(
-        "slow clients: released {} cancelled {}",
-        count("released"),
-        count("cancelled")
+    assert!(cut >= 1.0, "some HTTP/1.1 download held a slot");
+    assert_eq!(
+        closed, cut,
+        "every cancelled HTTP/1.1 download's connection was closed by petrel"
     );
-    // The app's 5 slots were all taken by downloads nobody read; each was let go, then cancelled.
-    assert!(count("released") >= 5.0, "{metrics}");
-    assert!(count("cancelled") >= 5.0, "{metrics}");
     drop((h2_held, h2_clients));
 }

@@ -144,7 +144,8 @@ impl BackhaulClient {
         let io = self.dial(to, region, true).await?;
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
-            .adaptive_window(true)
+            .initial_stream_window_size(super::H2_STREAM_WINDOW)
+            .initial_connection_window_size(super::H2_CONN_WINDOW)
             .max_header_list_size(super::frame::MAX_HEAD as u32)
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))

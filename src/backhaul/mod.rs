@@ -20,3 +20,12 @@ pub use quic::{
     bind as bind_quic, serve as serve_quic, server_config as quic_server_config, QuicClient,
 };
 pub use server::serve;
+
+/// HTTP/2 backhaul receive window per stream, bytes. Fixed rather than hyper's adaptive window,
+/// which gives the whole connection the same window as one stream: one response whose client
+/// reads nothing then fills the connection window and stalls every other response on it. 4 MiB
+/// per stream carries 40 MB/s at 100 ms RTT.
+pub(crate) const H2_STREAM_WINDOW: u32 = 4 << 20;
+/// HTTP/2 backhaul receive window per connection, bytes: 64 streams' worth, so responses stalled
+/// on their clients (until `edge.send_timeout`) do not stall the rest.
+pub(crate) const H2_CONN_WINDOW: u32 = 256 << 20;

@@ -38,7 +38,8 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .adaptive_window(true)
+        .initial_stream_window_size(super::H2_STREAM_WINDOW)
+        .initial_connection_window_size(super::H2_CONN_WINDOW)
         .max_header_list_size(super::frame::MAX_HEAD as u32)
         .max_concurrent_streams(10_000)
         .keep_alive_interval(Duration::from_secs(10))
@@ -260,7 +261,8 @@ pub(super) async fn admit_and_forward(
         }
         _ => {
             // Read ahead of the edge, so an edge whose client reads slowly lets the instance go.
-            let body = crate::http::read_ahead(boxed(body), slot, settings.response_buffering);
+            let body =
+                crate::http::read_ahead(boxed(body), slot, settings.response_buffering, None);
             Response::from_parts(parts, boxed(Tracked::new(body, Finish::hold(None))))
         }
     }

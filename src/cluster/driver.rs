@@ -124,7 +124,7 @@ async fn run(
                     tracing::info!(keys = keys.len(), "mesh keys rotated");
                 }
                 ticks = ticks.wrapping_add(1);
-                if ticks % SWEEP_EVERY_TICKS == 0 {
+                if ticks.is_multiple_of(SWEEP_EVERY_TICKS) {
                     // The edge's short-lived marks: forgotten once they no longer count.
                     let now_ms = node.now_ms();
                     node.penalties.sweep(now_ms);

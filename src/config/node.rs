@@ -524,13 +524,20 @@ impl NodeConfig {
         if self.edge.h2_max_streams == 0 {
             errs.push(src.error("edge.h2_max_streams", "must be at least 1"));
         }
-        if self.edge.response_buffer_bytes == 0 {
-            errs.push(src.error("edge.response_buffer_bytes", "must be at least 1"));
+        if !(1..=64 << 20).contains(&self.edge.response_buffer_bytes) {
+            errs.push(src.error(
+                "edge.response_buffer_bytes",
+                "must be between 1 and 67108864 (64 MiB)",
+            ));
         }
         if self.edge.send_timeout.get() <= self.edge.response_stall.get() {
             errs.push(src.error(
                 "edge.send_timeout",
-                "must be longer than edge.response_stall",
+                format!(
+                    "must be longer than edge.response_stall ({:?} and {:?}; the defaults are 60s and 2s)",
+                    self.edge.send_timeout.get(),
+                    self.edge.response_stall.get()
+                ),
             ));
         }
         if !(8192..=1 << 20).contains(&self.edge.max_header_bytes) {

@@ -285,6 +285,7 @@ async fn forward(
                 start,
                 trace: trace.take(),
                 client,
+                client_h2,
             };
             return Ok(respond(&ctx, cand, answered, ends));
         };
@@ -783,6 +784,8 @@ struct Ends {
     trace: Option<Trace>,
     /// Its place in the client's `per_client` count.
     client: Option<super::per_client::ClientSlot>,
+    /// The client spoke HTTP/2 (a cancelled response resets a stream, not the connection).
+    client_h2: bool,
 }
 
 /// Turns the instance's response into the client's: hop-by-hop and internal headers removed,
@@ -793,6 +796,7 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         start,
         trace,
         client,
+        client_h2,
     } = ends;
     let (node, app, rid, settings) = (ctx.node, ctx.app, ctx.rid, ctx.settings);
     let Answered {
@@ -892,7 +896,18 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
             Response::from_parts(parts, boxed(Tracked::new(body, finish)))
         }
         _ => {
-            let body = crate::http::read_ahead(boxed(body), slot, settings.response_buffering);
+            // An HTTP/1.x response cancelled at `send_timeout` ends its connection: nothing more
+            // can be framed on it, and a client that does not read would never learn of it.
+            let on_cancel = (!client_h2).then(|| {
+                let stalled = ctx.conn.send_stalled.clone();
+                Box::new(move || {
+                    metrics::counter!(crate::telemetry::CONNS_CLOSED, "reason" => "send_timeout")
+                        .increment(1);
+                    stalled.notify_one();
+                }) as crate::http::OnCancel
+            });
+            let body =
+                crate::http::read_ahead(boxed(body), slot, settings.response_buffering, on_cancel);
             Response::from_parts(parts, boxed(Tracked::new(body, finish)))
         }
     }

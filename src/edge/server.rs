@@ -43,6 +43,9 @@ pub struct ConnCtx {
     opened: std::time::Instant,
     /// Woken when the client cancelled too many requests.
     abusive: tokio::sync::Notify,
+    /// Woken when an HTTP/1.x response was cancelled at `edge.send_timeout`: the connection
+    /// is closed.
+    pub send_stalled: Arc<tokio::sync::Notify>,
 }
 
 impl ConnCtx {
@@ -57,6 +60,7 @@ impl ConnCtx {
             resets: std::sync::atomic::AtomicU64::new(0),
             opened: std::time::Instant::now(),
             abusive: tokio::sync::Notify::new(),
+            send_stalled: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -303,6 +307,14 @@ async fn run_conn<I>(
             metrics::counter!(crate::telemetry::CONNS_CLOSED, "reason" => "rapid_reset").increment(1);
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_millis(500), conn.as_mut()).await;
+            return;
+        }
+        _ = ctx.send_stalled.notified() => {
+            // A response the client took none of within send_timeout was cancelled; the
+            // connection goes with it (nginx's send_timeout closes the connection too).
+            // (Counted where the response was cancelled: hyper may end the connection first,
+            // on the body's error.)
+            tracing::info!(%peer, "client took none of a response within send_timeout; closing its connection");
             return;
         }
         _ = shutdown.draining() => None,

@@ -15,15 +15,16 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::FutureExt;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 use crate::body::{Body, BoxError};
 use crate::telemetry::SLOW_CLIENTS;
@@ -42,10 +43,21 @@ pub struct Buffering {
     pub send_timeout: Duration,
 }
 
+/// Called when a response is cancelled at `send_timeout`: the edge closes an HTTP/1.x client's
+/// connection with it (nothing else can be sent on it, and the client may not read again to find
+/// out).
+pub type OnCancel = Box<dyn FnOnce() + Send>;
+
 /// A response body for the client, read ahead of it from `body` (the instance's, or an owner's
 /// over the backhaul). `held` (the instance slot) is dropped when the instance is done sending,
-/// when the client stalls (see the module note), or when either side goes away.
-pub fn read_ahead<H: Send + 'static>(mut body: Body, held: H, cfg: Buffering) -> Body {
+/// when the client stalls (see the module note), or when either side goes away; `on_cancel` runs
+/// if the response is cancelled at `send_timeout`.
+pub fn read_ahead<H: Send + 'static>(
+    mut body: Body,
+    held: H,
+    cfg: Buffering,
+    on_cancel: Option<OnCancel>,
+) -> Body {
     let hint = body.size_hint();
     if body.is_end_stream() {
         drop(held);
@@ -54,58 +66,96 @@ pub fn read_ahead<H: Send + 'static>(mut body: Body, held: H, cfg: Buffering) ->
     // What is already here, without waiting (a small response arrives with its head).
     let mut ahead = VecDeque::new();
     let mut bytes = 0usize;
+    let mut error = None;
     while bytes <= cfg.bytes {
         match body.frame().now_or_never() {
             None => break,
             Some(None) => {
                 drop(held);
-                return Buffered::whole(ahead, hint).boxed();
+                return Whole {
+                    frames: ahead,
+                    error,
+                    hint,
+                }
+                .boxed();
             }
             Some(Some(Ok(f))) => {
                 bytes += f.data_ref().map_or(0, Bytes::len);
                 ahead.push_back(f);
                 if body.is_end_stream() {
                     drop(held);
-                    return Buffered::whole(ahead, hint).boxed();
+                    return Whole {
+                        frames: ahead,
+                        error,
+                        hint,
+                    }
+                    .boxed();
                 }
             }
             Some(Some(Err(e))) => {
                 drop(held);
-                let mut b = Buffered::whole(ahead, hint);
-                b.error = Some(e);
-                return b.boxed();
+                error = Some(e);
+                return Whole {
+                    frames: ahead,
+                    error,
+                    hint,
+                }
+                .boxed();
             }
         }
     }
-    let room = Arc::new(Semaphore::new(cfg.bytes.max(1)));
-    // What was taken above occupies the buffer until the client has taken it.
-    let ahead_room = (bytes > 0)
-        .then(|| {
-            room.clone()
-                .try_acquire_many_owned(permits(bytes, cfg.bytes))
-                .ok()
-        })
-        .flatten();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(pump(body, held, cfg, room, tx));
-    Buffered {
-        ahead,
-        ahead_room,
-        rx: Some(rx),
-        error: None,
-        hint,
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            queue: ahead,
+            bytes,
+            end: None,
+            client_gone: false,
+        }),
+        client: AtomicWaker::new(),
+        changed: Notify::new(),
+    });
+    tokio::spawn(pump(body, held, cfg, shared.clone(), on_cancel));
+    crate::body::boxed(Buffered { shared, hint })
+}
+
+/// The buffer between the pump (instance side) and the client's body.
+struct Shared {
+    state: Mutex<State>,
+    /// The client's task, woken when a frame or the end arrives.
+    client: AtomicWaker,
+    /// The pump, woken when the client takes a frame or goes away.
+    changed: Notify,
+}
+
+struct State {
+    queue: VecDeque<Frame<Bytes>>,
+    /// Data bytes in `queue`.
+    bytes: usize,
+    /// Set once the instance's body ended (`Ok`), failed, or the response was cancelled.
+    end: Option<Result<(), BoxError>>,
+    /// The client's body was dropped.
+    client_gone: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves a queue of frames, still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-    .boxed()
-}
 
-/// Permits for a frame of `len` bytes in a buffer of `cap`: a frame larger than the buffer
-/// takes all of it (it passes alone).
-fn permits(len: usize, cap: usize) -> u32 {
-    len.clamp(1, cap.max(1)).min(u32::MAX as usize) as u32
+    fn end(&self, how: Result<(), BoxError>) {
+        let mut st = self.lock();
+        if how.is_err() {
+            // Cancelled or failed: what was buffered is never sent, so it is freed now (an
+            // HTTP/2 client with a zero window would otherwise keep it for its connection's life).
+            st.queue.clear();
+            st.bytes = 0;
+        }
+        st.end = Some(how);
+        drop(st);
+        self.client.wake();
+    }
 }
-
-/// A frame on its way to the client, holding its share of the buffer until the client takes it.
-type Queued = Result<(Frame<Bytes>, OwnedSemaphorePermit), BoxError>;
 
 /// Reads the instance's body into the buffer until it ends, the client goes away, or the
 /// client's stall passes `send_timeout`.
@@ -113,88 +163,141 @@ async fn pump<H>(
     mut body: Body,
     held: H,
     cfg: Buffering,
-    room: Arc<Semaphore>,
-    tx: mpsc::UnboundedSender<Queued>,
+    shared: Arc<Shared>,
+    on_cancel: Option<OnCancel>,
 ) {
     let mut held = Some(held);
     loop {
-        let frame = tokio::select! {
-            f = body.frame() => f,
-            _ = tx.closed() => return, // the client went away: the instance's body is dropped
-        };
-        let frame = match frame {
-            None => return, // the instance is done: `held` and `tx` drop, the client sees the end
-            Some(Err(e)) => {
-                drop(held.take());
-                let _ = tx.send(Err(e));
-                return;
+        // Room first: wait while the buffer is full, letting the instance go at `stall` and
+        // cancelling at `send_timeout`.
+        let mut since = tokio::time::Instant::now();
+        let mut last = usize::MAX;
+        loop {
+            let changed = shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let st = shared.lock();
+                if st.client_gone {
+                    return; // the instance's body is dropped with the pump
+                }
+                if st.bytes < cfg.bytes {
+                    break;
+                }
+                if st.bytes < last {
+                    since = tokio::time::Instant::now(); // the client took something
+                    last = st.bytes;
+                }
             }
-            Some(Ok(f)) => f,
-        };
-        let n = permits(frame.data_ref().map_or(0, Bytes::remaining), cfg.bytes);
-        let want = room.clone().acquire_many_owned(n);
-        tokio::pin!(want);
-        let permit = tokio::select! {
-            p = &mut want => p,
-            _ = tokio::time::sleep(cfg.stall) => {
+            let waited = since;
+            let next = if held.is_some() {
+                waited + cfg.stall
+            } else {
+                waited + cfg.send_timeout
+            };
+            if tokio::time::timeout_at(next, changed).await.is_err() {
                 if held.take().is_some() {
                     metrics::counter!(SLOW_CLIENTS, "outcome" => "released").increment(1);
+                    continue;
                 }
-                tokio::select! {
-                    p = &mut want => p,
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(cfg.send_timeout.saturating_sub(cfg.stall)) => {
-                        metrics::counter!(SLOW_CLIENTS, "outcome" => "cancelled").increment(1);
-                        let _ = tx.send(Err("the client took none of its response within send_timeout".into()));
-                        return;
-                    }
+                metrics::counter!(SLOW_CLIENTS, "outcome" => "cancelled").increment(1);
+                tracing::info!(
+                    send_timeout = ?cfg.send_timeout,
+                    "response cancelled: the client took none of it within send_timeout"
+                );
+                shared.end(Err(
+                    "the client took none of its response within send_timeout".into(),
+                ));
+                if let Some(f) = on_cancel {
+                    f();
                 }
+                return;
             }
-            _ = tx.closed() => return,
+        }
+        let frame = loop {
+            let changed = shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if shared.lock().client_gone {
+                return;
+            }
+            tokio::select! {
+                f = body.frame() => break f,
+                _ = changed => {} // a frame taken, or the client gone: look again
+            }
         };
-        let Ok(permit) = permit else { return };
-        if tx.send(Ok((frame, permit))).is_err() {
-            return;
+        match frame {
+            None => {
+                drop(held.take()); // the instance is done
+                shared.end(Ok(()));
+                return;
+            }
+            Some(Err(e)) => {
+                drop(held.take());
+                shared.end(Err(e));
+                return;
+            }
+            Some(Ok(f)) => {
+                let mut st = shared.lock();
+                st.bytes += f.data_ref().map_or(0, Bytes::len);
+                st.queue.push_back(f);
+                drop(st);
+                shared.client.wake();
+            }
         }
     }
 }
 
-/// The client's side: frames read ahead, then what the pump sends.
-struct Buffered {
-    ahead: VecDeque<Frame<Bytes>>,
-    /// The buffer space `ahead` takes, given back once it is empty.
-    ahead_room: Option<OwnedSemaphorePermit>,
-    rx: Option<mpsc::UnboundedReceiver<Queued>>,
+/// A response that was all here when its head arrived.
+struct Whole {
+    frames: VecDeque<Frame<Bytes>>,
     error: Option<BoxError>,
     hint: SizeHint,
 }
 
-impl Buffered {
-    /// A body that is all here.
-    fn whole(ahead: VecDeque<Frame<Bytes>>, hint: SizeHint) -> Self {
-        Self {
-            ahead,
-            ahead_room: None,
-            rx: None,
-            error: None,
-            hint,
-        }
-    }
-
+impl Whole {
     fn boxed(self) -> Body {
         crate::body::boxed(self)
     }
+}
 
-    fn yielded(&mut self, f: &Frame<Bytes>) {
-        let n = f.data_ref().map_or(0, Bytes::len) as u64;
-        let lower = self.hint.lower().saturating_sub(n);
-        let upper = self.hint.upper().map(|u| u.saturating_sub(n));
-        let mut h = SizeHint::new();
-        h.set_lower(lower);
-        if let Some(u) = upper {
-            h.set_upper(u.max(lower));
+impl HttpBody for Whole {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(f) = self.frames.pop_front() {
+            self.hint = less(self.hint, &f);
+            return Poll::Ready(Some(Ok(f)));
         }
-        self.hint = h;
+        Poll::Ready(self.error.take().map(Err))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.error.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
+/// The client's side of a pumped response.
+struct Buffered {
+    shared: Arc<Shared>,
+    hint: SizeHint,
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.client_gone = true;
+        st.queue.clear();
+        drop(st);
+        self.shared.changed.notify_one();
     }
 }
 
@@ -206,39 +309,44 @@ impl HttpBody for Buffered {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(f) = self.ahead.pop_front() {
-            if self.ahead.is_empty() {
-                self.ahead_room = None;
+        let shared = self.shared.clone();
+        let taken = {
+            let mut st = shared.lock();
+            match st.queue.pop_front() {
+                Some(f) => {
+                    st.bytes -= f.data_ref().map_or(0, Bytes::len);
+                    Some(Ok(f))
+                }
+                None => match st.end.take() {
+                    Some(Ok(())) => {
+                        st.end = Some(Ok(()));
+                        return Poll::Ready(None);
+                    }
+                    Some(Err(e)) => {
+                        st.end = Some(Ok(())); // reported once
+                        Some(Err(e))
+                    }
+                    None => {
+                        shared.client.register(cx.waker());
+                        None
+                    }
+                },
             }
-            self.yielded(&f);
-            return Poll::Ready(Some(Ok(f)));
-        }
-        if let Some(e) = self.error.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
-        let Some(rx) = self.rx.as_mut() else {
-            return Poll::Ready(None);
         };
-        match rx.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                self.rx = None;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.rx = None;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(Some(Ok((f, permit)))) => {
-                drop(permit); // the client has it: room for more
-                self.yielded(&f);
+        match taken {
+            Some(Ok(f)) => {
+                shared.changed.notify_one(); // room for more
+                self.hint = less(self.hint, &f);
                 Poll::Ready(Some(Ok(f)))
             }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ahead.is_empty() && self.error.is_none() && self.rx.is_none()
+        let st = self.shared.lock();
+        st.queue.is_empty() && matches!(st.end, Some(Ok(())))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -246,10 +354,23 @@ impl HttpBody for Buffered {
     }
 }
 
+/// `hint` less the data in `f`.
+fn less(hint: SizeHint, f: &Frame<Bytes>) -> SizeHint {
+    let n = f.data_ref().map_or(0, Bytes::len) as u64;
+    let lower = hint.lower().saturating_sub(n);
+    let mut h = SizeHint::new();
+    h.set_lower(lower);
+    if let Some(u) = hint.upper() {
+        h.set_upper(u.saturating_sub(n).max(lower));
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::mpsc;
 
     /// Set when dropped: stands for the instance slot.
     struct Held(Arc<AtomicBool>);
@@ -285,7 +406,7 @@ mod tests {
     async fn a_response_that_fits_lets_the_instance_go_before_the_client_reads() {
         let (body, tx) = instance();
         let released = Arc::new(AtomicBool::new(false));
-        let out = read_ahead(body, Held(released.clone()), CFG);
+        let out = read_ahead(body, Held(released.clone()), CFG, None);
         tx.send(data(500)).await.unwrap();
         tx.send(data(500)).await.unwrap();
         drop(tx);
@@ -304,7 +425,7 @@ mod tests {
         tx.send(data(100)).await.unwrap();
         drop(tx);
         let released = Arc::new(AtomicBool::new(false));
-        let out = read_ahead(body, Held(released.clone()), CFG);
+        let out = read_ahead(body, Held(released.clone()), CFG, None);
         assert!(
             released.load(Ordering::SeqCst),
             "released without any await"
@@ -317,7 +438,12 @@ mod tests {
     async fn a_client_that_takes_nothing_is_let_go_at_stall_and_cancelled_at_send_timeout() {
         let (body, tx) = instance();
         let released = Arc::new(AtomicBool::new(false));
-        let mut out = read_ahead(body, Held(released.clone()), CFG);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let on_cancel = {
+            let c = cancelled.clone();
+            Box::new(move || c.store(true, Ordering::SeqCst)) as OnCancel
+        };
+        let mut out = read_ahead(body, Held(released.clone()), CFG, Some(on_cancel));
         for _ in 0..4 {
             tx.send(data(1024)).await.unwrap(); // more than the buffer holds
         }
@@ -325,27 +451,42 @@ mod tests {
         assert!(!released.load(Ordering::SeqCst), "still inside the stall");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(released.load(Ordering::SeqCst), "let go after the stall");
+        assert!(!cancelled.load(Ordering::SeqCst));
         tokio::time::sleep(Duration::from_secs(8)).await;
         assert!(
             tx.is_closed(),
             "cancelled at send_timeout: the instance's body dropped"
         );
-        let mut frames = 0;
-        let err = loop {
-            match out.frame().await {
-                Some(Ok(_)) => frames += 1,
-                Some(Err(e)) => break e,
-                None => panic!("ended cleanly"),
-            }
-        };
-        assert!(frames >= 1, "what was buffered is still delivered first");
+        assert!(cancelled.load(Ordering::SeqCst), "the connection is told");
+        // What was buffered is freed, not kept for a client that may never read.
+        let err = out.frame().await.expect("an error").expect_err("not data");
         assert!(err.to_string().contains("send_timeout"), "{err}");
+        assert!(out.frame().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_slowly_is_never_cancelled() {
+        let (body, tx) = instance();
+        let mut out = read_ahead(body, (), CFG, None);
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                if tx.send(data(1024)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut got = 0;
+        while let Some(f) = out.frame().await {
+            got += f.expect("never cancelled").into_data().unwrap().len();
+            tokio::time::sleep(Duration::from_secs(5)).await; // one frame per 5 s < send_timeout
+        }
+        assert_eq!(got, 40 * 1024);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_reader_gets_everything_in_order() {
         let (body, tx) = instance();
-        let out = read_ahead(body, (), CFG);
+        let out = read_ahead(body, (), CFG, None);
         tokio::spawn(async move {
             for i in 0..50u8 {
                 tx.send(Ok(Frame::data(Bytes::from(vec![i; 700]))))
@@ -370,7 +511,7 @@ mod tests {
     async fn a_client_that_goes_away_drops_the_instance_body() {
         let (body, tx) = instance();
         let released = Arc::new(AtomicBool::new(false));
-        let out = read_ahead(body, Held(released.clone()), CFG);
+        let out = read_ahead(body, Held(released.clone()), CFG, None);
         tx.send(data(10)).await.unwrap();
         drop(out);
         tokio::time::sleep(Duration::from_millis(10)).await;

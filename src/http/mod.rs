@@ -6,6 +6,6 @@ mod buffering;
 mod replay;
 mod target;
 
-pub use buffering::{read_ahead, Buffering};
+pub use buffering::{read_ahead, Buffering, OnCancel};
 pub use replay::{is_idempotent, Replayable, ReplayableRequest, REPLAY_LIMIT};
 pub use target::{declare_unsized_body, for_h2, for_http1, to_fly_names, InstanceForm};
