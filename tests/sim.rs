@@ -103,6 +103,20 @@ fn same_seed_same_bytes_and_policies_behave() {
         "{closest} vs {rr}"
     );
     assert!((0.0..=1.0).contains(&on_arrival(&closest)), "{closest}");
+    // The fluid bound is the same for every policy (one workload), no policy beats it, and
+    // closest pays less above it than round robin.
+    let f = |p: &serde_json::Value, k: &str| p[k].as_f64().unwrap();
+    assert_eq!(closest["fluid_bound_ms"], rr["fluid_bound_ms"]);
+    for p in [&closest, &rr] {
+        assert!(f(p, "fluid_bound_ms") > 0.0, "{p}");
+        assert!(f(p, "excess_ms") >= -0.5, "nothing beats the bound: {p}");
+        let excess = f(p, "network_ms_mean") - f(p, "fluid_bound_ms");
+        assert!((excess - f(p, "excess_ms")).abs() < 0.01, "{p}");
+    }
+    assert!(
+        f(&closest, "excess_ms") < f(&rr, "excess_ms"),
+        "{closest} vs {rr}"
+    );
     let p50 = |p: &serde_json::Value| p["latency"]["p50_ms"].as_f64().unwrap();
     assert!(p50(&closest) < p50(&rr), "{closest} vs {rr}");
     // The mesh costs bytes, and the sweep size shows up beside the topology's own size.

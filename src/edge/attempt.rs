@@ -206,7 +206,18 @@ pub(super) async fn remote(
             return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
         }
         Ok(Err(e @ (BackhaulError::Failed(..) | BackhaulError::Io(..)))) => {
-            return Step::Fatal(failed(ctx, &e))
+            let err = failed(ctx, &e);
+            // The owner (or its link) failed before any response: an idempotent request may be
+            // sent again elsewhere (RFC 9110 §9.2.2), as Envoy's `retry_on: reset` does; the
+            // caller checks that its body can still be replayed.
+            let owner_fault = matches!(err, ProxyError::Upstream { .. })
+                && !ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed);
+            if may_leave && owner_fault {
+                node.penalties.mark(&r.id, ctx.unreachable_until());
+                tracing::info!(request_id = ctx.rid.to_str().unwrap_or_default(), owner = %r.node, error = %e, "owner failed before answering; the idempotent request moves on");
+                return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
+            }
+            return Step::Fatal(err);
         }
         Ok(Ok(r)) => r,
     };

@@ -13,6 +13,7 @@
 
 pub mod charts;
 pub mod failures;
+pub mod fluid;
 pub mod oracle;
 pub mod policy;
 pub mod queue;

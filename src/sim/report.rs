@@ -41,6 +41,16 @@ pub struct PolicyReport {
     pub mesh_bytes_per_node_s: f64,
     /// Optimal share by the edge's region.
     pub optimal_by_region: BTreeMap<String, f64>,
+    /// Mean network time of an answered request (every try's RTT, retries included), ms.
+    pub network_ms_mean: f64,
+    /// The fluid bound: the least mean network time any router can pay for this demand, ms.
+    pub fluid_bound_ms: f64,
+    /// `network_ms_mean - fluid_bound_ms`.
+    pub excess_ms: f64,
+    /// The excess as a share of the bound.
+    pub excess_share: f64,
+    /// Per edge region: its requests' mean network time less its demand's share of the bound, ms.
+    pub excess_by_region: BTreeMap<String, f64>,
     /// Latency CDF: (ms, fraction answered within), 100 points.
     pub latency_cdf: Vec<(f64, f64)>,
     /// Per second, per region utilisation (in-flight / (instances × soft)).
@@ -148,6 +158,22 @@ impl Report {
         let soft = f64::from(w.sc.sim.soft_limit);
         let util: Vec<f64> = w.insts.iter().map(|i| i.busy / secs / soft).collect();
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let bound = w.fluid_bound();
+        let network_ms_mean = if s.ok == 0 {
+            0.0
+        } else {
+            s.network_ms / s.ok as f64
+        };
+        let excess_by_region = s
+            .network_by_region
+            .iter()
+            .enumerate()
+            .filter_map(|(r, &ms)| {
+                let ok = s.by_region.get(r)?.0;
+                let b = bound.by_region.get(r).copied().flatten()?;
+                (ok > 0).then(|| (w.sc.regions[r].code.clone(), round(ms / ok as f64 - b, 3)))
+            })
+            .collect();
         self.policies.push(PolicyReport {
             policy: w.policy.name().into(),
             requests: s.arrivals,
@@ -167,6 +193,18 @@ impl Report {
                 .enumerate()
                 .map(|(r, &(ok, opt))| (w.sc.regions[r].code.clone(), round(ratio(opt, ok), 4)))
                 .collect(),
+            network_ms_mean: round(network_ms_mean, 3),
+            fluid_bound_ms: round(bound.mean_ms, 3),
+            excess_ms: round(network_ms_mean - bound.mean_ms, 3),
+            excess_share: round(
+                if bound.mean_ms > 0.0 {
+                    (network_ms_mean - bound.mean_ms) / bound.mean_ms
+                } else {
+                    0.0
+                },
+                4,
+            ),
+            excess_by_region,
             latency_cdf: cdf,
             region_util: s
                 .region_util
@@ -233,10 +271,13 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "{:<12} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8}",
+            "{:<12} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8}",
             "policy",
             "requests",
             "success",
+            "network ms",
+            "bound ms",
+            "excess ms",
             "optimal",
             "on arrival",
             "p50 ms",
@@ -249,10 +290,13 @@ impl Report {
         for p in &self.policies {
             let _ = writeln!(
                 t,
-                "{:<12} {:>9} {:>8.3}% {:>8.2}% {:>9.2}% {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>9} {:>8.3}",
+                "{:<12} {:>9} {:>8.3}% {:>10.2} {:>9.2} {:>10.2} {:>8.2}% {:>9.2}% {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>9} {:>8.3}",
                 p.policy,
                 p.requests,
                 p.success_rate * 100.0,
+                p.network_ms_mean,
+                p.fluid_bound_ms,
+                p.excess_ms,
                 p.optimal_share * 100.0,
                 p.optimal_share_on_arrival * 100.0,
                 p.latency.p50_ms,

@@ -14,6 +14,11 @@ const UNMEASURED_RTT_MS: f64 = 1_000.0;
 impl World {
     /// Client rate of region `r` at the current time, requests per second.
     fn rate(&self, r: usize) -> f64 {
+        self.rate_at(r, (self.now - self.window.0) as f64 / 1e9)
+    }
+
+    /// Client rate of region `r`, `t` seconds into the measured window, requests per second.
+    pub(super) fn rate_at(&self, r: usize, t: f64) -> f64 {
         let s = &self.sc.sim;
         let capacity = self.capacity_rps;
         let total_w: f64 = self.sc.regions.iter().map(|g| g.weight).sum();
@@ -21,7 +26,6 @@ impl World {
             return 0.0;
         }
         let reg = &self.sc.regions[r];
-        let t = (self.now - self.window.0) as f64 / 1e9;
         let phase = std::f64::consts::TAU * (t / s.diurnal_period_s + reg.lon / 360.0);
         s.demand * capacity * reg.weight / total_w * (1.0 + s.diurnal_amplitude * phase.sin())
     }
@@ -74,6 +78,7 @@ impl World {
                     sent_at: 0,
                     oracle_rtt: 0.0,
                     told: 0,
+                    net_ms: 0.0,
                 });
                 (self.reqs.len() - 1) as u32
             }
@@ -95,6 +100,7 @@ impl World {
         req.service = service;
         req.next = 0;
         req.oracle_rtt = oracle_rtt;
+        req.net_ms = extra as f64 / 1e6;
         self.in_flight += 1;
         self.decide(rid);
         self.attempt(rid);
@@ -315,6 +321,8 @@ impl World {
         );
         let now = self.now;
         self.nodes[edge].feedback.answered(i, told, now);
+        self.reqs[rid.slot as usize].net_ms +=
+            self.sc.rtt_ms[self.nodes[edge].region][self.insts[i].region];
         self.attempt(rid);
     }
 
@@ -324,6 +332,10 @@ impl World {
             return;
         }
         let edge = self.reqs[rid.slot as usize].edge;
+        let waited = self
+            .now
+            .saturating_sub(self.reqs[rid.slot as usize].sent_at);
+        self.reqs[rid.slot as usize].net_ms += waited as f64 / 1e6;
         let until = self.now + penalty;
         let e = self.nodes[edge].penalties.entry(i).or_insert(0);
         *e = (*e).max(until);
@@ -375,8 +387,10 @@ impl World {
         let served_rtt = self.sc.rtt_ms[edge_region][self.insts[i].region];
         let latency = self.now - req.arrival + req.extra;
         let optimal = served_rtt <= req.oracle_rtt + 1e-9;
+        let net_ms = req.net_ms + served_rtt;
         let on_arrival = self.optimal_on_arrival(rid, served_rtt);
         self.stats.ok(edge_region, latency, optimal, on_arrival);
+        self.stats.network(edge_region, net_ms);
         let req = &self.reqs[slot];
         if self.insts[i].node != req.edge {
             let (edge, told, now) = (req.edge, req.told, self.now);

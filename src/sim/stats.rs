@@ -45,6 +45,10 @@ pub struct Stats {
     pub latencies_us: Vec<u32>,
     /// Per edge region: (answered, optimal).
     pub by_region: Vec<(u64, u64)>,
+    /// Network time of answered requests, ms summed: all, and per edge region.
+    pub network_ms: f64,
+    /// Per edge region: network time of its answered requests, ms summed.
+    pub network_by_region: Vec<f64>,
     /// Attempts after the first.
     pub retries: u64,
     /// "Full" answers.
@@ -80,6 +84,15 @@ impl Stats {
         self.optimal_on_arrival += u64::from(on_arrival);
         self.latencies_us
             .push((latency / 1000).min(u64::from(u32::MAX)) as u32);
+    }
+
+    /// The network time an answered request paid (every try's RTT), for edge region `region`.
+    pub fn network(&mut self, region: usize, ms: f64) {
+        if self.network_by_region.len() <= region {
+            self.network_by_region.resize(region + 1, 0.0);
+        }
+        self.network_by_region[region] += ms;
+        self.network_ms += ms;
     }
 
     /// A failure.

@@ -157,6 +157,9 @@ pub struct Req {
     pub(super) oracle_rtt: f64,
     /// The load the owner reported with its answer.
     pub(super) told: u32,
+    /// Network time paid so far, ms: the client's way to a farther edge, and each try's RTT
+    /// (a refusal's round trip, a connect timeout's wait, the serving exchange).
+    pub(super) net_ms: f64,
 }
 
 /// The whole simulated system for one policy.
@@ -333,6 +336,27 @@ impl World {
             timeline,
             reach: Vec::new(),
         }
+    }
+
+    /// The fluid bound of this run's scenario (see [`super::fluid`]): demand at the middle of
+    /// each simulated second of the window, capacity from the instances as configured (crashes
+    /// not taken off: the bound is for the healthy cluster).
+    pub(super) fn fluid_bound(&self) -> super::fluid::Bound {
+        let s = &self.sc.sim;
+        let n = self.sc.regions.len();
+        let per_instance = f64::from(s.soft_limit) / (s.service_ms / 1000.0);
+        let mut capacity = vec![vec![0.0; n]; s.apps.max(1) as usize];
+        for i in &self.insts {
+            capacity[i.app][i.region] += per_instance;
+        }
+        let count = s.duration_s.ceil().max(1.0) as usize;
+        let steps: Vec<Vec<f64>> = (0..count)
+            .map(|k| {
+                let t = (k as f64 + 0.5) * s.duration_s / count as f64;
+                (0..n).map(|r| self.rate_at(r, t)).collect()
+            })
+            .collect();
+        super::fluid::bound(&steps, &capacity, &self.sc.rtt_ms)
     }
 
     /// Starts every node, schedules clients and failures, runs to the end of the window and then
