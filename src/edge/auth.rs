@@ -184,13 +184,15 @@ fn find<'r, B>(req: &'r Request<B>, source: &TokenSource) -> Option<Cow<'r, str>
     .filter(|t| !t.is_empty())
 }
 
-/// `(name, value)` of each query parameter, percent-decoded (`+` is a space, as forms write it).
+/// A query component percent-decoded (`+` is a space, as forms write it).
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `(name, value)` of each query parameter, decoded.
 fn query_pairs(uri: &Uri) -> impl Iterator<Item = (String, String)> + '_ {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
-    };
     uri.query()
         .unwrap_or_default()
         .split('&')
@@ -209,11 +211,6 @@ fn remove<B>(req: &mut Request<B>, source: &TokenSource) {
         }
         TokenSource::Query(name) => {
             let Some(q) = req.uri().query() else { return };
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
             let kept: Vec<&str> = q
                 .split('&')
                 .filter(|p| decode(p.split_once('=').map_or(*p, |(k, _)| k)) != *name)

@@ -66,43 +66,30 @@ pub fn read_ahead<H: Send + 'static>(
     // What is already here, without waiting (a small response arrives with its head).
     let mut ahead = VecDeque::new();
     let mut bytes = 0usize;
-    let mut error = None;
-    while bytes <= cfg.bytes {
+    let (complete, error) = loop {
+        if bytes > cfg.bytes {
+            break (false, None);
+        }
         match body.frame().now_or_never() {
-            None => break,
-            Some(None) => {
-                drop(held);
-                return Whole {
-                    frames: ahead,
-                    error,
-                    hint,
-                }
-                .boxed();
-            }
+            None => break (false, None),
+            Some(None) => break (true, None),
+            Some(Some(Err(e))) => break (true, Some(e)),
             Some(Some(Ok(f))) => {
                 bytes += f.data_ref().map_or(0, Bytes::len);
                 ahead.push_back(f);
                 if body.is_end_stream() {
-                    drop(held);
-                    return Whole {
-                        frames: ahead,
-                        error,
-                        hint,
-                    }
-                    .boxed();
+                    break (true, None);
                 }
-            }
-            Some(Some(Err(e))) => {
-                drop(held);
-                error = Some(e);
-                return Whole {
-                    frames: ahead,
-                    error,
-                    hint,
-                }
-                .boxed();
             }
         }
+    };
+    if complete {
+        drop(held); // the instance is done: its slot goes now, whatever the client does
+        return crate::body::boxed(Whole {
+            frames: ahead,
+            error,
+            hint,
+        });
     }
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -253,12 +240,6 @@ struct Whole {
     frames: VecDeque<Frame<Bytes>>,
     error: Option<BoxError>,
     hint: SizeHint,
-}
-
-impl Whole {
-    fn boxed(self) -> Body {
-        crate::body::boxed(self)
-    }
 }
 
 impl HttpBody for Whole {
