@@ -177,3 +177,75 @@ pub fn mesh_bytes(r: &Report, path: &Path) -> Result<(), SimError> {
     .map_err(|x| e(x.to_string()))?;
     root.present().map_err(|x| e(x.to_string()))
 }
+
+/// Excess over the fluid bound per policy as the swept region's overload grows (log excess axis:
+/// petrel's policies sit a few ms above the bound, the RTT-blind ones a hundred). Each policy has
+/// its own colour and marker shape.
+pub fn overload(r: &Report, path: &Path) -> Result<(), SimError> {
+    let e = chart_err(path);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let xs = r.overload_curve.iter().map(|p| p.factor);
+    let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    let y1 = r
+        .overload_curve
+        .iter()
+        .map(|p| p.excess_ms)
+        .fold(1.0, f64::max);
+    let mut c = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "{}: network time above the fluid bound as one region's overload grows",
+                r.topology
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0 - 0.1..x1 + 0.1, (0.05f64..y1 * 2.0).log_scale())
+        .map_err(|x| e(x.to_string()))?;
+    c.configure_mesh()
+        .x_desc("the region's demand ÷ its own capacity")
+        .y_desc("mean network time above the bound, ms (log)")
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    let mut names: Vec<&str> = Vec::new();
+    for p in &r.overload_curve {
+        if !names.contains(&p.policy.as_str()) {
+            names.push(&p.policy);
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        let col = colour(i);
+        let pts: Vec<(f64, f64)> = r
+            .overload_curve
+            .iter()
+            .filter(|p| p.policy == *name)
+            .map(|p| (p.factor, p.excess_ms.max(0.05)))
+            .collect();
+        c.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+            .map_err(|x| e(x.to_string()))?
+            .label(name.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+        let shape = i % 3;
+        c.draw_series(
+            pts.into_iter()
+                .map(move |p| -> DynElement<SVGBackend, (f64, f64)> {
+                    match shape {
+                        0 => Circle::new(p, 5, col.filled()).into_dyn(),
+                        1 => TriangleMarker::new(p, 6, col.filled()).into_dyn(),
+                        _ => Cross::new(p, 5, col.stroke_width(2)).into_dyn(),
+                    }
+                }),
+        )
+        .map_err(|x| e(x.to_string()))?;
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    root.present().map_err(|x| e(x.to_string()))
+}

@@ -105,6 +105,25 @@ pub fn run(opts: &Options) -> Result<Report, SimError> {
         // Freeing millions of small allocations takes seconds at 1,000 nodes: not on the way.
         std::thread::spawn(move || drop(w));
     }
+    if let Some(code) = sc.sim.overload_region.clone() {
+        for &factor in &sc.sim.overload_sweep {
+            let Some(o) = sc.with_overload(&code, factor) else {
+                eprintln!(
+                    "sim: overload {factor}× of {code} needs more than all the demand; skipped"
+                );
+                continue;
+            };
+            let o = Arc::new(o);
+            for &p in &opts.policies {
+                let est = (p == Policy::Coordinates).then(|| estimate.clone());
+                let mut w = World::new(o.clone(), p, opts.seed, true, est);
+                w.run();
+                report.add_overload(factor, &w);
+                std::thread::spawn(move || drop(w));
+            }
+            eprintln!("sim: overload {factor}× of {code}: every policy run");
+        }
+    }
     for (n, bytes) in sweep.join().expect("mesh-only sweep thread") {
         report.add_mesh_size(n, bytes);
     }
@@ -149,5 +168,8 @@ fn write_all(report: &Report, dir: &Path) -> Result<(), SimError> {
     charts::latency_cdf(report, &dir.join("latency_cdf.svg"))?;
     charts::region_load(report, &dir.join("region_load.svg"))?;
     charts::mesh_bytes(report, &dir.join("mesh_bytes.svg"))?;
+    if !report.overload_curve.is_empty() {
+        charts::overload(report, &dir.join("overload.svg"))?;
+    }
     Ok(())
 }

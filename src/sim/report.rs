@@ -72,6 +72,23 @@ pub struct FailureReport {
     pub everywhere_s: Option<f64>,
 }
 
+/// One policy at one overload of the swept region.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverloadPoint {
+    /// The swept region's demand ÷ its own capacity.
+    pub factor: f64,
+    /// Policy name.
+    pub policy: String,
+    /// Mean network time of an answered request, ms.
+    pub network_ms_mean: f64,
+    /// The fluid bound for this demand, ms.
+    pub fluid_bound_ms: f64,
+    /// `network_ms_mean - fluid_bound_ms`.
+    pub excess_ms: f64,
+    /// Answered / arrived.
+    pub success_rate: f64,
+}
+
 /// Mesh cost at one cluster size.
 #[derive(Debug, Clone, Serialize)]
 pub struct MeshSize {
@@ -110,6 +127,8 @@ pub struct Report {
     pub failures: Vec<FailureReport>,
     /// Mesh bytes per node per second by cluster size.
     pub mesh_scaling: Vec<MeshSize>,
+    /// Excess over the fluid bound as one region's overload grows (`[sim] overload_sweep`).
+    pub overload_curve: Vec<OverloadPoint>,
 }
 
 impl Report {
@@ -138,6 +157,7 @@ impl Report {
             policies: Vec::new(),
             failures: Vec::new(),
             mesh_scaling: Vec::new(),
+            overload_curve: Vec::new(),
         }
     }
 
@@ -158,12 +178,7 @@ impl Report {
         let soft = f64::from(w.sc.sim.soft_limit);
         let util: Vec<f64> = w.insts.iter().map(|i| i.busy / secs / soft).collect();
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let bound = w.fluid_bound();
-        let network_ms_mean = if s.ok == 0 {
-            0.0
-        } else {
-            s.network_ms / s.ok as f64
-        };
+        let (network_ms_mean, bound) = network_and_bound(w);
         let excess_by_region = s
             .network_by_region
             .iter()
@@ -232,6 +247,27 @@ impl Report {
                 bytes_per_node_s: round(s.mesh_bytes_per_node_s, 1),
             });
         }
+    }
+
+    /// Adds a run of the overload sweep.
+    pub fn add_overload(&mut self, factor: f64, w: &World) {
+        let (network, bound) = network_and_bound(w);
+        let s = &w.stats;
+        self.overload_curve.push(OverloadPoint {
+            factor: round(factor, 3),
+            policy: w.policy.name().into(),
+            network_ms_mean: round(network, 3),
+            fluid_bound_ms: round(bound.mean_ms, 3),
+            excess_ms: round(network - bound.mean_ms, 3),
+            success_rate: round(
+                if s.arrivals == 0 {
+                    0.0
+                } else {
+                    s.ok as f64 / s.arrivals as f64
+                },
+                6,
+            ),
+        });
     }
 
     /// Adds a mesh-only run at another size.
@@ -337,4 +373,15 @@ impl Report {
         );
         t
     }
+}
+
+/// A run's mean network time per answered request, ms, and its scenario's fluid bound.
+fn network_and_bound(w: &World) -> (f64, super::fluid::Bound) {
+    let s = &w.stats;
+    let mean = if s.ok == 0 {
+        0.0
+    } else {
+        s.network_ms / s.ok as f64
+    };
+    (mean, w.fluid_bound())
 }

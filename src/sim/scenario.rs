@@ -55,6 +55,11 @@ pub struct SimSection {
     pub connect_timeout_ms: f64,
     /// Extra mesh-only runs at these cluster sizes, for bytes per node vs cluster size.
     pub sweep_nodes: Vec<u32>,
+    /// The region whose overload the curve varies (`overload_sweep`).
+    pub overload_region: Option<String>,
+    /// Extra runs of every policy with `overload_region`'s demand at these multiples of its own
+    /// capacity (its weight set to match), for the excess-over-the-fluid-bound curve.
+    pub overload_sweep: Vec<f64>,
     /// Per-region overrides, by region code.
     pub regions: BTreeMap<String, RegionSim>,
     /// Node crashes.
@@ -84,6 +89,8 @@ impl Default for SimSection {
             retries: 3,
             connect_timeout_ms: 2000.0,
             sweep_nodes: Vec::new(),
+            overload_region: None,
+            overload_sweep: Vec::new(),
             regions: BTreeMap::new(),
             crash: Vec::new(),
             partition: Vec::new(),
@@ -217,6 +224,30 @@ impl Scenario {
         })
     }
 
+    /// This scenario with region `code`'s demand set to `factor` × its own capacity (its weight
+    /// solved for; the others keep theirs). `None` if that cannot be (unknown region, or a
+    /// factor that would need more than all the demand).
+    pub fn with_overload(&self, code: &str, factor: f64) -> Option<Self> {
+        let r = self.regions.iter().position(|g| g.code == code)?;
+        let instances = |g: &Region| f64::from(g.nodes * g.instances_per_node);
+        let total: f64 = self.regions.iter().map(instances).sum();
+        // demand × weight / Σweight = factor × own / total  ⇒  q = weight / Σweight.
+        let q = factor * instances(&self.regions[r]) / total / self.sim.demand;
+        let others: f64 = self
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != r)
+            .map(|(_, g)| g.weight)
+            .sum();
+        if !(0.0..1.0).contains(&q) || others <= 0.0 {
+            return None;
+        }
+        let mut s = self.clone();
+        s.regions[r].weight = q * others / (1.0 - q);
+        Some(s)
+    }
+
     /// Node names in order: every region's nodes, `<region>-1`, `<region>-2`, …
     pub fn node_names(&self) -> Vec<(String, usize)> {
         let mut out = Vec::new();
@@ -294,6 +325,19 @@ fn validate(src: &Source, topo: &Topology, s: &SimSection, errs: &mut Vec<Config
         "must be in [0, 1000]",
     );
     check((0.0..1.0).contains(&s.loss), "loss", "must be in [0, 1)");
+    if let Some(code) = &s.overload_region {
+        check(
+            topo.regions().iter().any(|r| r == code),
+            "overload_region",
+            "must be one of the topology's regions",
+        );
+    }
+    check(
+        s.overload_sweep.iter().all(|f| *f > 0.0 && f.is_finite())
+            && (s.overload_sweep.is_empty() || s.overload_region.is_some()),
+        "overload_sweep",
+        "factors must be > 0, and overload_region must be set",
+    );
     check(s.retries <= 20, "retries", "at most 20");
     check(
         s.connect_timeout_ms > 0.0,
@@ -392,6 +436,27 @@ mod tests {
         assert_eq!(s.rtt_ms[0][1], 40.0);
         assert_eq!(s.node_names().len(), 4);
         assert_eq!(s.with_node_count(5).node_names().len(), 5);
+    }
+
+    #[test]
+    fn an_overload_factor_sets_the_regions_demand_to_that_multiple_of_its_capacity() {
+        // 2 regions × 2 nodes × 2 instances, demand 70%: each region has half the capacity.
+        let s = parse(&format!("{REGIONS}[sim]\ndemand = 0.7\n")).unwrap();
+        for f in [1.0, 1.2] {
+            let o = s.with_overload("bbb", f).unwrap();
+            let w: f64 = o.regions.iter().map(|r| r.weight).sum();
+            // Region demand ÷ region capacity = demand × share of weight ÷ share of instances.
+            let ratio = 0.7 * (o.regions[1].weight / w) / 0.5;
+            assert!((ratio - f).abs() < 1e-9, "{f}: {ratio}");
+            assert_eq!(o.regions[0].weight, 1.0, "the others keep theirs");
+        }
+        assert!(
+            s.with_overload("bbb", 1.5).is_none(),
+            "more than all the demand"
+        );
+        assert!(s.with_overload("zzz", 1.0).is_none());
+        let e = parse(&format!("{REGIONS}[sim]\noverload_sweep = [2.0]\n")).unwrap_err();
+        assert!(e.to_string().contains("sim.overload_sweep"), "{e}");
     }
 
     #[test]
