@@ -52,6 +52,13 @@ fn start(
         .map(|(o, id)| (id, "hello", o.addr))
         .collect();
     common::write_node_files(dir.path(), &[("hello", app(extra))], &instances, "");
+    let node_toml = dir.path().join("node.toml");
+    let mut text = std::fs::read_to_string(&node_toml).unwrap();
+    text.push_str(&format!(
+        "\n[log]\naccess = \"{}\"\n",
+        dir.path().join("access.log").display()
+    ));
+    std::fs::write(&node_toml, text).unwrap();
     for (rel, text) in files {
         let p = dir.path().join("apps").join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -159,6 +166,29 @@ async fn tokens_are_checked_at_the_edge_and_never_reach_the_instance() {
         .collect();
     assert_eq!(cookies, vec!["theme=dark; lang=en".to_string()]);
 
+    // A token in several sources: none of them reaches the instance.
+    let r = send(
+        n.edge,
+        false,
+        request(
+            "GET",
+            "hello.example.com",
+            &format!("/headers?token={good}&x=1"),
+            &[
+                ("authorization", &format!("Bearer {good}")),
+                ("cookie", &format!("sess={good}")),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = r.json();
+    assert_eq!(seen["target"], "/headers?x=1");
+    assert!(
+        !seen.to_string().contains(&good),
+        "a copy of the token reached the instance: {seen}"
+    );
+
     // Refusals: each 401 with the Bearer challenge, none reaching an instance.
     let before = requests_at(&a).await + requests_at(&b).await;
     let forged = encode(
@@ -177,6 +207,11 @@ async fn tokens_are_checked_at_the_edge_and_never_reach_the_instance() {
             "token expired",
         ),
         ("forged", Some(forged), "bad signature"),
+        (
+            "no audience",
+            Some(hs256(serde_json::json!({"sub": "u", "exp": now() + 600}))),
+            "missing or malformed claims",
+        ),
         (
             "wrong audience",
             Some(hs256(
@@ -212,15 +247,29 @@ async fn tokens_are_checked_at_the_edge_and_never_reach_the_instance() {
     );
     assert_eq!(
         auth_failures(n.admin).await,
-        4.0,
+        5.0,
         "counted under phase auth"
     );
+
+    // The access log names every request, and never a token (query tokens are redacted).
+    let mut log = String::new();
+    for _ in 0..50 {
+        // The writer is a thread: wait (bounded) for the lines to land.
+        log = std::fs::read_to_string(n.dir.path().join("access.log")).unwrap_or_default();
+        if log.contains("token=[redacted]") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(log.contains("token=[redacted]"), "{log}");
+    assert!(!log.contains(&good), "a token in the access log: {log}");
 
     // A `petrel_instance` claim routes to that instance, every time.
     let pinned = hs256(serde_json::json!({
         "sub": "user-7", "aud": "hello", "exp": now() + 600, "petrel_instance": "b-1"
     }));
     for _ in 0..10 {
+        // The token's claim wins over the client's own routing headers.
         let r = send(
             n.edge,
             false,
@@ -228,7 +277,10 @@ async fn tokens_are_checked_at_the_edge_and_never_reach_the_instance() {
                 "GET",
                 "hello.example.com",
                 "/",
-                &[("authorization", &format!("Bearer {pinned}"))],
+                &[
+                    ("authorization", &format!("Bearer {pinned}")),
+                    ("petrel-force-instance-id", "a-1"),
+                ],
             ),
         )
         .await;
@@ -329,7 +381,43 @@ fn broken_auth_configs_name_file_line_and_key() {
             "http_service.auth.token_from[0]",
             "unknown source",
         ),
+        (
+            "algorithms = [\"HS256\"]\nsecret_file = \"s.key\"\nleeway = \"600000h\"\n",
+            "http_service.auth.leeway",
+            "at most 1h",
+        ),
+        (
+            "algorithms = [\"HS256\"]\nsecret_file = \"p384.pem\"\n",
+            "http_service.auth.secret_file",
+            "holds a PEM key",
+        ),
+        (
+            "algorithms = [\"ES256\"]\npublic_key_file = \"p384.pem\"\n",
+            "http_service.auth.public_key_file",
+            "not a P-256 public key",
+        ),
     ];
+    let p384 = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let mut child = Command::new("openssl")
+        .args(["pkey", "-pubout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &p384).unwrap();
+    let public = child.wait_with_output().unwrap().stdout;
+    assert!(public.starts_with(b"-----BEGIN PUBLIC KEY"));
+    std::fs::write(dir.path().join("p384.pem"), public).unwrap();
     std::fs::write(dir.path().join("s.key"), SECRET).unwrap();
     std::fs::write(dir.path().join("short.key"), "short").unwrap();
     for (extra, key, says) in cases {

@@ -151,6 +151,28 @@ impl AuthConfig {
                 errs.push(src.error(&format!("{AT}.token_from[{i}]"), m));
             }
         }
+        if self.leeway.get() > std::time::Duration::from_secs(3600) {
+            errs.push(src.error(
+                &format!("{AT}.leeway"),
+                "at most 1h (clock skew between the token's issuer and this node)",
+            ));
+        }
+        for (i, s) in self.token_from.iter().enumerate() {
+            if let Ok(TokenSource::Header(h)) = TokenSource::parse(s) {
+                if h == http::header::HOST || h.as_str().starts_with("petrel-") {
+                    errs.push(src.error(
+                        &format!("{AT}.token_from[{i}]"),
+                        format!("{s:?} cannot carry a token (petrel reads or sets that header)"),
+                    ));
+                }
+            }
+        }
+        if algorithms.contains(&Algorithm::ES256) && algorithms.contains(&Algorithm::ES384) {
+            errs.push(src.error(
+                &format!("{AT}.algorithms"),
+                "ES256 and ES384 need different curves (P-256, P-384): one key serves one",
+            ));
+        }
         let hmac = algorithms.iter().filter(|a| is_hmac(**a)).count();
         if hmac != 0 && hmac != algorithms.len() {
             errs.push(src.error(
@@ -176,6 +198,9 @@ impl AuthConfig {
                 while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
                     b.pop();
                 }
+                if b.starts_with(b"-----BEGIN") {
+                    return Err((format!("{AT}.secret_file"), format!("{f:?} holds a PEM key; HS* algorithms take a shared secret (a public key as an HMAC secret invites algorithm confusion)")));
+                }
                 if b.len() < 32 {
                     return Err((format!("{AT}.secret_file"), format!("{f:?} holds {} bytes; an HMAC secret needs at least 32 (RFC 7518 §3.2)", b.len())));
                 }
@@ -183,6 +208,11 @@ impl AuthConfig {
             }),
             (false, None, Some(f)) => read(dir, f).map_err(|m| (format!("{AT}.public_key_file"), m)).and_then(|b| {
                 let a = algorithms[0];
+                if let Some(want) = curve_of(a) {
+                    if !pem_has_oid(&b, want.1) {
+                        return Err((format!("{AT}.public_key_file"), format!("{f:?} is not a {} public key, which {a:?} needs", want.0)));
+                    }
+                }
                 let key = match a.family() {
                     jsonwebtoken::AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&b),
                     jsonwebtoken::AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&b),
@@ -209,4 +239,31 @@ impl AuthConfig {
 fn read(dir: &Path, f: &str) -> Result<Vec<u8>, String> {
     let p = dir.join(f);
     std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+}
+
+/// The curve an ECDSA algorithm needs, and its OID in DER (RFC 5480 §2.1.1.1).
+fn curve_of(a: Algorithm) -> Option<(&'static str, &'static [u8])> {
+    match a {
+        Algorithm::ES256 => Some((
+            "P-256",
+            &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+        )),
+        Algorithm::ES384 => Some(("P-384", &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22])),
+        _ => None,
+    }
+}
+
+/// True if the first PEM block in `pem` decodes to DER holding `oid`.
+fn pem_has_oid(pem: &[u8], oid: &[u8]) -> bool {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(pem);
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .is_ok_and(|der| der.windows(oid.len()).any(|w| w == oid))
 }

@@ -39,6 +39,9 @@ impl Verified {
     /// The token's routing claims override the request's routing headers: the app's control
     /// plane that issued the token decides placement.
     pub fn steer(&self, hints: &mut Hints) {
+        if self.petrel_instance.is_some() || self.petrel_region.is_some() {
+            *hints = Hints::default(); // the client's own routing headers no longer count
+        }
         if let Some(i) = &self.petrel_instance {
             hints.force = Some(i.clone());
         }
@@ -109,12 +112,17 @@ impl Verifier {
         validation.algorithms = loaded.algorithms.clone();
         validation.leeway = cfg.leeway.get().as_secs();
         validation.validate_nbf = true;
+        // A configured `aud` or `iss` must be present, not only right when present.
         match &cfg.audience {
-            Some(a) => validation.set_audience(&[a]),
+            Some(a) => {
+                validation.set_audience(&[a]);
+                validation.required_spec_claims.insert("aud".into());
+            }
             None => validation.validate_aud = false,
         }
         if let Some(i) = &cfg.issuer {
             validation.set_issuer(&[i]);
+            validation.required_spec_claims.insert("iss".into());
         }
         let sources = cfg
             .token_from
@@ -128,13 +136,13 @@ impl Verifier {
         })
     }
 
-    /// Finds and verifies the request's token, then removes it from the request (the header, the
-    /// query parameter or the cookie it came in).
+    /// Finds and verifies the request's token (the first source that holds one), then removes
+    /// every configured source from the request: no copy of a token reaches an instance.
     pub fn check<B>(&self, req: &mut Request<B>) -> Result<Verified, AuthError> {
-        let (token, at) = self
+        let token = self
             .sources
             .iter()
-            .find_map(|s| find(req, s).map(|t| (t.into_owned(), s)))
+            .find_map(|s| find(req, s).map(Cow::into_owned))
             .ok_or(AuthError::Missing)?;
         let data = jsonwebtoken::decode::<Verified>(&token, &self.key, &self.validation)
             .map_err(|e| AuthError::from_kind(e.kind()))?;
@@ -146,8 +154,38 @@ impl Verifier {
         {
             return Err(AuthError::Claims);
         }
-        remove(req, at);
+        for s in &self.sources {
+            remove(req, s);
+        }
         Ok(data.claims)
+    }
+
+    /// The request's path and query with the values of the token's query parameters replaced,
+    /// for logs; `None` when no token source is a query parameter present in it.
+    pub fn redacted(&self, uri: &Uri) -> Option<String> {
+        let q = uri.query()?;
+        let names: Vec<&str> = self
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                TokenSource::Query(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut hit = false;
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|p| {
+                let key = p.split_once('=').map_or(p, |(k, _)| k);
+                if names.contains(&decode(key).as_str()) {
+                    hit = true;
+                    format!("{key}=[redacted]")
+                } else {
+                    p.to_string()
+                }
+            })
+            .collect();
+        hit.then(|| format!("{}?{}", uri.path(), parts.join("&")))
     }
 }
 
@@ -311,6 +349,39 @@ mod tests {
         let mut hints = Hints::default();
         ok.steer(&mut hints);
         assert_eq!(hints.prefer_regions, vec!["fra".to_string()]);
+    }
+
+    #[test]
+    fn every_source_is_stripped_and_query_tokens_are_redacted_for_logs() {
+        let v = verifier(
+            &["header:authorization", "query:token", "cookie:sess"],
+            None,
+        );
+        let t = token(serde_json::json!({"sub": "u3", "exp": later()}));
+        let uri: Uri = format!("/p?token={t}&x=1").parse().unwrap();
+        assert_eq!(v.redacted(&uri).as_deref(), Some("/p?token=[redacted]&x=1"));
+        let mut req = Request::get(uri)
+            .header("authorization", format!("Bearer {t}"))
+            .header("cookie", format!("sess={t}; k=v"))
+            .body(())
+            .unwrap();
+        v.check(&mut req).unwrap();
+        assert_eq!(req.uri().to_string(), "/p?x=1");
+        assert!(req.headers().get("authorization").is_none());
+        assert_eq!(req.headers()["cookie"], "k=v");
+    }
+
+    #[test]
+    fn a_configured_audience_must_be_present() {
+        let v = verifier(&["header:authorization"], Some("hello"));
+        let mut req = Request::get("/")
+            .header(
+                "authorization",
+                format!("Bearer {}", token(serde_json::json!({"exp": later()}))),
+            )
+            .body(())
+            .unwrap();
+        assert_eq!(v.check(&mut req).err(), Some(AuthError::Claims));
     }
 
     #[test]

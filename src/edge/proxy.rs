@@ -230,9 +230,15 @@ async fn forward(
     // The token first: nothing of a request without a valid one goes further.
     let auth_sub = match &app.auth {
         Some(verifier) => {
+            if let (Some(t), Some(path)) = (trace.as_mut(), verifier.redacted(req.uri())) {
+                t.set_access_path(path); // a token in the query never reaches the access log
+            }
             let claims = verifier.check(&mut req).map_err(ProxyError::Unauthorized)?;
             claims.steer(&mut hints);
-            claims.sub.and_then(|s| HeaderValue::from_str(&s).ok())
+            claims
+                .sub
+                .filter(|s| !s.is_empty())
+                .and_then(|s| HeaderValue::from_str(&s).ok())
         }
         None => None,
     };

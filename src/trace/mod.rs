@@ -195,6 +195,13 @@ impl Trace {
         }));
     }
 
+    /// Replaces the path the access log writes (a token in the query is redacted).
+    pub fn set_access_path(&mut self, path: String) {
+        if let Some(a) = self.access.as_mut() {
+            a.entry.path = path.chars().take(2048).collect();
+        }
+    }
+
     /// The app's strategy, for the access log.
     pub fn set_strategy(&mut self, strategy: &str) {
         if let Some(a) = self.access.as_mut() {
