@@ -244,7 +244,7 @@ pub fn overload(r: &Report, path: &Path) -> Result<(), SimError> {
     c.configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .draw()
         .map_err(|x| e(x.to_string()))?;
     root.present().map_err(|x| e(x.to_string()))
