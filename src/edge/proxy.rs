@@ -904,16 +904,8 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         _ => {
             // An HTTP/1.x response cancelled at `send_timeout` ends its connection: nothing more
             // can be framed on it, and a client that does not read would never learn of it.
-            let on_cancel = (!client_h2).then(|| {
-                let stalled = ctx.conn.send_stalled.clone();
-                Box::new(move || {
-                    metrics::counter!(crate::telemetry::CONNS_CLOSED, "reason" => "send_timeout")
-                        .increment(1);
-                    stalled.notify_one();
-                }) as crate::http::OnCancel
-            });
-            let body =
-                crate::http::read_ahead(boxed(body), slot, settings.response_buffering, on_cancel);
+            let on_cancel = (!client_h2).then_some(&ctx.conn.send_stalled);
+            let body = crate::http::read_ahead(body, slot, settings.response_buffering, on_cancel);
             Response::from_parts(parts, boxed(Tracked::new(body, finish)))
         }
     }
