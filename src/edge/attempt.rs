@@ -213,7 +213,8 @@ pub(super) async fn remote(
             let owner_fault = matches!(err, ProxyError::Upstream { .. })
                 && !ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed);
             if may_leave && owner_fault {
-                node.penalties.mark(&r.id, ctx.unreachable_until());
+                // No penalty: a pooled connection that broke (a healed partition) says nothing
+                // of the owner now; a fresh connect that fails marks it.
                 tracing::info!(request_id = ctx.rid.to_str().unwrap_or_default(), owner = %r.node, error = %e, "owner failed before answering; the idempotent request moves on");
                 return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
             }
