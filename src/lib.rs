@@ -15,6 +15,7 @@
 //! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
 //! - [`balance`]: strategies as pure functions (closest, leastload, routing hints).
 //! - [`backhaul`]: node-to-node requests, owner-side admission and rejects.
+//! - [`session`]: resumable WebSocket sessions: hold, replay, re-attach across a region.
 //! - [`local`]: local instances, hard-limit admission, pooled instance connections.
 //! - [`admin`]: admin API, `/metrics`, dashboard, on its own runtime.
 //! - [`backend`]: the built-in origin used by demo, tests and benches.
@@ -47,6 +48,7 @@ pub mod handoff;
 pub mod http;
 pub mod local;
 pub mod reload;
+pub mod session;
 pub mod shutdown;
 pub mod sim;
 pub mod state;

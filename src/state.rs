@@ -80,6 +80,8 @@ pub struct NodeState {
     pub expects_peers: bool,
     /// The cluster keys in force, which a reload may rotate.
     pub keys: ClusterKeys,
+    /// Resumable WebSocket sessions held on this node.
+    pub sessions: crate::session::Sessions,
     started: Instant,
     ids: RequestIds,
 }
@@ -131,6 +133,7 @@ impl NodeState {
             restart_only: restart_only(cfg),
             expects_peers: !cfg.node.mesh.seeds.is_empty(),
             keys,
+            sessions: crate::session::Sessions::default(),
             started: Instant::now(),
             ids: RequestIds::new(generation),
         })

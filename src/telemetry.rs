@@ -56,10 +56,16 @@ pub const APP_INSTANCES: &str = "petrel_app_instances";
 pub const APP_LOAD: &str = "petrel_app_load";
 /// `petrel_app_capacity{app,limit}`: their soft and hard limits summed.
 pub const APP_CAPACITY: &str = "petrel_app_capacity";
+/// `petrel_ws_sessions{state}`: resumable WebSocket sessions on this node, with a client
+/// (`live`) or waiting for one (`held`).
+pub const WS_SESSIONS: &str = "petrel_ws_sessions";
+/// `petrel_ws_resumes_total{outcome}`: resume attempts, by outcome (`resumed`, `gap`, `expired`,
+/// `refused`, `taken_over`).
+pub const WS_RESUMES: &str = "petrel_ws_resumes_total";
 
 /// Every metric's HELP text and unit, in exposition order (SPEC §8: every metric has HELP and
 /// TYPE lines; the TYPE comes from how it is recorded).
-const HELP: [(&str, Option<metrics::Unit>, &str); 22] = [
+const HELP: [(&str, Option<metrics::Unit>, &str); 24] = [
     (
         REQUESTS_TOTAL,
         None,
@@ -166,6 +172,16 @@ const HELP: [(&str, Option<metrics::Unit>, &str); 22] = [
         None,
         "The app's soft and hard limits summed over those instances (limit label).",
     ),
+    (
+        WS_SESSIONS,
+        None,
+        "Resumable WebSocket sessions held on this node: with a client (live) or waiting for one (held).",
+    ),
+    (
+        WS_RESUMES,
+        None,
+        "WebSocket session resumes: resumed, gap (some missed messages no longer held), expired (404), refused (400/403), taken_over (a live client replaced).",
+    ),
 ];
 
 /// The standard `process_*` series (CPU seconds, resident memory, open descriptors, start time).
@@ -213,6 +229,12 @@ fn describe() {
     for outcome in ["released", "cancelled"] {
         metrics::counter!(SLOW_CLIENTS, "outcome" => outcome).increment(0);
     }
+    let s = session_metrics();
+    for c in [&s.resumed, &s.gap, &s.expired, &s.refused, &s.taken_over] {
+        c.increment(0);
+    }
+    s.live.increment(0.0);
+    s.held.increment(0.0);
     process().describe();
 }
 
@@ -355,6 +377,41 @@ pub struct NodeMetrics {
     pub unrouted: AppMetrics,
     /// Backhaul requests refused before an app was known (bad credentials).
     pub backhaul: AppMetrics,
+}
+
+/// Resumable WebSocket session metrics (SPEC §8, §10).
+pub struct SessionMetrics {
+    /// Sessions with a client attached.
+    pub live: Gauge,
+    /// Sessions waiting for their client.
+    pub held: Gauge,
+    /// Resumed with every missed message.
+    pub resumed: Counter,
+    /// Resumed, some missed messages no longer held.
+    pub gap: Counter,
+    /// Refused with 404: no node of the region holds it.
+    pub expired: Counter,
+    /// Refused with 400 or 403 (a count beyond what was sent, another token subject).
+    pub refused: Counter,
+    /// A live client replaced by a new one (close 4001).
+    pub taken_over: Counter,
+}
+
+/// The process-wide session metrics.
+pub fn session_metrics() -> &'static SessionMetrics {
+    static M: OnceLock<SessionMetrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let outcome = |o: &'static str| metrics::counter!(WS_RESUMES, "outcome" => o);
+        SessionMetrics {
+            live: metrics::gauge!(WS_SESSIONS, "state" => "live"),
+            held: metrics::gauge!(WS_SESSIONS, "state" => "held"),
+            resumed: outcome("resumed"),
+            gap: outcome("gap"),
+            expired: outcome("expired"),
+            refused: outcome("refused"),
+            taken_over: outcome("taken_over"),
+        }
+    })
 }
 
 /// The process-wide node metrics.

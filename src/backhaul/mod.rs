@@ -5,6 +5,7 @@
 //! (WebSockets), both in mutual TLS with a CA derived from the cluster key. Requests carry
 //! `petrel-internal-*` headers, also authenticated with the cluster key.
 
+mod attach;
 mod client;
 pub mod credentials;
 pub mod delay;

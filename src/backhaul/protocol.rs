@@ -9,6 +9,9 @@ use sha2::Sha256;
 
 /// Target instance id (edge → owner).
 pub const INSTANCE: &str = "petrel-internal-instance";
+/// An [`INSTANCE`] value of `session:<app>` asks the owner to attach the request, a client's
+/// WebSocket handshake, to the session of that app it holds (the session id is in the query).
+pub const SESSION: &str = "session:";
 /// HMAC over the target and request id with the cluster key (edge → owner).
 pub const AUTH: &str = "petrel-internal-auth";
 /// Owner's refusal: "full", "connect", "unknown", "down" or "auth" (owner → edge).

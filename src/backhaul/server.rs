@@ -170,6 +170,9 @@ pub(super) async fn admit_and_forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    if let Some(app) = id.strip_prefix(protocol::SESSION) {
+        return super::attach::attach(node, app, req, edge_side).await;
+    }
     let local = node.local.load();
     let Some(inst) = local.get(&id).cloned() else {
         return reject(Reject::Unknown, None);

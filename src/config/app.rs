@@ -54,6 +54,54 @@ pub struct HttpService {
     /// A token every request must carry, checked at the edge (a petrel extension).
     #[serde(default)]
     pub auth: Option<super::auth::AuthConfig>,
+    /// Resumable WebSockets (a petrel extension, SPEC §10).
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+}
+
+/// `[http_service.sessions]`: WebSockets a client can resume after its connection drops
+/// (SPEC §10). Off unless `resume = true`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// WebSockets that carry `petrel_session=<id>` can be resumed.
+    #[serde(default)]
+    pub resume: bool,
+    /// How long the instance's WebSocket is kept open after its client vanished (reset, timeout,
+    /// no pong); at most 24h.
+    #[serde(default = "d_hold")]
+    pub hold: Dur,
+    /// Per session, bytes of the most recent instance→client messages kept for replay (frames
+    /// as sent, 4 bytes of index each); 1 KiB to 64 MiB.
+    #[serde(default = "d_replay_bytes")]
+    pub replay_bytes: u64,
+    /// An idle client is pinged after this long; no pong within one more interval and it is
+    /// gone. 100ms to 1h.
+    #[serde(default = "d_ping_interval")]
+    pub ping_interval: Dur,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            hold: d_hold(),
+            replay_bytes: d_replay_bytes(),
+            ping_interval: d_ping_interval(),
+        }
+    }
+}
+
+fn d_hold() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+
+fn d_replay_bytes() -> u64 {
+    1 << 20
+}
+
+fn d_ping_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(15))
 }
 
 /// `[http_service.http_options]`: how requests reach the app's instances. Fly's section
@@ -383,6 +431,7 @@ impl AppConfig {
                 }
             }
         }
+        errs.extend(svc.sessions.validate(src));
         if svc.load_balancing.retries > 20 {
             errs.push(src.error("http_service.load_balancing.retries", "at most 20"));
         }
@@ -409,6 +458,35 @@ impl AppConfig {
                     format!("invalid HTTP method {:?}", ch.method),
                 ));
             }
+        }
+        errs
+    }
+}
+
+impl SessionsConfig {
+    fn validate(&self, src: &Source) -> Vec<ConfigError> {
+        use std::time::Duration;
+        const AT: &str = "http_service.sessions";
+        let mut errs = Vec::new();
+        let hold = self.hold.get();
+        if hold.is_zero() || hold > Duration::from_secs(86_400) {
+            errs.push(src.error(
+                &format!("{AT}.hold"),
+                "must be greater than 0s and at most 24h",
+            ));
+        }
+        if !(1024..=64 << 20).contains(&self.replay_bytes) {
+            errs.push(src.error(
+                &format!("{AT}.replay_bytes"),
+                format!(
+                    "{} is out of range: 1024 (1 KiB) to 67108864 (64 MiB)",
+                    self.replay_bytes
+                ),
+            ));
+        }
+        let ping = self.ping_interval.get();
+        if ping < Duration::from_millis(100) || ping > Duration::from_secs(3600) {
+            errs.push(src.error(&format!("{AT}.ping_interval"), "must be 100ms to 1h"));
         }
         errs
     }

@@ -60,6 +60,26 @@ pub enum ProxyError {
     /// The app requires a token (`[http_service.auth]`) and the request's is missing or invalid.
     #[error("unauthorized: {}", .0.as_str())]
     Unauthorized(super::auth::AuthError),
+    /// A WebSocket asked to resume a session no node of this region holds (expired, ended, or
+    /// never begun).
+    #[error("session {id:?} of app {app:?} is not held in this region (it expired, ended or never began)")]
+    SessionNotFound {
+        /// The app.
+        app: String,
+        /// The session id.
+        id: String,
+    },
+    /// The session is bound to another token subject.
+    #[error("session {id:?} of app {app:?} belongs to another token subject")]
+    SessionRefused {
+        /// The app.
+        app: String,
+        /// The session id.
+        id: String,
+    },
+    /// The resume cannot be honoured as asked (a count beyond what was sent).
+    #[error("cannot resume: {0}")]
+    SessionResume(String),
     /// Every candidate was at its hard limit.
     #[error("app {0:?} is at capacity, retry later")]
     AtCapacity(String),
@@ -123,6 +143,9 @@ impl ProxyError {
             ProxyError::ReplayTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::SessionNotFound { .. } => StatusCode::NOT_FOUND,
+            ProxyError::SessionRefused { .. } => StatusCode::FORBIDDEN,
+            ProxyError::SessionResume(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoHealthy(_)
             | ProxyError::Unreachable { .. }
             | ProxyError::AtCapacity(_)
@@ -147,7 +170,10 @@ impl ProxyError {
             | ProxyError::NoHealthy(_)
             | ProxyError::ReplayLoop(_)
             | ProxyError::ReplayTarget { .. }
-            | ProxyError::ForcedUnknown(_) => Phase::Route,
+            | ProxyError::ForcedUnknown(_)
+            | ProxyError::SessionNotFound { .. }
+            | ProxyError::SessionResume(_) => Phase::Route,
+            ProxyError::SessionRefused { .. } => Phase::Auth,
             ProxyError::AtCapacity(_) | ProxyError::ForcedUnavailable(_) => Phase::InstanceFull,
             ProxyError::Connect { .. } | ProxyError::Unreachable { remote: false, .. } => {
                 Phase::InstanceConnect

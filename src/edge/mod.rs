@@ -14,6 +14,7 @@ pub mod per_client;
 mod proxy;
 mod routes;
 mod server;
+mod session;
 mod upgrade;
 mod wsframe;
 

@@ -28,6 +28,7 @@ use crate::body::{boxed, Body};
 use crate::config::LimitType;
 use crate::http::ReplayableRequest;
 use crate::local::Slot;
+use crate::session::Ask as SessionAsk;
 use crate::state::{EdgeSettings, NodeState};
 use crate::telemetry::node_metrics;
 use crate::trace::{Target as TraceTarget, Trace};
@@ -244,6 +245,24 @@ async fn forward(
     };
     let settings = node.settings.load();
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
+    // A WebSocket that names a session: resumed here or at the region's node that holds it.
+    let session = match (&app.sessions, upgrade) {
+        (Some(_), true) => SessionAsk::from_uri(req.uri()).map_err(ProxyError::Malformed)?,
+        _ => None,
+    };
+    if let Some(ask) = &session {
+        let resumed = super::session::resume(node, app, &mut req, ask, auth_sub.as_ref(), rid);
+        if let Some(resp) = Box::pin(resumed).await? {
+            app.metrics.request(101, start.elapsed().as_secs_f64());
+            if let Some(t) = trace.take() {
+                t.finish(Instant::now(), 101);
+            }
+            return Ok(resp);
+        }
+        // It begins here: no extension may change the frames a session keeps and replays.
+        req.headers_mut()
+            .remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ctx = Ctx {
         node,
@@ -272,6 +291,7 @@ async fn forward(
     let client_h2 = req.version() == Version::HTTP_2;
     let req = body_start(req, &settings).await?;
     let bytes_in = trace.as_ref().and_then(Trace::bytes_in);
+    let session = session.map(|ask| (ask, auth_sub.clone()));
     let mut proto = prepare(req, &ctx, client_h2, bytes_in, auth_sub);
     let mut replay = ReplayState::default();
     loop {
@@ -292,6 +312,7 @@ async fn forward(
                 trace: trace.take(),
                 client,
                 client_h2,
+                session,
             };
             return Ok(respond(&ctx, cand, answered, ends));
         };
@@ -792,6 +813,8 @@ struct Ends {
     client: Option<super::per_client::ClientSlot>,
     /// The client spoke HTTP/2 (a cancelled response resets a stream, not the connection).
     client_h2: bool,
+    /// The session a WebSocket begins, and the token subject it is bound to.
+    session: Option<(SessionAsk, Option<HeaderValue>)>,
 }
 
 /// Turns the instance's response into the client's: hop-by-hop and internal headers removed,
@@ -803,6 +826,7 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         trace,
         client,
         client_h2,
+        session,
     } = ends;
     let (node, app, rid, settings) = (ctx.node, ctx.app, ctx.rid, ctx.settings);
     let Answered {
@@ -893,8 +917,30 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         (Some(c), Some(i)) => {
             let rid = rid.to_str().unwrap_or_default().to_string();
             let ending = Ending::for_response(&parts.headers, &node.shutdown);
+            let begins =
+                session
+                    .zip(app.sessions)
+                    .filter(|_| ending.websocket)
+                    .map(|((ask, sub), cfg)| crate::session::Start {
+                        app: app.name.clone(),
+                        id: ask.id,
+                        sub: sub.and_then(|s| s.to_str().ok().map(Arc::from)),
+                        protocol: parts
+                            .headers
+                            .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                            .cloned(),
+                        cfg,
+                        cut: ending.cut.clone(),
+                    });
+            let sessions = node.sessions.clone();
             node.shutdown.spawn(async move {
-                let (up, down) = splice(Side::Hyper(c), i, slot, rid, ending).await;
+                let (up, down) = match begins {
+                    Some(s) => {
+                        super::session::run(&sessions, s, Side::Hyper(c), i, slot, rid, ending)
+                            .await
+                    }
+                    None => splice(Side::Hyper(c), i, slot, rid, ending).await,
+                };
                 if let Some(a) = ws_access {
                     a.websocket_ended(start, up, down);
                 }

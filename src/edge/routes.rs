@@ -40,6 +40,8 @@ pub struct AppRoute {
     pub per_client: Option<Arc<super::per_client::PerClient>>,
     /// The app's token check (`[http_service.auth]`), if it has one.
     pub auth: Option<Arc<super::auth::Verifier>>,
+    /// Resumable WebSockets (`[http_service.sessions] resume = true`), if the app has them.
+    pub sessions: Option<crate::session::SessionConfig>,
 }
 
 /// Parses validated `[http_service.http_options.response] headers` into ready rules.
@@ -103,6 +105,11 @@ impl RouteTable {
                     .as_ref()
                     .and_then(super::auth::Verifier::new)
                     .map(Arc::new),
+                sessions: svc.sessions.resume.then(|| crate::session::SessionConfig {
+                    hold: svc.sessions.hold.get(),
+                    replay_bytes: svc.sessions.replay_bytes as usize,
+                    ping_interval: svc.sessions.ping_interval.get(),
+                }),
             });
             t.exact.insert(a.app.clone(), route.clone());
             t.exact

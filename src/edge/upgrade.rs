@@ -1,78 +1,24 @@
 //! Splices two upgraded byte streams (a WebSocket's client side and instance side), for as long as
 //! both live. Either side may be a hyper upgrade or a raw stream (a QUIC backhaul stream).
 
-use std::cell::RefCell;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::wsframe::{close_to_client, close_to_server, FrameTracker};
 
+use crate::http::read_some;
+#[cfg(test)]
+use crate::http::RELAY_BUF;
+pub use crate::http::{Io, Side};
 use crate::local::Slot;
 use crate::telemetry::node_metrics;
 
 /// After one side has closed, how long the other direction may still deliver what is in flight
 /// (a close frame, the last output) before both are closed.
 const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// Bytes read at a time in each direction of a splice.
-const RELAY_BUF: usize = 8 * 1024;
-
-thread_local! {
-    /// The read buffer every splice on this thread reads into, lent only while a read is being
-    /// polled: an idle WebSocket holds no buffer at all (two 8 KiB buffers each were most of its
-    /// memory), and what a read returns is copied out at its exact length.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; RELAY_BUF].into_boxed_slice());
-}
-
-/// Reads what `r` has (at most [`RELAY_BUF`] bytes); empty at EOF.
-async fn read_some<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
-    std::future::poll_fn(|cx| {
-        let mut poll = |buf: &mut [u8]| {
-            let mut rb = ReadBuf::new(buf);
-            match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().to_vec())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        };
-        SCRATCH.with(|s| match s.try_borrow_mut() {
-            Ok(mut buf) => poll(&mut buf),
-            Err(_) => poll(&mut vec![0u8; RELAY_BUF]), // a read polled from inside another
-        })
-    })
-    .await
-}
-
-/// Any byte stream a connection can run on (TCP, TLS, an upgraded HTTP connection, a QUIC stream).
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// One side of a splice.
-pub enum Side {
-    /// An HTTP/1.1 upgrade that completes once the 101 is through.
-    Hyper(OnUpgrade),
-    /// A stream that is already raw bytes.
-    Stream(Box<dyn Io>),
-    /// A stream handed over once the transport has written its own 101 head (QUIC backhaul).
-    Later(tokio::sync::oneshot::Receiver<Box<dyn Io>>),
-}
-
-impl Side {
-    async fn ready(self) -> Result<Box<dyn Io>, String> {
-        match self {
-            Side::Hyper(on) => Ok(Box::new(TokioIo::new(on.await.map_err(|e| e.to_string())?))),
-            Side::Stream(s) => Ok(s),
-            Side::Later(rx) => rx.await.map_err(|_| "stream never handed over".to_string()),
-        }
-    }
-}
 
 /// How a splice ends besides either side closing.
 #[derive(Clone)]

@@ -4,8 +4,10 @@
 
 mod buffering;
 mod replay;
+mod side;
 mod target;
 
 pub use buffering::{read_ahead, Buffering, OnCancel};
 pub use replay::{is_idempotent, Replayable, ReplayableRequest, REPLAY_LIMIT};
+pub use side::{read_some, Io, Side, RELAY_BUF};
 pub use target::{declare_unsized_body, for_h2, for_http1, to_fly_names, InstanceForm};

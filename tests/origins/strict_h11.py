@@ -45,7 +45,9 @@ ALLOWED_CONNECTION_TOKENS = {"keep-alive", "close", "upgrade"}
 ARGS = None
 VERBOSE = False
 _stats_lock = threading.Lock()
-STATS = {"connections": 0, "requests": 0}
+STATS = {"connections": 0, "requests": 0, "term_opened": 0, "term_open": 0}
+# Close codes the /term WebSockets received, in order (None: the stream ended without one).
+TERM_CLOSES = []
 
 
 def log(*a):
@@ -53,9 +55,9 @@ def log(*a):
         print("[strict_h11]", *a, file=sys.stderr, flush=True)
 
 
-def bump(key):
+def bump(key, by=1):
     with _stats_lock:
-        STATS[key] += 1
+        STATS[key] += by
         return STATS[key]
 
 
@@ -350,6 +352,8 @@ class Handler(socketserver.BaseRequestHandler):
                 self.read_body(req)
                 return replay()
             return self.ep_ws(req)
+        if path == "/term":
+            return self.ep_term(req, max(0, qint("ms", 10)), max(0, qint("burst", 0)), max(1, qint("size", 64)))
         if path == "/expect":
             return self.ep_expect(req)
 
@@ -432,7 +436,9 @@ class Handler(socketserver.BaseRequestHandler):
             return self.respond(req, 200, [(b"Content-Type", b"text/plain")], b"slow ok\n")
         if path == "/stats":
             with _stats_lock:
-                doc = {"id": ARGS.id, "connections": STATS["connections"], "requests": STATS["requests"]}
+                doc = {"id": ARGS.id, "connections": STATS["connections"], "requests": STATS["requests"],
+                       "term_opened": STATS["term_opened"], "term_open": STATS["term_open"],
+                       "term_closes": list(TERM_CLOSES)}
             return self.respond(req, 200, [(b"Content-Type", b"application/json")], json.dumps(doc).encode() + b"\n")
         return self.respond(req, 200, [(b"Content-Type", b"text/plain")], b"hello from %s\n" % self.origin_id)
 
@@ -476,62 +482,12 @@ class Handler(socketserver.BaseRequestHandler):
         ], b"expect ok\n")
 
     def ep_ws(self, req):
-        hdr = {}
-        for n, v in req.headers:
-            hdr.setdefault(n.decode("latin-1"), []).append(v.decode("latin-1"))
-
-        def tokens(name):
-            return [t.strip().lower() for v in hdr.get(name, []) for t in v.split(",") if t.strip()]
-
-        problem = None
-        key = hdr.get("sec-websocket-key", [])
-        if req.method != b"GET":
-            problem = "WebSocket handshake must be GET"
-        elif req.http_version != b"1.1":
-            problem = "WebSocket handshake must be HTTP/1.1"
-        elif tokens("upgrade") != ["websocket"]:
-            problem = "Upgrade must be websocket"
-        elif "upgrade" not in tokens("connection"):
-            problem = "Connection must contain upgrade"
-        elif len(key) != 1:
-            problem = "exactly one Sec-WebSocket-Key required"
-        elif hdr.get("sec-websocket-version", []) != ["13"]:
-            problem = "Sec-WebSocket-Version must be 13"
-        else:
-            try:
-                if len(base64.b64decode(key[0].strip(), validate=True)) != 16:
-                    problem = "Sec-WebSocket-Key must be base64 of 16 bytes"
-            except Exception:
-                problem = "Sec-WebSocket-Key is not base64"
-        if problem is None and wse is None:
-            body, _ = self.read_body(req)
-            return self.respond(req, 500, [(b"Content-Type", b"text/plain")], b"wsproto not installed\n")
-        if problem:
-            # Read the (normally empty) body so h11 lets us answer normally;
-            # answering a regular response also declines any upgrade.
-            self.read_body(req)
-            self.respond(req, 400, [(b"Content-Type", b"text/plain"), (b"Sec-WebSocket-Version", b"13"),
-                                    (b"Connection", b"close")], ("bad request: %s\n" % problem).encode())
+        ws = self.ws_handshake(req)
+        if ws is False:
             return False
-
-        # Consume the request to the point where h11 pauses for the switch.
-        while True:
-            ev = self.next_event()
-            if ev is h11.PAUSED:
-                break
-            if isinstance(ev, (h11.Data, h11.EndOfMessage)):
-                continue
-            raise Closed("unexpected event before upgrade %r" % (ev,))
-        self.send(h11.InformationalResponse(status_code=101, reason=b"Switching Protocols", headers=self.base_headers() + [
-            (b"Upgrade", b"websocket"),
-            (b"Connection", b"Upgrade"),
-            (b"Sec-WebSocket-Accept", accept_token(key[0].strip())),
-        ]))
-        trailing, closed = self.conn.trailing_data
-        ws = WSConnection(ConnectionType.SERVER, trailing_data=bytes(trailing))
         self.sock.settimeout(None)
         pending = {"text": [], "bytes": []}
-        eof = closed
+        eof = False
         while True:
             out = b""
             done = False
@@ -568,6 +524,126 @@ class Handler(socketserver.BaseRequestHandler):
                 ws.receive_data(None)
             else:
                 ws.receive_data(data)
+
+    def ep_term(self, req, ms, burst, size):
+        # A terminal-like WebSocket: `burst` lines of `size` bytes at once, then a numbered line
+        # every `ms` ms (0: none) -- "line N" -- and "input K: TEXT" for the K-th client
+        # message. Counts opened/open sockets and the close code each one got, for /stats.
+        ws = self.ws_handshake(req)
+        if ws is False:
+            return False
+        bump("term_opened")
+        bump("term_open")
+        code = None
+        n = 0
+        inputs = 0
+        try:
+            out = b""
+            for _ in range(burst):
+                line = ("line %d " % n).encode()
+                out += ws.send(wse.TextMessage(data=(line + b"x" * max(0, size - len(line))).decode()))
+                n += 1
+            if out:
+                self.sock.sendall(out)
+            next_at = time.monotonic() + ms / 1000.0
+            while True:
+                wait = (next_at - time.monotonic()) if ms > 0 else None
+                if wait is not None and wait <= 0:
+                    self.sock.sendall(ws.send(wse.TextMessage(data="line %d" % n)))
+                    n += 1
+                    next_at += ms / 1000.0
+                    continue
+                self.sock.settimeout(wait)
+                try:
+                    data = self.sock.recv(READ_CHUNK)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return False
+                ws.receive_data(data if data else None)
+                out = b""
+                done = not data
+                for ev in ws.events():
+                    if isinstance(ev, wse.TextMessage):
+                        inputs += 1
+                        out += ws.send(wse.TextMessage(data="input %d: %s" % (inputs, ev.data)))
+                    elif isinstance(ev, wse.Ping):
+                        out += ws.send(ev.response())
+                    elif isinstance(ev, wse.CloseConnection):
+                        code = ev.code
+                        try:
+                            out += ws.send(ev.response())
+                        except Exception:
+                            pass
+                        done = True
+                if out:
+                    self.sock.sendall(out)
+                if done:
+                    self.close_clean()
+                    return False
+        finally:
+            with _stats_lock:
+                STATS["term_open"] -= 1
+                TERM_CLOSES.append(code)
+
+    def ws_handshake(self, req):
+        # Checks the handshake strictly, answers 101, returns the wsproto connection (or False
+        # after answering 400/500).
+        hdr = {}
+        for n, v in req.headers:
+            hdr.setdefault(n.decode("latin-1"), []).append(v.decode("latin-1"))
+
+        def tokens(name):
+            return [t.strip().lower() for v in hdr.get(name, []) for t in v.split(",") if t.strip()]
+
+        problem = None
+        key = hdr.get("sec-websocket-key", [])
+        if req.method != b"GET":
+            problem = "WebSocket handshake must be GET"
+        elif req.http_version != b"1.1":
+            problem = "WebSocket handshake must be HTTP/1.1"
+        elif tokens("upgrade") != ["websocket"]:
+            problem = "Upgrade must be websocket"
+        elif "upgrade" not in tokens("connection"):
+            problem = "Connection must contain upgrade"
+        elif len(key) != 1:
+            problem = "exactly one Sec-WebSocket-Key required"
+        elif hdr.get("sec-websocket-version", []) != ["13"]:
+            problem = "Sec-WebSocket-Version must be 13"
+        else:
+            try:
+                if len(base64.b64decode(key[0].strip(), validate=True)) != 16:
+                    problem = "Sec-WebSocket-Key must be base64 of 16 bytes"
+            except Exception:
+                problem = "Sec-WebSocket-Key is not base64"
+        if problem is None and wse is None:
+            body, _ = self.read_body(req)
+            self.respond(req, 500, [(b"Content-Type", b"text/plain")], b"wsproto not installed\n")
+            return False
+        if problem:
+            # Read the (normally empty) body so h11 lets us answer normally;
+            # answering a regular response also declines any upgrade.
+            self.read_body(req)
+            self.respond(req, 400, [(b"Content-Type", b"text/plain"), (b"Sec-WebSocket-Version", b"13"),
+                                    (b"Connection", b"close")], ("bad request: %s\n" % problem).encode())
+            return False
+
+        # Consume the request to the point where h11 pauses for the switch.
+        while True:
+            ev = self.next_event()
+            if ev is h11.PAUSED:
+                break
+            if isinstance(ev, (h11.Data, h11.EndOfMessage)):
+                continue
+            raise Closed("unexpected event before upgrade %r" % (ev,))
+        self.send(h11.InformationalResponse(status_code=101, reason=b"Switching Protocols", headers=self.base_headers() + [
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Accept", accept_token(key[0].strip())),
+        ]))
+        trailing, closed = self.conn.trailing_data
+        ws = WSConnection(ConnectionType.SERVER, trailing_data=bytes(trailing))
+        return ws
 
 
 class Server(socketserver.ThreadingTCPServer):

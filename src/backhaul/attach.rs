@@ -1,0 +1,53 @@
+//! Owner side of a session re-attach: another node of the region passes on a client's WebSocket
+//! handshake that resumes a session this node holds (SPEC §10, "resume works through any node of
+//! the region"). Answers 101 and takes the stream, or 404 / 403 / 400 at once.
+
+use http::{Request, Response, StatusCode};
+
+use crate::body::{full, Body};
+use crate::http::Side;
+use crate::session::{Ask, AttachError, Found};
+use crate::state::NodeState;
+use crate::telemetry::session_metrics;
+
+/// Attaches the handshake in `req` to session `ask.id` of `app`, if this node holds it.
+pub(super) async fn attach(
+    node: &NodeState,
+    app: &str,
+    req: Request<Body>,
+    edge_side: Option<Side>,
+) -> Response<Body> {
+    let (Some(side), Ok(Some(ask))) = (edge_side, Ask::from_uri(req.uri())) else {
+        return plain(StatusCode::BAD_REQUEST, "not a session handshake");
+    };
+    let sub = req
+        .headers()
+        .get("petrel-auth-sub")
+        .and_then(|v| v.to_str().ok());
+    let h = match node.sessions.find(app, &ask.id, sub) {
+        Found::Nothing => return plain(StatusCode::NOT_FOUND, "no such session here"),
+        Found::OtherSubject => {
+            session_metrics().refused.increment(1);
+            return plain(StatusCode::FORBIDDEN, "another token subject");
+        }
+        Found::Session(h) => h,
+    };
+    let mut resp = match crate::session::switching(req.headers(), h.protocol()) {
+        Ok(r) => r,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+    };
+    match h.attach(ask.resume, side).await {
+        Ok(counts) => {
+            crate::session::set_counts(&mut resp, counts);
+            resp
+        }
+        Err(e @ AttachError::Beyond { .. }) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(AttachError::Ended) => plain(StatusCode::NOT_FOUND, "the session ended"),
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("{text}\n")));
+    *r.status_mut() = status;
+    r
+}

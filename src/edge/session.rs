@@ -1,0 +1,267 @@
+//! The edge's part in resumable WebSocket sessions (SPEC §10): a request that comes back to a
+//! session is answered here when this node holds it, or passed to the node of the region that
+//! does; a request that begins one goes to an instance as any WebSocket does (see `respond`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::error::ProxyError;
+use super::routes::AppRoute;
+use super::upgrade::{splice, Ending, Side};
+use crate::backhaul::protocol;
+use crate::body::{empty, Body};
+use crate::local::Slot;
+use crate::session::{Ask, AttachError, Found, Sessions, Start};
+use crate::state::NodeState;
+use crate::telemetry::{node_metrics, session_metrics};
+use crate::trace::ConnectMark;
+
+/// How long the region's other nodes have, together, to say whether one holds a session.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers a re-attaching client's handshake carries to the node that holds its session.
+const HANDSHAKE: [header::HeaderName; 6] = [
+    header::HOST,
+    header::UPGRADE,
+    header::CONNECTION,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_PROTOCOL,
+];
+
+/// Answers a WebSocket request that names session `ask.id` when the session exists: attached
+/// here if this node holds it, else through the region's node that does. `Ok(None)`: no session
+/// by that id and the request does not resume one, so it begins a new one at an instance.
+/// `sub` is the token subject the session must be bound to.
+pub(super) async fn resume(
+    node: &NodeState,
+    app: &Arc<AppRoute>,
+    req: &mut Request<Incoming>,
+    ask: &Ask,
+    sub: Option<&HeaderValue>,
+    rid: &HeaderValue,
+) -> Result<Option<Response<Body>>, ProxyError> {
+    let sub_str = sub.and_then(|v| v.to_str().ok());
+    match node.sessions.find(&app.name, &ask.id, sub_str) {
+        Found::OtherSubject => {
+            session_metrics().refused.increment(1);
+            return Err(refused(app, ask));
+        }
+        Found::Session(h) => {
+            let mut resp = crate::session::switching(req.headers(), h.protocol())
+                .map_err(ProxyError::Malformed)?;
+            let client = Side::Hyper(hyper::upgrade::on(&mut *req));
+            match h.attach(ask.resume, client).await {
+                Ok(counts) => {
+                    crate::session::set_counts(&mut resp, counts);
+                    resp.headers_mut().insert("petrel-request-id", rid.clone());
+                    return Ok(Some(resp));
+                }
+                Err(e @ AttachError::Beyond { .. }) => {
+                    return Err(ProxyError::SessionResume(e.to_string()))
+                }
+                Err(AttachError::Ended) => {} // ended a moment ago: as if never held
+            }
+        }
+        Found::Nothing => {}
+    }
+    if ask.resume.is_none() {
+        return Ok(None);
+    }
+    match on_region_peer(node, app, req, ask, sub, rid).await? {
+        Some(resp) => Ok(Some(resp)),
+        None => {
+            session_metrics().expired.increment(1);
+            Err(ProxyError::SessionNotFound {
+                app: app.name.to_string(),
+                id: ask.id.clone(),
+            })
+        }
+    }
+}
+
+fn refused(app: &AppRoute, ask: &Ask) -> ProxyError {
+    ProxyError::SessionRefused {
+        app: app.name.to_string(),
+        id: ask.id.clone(),
+    }
+}
+
+/// Asks every other live node of this region, at once, to attach the client to session
+/// `ask.id`; the one that holds it answers 101 and the client is spliced to it. `Ok(None)`: no
+/// node holds it.
+async fn on_region_peer(
+    node: &NodeState,
+    app: &Arc<AppRoute>,
+    req: &mut Request<Incoming>,
+    ask: &Ask,
+    sub: Option<&HeaderValue>,
+    rid: &HeaderValue,
+) -> Result<Option<Response<Body>>, ProxyError> {
+    let peers: Vec<SocketAddr> = {
+        let snap = node.cluster.load();
+        snap.view
+            .members
+            .iter()
+            .filter(|m| {
+                m.state != petrel_mesh::MemberState::Down
+                    && *m.id.region == *node.region
+                    && *m.id.name != *node.name
+            })
+            .map(|m| m.id.backhaul)
+            .collect()
+    };
+    let mut asks: FuturesUnordered<_> = peers
+        .into_iter()
+        .map(|to| {
+            let out = attach_request(req, app, sub, rid);
+            let mark = ConnectMark::default();
+            async move {
+                let r = node.backhaul.send(to, &node.region, out, true, &mark).await;
+                (to, r)
+            }
+        })
+        .collect();
+    let mut other_subject = false;
+    let mut beyond = None;
+    let found = tokio::time::timeout(LOOKUP_TIMEOUT, async {
+        while let Some((to, r)) = asks.next().await {
+            match r {
+                Ok((resp, Some(side))) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Some((to, resp, side));
+                }
+                Ok((resp, _)) if resp.status() == StatusCode::FORBIDDEN => other_subject = true,
+                Ok((resp, _)) if resp.status() == StatusCode::BAD_REQUEST => {
+                    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    let text = body.map(|b| b.to_bytes()).unwrap_or_default();
+                    beyond = Some(String::from_utf8_lossy(&text).trim().to_string());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(peer = %to, error = %e, "session lookup: peer did not answer")
+                }
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    drop(asks); // the others said no, or are cancelled
+    let Some((to, held, side)) = found else {
+        if other_subject {
+            return Err(refused(app, ask));
+        }
+        if let Some(why) = beyond {
+            return Err(ProxyError::SessionResume(why));
+        }
+        return Ok(None);
+    };
+    tracing::info!(session = %ask.id, holder = %to, "session resumed through its holder");
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let names = [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::HeaderName::from_static(crate::session::RECEIVED),
+        header::HeaderName::from_static(crate::session::GAP),
+    ];
+    for name in names {
+        if let Some(v) = held.headers().get(&name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    resp.headers_mut().insert("petrel-request-id", rid.clone());
+    let client = Side::Hyper(hyper::upgrade::on(&mut *req));
+    let ending = Ending {
+        cut: node.shutdown.cut_token(),
+        websocket: true,
+    };
+    let rid = rid.to_str().unwrap_or_default().to_string();
+    node.shutdown.spawn(async move {
+        splice(client, side, None, rid, ending).await;
+    });
+    Ok(Some(resp))
+}
+
+/// The client's handshake as the holder needs it: its WebSocket headers, the app and session,
+/// the token subject this edge checked, signed as any backhaul request.
+fn attach_request(
+    req: &Request<Incoming>,
+    app: &AppRoute,
+    sub: Option<&HeaderValue>,
+    rid: &HeaderValue,
+) -> Request<Body> {
+    let mut out = Request::new(empty());
+    *out.method_mut() = Method::GET;
+    *out.uri_mut() = req.uri().clone();
+    *out.version_mut() = Version::HTTP_11;
+    let h = out.headers_mut();
+    for name in &HANDSHAKE {
+        for v in req.headers().get_all(name) {
+            h.append(name.clone(), v.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{}{}", protocol::SESSION, app.name)) {
+        h.insert(protocol::INSTANCE, v);
+    }
+    h.insert("petrel-request-id", rid.clone());
+    if let Some(s) = sub {
+        h.insert("petrel-auth-sub", s.clone());
+    }
+    out
+}
+
+/// Runs the session a 101 begins: once both streams are ready it is registered and its owner
+/// task runs to the end, holding the instance's slot. An id that is already held (two clients
+/// began the same session at once) gets a plain splice: that WebSocket is not resumable.
+/// Returns the bytes from and to its clients.
+pub(super) async fn run(
+    sessions: &Sessions,
+    start: Start,
+    client: Side,
+    instance: Side,
+    slot: Option<Slot>,
+    rid: String,
+    ending: Ending,
+) -> (u64, u64) {
+    let (c, i) = tokio::join!(client.ready(), instance.ready());
+    let (c, i) = match (c, i) {
+        (Ok(c), Ok(i)) => (c, i),
+        (c, i) => {
+            tracing::warn!(
+                request_id = rid,
+                client_ok = c.is_ok(),
+                instance_ok = i.is_ok(),
+                "upgrade did not complete on both sides"
+            );
+            return (0, 0);
+        }
+    };
+    let id = start.id.clone();
+    match sessions.start(start, i, c) {
+        Ok(task) => {
+            let gauge = &node_metrics().websockets;
+            gauge.increment(1.0);
+            let (_, up, down) = task.await;
+            gauge.decrement(1.0);
+            drop(slot);
+            (up, down)
+        }
+        Err((i, c)) => {
+            tracing::warn!(
+                request_id = rid,
+                session = id,
+                "session id already held on this node; this WebSocket is not resumable"
+            );
+            splice(Side::Stream(c), Side::Stream(i), slot, rid, ending).await
+        }
+    }
+}

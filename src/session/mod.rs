@@ -1,0 +1,170 @@
+//! Resumable WebSocket sessions (SPEC §10): the instance's WebSocket is kept open while its
+//! client is away, what the client missed is kept within `replay_bytes`, and a client that comes
+//! back (to this node, or through another node of the region) is sent it and goes on live.
+//!
+//! One owner task per session ([`task`]) holds both streams; the [`Sessions`] registry only maps
+//! (app, id) to that task's mailbox and is touched once per WebSocket handshake, never per frame.
+
+mod ask;
+pub mod frame;
+mod handshake;
+mod replay;
+mod task;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http::HeaderValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use ask::{valid_id, Ask};
+pub use handshake::{set_counts, switching, GAP, RECEIVED};
+pub use replay::{Replay, ReplayBuffer};
+pub use task::{AttachError, Attached, End, SessionConfig, TAKEN_OVER};
+
+use crate::http::{Io, Side};
+use task::{Attach, Task};
+
+type Key = (Arc<str>, Arc<str>);
+
+struct Entry {
+    tx: mpsc::Sender<Attach>,
+    sub: Option<Arc<str>>,
+    protocol: Option<HeaderValue>,
+    serial: u64,
+}
+
+/// Every session this node holds, by app and session id.
+#[derive(Clone, Default)]
+pub struct Sessions {
+    map: Arc<Mutex<HashMap<Key, Entry>>>,
+    serial: Arc<AtomicU64>,
+}
+
+/// What a lookup found.
+pub enum Found {
+    /// No session by that id here.
+    Nothing,
+    /// The session is bound to another token subject (`403`).
+    OtherSubject,
+    /// The session.
+    Session(Handle),
+}
+
+/// A session's mailbox.
+pub struct Handle {
+    tx: mpsc::Sender<Attach>,
+    protocol: Option<HeaderValue>,
+}
+
+impl Handle {
+    /// The subprotocol the instance chose when the session began (`Sec-WebSocket-Protocol`).
+    pub fn protocol(&self) -> Option<&HeaderValue> {
+        self.protocol.as_ref()
+    }
+
+    /// Attaches a client that has received `from` messages (`None`: none to replay, live from
+    /// now). Returns the counts for its 101; the session takes `client` once that is written.
+    pub async fn attach(&self, from: Option<u64>, client: Side) -> Result<Attached, AttachError> {
+        let (reply, rx) = oneshot::channel();
+        let a = Attach {
+            from,
+            client,
+            reply,
+        };
+        self.tx.send(a).await.map_err(|_| AttachError::Ended)?;
+        rx.await.map_err(|_| AttachError::Ended)?
+    }
+}
+
+/// A session about to begin: the instance answered 101 to a request with `petrel_session`.
+pub struct Start {
+    /// Its app.
+    pub app: Arc<str>,
+    /// The client's session id.
+    pub id: String,
+    /// The token subject it is bound to, if the app checks tokens.
+    pub sub: Option<Arc<str>>,
+    /// The subprotocol the instance chose.
+    pub protocol: Option<HeaderValue>,
+    /// Its settings.
+    pub cfg: SessionConfig,
+    /// Cancelled at the node's drain deadline.
+    pub cut: CancellationToken,
+}
+
+impl Sessions {
+    /// Sessions held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The session `id` of `app`, if this node holds it and it is bound to `sub`.
+    pub fn find(&self, app: &str, id: &str, sub: Option<&str>) -> Found {
+        let map = self.lock();
+        match map.get(&(Arc::from(app), Arc::from(id))) {
+            None => Found::Nothing,
+            Some(e) if e.sub.as_deref() != sub => Found::OtherSubject,
+            Some(e) => Found::Session(Handle {
+                tx: e.tx.clone(),
+                protocol: e.protocol.clone(),
+            }),
+        }
+    }
+
+    /// Registers a session over the instance's and the first client's streams and returns its
+    /// owner task, to be spawned; it leaves the registry when it ends. `Err` gives the streams
+    /// back when the id is already held (two clients began the same session at once).
+    #[allow(clippy::type_complexity)]
+    pub fn start(
+        &self,
+        s: Start,
+        instance: Box<dyn Io>,
+        client: Box<dyn Io>,
+    ) -> Result<impl Future<Output = (End, u64, u64)> + Send + 'static, (Box<dyn Io>, Box<dyn Io>)>
+    {
+        let key: Key = (s.app.clone(), Arc::from(s.id.as_str()));
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(4);
+        {
+            let mut map = self.lock();
+            if map.contains_key(&key) {
+                return Err((instance, client));
+            }
+            map.insert(
+                key.clone(),
+                Entry {
+                    tx,
+                    sub: s.sub,
+                    protocol: s.protocol,
+                    serial,
+                },
+            );
+        }
+        let name = format!("{}/{}", s.app, s.id);
+        tracing::info!(session = %name, "session began");
+        let task = Task::new(name, s.cfg, instance, client, s.cut, rx);
+        let this = self.clone();
+        Ok(async move {
+            let out = task.run().await;
+            let mut map = this.lock();
+            if map.get(&key).is_some_and(|e| e.serial == serial) {
+                map.remove(&key);
+            }
+            out
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        // A panic while holding it cannot leave the map half-updated (single inserts/removes).
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,352 @@
+//! Resumable WebSocket sessions (SPEC §10) against the strict h11 origin's `/term`, a
+//! terminal-like WebSocket that prints a numbered line every 10 ms: a client whose connection is
+//! cut (or that stops answering pings) resumes with its count and gets every missed line exactly
+//! once, in order, then live lines, while the instance saw one WebSocket the whole time; the same
+//! through another node of the region with the instance on a third node; expiry (404, the
+//! instance closed at `hold`), gaps, takeover (4001), subject binding (403), and drain.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::http::{get, get_json};
+use common::origins::{strict, Origin};
+use common::{free_udp_port, Spec};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Head = http::Response<Option<Vec<u8>>>;
+
+const ID: &str = "Zk3J9vQ2mX7pL0sT4wYb1c";
+
+fn app(hold: &str, replay_bytes: u64, ping: &str, extra: &str) -> String {
+    format!(
+        "app = \"term\"\n[http_service]\nhosts = [\"term.example.com\"]\n\
+         [http_service.concurrency]\ntype = \"requests\"\nsoft_limit = 1000\nhard_limit = 2000\n\
+         [http_service.sessions]\nresume = true\nhold = \"{hold}\"\nreplay_bytes = {replay_bytes}\n\
+         ping_interval = \"{ping}\"\n{extra}"
+    )
+}
+
+fn one_node(app_text: String, origin: &Origin) -> common::Node {
+    common::node(&[("term", app_text)], &[("t-1", "term", origin.addr)], "")
+}
+
+/// Opens a WebSocket to `path` through `edge`; `Err` carries a refused handshake's response.
+async fn open(edge: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<(Ws, Head), Head> {
+    let stream = tokio::net::TcpStream::connect(edge).await.expect("connect");
+    let mut req = format!("ws://term.example.com{path}")
+        .into_client_request()
+        .expect("request");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(req, stream),
+    )
+    .await
+    .expect("handshake in time");
+    match r {
+        Ok((ws, head)) => Ok((ws, head)),
+        Err(tungstenite::Error::Http(resp)) => Err((*resp).clone()),
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+fn term_path(extra: &str) -> String {
+    format!("/term?ms=10&petrel_session={ID}{extra}")
+}
+
+/// The next `n` text messages (pings are answered by the client library as it reads).
+async fn texts(ws: &mut Ws, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("stream open")
+            .expect("message");
+        if let Message::Text(t) = m {
+            out.push(t.to_string());
+        }
+    }
+    out
+}
+
+/// The line numbers of `lines` that are "line N".
+fn numbers(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("line ")?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+async fn stats(o: &Origin) -> serde_json::Value {
+    get_json(o.addr, "/stats").await
+}
+
+async fn metric(admin: SocketAddr, name: &str, label: &str) -> f64 {
+    let text = get(admin, "localhost", "/metrics").await.text();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Reads 100 lines, loses the connection (`vanish`), waits 2 s, resumes with the count and
+/// checks: every missed line once and in order, then live ones; the instance's socket is the
+/// same one; the 101 tells how many client messages the instance got.
+async fn vanish_and_resume(
+    edge: SocketAddr,
+    resume_at: SocketAddr,
+    origin: &Origin,
+    vanish: Vanish,
+) {
+    let (mut ws, _) = open(edge, &term_path(""), &[]).await.expect("101");
+    ws.send(Message::text("hello")).await.unwrap();
+    let first = texts(&mut ws, 101).await;
+    assert!(first.iter().any(|l| l == "input 1: hello"), "{first:?}");
+    let got = numbers(&first);
+    assert_eq!(
+        got,
+        (0..100).collect::<Vec<_>>(),
+        "the first 100 lines in order"
+    );
+    let kept = match vanish {
+        Vanish::Reset => {
+            drop(ws); // the TCP connection goes without a close frame
+            None
+        }
+        Vanish::Silent => Some(ws), // open, but it reads nothing and answers no ping
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // 101 messages: 100 lines and the answer to "hello".
+    let resume = format!("&petrel_resume={}", first.len());
+    let (mut ws2, head) = open(resume_at, &term_path(&resume), &[])
+        .await
+        .unwrap_or_else(|r| panic!("resume refused: {} {:?}", r.status(), r.body()));
+    assert_eq!(
+        head.headers()["petrel-session-received"],
+        "1",
+        "the instance got 1 message"
+    );
+    assert!(head.headers().get("petrel-session-gap").is_none());
+    let after = numbers(&texts(&mut ws2, 400).await);
+    let expect: Vec<u64> = (100..500).collect();
+    assert_eq!(
+        after, expect,
+        "every missed line exactly once, in order, then live ones"
+    );
+    ws2.send(Message::text("again")).await.unwrap();
+    let more = texts(&mut ws2, 50).await;
+    assert!(more.iter().any(|l| l == "input 2: again"), "{more:?}");
+    let s = stats(origin).await;
+    assert_eq!(s["term_opened"], 1, "the instance saw one WebSocket: {s}");
+    assert_eq!(s["term_open"], 1, "{s}");
+    if let Some(mut old) = kept {
+        // petrel let the silent client go: its stream ends (after what was buffered).
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match old.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the silent client's connection was closed");
+    }
+    ws2.close(None).await.unwrap();
+    let closed = common::cluster::within(Duration::from_secs(5), || async {
+        stats(origin).await["term_open"] == 0
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "a close frame from the client ends the session at the instance"
+    );
+}
+
+#[derive(Clone, Copy)]
+enum Vanish {
+    Reset,
+    Silent,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_off_resumes_with_every_missed_line_once() {
+    let o = strict("t-1", 60_000);
+    let n = one_node(app("30s", 1 << 20, "500ms", ""), &o);
+    vanish_and_resume(n.edge, n.edge, &o, Vanish::Reset).await;
+    assert_eq!(
+        metric(n.admin, "petrel_ws_resumes_total", "outcome=\"resumed\"").await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_let_go_and_resumes() {
+    let o = strict("t-1", 60_000);
+    let n = one_node(app("30s", 1 << 20, "300ms", ""), &o);
+    vanish_and_resume(n.edge, n.edge, &o, Vanish::Silent).await;
+}
+
+/// Two nodes in iad, the instance on a third in ord: the session begins through iad-1, whose
+/// WebSocket to the instance crosses the backhaul; the client comes back through iad-2, which
+/// finds the holder.
+async fn across_the_region(transport: &str) {
+    let o = strict("t-1", 60_000);
+    let seed = free_udp_port();
+    let text = app("30s", 1 << 20, "500ms", "");
+    let mut owner = Spec::new("ord-1", "ord");
+    owner.transport = transport;
+    owner.apps = vec![("term", text.clone())];
+    owner.instances = vec![("t-1", "term", o.addr)];
+    owner.seeded(seed, true);
+    let owner = owner.start();
+    let mut edges = Vec::new();
+    for name in ["iad-1", "iad-2"] {
+        let mut s = Spec::new(name, "iad");
+        s.transport = transport;
+        s.apps = vec![("term", text.clone())];
+        s.seeded(seed, false);
+        edges.push(s.start());
+    }
+    for e in &edges {
+        let routed = common::cluster::within(Duration::from_secs(15), || async {
+            common::cluster::alive(e).await.len() >= 2
+                && get(e.edge, "term.example.com", "/").await.status == 200
+        })
+        .await;
+        assert!(
+            routed.is_some(),
+            "the edge sees the cluster and routes to ord-1"
+        );
+    }
+    vanish_and_resume(edges[0].edge, edges[1].edge, &o, Vanish::Reset).await;
+    let on = |n: &common::Node| metric(n.admin, "petrel_ws_resumes_total", "outcome=\"resumed\"");
+    assert_eq!(on(&edges[0]).await, 1.0, "the holder, iad-1, resumed it");
+    drop(owner);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_through_another_node_of_the_region_h2() {
+    across_the_region("h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_through_another_node_of_the_region_quic() {
+    across_the_region("quic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_gaps_takeover_and_bad_ids() {
+    let o = strict("t-1", 60_000);
+    let n = one_node(app("1s", 1024, "500ms", ""), &o);
+
+    // Malformed ids and counts: 400, nothing reaches the instance.
+    for bad in [
+        "/term?petrel_session=short".to_string(),
+        format!("/term?petrel_session={ID}&petrel_resume=x"),
+    ] {
+        let r = open(n.edge, &bad, &[])
+            .await
+            .map(|_| ())
+            .expect_err("refused");
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    assert_eq!(stats(&o).await["term_opened"], 0);
+
+    // Gap: 1 KiB of replay holds ~80 lines; 2 s away is ~200 missed.
+    let (mut ws, _) = open(n.edge, &term_path(""), &[]).await.expect("101");
+    assert_eq!(
+        numbers(&texts(&mut ws, 10).await),
+        (0..10).collect::<Vec<_>>()
+    );
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (mut ws, head) = open(n.edge, &term_path("&petrel_resume=10"), &[])
+        .await
+        .expect("resumed within hold");
+    let gap: u64 = head.headers()["petrel-session-gap"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(gap > 0, "some missed lines were no longer held");
+    let after = numbers(&texts(&mut ws, 30).await);
+    assert_eq!(after[0], 10 + gap, "the first line sent is the oldest held");
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+    assert_eq!(
+        metric(n.admin, "petrel_ws_resumes_total", "outcome=\"gap\"").await,
+        1.0
+    );
+
+    // Takeover: a second client attaching to the live session; the first gets 4001.
+    let (mut ws2, _) = open(n.edge, &term_path(""), &[]).await.expect("takes over");
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("close in time");
+    assert_eq!(
+        code, 4001,
+        "the first client is told the session was taken over"
+    );
+    assert!(
+        !texts(&mut ws2, 5).await.is_empty(),
+        "the new client is live"
+    );
+    assert_eq!(
+        metric(n.admin, "petrel_ws_resumes_total", "outcome=\"taken_over\"").await,
+        1.0
+    );
+    assert_eq!(
+        stats(&o).await["term_opened"],
+        1,
+        "still one WebSocket at the instance"
+    );
+
+    // Expiry: gone for longer than hold → 404 naming the session; the instance got 1001 at hold.
+    drop(ws2);
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = stats(&o).await;
+    assert_eq!(
+        s["term_open"], 0,
+        "the instance's WebSocket was closed at hold: {s}"
+    );
+    assert_eq!(s["term_closes"], serde_json::json!([1001]), "{s}");
+    let r = open(n.edge, &term_path("&petrel_resume=40"), &[])
+        .await
+        .map(|_| ())
+        .expect_err("404");
+    assert_eq!(r.status(), 404);
+    let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).to_string();
+    assert!(body.contains(ID), "the 404 names the session: {body}");
+    assert_eq!(
+        metric(n.admin, "petrel_ws_resumes_total", "outcome=\"expired\"").await,
+        1.0
+    );
+    assert_eq!(
+        metric(n.admin, "petrel_ws_sessions", "state=\"held\"").await,
+        0.0
+    );
+    assert_eq!(
+        metric(n.admin, "petrel_ws_sessions", "state=\"live\"").await,
+        0.0
+    );
+}
