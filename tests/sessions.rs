@@ -350,3 +350,221 @@ async fn expiry_gaps_takeover_and_bad_ids() {
         0.0
     );
 }
+
+/// Open descriptors of a process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Done-when 3: 1,000 held sessions, each with 80 KiB of output its client never read, cost at
+/// most replay_bytes (64 KiB) + 8 KiB each in resident memory, and end on time at `hold`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_held_sessions_stay_within_their_replay_bytes() {
+    const SESSIONS: usize = 1000;
+    const REPLAY: u64 = 64 << 10;
+    let o = strict("t-1", 120_000);
+    let n = one_node(app("8s", REPLAY, "30s", ""), &o);
+    let pid = n.proc.pid();
+    // Warm up the paths (pools, buffers, the runtime's threads) before the baseline.
+    for i in 0..20 {
+        let p = format!("/term?ms=0&burst=80&size=1024&petrel_session=warmup-{i:0>20}");
+        let (mut ws, _) = open(n.edge, &p, &[]).await.expect("101");
+        ws.close(None).await.unwrap();
+    }
+    let drained = common::cluster::within(Duration::from_secs(10), || async {
+        stats(&o).await["term_open"] == 0
+    })
+    .await;
+    assert!(drained.is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss0, fds0) = (n.proc.rss_kib(), fds(pid));
+    let started = std::time::Instant::now();
+    let edge = n.edge;
+    let mut batch = Vec::new();
+    for i in 0..SESSIONS {
+        batch.push(tokio::spawn(async move {
+            let burst: u32 = std::env::var("PROBE_BURST")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(80);
+            let p = format!("/term?ms=0&burst={burst}&size=1024&petrel_session=held-{i:0>20}");
+            let (ws, _) = open(edge, &p, &[]).await.expect("101");
+            drop(ws); // gone without a close frame: the session is held
+        }));
+        if batch.len() == 50 {
+            for t in batch.drain(..) {
+                t.await.unwrap();
+            }
+        }
+    }
+    for t in batch {
+        t.await.unwrap();
+    }
+    let all_held = common::cluster::within(Duration::from_secs(20), || async {
+        metric(n.admin, "petrel_ws_sessions", "state=\"held\"").await == SESSIONS as f64
+    })
+    .await;
+    assert!(all_held.is_some(), "every session is held");
+    // Every instance has sent its 80 KiB (the origin wrote it at once; petrel read it into replay).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss = n.proc.rss_kib();
+    let per_session = (rss.saturating_sub(rss0)) as f64 / SESSIONS as f64;
+    let bound = (REPLAY / 1024 + 8) as f64;
+    eprintln!(
+        "{SESSIONS} held sessions: RSS {rss0} → {rss} KiB, {per_session:.1} KiB per session (bound {bound} KiB); fds {fds0} → {}",
+        fds(pid)
+    );
+    assert!(
+        per_session <= bound,
+        "{per_session:.1} KiB per held session"
+    );
+    assert_eq!(stats(&o).await["term_open"], SESSIONS as u64);
+    // They end at hold (8 s after each client left), not before and not much after.
+    let ended = common::cluster::within(Duration::from_secs(20), || async {
+        metric(n.admin, "petrel_ws_sessions", "state=\"held\"").await == 0.0
+    })
+    .await
+    .expect("every held session ends");
+    let at = started.elapsed();
+    eprintln!("all ended {at:?} after the first client left");
+    assert!(
+        at >= Duration::from_secs(8),
+        "none ends before hold: {at:?}"
+    );
+    assert!(
+        at <= Duration::from_secs(8) + Duration::from_secs(8),
+        "{at:?} ({ended:?})"
+    );
+    let closed = common::cluster::within(Duration::from_secs(10), || async {
+        stats(&o).await["term_open"] == 0
+    })
+    .await;
+    assert!(closed.is_some(), "the instance's WebSockets were closed");
+    let back =
+        common::cluster::within(Duration::from_secs(10), || async { fds(pid) <= fds0 + 5 }).await;
+    assert!(
+        back.is_some(),
+        "descriptors back to baseline: {fds0} → {}",
+        fds(pid)
+    );
+}
+
+const SECRET: &str = "petrel-test-secret-0123456789abcdef";
+
+fn token(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Done-when 4: a session is bound to its token's `sub`; a resume with another `sub` is refused
+/// 403 (counted `refused` and under phase `auth`), the right one resumes; no token is 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_bound_to_its_token_subject() {
+    let o = strict("t-1", 60_000);
+    let auth = "[http_service.auth]\ntype = \"jwt\"\nalgorithms = [\"HS256\"]\n\
+                secret_file = \"hello.key\"\ntoken_from = [\"query:token\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    common::write_node_files(
+        dir.path(),
+        &[("term", app("30s", 1 << 20, "500ms", auth))],
+        &[("t-1", "term", o.addr)],
+        "",
+    );
+    std::fs::write(dir.path().join("apps/hello.key"), SECRET).unwrap();
+    let n = common::start_node(dir);
+    let (u1, u2) = (token("user-1"), token("user-2"));
+    let r = open(n.edge, &term_path(""), &[])
+        .await
+        .map(|_| ())
+        .expect_err("401");
+    assert_eq!(r.status(), 401);
+    let (mut ws, _) = open(n.edge, &term_path(&format!("&token={u1}")), &[])
+        .await
+        .expect("101 with a valid token");
+    let seen = texts(&mut ws, 5).await;
+    drop(ws);
+    let other = format!("&token={u2}&petrel_resume={}", seen.len());
+    let r = open(n.edge, &term_path(&other), &[])
+        .await
+        .map(|_| ())
+        .expect_err("403");
+    assert_eq!(r.status(), 403, "another subject cannot take the session");
+    assert_eq!(
+        metric(n.admin, "petrel_ws_resumes_total", "outcome=\"refused\"").await,
+        1.0
+    );
+    let auth_failures = metric(
+        n.admin,
+        "petrel_session_failures_total",
+        "app=\"term\",phase=\"auth\"",
+    )
+    .await;
+    assert_eq!(auth_failures, 2.0, "the 401 and the 403");
+    let mine = format!("&token={u1}&petrel_resume={}", seen.len());
+    let (mut ws, _) = open(n.edge, &term_path(&mine), &[])
+        .await
+        .expect("its own subject resumes");
+    let next = numbers(&texts(&mut ws, 5).await);
+    assert_eq!(next[0], seen.len() as u64, "{next:?}");
+    assert_eq!(stats(&o).await["term_opened"], 1);
+}
+
+/// Done-when 5: SIGTERM with one live and one held session: the live client gets 1001 at the
+/// drain deadline, the held session ends then too (the instance gets 1001 on both), and the node
+/// exits 0 with nothing left open at the instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ends_live_and_held_sessions_at_its_deadline() {
+    let o = strict("t-1", 60_000);
+    let dir = tempfile::tempdir().unwrap();
+    common::write_node_files(
+        dir.path(),
+        &[("term", app("60s", 1 << 20, "500ms", ""))],
+        &[("t-1", "term", o.addr)],
+        "",
+    );
+    let path = dir.path().join("node.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("drain_timeout = \"10s\"", "drain_timeout = \"2s\"");
+    std::fs::write(&path, text).unwrap();
+    let mut n = common::start_node(dir);
+    let held = format!("/term?ms=10&petrel_session=held-{ID}");
+    let (mut h, _) = open(n.edge, &held, &[]).await.expect("101");
+    texts(&mut h, 3).await;
+    drop(h);
+    let (mut live, _) = open(n.edge, &term_path(""), &[]).await.expect("101");
+    texts(&mut live, 3).await;
+    assert_eq!(stats(&o).await["term_open"], 2);
+    let t0 = std::time::Instant::now();
+    n.proc.signal(15);
+    let code = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match live.next().await {
+                Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a close frame by the deadline");
+    let at = t0.elapsed();
+    assert_eq!(code, 1001, "going away");
+    assert!(
+        at >= Duration::from_millis(1800),
+        "lines went on until the deadline: {at:?}"
+    );
+    assert_eq!(n.proc.wait_exit(Duration::from_secs(10)), Some(0));
+    let s = stats(&o).await;
+    assert_eq!(s["term_open"], 0, "{s}");
+    assert_eq!(s["term_closes"], serde_json::json!([1001, 1001]), "{s}");
+}

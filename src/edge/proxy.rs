@@ -933,16 +933,25 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
                         cut: ending.cut.clone(),
                     });
             let sessions = node.sessions.clone();
+            let shutdown = node.shutdown.clone();
             node.shutdown.spawn(async move {
-                let (up, down) = match begins {
-                    Some(s) => {
-                        super::session::run(&sessions, s, Side::Hyper(c), i, slot, rid, ending)
-                            .await
+                let ended = move |up, down| {
+                    if let Some(a) = ws_access {
+                        a.websocket_ended(start, up, down);
                     }
-                    None => splice(Side::Hyper(c), i, slot, rid, ending).await,
                 };
-                if let Some(a) = ws_access {
-                    a.websocket_ended(start, up, down);
+                match begins {
+                    Some(s) => {
+                        let c = Side::Hyper(c);
+                        let begun = super::session::begin(
+                            &shutdown, &sessions, s, c, i, slot, rid, ending, ended,
+                        );
+                        Box::pin(begun).await;
+                    }
+                    None => {
+                        let (up, down) = splice(Side::Hyper(c), i, slot, rid, ending).await;
+                        ended(up, down);
+                    }
                 }
             });
             Response::from_parts(parts, boxed(Tracked::new(body, finish)))

@@ -219,11 +219,14 @@ fn attach_request(
     out
 }
 
-/// Runs the session a 101 begins: once both streams are ready it is registered and its owner
-/// task runs to the end, holding the instance's slot. An id that is already held (two clients
-/// began the same session at once) gets a plain splice: that WebSocket is not resumable.
-/// Returns the bytes from and to its clients.
-pub(super) async fn run(
+/// Begins the session a 101 starts: once both streams are ready it is registered and its owner
+/// task is spawned (a task of its own, as small as the session's state: the handshake's futures
+/// are gone by then), holding the instance's slot; `ended` gets the bytes from and to its clients.
+/// An id that is already held (two clients began the same session at once) gets a plain splice:
+/// that WebSocket is not resumable.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn begin(
+    shutdown: &crate::shutdown::Shutdown,
     sessions: &Sessions,
     start: Start,
     client: Side,
@@ -231,7 +234,8 @@ pub(super) async fn run(
     slot: Option<Slot>,
     rid: String,
     ending: Ending,
-) -> (u64, u64) {
+    ended: impl FnOnce(u64, u64) + Send + 'static,
+) {
     let (c, i) = tokio::join!(client.ready(), instance.ready());
     let (c, i) = match (c, i) {
         (Ok(c), Ok(i)) => (c, i),
@@ -242,18 +246,20 @@ pub(super) async fn run(
                 instance_ok = i.is_ok(),
                 "upgrade did not complete on both sides"
             );
-            return (0, 0);
+            return;
         }
     };
     let id = start.id.clone();
     match sessions.start(start, i, c) {
         Ok(task) => {
-            let gauge = &node_metrics().websockets;
-            gauge.increment(1.0);
-            let (_, up, down) = task.await;
-            gauge.decrement(1.0);
-            drop(slot);
-            (up, down)
+            shutdown.spawn(async move {
+                let gauge = &node_metrics().websockets;
+                gauge.increment(1.0);
+                let (_, up, down) = task.await;
+                gauge.decrement(1.0);
+                drop(slot);
+                ended(up, down);
+            });
         }
         Err((i, c)) => {
             tracing::warn!(
@@ -261,7 +267,8 @@ pub(super) async fn run(
                 session = id,
                 "session id already held on this node; this WebSocket is not resumable"
             );
-            splice(Side::Stream(c), Side::Stream(i), slot, rid, ending).await
+            let (up, down) = splice(Side::Stream(c), Side::Stream(i), slot, rid, ending).await;
+            ended(up, down);
         }
     }
 }

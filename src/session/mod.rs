@@ -31,7 +31,7 @@ use task::{Attach, Task};
 type Key = (Arc<str>, Arc<str>);
 
 struct Entry {
-    tx: mpsc::Sender<Attach>,
+    tx: mpsc::Sender<Box<Attach>>,
     sub: Option<Arc<str>>,
     protocol: Option<HeaderValue>,
     serial: u64,
@@ -56,7 +56,7 @@ pub enum Found {
 
 /// A session's mailbox.
 pub struct Handle {
-    tx: mpsc::Sender<Attach>,
+    tx: mpsc::Sender<Box<Attach>>,
     protocol: Option<HeaderValue>,
 }
 
@@ -70,11 +70,12 @@ impl Handle {
     /// now). Returns the counts for its 101; the session takes `client` once that is written.
     pub async fn attach(&self, from: Option<u64>, client: Side) -> Result<Attached, AttachError> {
         let (reply, rx) = oneshot::channel();
-        let a = Attach {
+        // Boxed: the channel allocates its slots up front, and most sessions never see one.
+        let a = Box::new(Attach {
             from,
             client,
             reply,
-        };
+        });
         self.tx.send(a).await.map_err(|_| AttachError::Ended)?;
         rx.await.map_err(|_| AttachError::Ended)?
     }
@@ -133,7 +134,7 @@ impl Sessions {
     {
         let key: Key = (s.app.clone(), Arc::from(s.id.as_str()));
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(1);
         {
             let mut map = self.lock();
             if map.contains_key(&key) {
@@ -166,5 +167,38 @@ impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         // A panic while holding it cannot leave the map half-updated (single inserts/removes).
         self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A held session's memory is its replay blocks plus this task: a session's state must stay
+    /// small, or 1,000 held sessions cost more than their replay bytes + 8 KiB each.
+    #[test]
+    fn a_session_task_stays_small() {
+        let (a, _b) = tokio::io::duplex(64);
+        let (c, _d) = tokio::io::duplex(64);
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        let cfg = super::SessionConfig {
+            hold: Duration::from_secs(1),
+            replay_bytes: 1024,
+            ping_interval: Duration::from_secs(1),
+        };
+        let t = super::task::Task::new(
+            "x".into(),
+            cfg,
+            Box::new(a),
+            Box::new(c),
+            Default::default(),
+            rx,
+        );
+        let run = t.run();
+        assert!(
+            std::mem::size_of_val(&run) <= 2048,
+            "{} bytes",
+            std::mem::size_of_val(&run)
+        );
     }
 }

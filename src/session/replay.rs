@@ -5,19 +5,27 @@ use std::collections::VecDeque;
 
 /// Bytes a held message costs besides its own (its length in the index).
 const INDEX_COST: usize = 4;
+/// The ring is kept in blocks of this many bytes (a sixteenth of `replay_bytes` when that is
+/// under 64 KiB, at least 16): it grows
+/// and shrinks a block at a time, never by reallocating and copying, so a held session's memory
+/// is its blocks and nothing the allocator has yet to take back.
+const BLOCK: usize = 4096;
 
-/// Instance→client messages as their frames' bytes, oldest first, in one ring of at most
-/// `limit` bytes (index included): memory stays within the limit whatever the messages' sizes.
+/// Instance→client messages as their frames' bytes, oldest first, in a ring of blocks that with
+/// the index never exceeds `limit` bytes, whatever the messages' sizes.
 #[derive(Debug)]
 pub struct ReplayBuffer {
     limit: usize,
-    /// Every held message's frames, then the frames of the message in progress.
-    bytes: VecDeque<u8>,
-    /// Each held message's length in `bytes`.
+    block: usize,
+    /// The ring: `len` bytes from offset `head` of the first block.
+    blocks: VecDeque<Box<[u8]>>,
+    head: usize,
+    len: usize,
+    /// Each held message's length in the ring.
     lens: VecDeque<u32>,
     /// The number of the oldest held message.
     first: u64,
-    /// Bytes at the end of `bytes` that belong to the message in progress.
+    /// Bytes at the end of the ring that belong to the message in progress.
     partial: usize,
     /// The message in progress outgrew the limit and is not held.
     partial_lost: bool,
@@ -38,7 +46,10 @@ impl ReplayBuffer {
     pub fn new(limit: usize) -> Self {
         Self {
             limit,
-            bytes: VecDeque::new(),
+            block: (limit / 16).clamp(16, BLOCK),
+            blocks: VecDeque::new(),
+            head: 0,
+            len: 0,
             lens: VecDeque::new(),
             first: 0,
             partial: 0,
@@ -51,33 +62,36 @@ impl ReplayBuffer {
         self.first + self.lens.len() as u64
     }
 
-    /// Bytes held now, index included.
+    /// Bytes held now: the blocks the ring would need with `more` bytes added, and the index.
+    fn cost(&self, more: usize, more_index: usize) -> usize {
+        let blocks = (self.head + self.len + more).div_ceil(self.block);
+        blocks * self.block + INDEX_COST * (self.lens.len() + more_index)
+    }
+
+    /// Bytes held now, blocks and index.
     pub fn used(&self) -> usize {
-        self.bytes.len() + INDEX_COST * self.lens.len()
+        self.blocks.len() * self.block + INDEX_COST * self.lens.len()
     }
 
     /// Adds one data frame (`raw`, as sent); `ends_message` for the frame with FIN.
     pub fn push_frame(&mut self, raw: &[u8], ends_message: bool) {
         if !self.partial_lost {
-            let need = raw.len() + if ends_message { INDEX_COST } else { 0 };
-            while self.used() + need > self.limit && !self.lens.is_empty() {
+            let index = usize::from(ends_message);
+            while self.cost(raw.len(), index) > self.limit && !self.lens.is_empty() {
                 self.evict_oldest();
             }
-            if self.used() + need > self.limit {
+            if self.cost(raw.len(), index) > self.limit {
                 // The message in progress alone is larger than the limit: it is not held.
-                self.bytes.truncate(self.bytes.len() - self.partial);
-                self.partial = 0;
+                self.truncate_partial();
                 self.partial_lost = true;
             } else {
-                self.reserve(raw.len());
-                self.bytes.extend(raw);
+                self.append(raw);
                 self.partial += raw.len();
             }
         }
         if ends_message {
             if self.partial_lost {
                 // Numbered but not held: as if evicted at once.
-                debug_assert!(self.lens.is_empty() && self.partial == 0);
                 self.first += 1;
                 self.partial_lost = false;
             } else {
@@ -100,26 +114,57 @@ impl ReplayBuffer {
             .take(n.saturating_sub(self.first) as usize)
             .map(|l| *l as usize)
             .sum();
-        let bytes = self.bytes.range(skip..).copied().collect();
+        let mut bytes = Vec::with_capacity(self.len - skip);
+        let mut at = self.head + skip;
+        while at < self.head + self.len {
+            let (b, off) = (at / self.block, at % self.block);
+            let end = (self.head + self.len - at).min(self.block - off);
+            bytes.extend_from_slice(&self.blocks[b][off..off + end]);
+            at += end;
+        }
         Ok(Replay { gap, bytes })
+    }
+
+    fn append(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let tail = self.head + self.len;
+            if tail == self.blocks.len() * self.block {
+                self.blocks
+                    .push_back(vec![0u8; self.block].into_boxed_slice());
+            }
+            let (b, off) = (tail / self.block, tail % self.block);
+            let n = data.len().min(self.block - off);
+            self.blocks[b][off..off + n].copy_from_slice(&data[..n]);
+            self.len += n;
+            data = &data[n..];
+        }
     }
 
     fn evict_oldest(&mut self) {
         if let Some(l) = self.lens.pop_front() {
-            self.bytes.drain(..l as usize);
+            self.head += l as usize;
+            self.len -= l as usize;
             self.first += 1;
+            while self.head >= self.block {
+                self.blocks.pop_front();
+                self.head -= self.block;
+            }
+            if self.len == 0 {
+                self.head = 0; // an empty ring starts its block again
+            }
         }
     }
 
-    /// Grows the ring by doubling, never past the limit.
-    fn reserve(&mut self, more: usize) {
-        let need = self.bytes.len() + more;
-        if need > self.bytes.capacity() {
-            let cap = (self.bytes.capacity() * 2)
-                .max(need)
-                .max(256)
-                .min(self.limit);
-            self.bytes.reserve_exact(cap.max(need) - self.bytes.len());
+    fn truncate_partial(&mut self) {
+        self.len -= self.partial;
+        self.partial = 0;
+        while self.blocks.len() * self.block >= self.head + self.len + self.block
+            && !self.blocks.is_empty()
+        {
+            self.blocks.pop_back();
+        }
+        if self.len == 0 {
+            self.head = 0;
         }
     }
 }
@@ -148,20 +193,17 @@ mod tests {
 
     #[test]
     fn old_messages_go_first_and_the_gap_counts_them() {
-        let mut r = ReplayBuffer::new(100);
-        for i in 0..20 {
+        let mut r = ReplayBuffer::new(400);
+        for i in 0..40 {
             r.push_frame(&msg(i, 16), true); // 20 bytes each with the index
+            assert!(r.used() <= 400, "blocks and index never exceed the limit");
         }
-        assert!(r.used() <= 100);
-        assert_eq!(r.sent(), 20);
+        assert_eq!(r.sent(), 40);
         let got = r.replay_from(3).unwrap();
-        assert_eq!(got.gap, 12, "messages 3..15 are gone");
-        let held: Vec<Vec<u8>> = (15..20).map(|i| msg(i, 16)).collect();
-        assert_eq!(got.bytes, held.concat(), "the 5 that fit in 100 bytes");
-        assert!(
-            r.bytes.capacity() <= 128,
-            "the ring never grows past the limit"
-        );
+        let held = 40 - 3 - got.gap;
+        assert!((12..=20).contains(&held), "{held} held in 400 bytes");
+        let expect: Vec<Vec<u8>> = (3 + got.gap as u8..40).map(|i| msg(i, 16)).collect();
+        assert_eq!(got.bytes, expect.concat(), "the newest that fit, in order");
     }
 
     #[test]
@@ -186,5 +228,26 @@ mod tests {
         let got = r.replay_from(0).unwrap();
         assert_eq!(got.gap, 2);
         assert_eq!(got.bytes, msg(3, 10));
+    }
+
+    #[test]
+    fn blocks_are_let_go_as_messages_leave_and_never_exceed_the_limit() {
+        let limit = 64 << 10;
+        let mut r = ReplayBuffer::new(limit);
+        let mut rng = 12345u64;
+        for i in 0..5000u32 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let len = 1 + (rng >> 33) as usize % 3000;
+            let frame: Vec<u8> = (0..len).map(|k| (k as u32 ^ i) as u8).collect();
+            r.push_frame(&frame, true);
+            assert!(r.used() <= limit, "{} > {limit}", r.used());
+        }
+        let got = r.replay_from(r.sent() - 1).unwrap();
+        assert_eq!(got.bytes.len(), r.lens.back().copied().unwrap() as usize);
+        assert_eq!(
+            got.bytes[0],
+            (4999u32 as u8),
+            "the newest message is intact"
+        );
     }
 }

@@ -98,7 +98,7 @@ pub enum End {
 
 enum Event {
     Cut,
-    Command(Option<Attach>),
+    Command(Option<Box<Attach>>),
     Instance(std::io::Result<Vec<u8>>),
     Client(std::io::Result<Vec<u8>>),
     PingDue,
@@ -118,7 +118,7 @@ pub struct Task {
     client: Option<Client>,
     held_until: Instant,
     cut: CancellationToken,
-    rx: mpsc::Receiver<Attach>,
+    rx: mpsc::Receiver<Box<Attach>>,
     ping_seq: u64,
     /// Bytes from clients and to clients, for the access log.
     up: u64,
@@ -133,7 +133,7 @@ impl Task {
         instance: Box<dyn Io>,
         client: Box<dyn Io>,
         cut: CancellationToken,
-        rx: mpsc::Receiver<Attach>,
+        rx: mpsc::Receiver<Box<Attach>>,
     ) -> Self {
         let (inst_r, inst_w) = tokio::io::split(instance);
         session_metrics().live.increment(1.0);
@@ -352,7 +352,7 @@ impl Task {
 
     /// A client attaches: a live one is told 4001 and let go, what the new one missed is sent,
     /// then it goes on live.
-    async fn attach(&mut self, a: Attach) {
+    async fn attach(&mut self, a: Box<Attach>) {
         let from = a.from.unwrap_or(self.replay.sent());
         let replay = match self.replay.replay_from(from) {
             Ok(r) => r,

@@ -661,6 +661,12 @@ def main():
     p.add_argument("--verbose", action="store_true")
     ARGS = p.parse_args()
     VERBOSE = ARGS.verbose
+    try:  # a thousand held WebSockets need more descriptors than a default soft limit
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
     host, _, port = ARGS.listen.rpartition(":")
     srv = Server((host, int(port)), Handler)
 
