@@ -91,8 +91,21 @@ fn spawn(exe: &Path, args: &[&str], what: &str, want: &[&str]) -> Result<(Kid, V
     Ok((kid, found.into_iter().flatten().collect()))
 }
 
-const APPS: [(&str, &str, u32, u32); 2] =
-    [("hello", "closest", 4, 5), ("chat", "leastload", 50, 100)];
+const APPS: [(&str, &str, u32, u32); 3] = [
+    ("hello", "closest", 4, 5),
+    ("chat", "leastload", 50, 100),
+    ("term", "closest", 50, 100),
+];
+
+/// Extra app sections: `term` keeps its WebSockets resumable (SPEC §10).
+fn app_extra(app: &str) -> &'static str {
+    match app {
+        "term" => {
+            "[http_service.sessions]\nresume = true\nhold = \"60s\"\nping_interval = \"5s\"\n"
+        }
+        _ => "",
+    }
+}
 
 /// Starts the cluster described by `topology_text` (regions in file order).
 pub fn start(topology_text: &str) -> Result<Demo> {
@@ -138,7 +151,8 @@ pub fn start(topology_text: &str) -> Result<Demo> {
                     format!(
                         "app = \"{app}\"\n[http_service]\nhosts = [\"{app}.localhost\"]\n\
                          [http_service.concurrency]\ntype = \"requests\"\nsoft_limit = {soft}\nhard_limit = {hard}\n\
-                         [http_service.load_balancing]\nstrategy = \"{strategy}\"\nretries = 3\n"
+                         [http_service.load_balancing]\nstrategy = \"{strategy}\"\nretries = 3\n{}",
+                        app_extra(app)
                     ),
                 )?;
                 let id = format!("{app}-{name}");
@@ -229,13 +243,16 @@ impl Demo {
             ));
         }
         let (_, r0, e0, a0) = &self.nodes[0];
+        let port = e0.port();
         s.push_str(&format!(
-            "\nApps: hello (closest, soft 4 / hard 5 per instance), chat (leastload). One instance of each per node.\n\
+            "\nApps: hello (closest, soft 4 / hard 5 per instance), chat (leastload), term (resumable WebSockets). One instance of each per node.\n\
              Try, from region {r0}:\n\
              \x20 curl -si http://{e0}/ -H 'Host: hello' | grep -i petrel-route\n\
              Watch routing move when {r0} is full (12 slow requests > 2 instances × hard 5):\n\
              \x20 for i in $(seq 12); do curl -s -o /dev/null -H 'Host: hello' 'http://{e0}/sleep?ms=3000' & done; \\\n\
              \x20 sleep 0.5; curl -si http://{e0}/ -H 'Host: hello' | grep -i petrel-route\n\
+             Resumable terminal (app term: a line every 500 ms; cut the connection, come back with the count):\n\
+             \x20 ws://term.localhost:{port}/term?petrel_session=<22+ chars of A-Za-z0-9_->  then  ...&petrel_resume=<messages received>\n\
              Cluster view: curl -s http://{a0}/v1/members ; curl -s http://{a0}/v1/instances\n\
              Dashboard: http://{a0}/?host=hello (why a request goes where it goes: petrel explain --host hello --admin {a0})\n\
              Ctrl-C drains every node and exits.\n"

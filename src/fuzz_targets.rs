@@ -82,3 +82,104 @@ pub fn routing_headers(data: &[u8]) {
     let _ = crate::balance::Hints::from_headers(&headers);
     let _ = crate::trace::otlp::Parent::from_headers(&headers);
 }
+
+/// WebSocket bytes as a session sees them. The first byte splits the rest into what an instance
+/// sends and what a client sends, and sets the replay limit and read sizes. Checks the frame
+/// decoder (frames are the input's bytes, unchanged) and the replay ring (never over its limit,
+/// every replay a suffix of what was held), then runs a session's owner task over both byte
+/// streams until it ends.
+pub fn ws_session(data: &[u8]) {
+    use crate::session::frame::Decoder;
+    use crate::session::ReplayBuffer;
+    let Some((&knob, rest)) = data.split_first() else {
+        return;
+    };
+    let (from_instance, from_client) = rest.split_at(usize::from(knob) * rest.len() / 256);
+    let limit = 1024 + usize::from(knob) * 64;
+    let mut frames = Decoder::default();
+    let mut replay = ReplayBuffer::new(limit);
+    let mut consumed = Vec::new();
+    'feed: for chunk in from_instance.chunks(1 + usize::from(knob) % 37) {
+        frames.push(chunk);
+        loop {
+            match frames.next_frame() {
+                Ok(Some(f)) => {
+                    consumed.extend_from_slice(&f.raw);
+                    if !f.opcode.is_control() {
+                        replay.push_frame(&f.raw, f.fin);
+                        assert!(replay.used() <= limit, "replay over its limit");
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => break 'feed,
+            }
+        }
+    }
+    assert!(
+        from_instance.starts_with(&consumed),
+        "frames changed the bytes"
+    );
+    let sent = replay.sent();
+    let all = replay.replay_from(0).expect("0 is never beyond").bytes;
+    for n in [sent / 2, sent] {
+        let r = replay.replay_from(n).expect("within what was sent");
+        assert!(
+            all.ends_with(&r.bytes),
+            "a replay is a suffix of what is held"
+        );
+    }
+    assert!(replay.replay_from(sent + 1).is_err());
+    session_task(from_instance, from_client);
+}
+
+/// Runs one session's owner task between an instance and a client that send these bytes.
+fn session_task(from_instance: &[u8], from_client: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let (inst, mut inst_peer) = tokio::io::duplex(1 << 16);
+        let (client, mut client_peer) = tokio::io::duplex(1 << 16);
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        let cfg = crate::session::SessionConfig {
+            hold: Duration::from_secs(1),
+            replay_bytes: 4096,
+            ping_interval: Duration::from_millis(200),
+        };
+        let task = crate::session::task::Task::new(
+            "fuzz".into(),
+            cfg,
+            Box::new(inst),
+            Box::new(client),
+            tokio_util::sync::CancellationToken::new(),
+            rx,
+        );
+        let run = tokio::spawn(task.run());
+        let (a, b) = (from_instance.to_vec(), from_client.to_vec());
+        let inst_side = tokio::spawn(async move {
+            let _ = inst_peer.write_all(&a).await;
+            let _ = inst_peer.shutdown().await;
+            let mut sink = Vec::new();
+            let _ = inst_peer.read_to_end(&mut sink).await;
+        });
+        let client_side = tokio::spawn(async move {
+            let _ = client_peer.write_all(&b).await;
+            let _ = client_peer.shutdown().await;
+            let mut sink = Vec::new();
+            let _ = client_peer.read_to_end(&mut sink).await;
+        });
+        // Both peers end their streams, so the task ends without waiting on a timer.
+        match tokio::time::timeout(Duration::from_secs(10), run).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => panic!("the session task failed: {e}"),
+            Err(_) => panic!("the session task never ended"),
+        }
+        inst_side.abort();
+        client_side.abort();
+    });
+}

@@ -310,7 +310,8 @@ fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
                 } else {
                     "HTTP/1.1"
                 }
-            ) + &ignored
+            ) + &extensions(svc)
+                + &ignored
         }),
         (None, None) => unreachable!("clap requires --config or --app"),
     };
@@ -324,6 +325,28 @@ fn check(node: Option<PathBuf>, app: Option<PathBuf>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The petrel extensions an app turns on, one line each: its token check and its sessions.
+fn extensions(svc: &config::HttpService) -> String {
+    let mut out = String::new();
+    if let Some(a) = &svc.auth {
+        out.push_str(&format!(
+            "\n  auth: jwt ({}), token from {}",
+            a.algorithms.join(", "),
+            a.token_from.join(", ")
+        ));
+    }
+    let s = &svc.sessions;
+    if s.resume {
+        out.push_str(&format!(
+            "\n  sessions: resumable WebSockets, held {:?} after a client vanishes, {} bytes of replay, ping every {:?}",
+            s.hold.get(),
+            s.replay_bytes,
+            s.ping_interval.get()
+        ));
+    }
+    out
 }
 
 /// `\n<file>: ignored (Fly keys petrel does not use): a, b`, or nothing.

@@ -203,6 +203,20 @@ fn cases() -> Vec<(&'static str, String, String, &'static str, &'static str)> {
             "not a loopback address",
         ),
         (
+            "session replay too small",
+            NODE.into(),
+            format!("{APP}\n  [http_service.sessions]\n  resume = true\n  replay_bytes = 100\n"),
+            "hello.toml:17: http_service.sessions.replay_bytes",
+            "out of range: 1024",
+        ),
+        (
+            "session ping too fast",
+            NODE.into(),
+            format!("{APP}\n  [http_service.sessions]\n  resume = true\n  ping_interval = \"10ms\"\n"),
+            "hello.toml:17: http_service.sessions.ping_interval",
+            "100ms to 1h",
+        ),
+        (
             "OTLP over https",
             format!("{NODE}\n[tracing]\notlp_endpoint = \"https://collector:4318\"\n"),
             APP.into(),

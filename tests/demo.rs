@@ -1,4 +1,5 @@
-//! `petrel demo` from the outside: it starts, routes a request, and drains to exit 0 on SIGINT.
+//! `petrel demo` from the outside: it starts, routes a request, resumes a `term` WebSocket after
+//! its connection drops, and drains to exit 0 on SIGINT.
 
 mod common;
 
@@ -56,6 +57,8 @@ async fn demo_starts_routes_and_drains_on_sigint() {
     }
     let served = served.expect("demo serves hello");
     assert!(served.contains("region=iad"), "{served}");
+    // The demo's `term` app keeps a WebSocket across a dropped connection.
+    resumable_term(edge).await;
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -69,4 +72,49 @@ async fn demo_starts_routes_and_drains_on_sigint() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));
+}
+
+/// Connects to the demo's `term` app with a session id, reads 3 lines, drops the connection,
+/// comes back with the count and gets the next line.
+async fn resumable_term(edge: std::net::SocketAddr) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let open = |path: String| async move {
+        let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+        let req = format!("ws://term.localhost{path}")
+            .into_client_request()
+            .unwrap();
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::client_async(req, stream),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("101");
+        ws
+    };
+    let lines = |mut ws: common::ws::Ws, n: usize| async move {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .expect("a line within 5 s")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(t) = m {
+                out.push(t.to_string());
+            }
+        }
+        (ws, out)
+    };
+    let url = "/term?ms=100&petrel_session=demo-session-0123456789".to_string();
+    let (ws, first) = lines(open(url.clone()).await, 3).await;
+    assert!(first[0].starts_with("line 0 from term-"), "{first:?}");
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, next) = lines(open(format!("{url}&petrel_resume=3")).await, 1).await;
+    assert!(
+        next[0].starts_with("line 3 from "),
+        "the line after the last one read: {next:?}"
+    );
 }

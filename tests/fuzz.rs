@@ -103,3 +103,8 @@ fn config_text() {
 fn routing_headers() {
     run("routing_headers", petrel::fuzz_targets::routing_headers);
 }
+
+#[test]
+fn ws_session() {
+    run("ws_session", petrel::fuzz_targets::ws_session);
+}

@@ -81,7 +81,13 @@ pub async fn handle(b: Arc<Backend>, mut req: Request<Incoming>) -> Response<Bod
                 text(StatusCode::OK, "ok\n")
             }
         }
-        "/ws" => super::ws::accept(&b, &mut req),
+        "/ws" => super::ws::accept(&b, &mut req, super::ws::Mode::Echo),
+        "/term" => {
+            let ms = query(&req, "ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(500);
+            super::ws::accept(&b, &mut req, super::ws::Mode::Term(ms))
+        }
         _ => {
             let _guard = b.stats.enter();
             counted(&b, req, &path).await

@@ -9,7 +9,7 @@ mod ask;
 pub mod frame;
 mod handshake;
 mod replay;
-mod task;
+pub(crate) mod task;
 
 use std::collections::HashMap;
 use std::future::Future;
