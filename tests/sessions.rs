@@ -440,6 +440,8 @@ async fn a_thousand_held_sessions_stay_within_their_replay_bytes() {
     })
     .await;
     assert!(closed.is_some(), "the instance's WebSockets were closed");
+    let gauge = metric(n.admin, "petrel_active_connections", "kind=\"websocket\"").await;
+    assert_eq!(gauge, 0.0, "no session task is left");
     let back =
         common::cluster::within(Duration::from_secs(10), || async { fds(pid) <= fds0 + 5 }).await;
     assert!(
