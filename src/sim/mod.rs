@@ -167,6 +167,7 @@ fn write_all(report: &Report, dir: &Path) -> Result<(), SimError> {
     std::fs::write(&json, report.to_json()).map_err(werr(&json))?;
     charts::latency_cdf(report, &dir.join("latency_cdf.svg"))?;
     charts::region_load(report, &dir.join("region_load.svg"))?;
+    charts::excess(report, &dir.join("excess.svg"))?;
     charts::mesh_bytes(report, &dir.join("mesh_bytes.svg"))?;
     if !report.overload_curve.is_empty() {
         charts::overload(report, &dir.join("overload.svg"))?;
