@@ -570,3 +570,167 @@ async fn a_drain_ends_live_and_held_sessions_at_its_deadline() {
     assert_eq!(s["term_open"], 0, "{s}");
     assert_eq!(s["term_closes"], serde_json::json!([1001, 1001]), "{s}");
 }
+
+/// The reviewer's finding: the same id begun through two nodes of a region made two sessions
+/// (two shells). Now the second node finds the first's session and the client takes it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_through_two_nodes_of_a_region_is_one_session() {
+    let o = strict("t-1", 60_000);
+    let seed = free_udp_port();
+    let text = app("30s", 1 << 20, "500ms", "");
+    let mut a = Spec::new("iad-1", "iad");
+    a.apps = vec![("term", text.clone())];
+    a.instances = vec![("t-1", "term", o.addr)];
+    a.seeded(seed, true);
+    let a = a.start();
+    let mut b = Spec::new("iad-2", "iad");
+    b.apps = vec![("term", text)];
+    b.seeded(seed, false);
+    let b = b.start();
+    let routed = common::cluster::within(Duration::from_secs(15), || async {
+        get(b.edge, "term.example.com", "/").await.status == 200
+    })
+    .await;
+    assert!(routed.is_some());
+    let (mut first, _) = open(a.edge, &term_path(""), &[]).await.expect("101");
+    let seen = numbers(&texts(&mut first, 20).await);
+    let (mut second, _) = open(b.edge, &term_path(""), &[]).await.expect("101");
+    let code = close_code(&mut first).await;
+    assert_eq!(code, 4001, "the first client is told it was taken over");
+    let got = numbers(&texts(&mut second, 40).await);
+    assert_eq!(
+        got[0], 0,
+        "a client without a count gets everything still held"
+    );
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+    assert!(got.len() > seen.len());
+    assert_eq!(
+        stats(&o).await["term_opened"],
+        1,
+        "one WebSocket at the instance"
+    );
+}
+
+/// The reviewer's finding: clients that begin one id while the instance's handshake is still
+/// under way each opened their own instance WebSocket. Now they wait for the first 101 and
+/// attach to that session in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_connects_open_one_instance_websocket() {
+    let o = strict("t-1", 60_000);
+    let n = one_node(app("30s", 1 << 20, "500ms", ""), &o);
+    let edge = n.edge;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        tasks.push(tokio::spawn(async move {
+            let (mut ws, _) = open(edge, &term_path("&hs_ms=500"), &[])
+                .await
+                .expect("101");
+            // Each one hears something: lines, or a 4001 when the next one takes over.
+            let m = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+            assert!(matches!(m, Ok(Some(Ok(_)))), "{m:?}");
+            ws
+        }));
+    }
+    let mut open_ws = Vec::new();
+    for t in tasks {
+        open_ws.push(t.await.unwrap());
+    }
+    let s = stats(&o).await;
+    assert_eq!(
+        s["term_opened"], 1,
+        "one instance WebSocket for ten clients: {s}"
+    );
+}
+
+/// The reviewer's finding: a resume through a node whose peer (the holder) does not answer got a
+/// definitive 404. Now it is a 503 with Retry-After, and the same resume works once the holder
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_does_not_answer_is_a_503_not_a_404() {
+    let o = strict("t-1", 60_000);
+    let seed = free_udp_port();
+    let text = app("60s", 1 << 20, "500ms", "");
+    let mut a = Spec::new("iad-1", "iad");
+    a.apps = vec![("term", text.clone())];
+    a.instances = vec![("t-1", "term", o.addr)];
+    a.seeded(seed, true);
+    let a = a.start();
+    let mut b = Spec::new("iad-2", "iad");
+    b.apps = vec![("term", text)];
+    b.seeded(seed, false);
+    let b = b.start();
+    let routed = common::cluster::within(Duration::from_secs(15), || async {
+        get(b.edge, "term.example.com", "/").await.status == 200
+    })
+    .await;
+    assert!(routed.is_some());
+    let (mut ws, _) = open(a.edge, &term_path(""), &[]).await.expect("101");
+    let seen = texts(&mut ws, 10).await.len();
+    drop(ws);
+    a.proc.signal(19); // SIGSTOP: the holder stops answering
+    let resume = format!("&petrel_resume={seen}");
+    let r = open(b.edge, &term_path(&resume), &[])
+        .await
+        .map(|_| ())
+        .expect_err("not attached while the holder is stopped");
+    a.proc.signal(18); // SIGCONT
+    assert_eq!(r.status(), 503, "{:?}", r.body());
+    assert_eq!(r.headers()["retry-after"], "1");
+    let back = common::cluster::within(Duration::from_secs(15), || async {
+        open(b.edge, &term_path(&resume), &[]).await.is_ok()
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "the session is still there once its holder answers"
+    );
+}
+
+/// The reviewer's finding: an instance that closed while its client was away lost its last
+/// output and its close code. Now a client that comes back within `hold` gets what it missed,
+/// then the instance's close frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_ends_while_the_client_is_away_says_goodbye_on_its_return() {
+    let o = strict("t-1", 60_000);
+    let n = one_node(app("30s", 1 << 20, "500ms", ""), &o);
+    let (mut ws, _) = open(n.edge, &term_path("&close_after=150"), &[])
+        .await
+        .expect("101");
+    let seen = texts(&mut ws, 100).await;
+    drop(ws);
+    // The instance sends lines 100..149 and closes with 4000 while nobody is attached.
+    let closed = common::cluster::within(Duration::from_secs(10), || async {
+        stats(&o).await["term_open"] == 0
+    })
+    .await;
+    assert!(closed.is_some(), "the instance closed");
+    let resume = format!("&close_after=150&petrel_resume={}", seen.len());
+    let (mut ws, _) = open(n.edge, &term_path(&resume), &[]).await.expect("101");
+    let mut lines = Vec::new();
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => lines.push(t.to_string()),
+            Ok(Some(Ok(Message::Close(Some(f))))) => {
+                break (u16::from(f.code), f.reason.to_string())
+            }
+            other => panic!("no close frame after {} lines: {other:?}", lines.len()),
+        }
+    };
+    assert_eq!(numbers(&lines), (100..150).collect::<Vec<_>>());
+    assert_eq!(code, (4000, "bye".to_string()), "the instance's own close");
+    assert_eq!(stats(&o).await["term_opened"], 1);
+}
+
+async fn close_code(ws: &mut Ws) -> u16 {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("close in time")
+}

@@ -10,6 +10,9 @@ use crate::session::{Ask, AttachError, Found};
 use crate::state::NodeState;
 use crate::telemetry::session_metrics;
 
+/// How long a re-attach waits for another request that is beginning the same session here.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Attaches the handshake in `req` to session `ask.id` of `app`, if this node holds it.
 pub(super) async fn attach(
     node: &NodeState,
@@ -24,8 +27,14 @@ pub(super) async fn attach(
         .headers()
         .get("petrel-auth-sub")
         .and_then(|v| v.to_str().ok());
-    let h = match node.sessions.find(app, &ask.id, sub) {
+    let h = match node.sessions.find_settled(app, &ask.id, sub, SETTLE).await {
         Found::Nothing => return plain(StatusCode::NOT_FOUND, "no such session here"),
+        Found::Beginning(_) | Found::Busy => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session is being begun",
+            )
+        }
         Found::OtherSubject => {
             session_metrics().refused.increment(1);
             return plain(StatusCode::FORBIDDEN, "another token subject");

@@ -77,6 +77,17 @@ pub enum ProxyError {
         /// The session id.
         id: String,
     },
+    /// Whether the region holds the session is not known now: a node that may hold it did not
+    /// answer, or another request is beginning it. Retry.
+    #[error("session {id:?} of app {app:?} cannot be looked up now ({unanswered} node(s) of the region did not answer, or another request is beginning it); retry")]
+    SessionLookup {
+        /// The app.
+        app: String,
+        /// The session id.
+        id: String,
+        /// Nodes that did not answer.
+        unanswered: usize,
+    },
     /// The resume cannot be honoured as asked (a count beyond what was sent).
     #[error("cannot resume: {0}")]
     SessionResume(String),
@@ -146,6 +157,7 @@ impl ProxyError {
             ProxyError::SessionNotFound { .. } => StatusCode::NOT_FOUND,
             ProxyError::SessionRefused { .. } => StatusCode::FORBIDDEN,
             ProxyError::SessionResume(_) => StatusCode::BAD_REQUEST,
+            ProxyError::SessionLookup { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoHealthy(_)
             | ProxyError::Unreachable { .. }
             | ProxyError::AtCapacity(_)
@@ -172,7 +184,8 @@ impl ProxyError {
             | ProxyError::ReplayTarget { .. }
             | ProxyError::ForcedUnknown(_)
             | ProxyError::SessionNotFound { .. }
-            | ProxyError::SessionResume(_) => Phase::Route,
+            | ProxyError::SessionResume(_)
+            | ProxyError::SessionLookup { .. } => Phase::Route,
             ProxyError::SessionRefused { .. } => Phase::Auth,
             ProxyError::AtCapacity(_) | ProxyError::ForcedUnavailable(_) => Phase::InstanceFull,
             ProxyError::Connect { .. } | ProxyError::Unreachable { remote: false, .. } => {
@@ -207,6 +220,7 @@ impl ProxyError {
             ProxyError::AtCapacity(_)
                 | ProxyError::Unreachable { .. }
                 | ProxyError::TooManyRequests { .. }
+                | ProxyError::SessionLookup { .. }
         ) {
             h.insert("retry-after", HeaderValue::from_static("1"));
         }

@@ -21,6 +21,7 @@ use super::headers::{
 };
 use super::routes::normalize_host;
 use super::server::ConnCtx;
+use super::session::Resumed;
 use super::upgrade::{splice, Ending, Side};
 use super::AppRoute;
 use crate::balance::{Empty, Hints};
@@ -250,18 +251,24 @@ async fn forward(
         (Some(_), true) => SessionAsk::from_uri(req.uri()).map_err(ProxyError::Malformed)?,
         _ => None,
     };
+    let mut reservation = None;
     if let Some(ask) = &session {
         let resumed = super::session::resume(node, app, &mut req, ask, auth_sub.as_ref(), rid);
-        if let Some(resp) = Box::pin(resumed).await? {
-            app.metrics.request(101, start.elapsed().as_secs_f64());
-            if let Some(t) = trace.take() {
-                t.finish(Instant::now(), 101);
+        match Box::pin(resumed).await? {
+            Resumed::Answered(resp) => {
+                app.metrics.request(101, start.elapsed().as_secs_f64());
+                if let Some(t) = trace.take() {
+                    t.finish(Instant::now(), 101);
+                }
+                return Ok(resp);
             }
-            return Ok(resp);
+            Resumed::Begin(r) => reservation = Some(r),
         }
-        // It begins here: no extension may change the frames a session keeps and replays.
+        // It begins here: no extension may change the frames a session keeps and replays, and
+        // the session id, a bearer of the session, stays out of the instance's logs.
         req.headers_mut()
             .remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
+        *req.uri_mut() = crate::session::without_session_params(req.uri());
     }
     let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ctx = Ctx {
@@ -291,7 +298,9 @@ async fn forward(
     let client_h2 = req.version() == Version::HTTP_2;
     let req = body_start(req, &settings).await?;
     let bytes_in = trace.as_ref().and_then(Trace::bytes_in);
-    let session = session.map(|ask| (ask, auth_sub.clone()));
+    let session = session
+        .zip(reservation)
+        .map(|(ask, r)| (ask, auth_sub.clone(), r));
     let mut proto = prepare(req, &ctx, client_h2, bytes_in, auth_sub);
     let mut replay = ReplayState::default();
     loop {
@@ -813,8 +822,9 @@ struct Ends {
     client: Option<super::per_client::ClientSlot>,
     /// The client spoke HTTP/2 (a cancelled response resets a stream, not the connection).
     client_h2: bool,
-    /// The session a WebSocket begins, and the token subject it is bound to.
-    session: Option<(SessionAsk, Option<HeaderValue>)>,
+    /// The session a WebSocket begins, the token subject it is bound to, and its reservation
+    /// (dropped, it frees the id, if the instance does not switch protocols).
+    session: Option<(SessionAsk, Option<HeaderValue>, crate::session::Reservation)>,
 }
 
 /// Turns the instance's response into the client's: hop-by-hop and internal headers removed,
@@ -917,11 +927,9 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         (Some(c), Some(i)) => {
             let rid = rid.to_str().unwrap_or_default().to_string();
             let ending = Ending::for_response(&parts.headers, &node.shutdown);
-            let begins =
-                session
-                    .zip(app.sessions)
-                    .filter(|_| ending.websocket)
-                    .map(|((ask, sub), cfg)| crate::session::Start {
+            let begins = session.zip(app.sessions).filter(|_| ending.websocket).map(
+                |((ask, sub, reservation), cfg)| {
+                    let start = crate::session::Start {
                         app: app.name.clone(),
                         id: ask.id,
                         sub: sub.and_then(|s| s.to_str().ok().map(Arc::from)),
@@ -931,7 +939,10 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
                             .cloned(),
                         cfg,
                         cut: ending.cut.clone(),
-                    });
+                    };
+                    (reservation, start)
+                },
+            );
             let sessions = node.sessions.clone();
             let shutdown = node.shutdown.clone();
             node.shutdown.spawn(async move {
@@ -941,10 +952,10 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
                     }
                 };
                 match begins {
-                    Some(s) => {
+                    Some((r, s)) => {
                         let c = Side::Hyper(c);
                         let begun = super::session::begin(
-                            &shutdown, &sessions, s, c, i, slot, rid, ending, ended,
+                            &shutdown, &sessions, r, s, c, i, slot, rid, ended,
                         );
                         Box::pin(begun).await;
                     }

@@ -16,13 +16,19 @@ use super::upgrade::{splice, Ending, Side};
 use crate::backhaul::protocol;
 use crate::body::{empty, Body};
 use crate::local::Slot;
-use crate::session::{Ask, AttachError, Found, Sessions, Start};
+use crate::session::{Ask, AttachError, Found, Reservation, Sessions, Start};
 use crate::state::NodeState;
 use crate::telemetry::{node_metrics, session_metrics};
 use crate::trace::ConnectMark;
 
-/// How long the region's other nodes have, together, to say whether one holds a session.
+/// How long the region's other nodes have, together, to say whether one holds a session a
+/// client resumes.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same, for a client that begins a session (a node that does not answer in time is taken
+/// not to hold it: a new session begins rather than keep the client waiting).
+const BEGIN_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a request waits for another one that is beginning the same session on this node.
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// Headers a re-attaching client's handshake carries to the node that holds its session.
 const HANDSHAKE: [header::HeaderName; 6] = [
@@ -34,10 +40,19 @@ const HANDSHAKE: [header::HeaderName; 6] = [
     header::SEC_WEBSOCKET_PROTOCOL,
 ];
 
-/// Answers a WebSocket request that names session `ask.id` when the session exists: attached
-/// here if this node holds it, else through the region's node that does. `Ok(None)`: no session
-/// by that id and the request does not resume one, so it begins a new one at an instance.
-/// `sub` is the token subject the session must be bound to.
+/// What became of a WebSocket request that names a session.
+pub(super) enum Resumed {
+    /// It was attached to the session, here or on the region's node that holds it: the 101.
+    Answered(Response<Body>),
+    /// No node holds it and the request does not resume one: it begins the session at an
+    /// instance, under this reservation.
+    Begin(Reservation),
+}
+
+/// Answers a WebSocket request that names session `ask.id`: attached here if this node holds it
+/// (after waiting for another request that is beginning it), else through the region's node
+/// that does; if none does, a request without `petrel_resume` begins it. `sub` is the token
+/// subject the session must be bound to.
 pub(super) async fn resume(
     node: &NodeState,
     app: &Arc<AppRoute>,
@@ -45,44 +60,67 @@ pub(super) async fn resume(
     ask: &Ask,
     sub: Option<&HeaderValue>,
     rid: &HeaderValue,
-) -> Result<Option<Response<Body>>, ProxyError> {
+) -> Result<Resumed, ProxyError> {
     let sub_str = sub.and_then(|v| v.to_str().ok());
-    match node.sessions.find(&app.name, &ask.id, sub_str) {
-        Found::OtherSubject => {
-            session_metrics().refused.increment(1);
-            return Err(refused(app, ask));
-        }
-        Found::Session(h) => {
-            let mut resp = crate::session::switching(req.headers(), h.protocol())
-                .map_err(ProxyError::Malformed)?;
-            let client = Side::Hyper(hyper::upgrade::on(&mut *req));
-            match h.attach(ask.resume, client).await {
-                Ok(counts) => {
-                    crate::session::set_counts(&mut resp, counts);
-                    resp.headers_mut().insert("petrel-request-id", rid.clone());
-                    return Ok(Some(resp));
-                }
-                Err(e @ AttachError::Beyond { .. }) => {
-                    return Err(ProxyError::SessionResume(e.to_string()))
-                }
-                Err(AttachError::Ended) => {} // ended a moment ago: as if never held
+    // A few rounds at most: each one lost a race (the session ended, or another request took
+    // the id) and looks again.
+    for _ in 0..3 {
+        match node
+            .sessions
+            .find_settled(&app.name, &ask.id, sub_str, SETTLE)
+            .await
+        {
+            Found::OtherSubject => {
+                session_metrics().refused.increment(1);
+                return Err(refused(app, ask));
             }
+            Found::Beginning(_) | Found::Busy => return Err(busy(app, ask)),
+            Found::Session(h) => {
+                let mut resp = crate::session::switching(req.headers(), h.protocol())
+                    .map_err(ProxyError::Malformed)?;
+                let client = Side::Hyper(hyper::upgrade::on(&mut *req));
+                match h.attach(ask.resume, client).await {
+                    Ok(counts) => {
+                        crate::session::set_counts(&mut resp, counts);
+                        finish_head(&mut resp, app, rid);
+                        return Ok(Resumed::Answered(resp));
+                    }
+                    Err(e @ AttachError::Beyond { .. }) => {
+                        return Err(ProxyError::SessionResume(e.to_string()))
+                    }
+                    Err(AttachError::Ended) => continue, // ended a moment ago: look again
+                }
+            }
+            Found::Nothing => {}
         }
-        Found::Nothing => {}
-    }
-    if ask.resume.is_none() {
-        return Ok(None);
-    }
-    match on_region_peer(node, app, req, ask, sub, rid).await? {
-        Some(resp) => Ok(Some(resp)),
-        None => {
+        let wait = match ask.resume {
+            Some(_) => LOOKUP_TIMEOUT,
+            None => BEGIN_LOOKUP_TIMEOUT,
+        };
+        let unanswered = match on_region_peer(node, app, req, ask, sub, rid, wait).await? {
+            Lookup::Attached(resp) => return Ok(Resumed::Answered(resp)),
+            Lookup::NotHeld { unanswered } => unanswered,
+        };
+        if ask.resume.is_some() {
+            if unanswered > 0 {
+                // A node that did not answer may hold it: not a definitive 404.
+                return Err(ProxyError::SessionLookup {
+                    app: app.name.to_string(),
+                    id: ask.id.clone(),
+                    unanswered,
+                });
+            }
             session_metrics().expired.increment(1);
-            Err(ProxyError::SessionNotFound {
+            return Err(ProxyError::SessionNotFound {
                 app: app.name.to_string(),
                 id: ask.id.clone(),
-            })
+            });
+        }
+        if let Some(r) = node.sessions.reserve(&app.name, &ask.id) {
+            return Ok(Resumed::Begin(r));
         }
     }
+    Err(busy(app, ask))
 }
 
 fn refused(app: &AppRoute, ask: &Ask) -> ProxyError {
@@ -92,9 +130,32 @@ fn refused(app: &AppRoute, ask: &Ask) -> ProxyError {
     }
 }
 
+fn busy(app: &AppRoute, ask: &Ask) -> ProxyError {
+    ProxyError::SessionLookup {
+        app: app.name.to_string(),
+        id: ask.id.clone(),
+        unanswered: 0,
+    }
+}
+
+/// The request id on a 101 petrel wrote, and `Via` as on every response it forwards.
+fn finish_head(resp: &mut Response<Body>, app: &AppRoute, rid: &HeaderValue) {
+    if !app.pristine {
+        resp.headers_mut().insert("petrel-request-id", rid.clone());
+        super::headers::append_via(resp.headers_mut(), "1.1 petrel");
+    }
+}
+
+/// What the region's other nodes said.
+enum Lookup {
+    /// One held the session and took the client: the 101 to send.
+    Attached(Response<Body>),
+    /// None held it; this many did not answer in time.
+    NotHeld { unanswered: usize },
+}
+
 /// Asks every other live node of this region, at once, to attach the client to session
-/// `ask.id`; the one that holds it answers 101 and the client is spliced to it. `Ok(None)`: no
-/// node holds it.
+/// `ask.id`; the one that holds it answers 101 and the client is spliced to it.
 async fn on_region_peer(
     node: &NodeState,
     app: &Arc<AppRoute>,
@@ -102,7 +163,8 @@ async fn on_region_peer(
     ask: &Ask,
     sub: Option<&HeaderValue>,
     rid: &HeaderValue,
-) -> Result<Option<Response<Body>>, ProxyError> {
+    wait: Duration,
+) -> Result<Lookup, ProxyError> {
     let peers: Vec<SocketAddr> = {
         let snap = node.cluster.load();
         snap.view
@@ -116,6 +178,7 @@ async fn on_region_peer(
             .map(|m| m.id.backhaul)
             .collect()
     };
+    let mut unanswered = peers.len();
     let mut asks: FuturesUnordered<_> = peers
         .into_iter()
         .map(|to| {
@@ -129,19 +192,29 @@ async fn on_region_peer(
         .collect();
     let mut other_subject = false;
     let mut beyond = None;
-    let found = tokio::time::timeout(LOOKUP_TIMEOUT, async {
+    let found = tokio::time::timeout(wait, async {
         while let Some((to, r)) = asks.next().await {
             match r {
                 Ok((resp, Some(side))) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     return Some((to, resp, side));
                 }
-                Ok((resp, _)) if resp.status() == StatusCode::FORBIDDEN => other_subject = true,
-                Ok((resp, _)) if resp.status() == StatusCode::BAD_REQUEST => {
-                    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-                    let text = body.map(|b| b.to_bytes()).unwrap_or_default();
-                    beyond = Some(String::from_utf8_lossy(&text).trim().to_string());
+                Ok((resp, _)) => {
+                    match resp.status() {
+                        StatusCode::NOT_FOUND => unanswered -= 1,
+                        StatusCode::FORBIDDEN => {
+                            unanswered -= 1;
+                            other_subject = true;
+                        }
+                        StatusCode::BAD_REQUEST => {
+                            unanswered -= 1;
+                            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+                            let text = body.map(|b| b.to_bytes()).unwrap_or_default();
+                            beyond = Some(String::from_utf8_lossy(&text).trim().to_string());
+                        }
+                        // Busy, or an old node that does not know sessions: no answer.
+                        _ => {}
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     tracing::info!(peer = %to, error = %e, "session lookup: peer did not answer")
                 }
@@ -160,9 +233,9 @@ async fn on_region_peer(
         if let Some(why) = beyond {
             return Err(ProxyError::SessionResume(why));
         }
-        return Ok(None);
+        return Ok(Lookup::NotHeld { unanswered });
     };
-    tracing::info!(session = %ask.id, holder = %to, "session resumed through its holder");
+    tracing::info!(session = %ask.id, holder = %to, "session attached through its holder");
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let names = [
@@ -178,7 +251,7 @@ async fn on_region_peer(
             resp.headers_mut().insert(name, v.clone());
         }
     }
-    resp.headers_mut().insert("petrel-request-id", rid.clone());
+    finish_head(&mut resp, app, rid);
     let client = Side::Hyper(hyper::upgrade::on(&mut *req));
     let ending = Ending {
         cut: node.shutdown.cut_token(),
@@ -188,7 +261,7 @@ async fn on_region_peer(
     node.shutdown.spawn(async move {
         splice(client, side, None, rid, ending).await;
     });
-    Ok(Some(resp))
+    Ok(Lookup::Attached(resp))
 }
 
 /// The client's handshake as the holder needs it: its WebSocket headers, the app and session,
@@ -219,21 +292,20 @@ fn attach_request(
     out
 }
 
-/// Begins the session a 101 starts: once both streams are ready it is registered and its owner
-/// task is spawned (a task of its own, as small as the session's state: the handshake's futures
-/// are gone by then), holding the instance's slot; `ended` gets the bytes from and to its clients.
-/// An id that is already held (two clients began the same session at once) gets a plain splice:
-/// that WebSocket is not resumable.
+/// Begins the session a 101 starts: once both streams are ready it is registered under its
+/// reservation and its owner task is spawned (a task of its own, as small as the session's
+/// state: the handshake's futures are gone by then), holding the instance's slot; `ended` gets
+/// the bytes from and to its clients.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn begin(
     shutdown: &crate::shutdown::Shutdown,
     sessions: &Sessions,
+    reservation: Reservation,
     start: Start,
     client: Side,
     instance: Side,
     slot: Option<Slot>,
     rid: String,
-    ending: Ending,
     ended: impl FnOnce(u64, u64) + Send + 'static,
 ) {
     let (c, i) = tokio::join!(client.ready(), instance.ready());
@@ -249,26 +321,13 @@ pub(super) async fn begin(
             return;
         }
     };
-    let id = start.id.clone();
-    match sessions.start(start, i, c) {
-        Ok(task) => {
-            shutdown.spawn(async move {
-                let gauge = &node_metrics().websockets;
-                gauge.increment(1.0);
-                let (_, up, down) = task.await;
-                gauge.decrement(1.0);
-                drop(slot);
-                ended(up, down);
-            });
-        }
-        Err((i, c)) => {
-            tracing::warn!(
-                request_id = rid,
-                session = id,
-                "session id already held on this node; this WebSocket is not resumable"
-            );
-            let (up, down) = splice(Side::Stream(c), Side::Stream(i), slot, rid, ending).await;
-            ended(up, down);
-        }
-    }
+    let task = sessions.start(reservation, start, i, c);
+    shutdown.spawn(async move {
+        let gauge = &node_metrics().websockets;
+        gauge.increment(1.0);
+        let (_, up, down) = task.await;
+        gauge.decrement(1.0);
+        drop(slot);
+        ended(up, down);
+    });
 }

@@ -41,7 +41,7 @@ impl Ask {
         }
         let resume = match resume {
             None => None,
-            Some(n) if !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
                 Some(n.parse().map_err(|_| "petrel_resume is out of range")?)
             }
             Some(_) => return Err("petrel_resume must be a count of messages (digits only)"),
@@ -51,6 +51,27 @@ impl Ask {
             resume,
         }))
     }
+}
+
+/// `uri` without its `petrel_session` and `petrel_resume` query parameters (the rest as sent).
+pub fn without_session_params(uri: &http::Uri) -> http::Uri {
+    let Some(q) = uri.query() else {
+        return uri.clone();
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| {
+            let k = p.split_once('=').map_or(*p, |(k, _)| k);
+            k != "petrel_session" && k != "petrel_resume"
+        })
+        .collect();
+    let pq = match kept.is_empty() {
+        true => uri.path().to_string(),
+        false => format!("{}?{}", uri.path(), kept.join("&")),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 /// 22–128 characters of `[A-Za-z0-9_-]` (a 128-bit random id in base64url is 22).

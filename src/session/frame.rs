@@ -4,9 +4,16 @@
 
 use bytes::{Bytes, BytesMut};
 
-/// The largest frame payload a session passes, bytes. A bigger frame closes the session with
-/// 1009 ("message too big", RFC 6455 §7.4.1): a session keeps whole frames in memory.
-pub const MAX_FRAME: u64 = 16 << 20;
+/// The largest message a session ever passes, bytes, whatever its `replay_bytes`: a session keeps
+/// whole frames, and gathers a client's fragmented message whole, in memory.
+pub const MAX_MESSAGE: u64 = 16 << 20;
+
+/// The largest message (and frame) a session with `replay_bytes` passes: `replay_bytes`, at least
+/// 1 MiB, at most [`MAX_MESSAGE`]. A bigger one closes the session with 1009 ("message too big",
+/// RFC 6455 §7.4.1), so one session holds at most about twice its replay bytes.
+pub fn message_limit(replay_bytes: usize) -> u64 {
+    (replay_bytes as u64).clamp(1 << 20, MAX_MESSAGE)
+}
 
 /// A frame's opcode (RFC 6455 §5.2, §11.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,27 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The frame is masked (a client's must be, a server's must not be: RFC 6455 §5.1).
+    pub fn masked(&self) -> bool {
+        self.mask.is_some()
+    }
+
+    /// For a close frame, whether its payload is one an endpoint may send (RFC 6455 §5.5.1,
+    /// §7.4): empty, or a code that may appear on the wire (1000–1003, 1007–1014, 3000–4999)
+    /// and a UTF-8 reason.
+    pub fn valid_close(&self) -> bool {
+        let p = self.payload();
+        match p.len() {
+            0 => true,
+            1 => false,
+            _ => {
+                let code = u16::from_be_bytes([p[0], p[1]]);
+                let code_ok = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+                code_ok && std::str::from_utf8(&p[2..]).is_ok()
+            }
+        }
+    }
+
     /// The payload, unmasked.
     pub fn payload(&self) -> Vec<u8> {
         let mut p = self.raw[self.header_len..].to_vec();
@@ -108,9 +136,19 @@ pub enum FrameError {
     /// A control frame longer than 125 bytes or fragmented (RFC 6455 §5.5).
     #[error("control frame fragmented or longer than 125 bytes")]
     BadControl,
-    /// A payload longer than [`MAX_FRAME`].
-    #[error("frame of {0} bytes is larger than a session carries ({MAX_FRAME})")]
+    /// A message (or frame) longer than the session's limit ([`message_limit`]).
+    #[error("message of {0} bytes or more is larger than this session carries")]
     TooBig(u64),
+    /// A client frame without a mask, or a server frame with one (RFC 6455 §5.1).
+    #[error("frame masked the wrong way for its direction")]
+    Masking,
+    /// A continuation with no message begun, or a new message before the last one ended
+    /// (RFC 6455 §5.4).
+    #[error("fragments out of order")]
+    Fragments,
+    /// A close frame with a code that may not be sent, or a one-byte or non-UTF-8 payload.
+    #[error("invalid close frame")]
+    BadClose,
 }
 
 impl FrameError {
@@ -125,12 +163,27 @@ impl FrameError {
 
 /// Cuts a byte stream into whole frames. Holds only the bytes of the frame in progress; an idle
 /// decoder holds no allocation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     buf: BytesMut,
+    limit: u64,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(MAX_MESSAGE)
+    }
 }
 
 impl Decoder {
+    /// A decoder that refuses frames with payloads over `limit` bytes.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            limit,
+        }
+    }
+
     /// Adds bytes read from the stream.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
@@ -167,7 +220,7 @@ impl Decoder {
         if opcode.is_control() && (!fin || len > 125) {
             return Err(FrameError::BadControl);
         }
-        if len > MAX_FRAME {
+        if len > self.limit {
             return Err(FrameError::TooBig(len));
         }
         let header_len = 2 + ext + if masked { 4 } else { 0 };
@@ -290,7 +343,33 @@ mod tests {
         let mut d = Decoder::default();
         d.push(&[0x82, 127, 0, 0, 0, 0, 0x10, 0, 0, 0]);
         assert_eq!(d.next_frame(), Err(FrameError::TooBig(0x1000_0000)));
+        let mut d = Decoder::new(1000);
+        d.push(&[0x82, 126, 0x03, 0xe9]);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooBig(1001)),
+            "a session's own limit"
+        );
         assert_eq!(FrameError::TooBig(1).close_code(), 1009);
+    }
+
+    #[test]
+    fn close_frames_are_checked_as_rfc_6455_says() {
+        let close = |p: &[u8]| {
+            let mut d = Decoder::default();
+            d.push(&to_instance(Opcode::Close, p));
+            d.next_frame().unwrap().unwrap()
+        };
+        assert!(close(&[]).valid_close());
+        assert!(close(&close_payload(1000, "bye")).valid_close());
+        assert!(close(&close_payload(4001, "")).valid_close());
+        for bad in [1005u16, 1006, 1015, 999, 5000, 1004] {
+            assert!(!close(&close_payload(bad, "")).valid_close(), "{bad}");
+        }
+        assert!(!close(&[3]).valid_close(), "one byte");
+        assert!(!close(&[3, 232, 0xff]).valid_close(), "not UTF-8");
+        assert!(close(&[]).masked());
+        assert!(Decoder::default().next_frame().unwrap().is_none());
     }
 
     #[test]

@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-pub use ask::{valid_id, Ask};
+pub use ask::{valid_id, without_session_params, Ask};
 pub use handshake::{set_counts, switching, GAP, RECEIVED};
 pub use replay::{Replay, ReplayBuffer};
 pub use task::{AttachError, Attached, End, SessionConfig, TAKEN_OVER};
@@ -37,11 +37,43 @@ struct Entry {
     serial: u64,
 }
 
+/// A session id's place in the registry.
+enum State {
+    /// A request that begins it is on its way to an instance; others with the id wait.
+    Beginning(Arc<Notify>),
+    /// Its owner task runs.
+    Held(Entry),
+}
+
 /// Every session this node holds, by app and session id.
 #[derive(Clone, Default)]
 pub struct Sessions {
-    map: Arc<Mutex<HashMap<Key, Entry>>>,
+    map: Arc<Mutex<HashMap<Key, State>>>,
     serial: Arc<AtomicU64>,
+}
+
+/// The right to begin session (app, id) on this node: taken before the request goes to an
+/// instance, so a second client with the same id waits for the first's 101 and then takes the
+/// session over, instead of opening a second instance WebSocket. Dropped without
+/// [`Sessions::start`] (the request failed), it frees the id and wakes the waiters.
+pub struct Reservation {
+    sessions: Sessions,
+    key: Key,
+    notify: Arc<Notify>,
+    started: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.started {
+            let mut map = self.sessions.lock();
+            if matches!(map.get(&self.key), Some(State::Beginning(n)) if Arc::ptr_eq(n, &self.notify))
+            {
+                map.remove(&self.key);
+            }
+        }
+        self.notify.notify_waiters();
+    }
 }
 
 /// What a lookup found.
@@ -50,6 +82,10 @@ pub enum Found {
     Nothing,
     /// The session is bound to another token subject (`403`).
     OtherSubject,
+    /// Another request is beginning it: wait on this, then look again.
+    Beginning(std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>),
+    /// Another request was still beginning it when [`Sessions::find_settled`] stopped waiting.
+    Busy,
     /// The session.
     Session(Handle),
 }
@@ -113,58 +149,93 @@ impl Sessions {
         let map = self.lock();
         match map.get(&(Arc::from(app), Arc::from(id))) {
             None => Found::Nothing,
-            Some(e) if e.sub.as_deref() != sub => Found::OtherSubject,
-            Some(e) => Found::Session(Handle {
+            // Created under the lock, so a wake-up between now and the wait is not lost.
+            Some(State::Beginning(n)) => Found::Beginning(Box::pin(n.clone().notified_owned())),
+            Some(State::Held(e)) if e.sub.as_deref() != sub => Found::OtherSubject,
+            Some(State::Held(e)) => Found::Session(Handle {
                 tx: e.tx.clone(),
                 protocol: e.protocol.clone(),
             }),
         }
     }
 
-    /// Registers a session over the instance's and the first client's streams and returns its
-    /// owner task, to be spawned; it leaves the registry when it ends. `Err` gives the streams
-    /// back when the id is already held (two clients began the same session at once).
-    #[allow(clippy::type_complexity)]
+    /// As [`Sessions::find`], but while another request is beginning the session, waits for it
+    /// (at most `wait`, then [`Found::Busy`]).
+    pub async fn find_settled(
+        &self,
+        app: &str,
+        id: &str,
+        sub: Option<&str>,
+        wait: std::time::Duration,
+    ) -> Found {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.find(app, id, sub) {
+                Found::Beginning(begun) => {
+                    if tokio::time::timeout_at(deadline, begun).await.is_err() {
+                        return Found::Busy;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes the right to begin session `id` of `app` here; `None` if it exists or is being
+    /// begun already.
+    pub fn reserve(&self, app: &str, id: &str) -> Option<Reservation> {
+        let key: Key = (Arc::from(app), Arc::from(id));
+        let mut map = self.lock();
+        if map.contains_key(&key) {
+            return None;
+        }
+        let notify = Arc::new(Notify::new());
+        map.insert(key.clone(), State::Beginning(notify.clone()));
+        Some(Reservation {
+            sessions: self.clone(),
+            key,
+            notify,
+            started: false,
+        })
+    }
+
+    /// Registers the session `reservation` was taken for, over the instance's and the first
+    /// client's streams, and returns its owner task, to be spawned; it leaves the registry when
+    /// it ends. Requests that waited for it are woken and attach to it.
     pub fn start(
         &self,
+        mut reservation: Reservation,
         s: Start,
         instance: Box<dyn Io>,
         client: Box<dyn Io>,
-    ) -> Result<impl Future<Output = (End, u64, u64)> + Send + 'static, (Box<dyn Io>, Box<dyn Io>)>
-    {
-        let key: Key = (s.app.clone(), Arc::from(s.id.as_str()));
+    ) -> impl Future<Output = (End, u64, u64)> + Send + 'static {
+        let key = reservation.key.clone();
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(1);
-        {
-            let mut map = self.lock();
-            if map.contains_key(&key) {
-                return Err((instance, client));
-            }
-            map.insert(
-                key.clone(),
-                Entry {
-                    tx,
-                    sub: s.sub,
-                    protocol: s.protocol,
-                    serial,
-                },
-            );
-        }
+        let entry = Entry {
+            tx,
+            sub: s.sub,
+            protocol: s.protocol,
+            serial,
+        };
+        self.lock().insert(key.clone(), State::Held(entry));
+        reservation.started = true;
+        drop(reservation); // wakes the waiters, who now find it held
         let name = format!("{}/{}", s.app, s.id);
         tracing::info!(session = %name, "session began");
         let task = Task::new(name, s.cfg, instance, client, s.cut, rx);
         let this = self.clone();
-        Ok(async move {
+        async move {
             let out = task.run().await;
             let mut map = this.lock();
-            if map.get(&key).is_some_and(|e| e.serial == serial) {
+            if matches!(map.get(&key), Some(State::Held(e)) if e.serial == serial) {
                 map.remove(&key);
             }
             out
-        })
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, State>> {
         // A panic while holding it cannot leave the map half-updated (single inserts/removes).
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -8,7 +8,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{close_payload, to_client, to_instance, Decoder, Frame, FrameError, Opcode};
+use super::frame::{
+    close_payload, message_limit, to_client, to_instance, Decoder, Frame, FrameError, Opcode,
+};
 use super::replay::ReplayBuffer;
 use crate::http::{read_some, Io, Side};
 use crate::telemetry::session_metrics;
@@ -112,6 +114,13 @@ pub struct Task {
     inst_r: ReadHalf<Box<dyn Io>>,
     inst_w: WriteHalf<Box<dyn Io>>,
     inst_frames: Decoder,
+    /// The instance is in the middle of a fragmented message.
+    inst_in_message: bool,
+    /// The instance closed (or went away) while no client was attached: the close frame its
+    /// client is sent, after what it missed, when it comes back within `hold`.
+    last_words: Option<Vec<u8>>,
+    /// The largest message (and frame) this session passes.
+    limit: u64,
     replay: ReplayBuffer,
     /// Client→instance messages the instance was given.
     received: u64,
@@ -137,15 +146,19 @@ impl Task {
     ) -> Self {
         let (inst_r, inst_w) = tokio::io::split(instance);
         session_metrics().live.increment(1.0);
+        let limit = message_limit(cfg.replay_bytes);
         Self {
             name,
             cfg,
             inst_r,
             inst_w,
-            inst_frames: Decoder::default(),
+            inst_frames: Decoder::new(limit),
+            inst_in_message: false,
+            last_words: None,
+            limit,
             replay: ReplayBuffer::new(cfg.replay_bytes),
             received: 0,
-            client: Some(Client::new(client)),
+            client: Some(Client::new(client, limit)),
             held_until: Instant::now(),
             cut,
             rx,
@@ -162,12 +175,9 @@ impl Task {
             let step = match ev {
                 Event::Cut => Err(self.cut_both().await),
                 Event::Command(None) => Err(self.cut_both().await), // the node is going away
-                Event::Command(Some(a)) => {
-                    self.attach(a).await;
-                    Ok(())
-                }
+                Event::Command(Some(a)) => self.attach(a).await,
                 Event::Instance(Ok(b)) if !b.is_empty() => self.on_instance_bytes(&b).await,
-                Event::Instance(_) => Err(self.instance_gone().await),
+                Event::Instance(_) => self.instance_gone().await,
                 Event::Client(Ok(b)) if !b.is_empty() => self.on_client_bytes(&b).await,
                 Event::Client(r) => {
                     let why = r
@@ -216,7 +226,7 @@ impl Task {
             biased;
             _ = self.cut.cancelled() => Event::Cut,
             a = self.rx.recv() => Event::Command(a),
-            r = read_some(&mut self.inst_r) => Event::Instance(r),
+            r = read_some(&mut self.inst_r), if self.last_words.is_none() => Event::Instance(r),
             r = client_read => Event::Client(r),
             _ = tokio::time::sleep_until(ping_at.unwrap_or_else(Instant::now)), if attached => Event::PingDue,
             _ = tokio::time::sleep_until(self.held_until), if !attached => Event::HoldOver,
@@ -232,8 +242,22 @@ impl Task {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.protocol_error("instance", &e).await),
             };
+            let order = match frame.opcode {
+                Opcode::Continuation => self.inst_in_message,
+                Opcode::Text | Opcode::Binary => !self.inst_in_message,
+                _ => true,
+            };
+            if frame.masked() || !order {
+                let e = if order {
+                    FrameError::Masking
+                } else {
+                    FrameError::Fragments
+                };
+                return Err(self.protocol_error("instance", &e).await);
+            }
             match frame.opcode {
                 Opcode::Continuation | Opcode::Text | Opcode::Binary => {
+                    self.inst_in_message = !frame.fin;
                     self.replay.push_frame(&frame.raw, frame.fin);
                     self.send_client(&frame.raw).await;
                 }
@@ -243,7 +267,7 @@ impl Task {
                         .await?;
                 }
                 Opcode::Ping | Opcode::Pong => self.send_client(&frame.raw).await,
-                Opcode::Close => return Err(self.instance_closed(frame).await),
+                Opcode::Close => return self.instance_closed(frame).await,
             }
         }
     }
@@ -267,6 +291,17 @@ impl Task {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.protocol_error("client", &e).await),
             };
+            let open = !c.message.is_empty();
+            let problem = match frame.opcode {
+                _ if !frame.masked() => Some(FrameError::Masking),
+                Opcode::Continuation if !open => Some(FrameError::Fragments),
+                Opcode::Text | Opcode::Binary if open => Some(FrameError::Fragments),
+                Opcode::Close if !frame.valid_close() => Some(FrameError::BadClose),
+                _ => None,
+            };
+            if let Some(e) = problem {
+                return Err(self.protocol_error("client", &e).await);
+            }
             match frame.opcode {
                 Opcode::Continuation | Opcode::Text | Opcode::Binary => {
                     if frame.fin && c.message.is_empty() {
@@ -274,7 +309,7 @@ impl Task {
                         self.received += 1;
                     } else {
                         c.message.extend_from_slice(&frame.raw);
-                        if c.message.len() as u64 > super::frame::MAX_FRAME {
+                        if c.message.len() as u64 > self.limit {
                             let e = FrameError::TooBig(c.message.len() as u64);
                             return Err(self.protocol_error("client", &e).await);
                         }
@@ -315,7 +350,7 @@ impl Task {
         };
         match tokio::time::timeout(INSTANCE_WRITE_TIMEOUT, write).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err(self.instance_gone().await),
+            _ => self.instance_gone().await,
         }
     }
 
@@ -351,15 +386,16 @@ impl Task {
     }
 
     /// A client attaches: a live one is told 4001 and let go, what the new one missed is sent,
-    /// then it goes on live.
-    async fn attach(&mut self, a: Box<Attach>) {
-        let from = a.from.unwrap_or(self.replay.sent());
+    /// then it goes on live (or, if the instance ended while it was away, gets its close).
+    async fn attach(&mut self, a: Box<Attach>) -> Result<(), End> {
+        // No count: a client that has received nothing, sent everything still held.
+        let from = a.from.unwrap_or(0);
         let replay = match self.replay.replay_from(from) {
             Ok(r) => r,
             Err(sent) => {
                 session_metrics().refused.increment(1);
                 let _ = a.reply.send(Err(AttachError::Beyond { asked: from, sent }));
-                return;
+                return Ok(());
             }
         };
         let m = session_metrics();
@@ -385,16 +421,24 @@ impl Task {
         };
         if a.reply.send(Ok(counts)).is_err() {
             self.held_after_failed_attach("the attaching request went away");
-            return;
+            return Ok(());
         }
         match tokio::time::timeout(ATTACH_TIMEOUT, a.client.ready()).await {
             Ok(Ok(io)) => {
-                tracing::info!(session = %self.name, from, gap = replay.gap, replayed_bytes = replay.bytes.len(), "session resumed");
-                self.client = Some(Client::new(io));
+                tracing::info!(session = %self.name, from, gap = replay.gap, replayed_bytes = replay.bytes.len(), "client attached");
+                self.client = Some(Client::new(io, self.limit));
                 self.send_client(&replay.bytes).await;
             }
             Ok(Err(e)) => self.held_after_failed_attach(&e),
             Err(_) => self.held_after_failed_attach("the client's stream was not ready in time"),
+        }
+        match self.last_words.take() {
+            // The instance ended while the client was away: what it missed, then its close.
+            Some(bye) if self.client.is_some() => Err(self.last_words_sent(&bye).await),
+            other => {
+                self.last_words = other;
+                Ok(())
+            }
         }
     }
 
@@ -404,6 +448,35 @@ impl Task {
         m.held.increment(1.0);
         self.held_until = Instant::now() + self.cfg.hold;
         tracing::info!(session = %self.name, why, "session attach failed; held");
+    }
+
+    /// Sends the instance's close, kept while the client was away, and waits for the client's.
+    async fn last_words_sent(&mut self, bye: &[u8]) -> End {
+        self.send_client(bye).await;
+        self.await_client_close().await;
+        if let Some(c) = self.client.as_mut() {
+            let _ = tokio::time::timeout(CLOSE_GRACE, c.w.shutdown()).await;
+        }
+        End::InstanceClosed
+    }
+
+    /// Reads the client for up to [`CLOSE_GRACE`] until its close frame, which it returns.
+    async fn await_client_close(&mut self) -> Option<Frame> {
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while let Some(c) = self.client.as_mut() {
+            match tokio::time::timeout_at(deadline, read_some(&mut c.r)).await {
+                Ok(Ok(b)) if !b.is_empty() => {
+                    c.frames.push(&b);
+                    while let Ok(Some(f)) = c.frames.next_frame() {
+                        if f.opcode == Opcode::Close {
+                            return Some(f);
+                        }
+                    }
+                }
+                _ => return None,
+            }
+        }
+        None
     }
 
     async fn client_closed(&mut self, close: Frame) -> End {
@@ -428,52 +501,54 @@ impl Task {
         End::ClientClosed
     }
 
-    async fn instance_closed(&mut self, close: Frame) -> End {
-        if self.client.is_some() {
-            self.send_client(&close.raw).await;
-            // The client's answering close goes back to the instance.
-            let deadline = Instant::now() + CLOSE_GRACE;
-            while let Some(c) = self.client.as_mut() {
-                match tokio::time::timeout_at(deadline, read_some(&mut c.r)).await {
-                    Ok(Ok(b)) if !b.is_empty() => {
-                        c.frames.push(&b);
-                        let mut reply = None;
-                        while let Ok(Some(f)) = c.frames.next_frame() {
-                            if f.opcode == Opcode::Close {
-                                reply = Some(f);
-                            }
-                        }
-                        if let Some(f) = reply {
-                            let _ = self.send_instance(&f.raw).await;
-                            break;
-                        }
-                    }
-                    _ => break,
-                }
-            }
-        } else {
+    /// The instance sent a close frame. With a client attached it goes on to the client, whose
+    /// answer goes back, and the session ends; without one, petrel answers it and keeps it for
+    /// the client's return within `hold`.
+    async fn instance_closed(&mut self, close: Frame) -> Result<(), End> {
+        if self.client.is_none() {
             let code = close.close_code().unwrap_or(1000);
-            let _ = self
-                .send_instance(&to_instance(Opcode::Close, &code.to_be_bytes()))
-                .await;
+            let answer = to_instance(Opcode::Close, &code.to_be_bytes());
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.inst_w.write_all(&answer)).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.inst_w.shutdown()).await;
+            tracing::info!(session = %self.name, code, "instance closed while the client was away; its close waits for the client");
+            self.last_words = Some(close.raw.to_vec());
+            return Ok(());
+        }
+        self.send_client(&close.raw).await;
+        if let Some(reply) = self.await_client_close().await {
+            let _ = self.send_instance(&reply.raw).await;
         }
         self.shutdown_both().await;
-        End::InstanceClosed
+        Err(End::InstanceClosed)
     }
 
-    async fn instance_gone(&mut self) -> End {
+    /// The instance's stream ended or failed without a close frame. With a client attached the
+    /// session ends (1011 to the client); without one it is kept for the client's return, which
+    /// gets what it missed and then 1011.
+    async fn instance_gone(&mut self) -> Result<(), End> {
+        if self.client.is_none() {
+            if self.last_words.is_none() {
+                tracing::info!(session = %self.name, "instance went away while the client was away");
+                let _ = tokio::time::timeout(CLOSE_GRACE, self.inst_w.shutdown()).await;
+                let bye = close_payload(1011, "instance went away");
+                self.last_words = Some(to_client(Opcode::Close, &bye));
+            }
+            return Ok(());
+        }
         if let Some(c) = self.client.as_mut() {
             let bye = to_client(Opcode::Close, &close_payload(1011, "instance went away"));
             let _ = tokio::time::timeout(CLOSE_GRACE, c.w.write_all(&bye)).await;
         }
         self.shutdown_both().await;
-        End::InstanceClosed
+        Err(End::InstanceClosed)
     }
 
     async fn hold_over(&mut self) -> End {
         tracing::info!(session = %self.name, "session hold expired; closing the instance's WebSocket");
-        let bye = to_instance(Opcode::Close, &close_payload(1001, "session hold expired"));
-        let _ = self.send_instance(&bye).await;
+        if self.last_words.is_none() {
+            let bye = to_instance(Opcode::Close, &close_payload(1001, "session hold expired"));
+            let _ = self.send_instance(&bye).await;
+        }
         self.shutdown_both().await;
         End::HoldExpired
     }
@@ -482,15 +557,14 @@ impl Task {
     async fn cut_both(&mut self) -> End {
         let going = close_payload(1001, "petrel is shutting down");
         if let Some(c) = self.client.as_mut() {
-            let _ = tokio::time::timeout(
-                CLOSE_GRACE,
-                c.w.write_all(&to_client(Opcode::Close, &going)),
-            )
-            .await;
+            let bye = to_client(Opcode::Close, &going);
+            let _ = tokio::time::timeout(CLOSE_GRACE, c.w.write_all(&bye)).await;
         }
-        let _ = self
-            .send_instance(&to_instance(Opcode::Close, &going))
-            .await;
+        if self.last_words.is_none() {
+            let _ = self
+                .send_instance(&to_instance(Opcode::Close, &going))
+                .await;
+        }
         self.shutdown_both().await;
         End::Drained
     }
@@ -516,15 +590,150 @@ impl Task {
 }
 
 impl Client {
-    fn new(io: Box<dyn Io>) -> Self {
+    fn new(io: Box<dyn Io>, limit: u64) -> Self {
         let (r, w) = tokio::io::split(io);
         Self {
             r,
             w,
-            frames: Decoder::default(),
+            frames: Decoder::new(limit),
             message: Vec::new(),
             heard: Instant::now(),
             ping: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    /// A session over in-memory streams: (task, instance's end, client's end, its mailbox).
+    fn session(
+        replay_bytes: usize,
+    ) -> (Task, DuplexStream, DuplexStream, mpsc::Sender<Box<Attach>>) {
+        let (inst, inst_peer) = tokio::io::duplex(1 << 20);
+        let (client, client_peer) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = mpsc::channel(1);
+        let cfg = SessionConfig {
+            hold: Duration::from_secs(5),
+            replay_bytes,
+            ping_interval: Duration::from_secs(5),
+        };
+        let t = Task::new(
+            "test".into(),
+            cfg,
+            Box::new(inst),
+            Box::new(client),
+            CancellationToken::new(),
+            rx,
+        );
+        (t, inst_peer, client_peer, tx)
+    }
+
+    /// The close code of the first close frame in `bytes` (server or client frames).
+    fn close_code_in(bytes: &[u8]) -> Option<u16> {
+        let mut d = Decoder::default();
+        d.push(bytes);
+        while let Ok(Some(f)) = d.next_frame() {
+            if f.opcode == Opcode::Close {
+                return f.close_code();
+            }
+        }
+        None
+    }
+
+    /// Runs the session with `from_instance` and `from_client` written to it; returns how it
+    /// ended and what each side received.
+    async fn run(
+        replay_bytes: usize,
+        from_instance: Vec<u8>,
+        from_client: Vec<u8>,
+    ) -> (End, Vec<u8>, Vec<u8>) {
+        let (t, mut inst, mut client, _mailbox) = session(replay_bytes);
+        let task = tokio::spawn(t.run());
+        inst.write_all(&from_instance).await.unwrap();
+        client.write_all(&from_client).await.unwrap();
+        let (end, _, _) = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the session ends")
+            .unwrap();
+        let (mut to_inst, mut to_client) = (Vec::new(), Vec::new());
+        let _ = tokio::time::timeout(Duration::from_secs(1), inst.read_to_end(&mut to_inst)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), client.read_to_end(&mut to_client)).await;
+        (end, to_inst, to_client)
+    }
+
+    #[tokio::test]
+    async fn frames_masked_the_wrong_way_end_the_session_with_1002() {
+        // A masked frame from the instance would make browsers drop the connection, and every
+        // resume would replay it: the session ends instead.
+        let (end, at_inst, at_client) =
+            run(1 << 20, to_instance(Opcode::Text, b"masked"), Vec::new()).await;
+        assert_eq!(end, End::Protocol);
+        assert_eq!(close_code_in(&at_client), Some(1002));
+        assert_eq!(close_code_in(&at_inst), Some(1002));
+        let (end, _, at_client) =
+            run(1 << 20, Vec::new(), to_client(Opcode::Text, b"unmasked")).await;
+        assert_eq!(end, End::Protocol);
+        assert_eq!(close_code_in(&at_client), Some(1002));
+    }
+
+    #[tokio::test]
+    async fn fragments_out_of_order_and_bad_close_codes_end_the_session() {
+        let orphan = {
+            let mut f = to_instance(Opcode::Text, b"x");
+            f[0] &= 0xF0; // a continuation with no message begun
+            f
+        };
+        let (end, to_inst, _) = run(1 << 20, Vec::new(), orphan).await;
+        assert_eq!(end, End::Protocol);
+        let mut d = Decoder::default();
+        d.push(&to_inst);
+        let first = d.next_frame().unwrap().expect("a frame");
+        assert_eq!(first.opcode, Opcode::Close, "the orphan was not forwarded");
+        let open_then_new = [
+            {
+                let mut f = to_instance(Opcode::Text, b"first-");
+                f[0] &= 0x7F; // no FIN
+                f
+            },
+            to_instance(Opcode::Text, b"second"),
+        ]
+        .concat();
+        let (end, _, _) = run(1 << 20, Vec::new(), open_then_new).await;
+        assert_eq!(end, End::Protocol);
+        let bad_close = to_instance(Opcode::Close, &1005u16.to_be_bytes());
+        let (end, _, to_client) = run(1 << 20, Vec::new(), bad_close).await;
+        assert_eq!(end, End::Protocol);
+        assert_eq!(close_code_in(&to_client), Some(1002));
+    }
+
+    #[tokio::test]
+    async fn a_client_message_over_the_limit_is_refused_with_1009_not_buffered() {
+        // 1 MiB is the least limit; a fragmented message past it ends the session.
+        let mut msg = Vec::new();
+        let part = vec![b'x'; 256 << 10];
+        for i in 0..5 {
+            let mut f = to_instance(
+                if i == 0 {
+                    Opcode::Text
+                } else {
+                    Opcode::Continuation
+                },
+                &part,
+            );
+            f[0] &= 0x7F;
+            msg.extend(f);
+        }
+        let (end, to_inst, to_client) = run(64 << 10, Vec::new(), msg).await;
+        assert_eq!(end, End::Protocol);
+        assert_eq!(close_code_in(&to_client), Some(1009));
+        assert_eq!(
+            close_code_in(&to_inst),
+            Some(1009),
+            "no fragment reached the instance"
+        );
     }
 }

@@ -76,8 +76,9 @@ where
             match shape {
                 0 => Circle::new(p, 4, col.filled()).into_dyn(),
                 1 => TriangleMarker::new(p, 5, col.filled()).into_dyn(),
+                // An open triangle: a square needs a static backend in plotters.
                 2 => Cross::new(p, 4, col.stroke_width(2)).into_dyn(),
-                _ => Rectangle::new([(p.0, p.1), (p.0, p.1)], col.stroke_width(7)).into_dyn(),
+                _ => TriangleMarker::new(p, 5, col.stroke_width(2)).into_dyn(),
             }
         }))
         .map_err(|x| x.to_string())?;

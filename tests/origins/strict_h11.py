@@ -353,7 +353,9 @@ class Handler(socketserver.BaseRequestHandler):
                 return replay()
             return self.ep_ws(req)
         if path == "/term":
-            return self.ep_term(req, max(0, qint("ms", 10)), max(0, qint("burst", 0)), max(1, qint("size", 64)))
+            time.sleep(max(0, qint("hs_ms", 0)) / 1000.0)  # a slow handshake
+            return self.ep_term(req, max(0, qint("ms", 10)), max(0, qint("burst", 0)), max(1, qint("size", 64)),
+                                qint("close_after", -1))
         if path == "/expect":
             return self.ep_expect(req)
 
@@ -525,10 +527,11 @@ class Handler(socketserver.BaseRequestHandler):
             else:
                 ws.receive_data(data)
 
-    def ep_term(self, req, ms, burst, size):
+    def ep_term(self, req, ms, burst, size, close_after=-1):
         # A terminal-like WebSocket: `burst` lines of `size` bytes at once, then a numbered line
         # every `ms` ms (0: none) -- "line N" -- and "input K: TEXT" for the K-th client
-        # message. Counts opened/open sockets and the close code each one got, for /stats.
+        # message; with close_after=N it closes with 4000 "bye" once N lines are out (the shell
+        # exits). Counts opened/open sockets and the close code each one got, for /stats.
         ws = self.ws_handshake(req)
         if ws is False:
             return False
@@ -549,6 +552,10 @@ class Handler(socketserver.BaseRequestHandler):
             while True:
                 wait = (next_at - time.monotonic()) if ms > 0 else None
                 if wait is not None and wait <= 0:
+                    if n == close_after:
+                        self.sock.sendall(ws.send(wse.CloseConnection(code=4000, reason="bye")))
+                        ms = 0  # then only wait for the close answer
+                        continue
                     self.sock.sendall(ws.send(wse.TextMessage(data="line %d" % n)))
                     n += 1
                     next_at += ms / 1000.0
