@@ -609,6 +609,24 @@ async fn the_same_id_through_two_nodes_of_a_region_is_one_session() {
         1,
         "one WebSocket at the instance"
     );
+    drop((first, second));
+
+    // The same while iad-1 is still waiting for the instance's 101 (a shell slow to start): the
+    // second begin, through iad-2, waits for it and takes the session over.
+    let slow = "/term?ms=10&hs_ms=1500&petrel_session=slow-start-0123456789ab".to_string();
+    let (edge_a, edge_b) = (a.edge, b.edge);
+    let p = slow.clone();
+    let one = tokio::spawn(async move { open(edge_a, &p, &[]).await.expect("101 via iad-1") });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (mut two, _) = open(edge_b, &slow, &[]).await.expect("101 via iad-2");
+    let (mut one, _) = one.await.unwrap();
+    assert_eq!(close_code(&mut one).await, 4001);
+    assert!(!texts(&mut two, 3).await.is_empty());
+    assert_eq!(
+        stats(&o).await["term_opened"],
+        2,
+        "one more WebSocket, not two"
+    );
 }
 
 /// The reviewer's finding: clients that begin one id while the instance's handshake is still

@@ -10,9 +10,6 @@ use crate::session::{Ask, AttachError, Found};
 use crate::state::NodeState;
 use crate::telemetry::session_metrics;
 
-/// How long a re-attach waits for another request that is beginning the same session here.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Attaches the handshake in `req` to session `ask.id` of `app`, if this node holds it.
 pub(super) async fn attach(
     node: &NodeState,
@@ -27,13 +24,12 @@ pub(super) async fn attach(
         .headers()
         .get("petrel-auth-sub")
         .and_then(|v| v.to_str().ok());
-    let h = match node.sessions.find_settled(app, &ask.id, sub, SETTLE).await {
+    // A session still being begun here answers at once (409): the asking node waits and asks
+    // again, rather than holding this request open.
+    let h = match node.sessions.find(app, &ask.id, sub) {
         Found::Nothing => return plain(StatusCode::NOT_FOUND, "no such session here"),
         Found::Beginning(_) | Found::Busy => {
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the session is being begun",
-            )
+            return plain(StatusCode::CONFLICT, "the session is being begun here")
         }
         Found::OtherSubject => {
             session_metrics().refused.increment(1);

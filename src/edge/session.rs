@@ -24,8 +24,8 @@ use crate::trace::ConnectMark;
 /// How long the region's other nodes have, together, to say whether one holds a session a
 /// client resumes.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
-/// The same, for a client that begins a session (a node that does not answer in time is taken
-/// not to hold it: a new session begins rather than keep the client waiting).
+/// The same, for a client that begins a session (a node that does not answer in time gets the
+/// client a 503 to retry, not a second session under the same id).
 const BEGIN_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a request waits for another one that is beginning the same session on this node.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -62,9 +62,10 @@ pub(super) async fn resume(
     rid: &HeaderValue,
 ) -> Result<Resumed, ProxyError> {
     let sub_str = sub.and_then(|v| v.to_str().ok());
-    // A few rounds at most: each one lost a race (the session ended, or another request took
-    // the id) and looks again.
-    for _ in 0..3 {
+    // Rounds until SETTLE: each one lost a race (the session ended, another request took the
+    // id, a peer is still beginning it) and looks again.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while tokio::time::Instant::now() < deadline {
         match node
             .sessions
             .find_settled(&app.name, &ask.id, sub_str, SETTLE)
@@ -97,19 +98,29 @@ pub(super) async fn resume(
             Some(_) => LOOKUP_TIMEOUT,
             None => BEGIN_LOOKUP_TIMEOUT,
         };
-        let unanswered = match on_region_peer(node, app, req, ask, sub, rid, wait).await? {
-            Lookup::Attached(resp) => return Ok(Resumed::Answered(resp)),
-            Lookup::NotHeld { unanswered } => unanswered,
-        };
-        if ask.resume.is_some() {
-            if unanswered > 0 {
-                // A node that did not answer may hold it: not a definitive 404.
-                return Err(ProxyError::SessionLookup {
-                    app: app.name.to_string(),
-                    id: ask.id.clone(),
+        let (unanswered, beginning) =
+            match on_region_peer(node, app, req, ask, sub, rid, wait).await? {
+                Lookup::Attached(resp) => return Ok(Resumed::Answered(resp)),
+                Lookup::NotHeld {
                     unanswered,
-                });
-            }
+                    beginning,
+                } => (unanswered, beginning),
+            };
+        if beginning {
+            // A peer is beginning it: once its instance answers, it holds it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if unanswered > 0 {
+            // A node that did not answer may hold it: neither a definitive 404 nor a second
+            // session under the same id.
+            return Err(ProxyError::SessionLookup {
+                app: app.name.to_string(),
+                id: ask.id.clone(),
+                unanswered,
+            });
+        }
+        if ask.resume.is_some() {
             session_metrics().expired.increment(1);
             return Err(ProxyError::SessionNotFound {
                 app: app.name.to_string(),
@@ -150,8 +161,8 @@ fn finish_head(resp: &mut Response<Body>, app: &AppRoute, rid: &HeaderValue) {
 enum Lookup {
     /// One held the session and took the client: the 101 to send.
     Attached(Response<Body>),
-    /// None held it; this many did not answer in time.
-    NotHeld { unanswered: usize },
+    /// None held it; this many did not answer in time, and one or more is beginning it.
+    NotHeld { unanswered: usize, beginning: bool },
 }
 
 /// Asks every other live node of this region, at once, to attach the client to session
@@ -191,6 +202,7 @@ async fn on_region_peer(
         })
         .collect();
     let mut other_subject = false;
+    let mut beginning = false;
     let mut beyond = None;
     let found = tokio::time::timeout(wait, async {
         while let Some((to, r)) = asks.next().await {
@@ -201,6 +213,10 @@ async fn on_region_peer(
                 Ok((resp, _)) => {
                     match resp.status() {
                         StatusCode::NOT_FOUND => unanswered -= 1,
+                        StatusCode::CONFLICT => {
+                            unanswered -= 1;
+                            beginning = true;
+                        }
                         StatusCode::FORBIDDEN => {
                             unanswered -= 1;
                             other_subject = true;
@@ -233,7 +249,10 @@ async fn on_region_peer(
         if let Some(why) = beyond {
             return Err(ProxyError::SessionResume(why));
         }
-        return Ok(Lookup::NotHeld { unanswered });
+        return Ok(Lookup::NotHeld {
+            unanswered,
+            beginning,
+        });
     };
     tracing::info!(session = %ask.id, holder = %to, "session attached through its holder");
     let mut resp = Response::new(empty());

@@ -247,6 +247,9 @@ impl Task {
                 Opcode::Text | Opcode::Binary => !self.inst_in_message,
                 _ => true,
             };
+            if frame.opcode == Opcode::Close && !frame.valid_close() {
+                return Err(self.protocol_error("instance", &FrameError::BadClose).await);
+            }
             if frame.masked() || !order {
                 let e = if order {
                     FrameError::Masking
