@@ -627,6 +627,25 @@ async fn the_same_id_through_two_nodes_of_a_region_is_one_session() {
         2,
         "one more WebSocket, not two"
     );
+    drop((one, two));
+
+    // Both nodes beginning one id at the same moment: the lower node name keeps it, the other
+    // waits for it. Five rounds, each a fresh id.
+    for round in 0..5u64 {
+        let p = format!("/term?ms=10&hs_ms=300&petrel_session=same-moment-{round:0>12}");
+        let q = p.clone();
+        let x = tokio::spawn(async move { open(edge_a, &q, &[]).await.expect("101").0 });
+        let (mut y, _) = open(edge_b, &p, &[]).await.expect("101");
+        let mut x = x.await.unwrap();
+        let a_msg = tokio::time::timeout(Duration::from_secs(5), x.next()).await;
+        let b_msg = tokio::time::timeout(Duration::from_secs(5), y.next()).await;
+        assert!(a_msg.is_ok() && b_msg.is_ok(), "both heard something");
+        assert_eq!(
+            stats(&o).await["term_opened"],
+            3 + round,
+            "round {round}: one instance WebSocket per id"
+        );
+    }
 }
 
 /// The reviewer's finding: clients that begin one id while the instance's handshake is still

@@ -4,6 +4,7 @@
 
 use http::{Request, Response, StatusCode};
 
+use super::protocol;
 use crate::body::{full, Body};
 use crate::http::Side;
 use crate::session::{Ask, AttachError, Found};
@@ -24,12 +25,23 @@ pub(super) async fn attach(
         .headers()
         .get("petrel-auth-sub")
         .and_then(|v| v.to_str().ok());
-    // A session still being begun here answers at once (409): the asking node waits and asks
-    // again, rather than holding this request open.
+    // A session still being begun here answers at once: 409, the asking node waits and asks
+    // again. When the asking node is beginning it too, the lower node name keeps it: a higher
+    // one here answers 404 and gives way (the asker begins; this node then finds it there).
+    let beginner = req
+        .headers()
+        .get(protocol::SESSION_BEGINNER)
+        .and_then(|v| v.to_str().ok());
     let h = match node.sessions.find(app, &ask.id, sub) {
         Found::Nothing => return plain(StatusCode::NOT_FOUND, "no such session here"),
         Found::Beginning(_) | Found::Busy => {
-            return plain(StatusCode::CONFLICT, "the session is being begun here")
+            return match beginner {
+                Some(other) if other < &*node.name => plain(
+                    StatusCode::NOT_FOUND,
+                    "being begun here, by a node that gives way",
+                ),
+                _ => plain(StatusCode::CONFLICT, "the session is being begun here"),
+            };
         }
         Found::OtherSubject => {
             session_metrics().refused.increment(1);

@@ -12,6 +12,9 @@ pub const INSTANCE: &str = "petrel-internal-instance";
 /// An [`INSTANCE`] value of `session:<app>` asks the owner to attach the request, a client's
 /// WebSocket handshake, to the session of that app it holds (the session id is in the query).
 pub const SESSION: &str = "session:";
+/// With a [`SESSION`] attach: the asking node's name, when that node is itself beginning the
+/// session (two nodes beginning one id at once: the lower name keeps it).
+pub const SESSION_BEGINNER: &str = "petrel-internal-session-beginner";
 /// HMAC over the target and request id with the cluster key (edge → owner).
 pub const AUTH: &str = "petrel-internal-auth";
 /// Owner's refusal: "full", "connect", "unknown", "down" or "auth" (owner → edge).

@@ -94,20 +94,30 @@ pub(super) async fn resume(
             }
             Found::Nothing => {}
         }
+        // A begin takes the id here first, so that a peer beginning it at the same moment sees
+        // it (and the lower node name keeps it); a resume begins nothing.
+        let reservation = match ask.resume {
+            Some(_) => None,
+            None => match node.sessions.reserve(&app.name, &ask.id) {
+                Some(r) => Some(r),
+                None => continue, // taken a moment ago: look again
+            },
+        };
         let wait = match ask.resume {
             Some(_) => LOOKUP_TIMEOUT,
             None => BEGIN_LOOKUP_TIMEOUT,
         };
-        let (unanswered, beginning) =
-            match on_region_peer(node, app, req, ask, sub, rid, wait).await? {
-                Lookup::Attached(resp) => return Ok(Resumed::Answered(resp)),
-                Lookup::NotHeld {
-                    unanswered,
-                    beginning,
-                } => (unanswered, beginning),
-            };
+        let lookup = on_region_peer(node, app, req, ask, sub, rid, wait, reservation.is_some());
+        let (unanswered, beginning) = match lookup.await? {
+            Lookup::Attached(resp) => return Ok(Resumed::Answered(resp)),
+            Lookup::NotHeld {
+                unanswered,
+                beginning,
+            } => (unanswered, beginning),
+        };
         if beginning {
             // A peer is beginning it: once its instance answers, it holds it.
+            drop(reservation);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
@@ -120,15 +130,15 @@ pub(super) async fn resume(
                 unanswered,
             });
         }
-        if ask.resume.is_some() {
-            session_metrics().expired.increment(1);
-            return Err(ProxyError::SessionNotFound {
-                app: app.name.to_string(),
-                id: ask.id.clone(),
-            });
-        }
-        if let Some(r) = node.sessions.reserve(&app.name, &ask.id) {
-            return Ok(Resumed::Begin(r));
+        match reservation {
+            Some(r) => return Ok(Resumed::Begin(r)),
+            None => {
+                session_metrics().expired.increment(1);
+                return Err(ProxyError::SessionNotFound {
+                    app: app.name.to_string(),
+                    id: ask.id.clone(),
+                });
+            }
         }
     }
     Err(busy(app, ask))
@@ -167,6 +177,8 @@ enum Lookup {
 
 /// Asks every other live node of this region, at once, to attach the client to session
 /// `ask.id`; the one that holds it answers 101 and the client is spliced to it.
+/// `beginning_here`: this node holds a reservation for it (a begin, not a resume).
+#[allow(clippy::too_many_arguments)]
 async fn on_region_peer(
     node: &NodeState,
     app: &Arc<AppRoute>,
@@ -175,6 +187,7 @@ async fn on_region_peer(
     sub: Option<&HeaderValue>,
     rid: &HeaderValue,
     wait: Duration,
+    beginning_here: bool,
 ) -> Result<Lookup, ProxyError> {
     let peers: Vec<SocketAddr> = {
         let snap = node.cluster.load();
@@ -193,7 +206,8 @@ async fn on_region_peer(
     let mut asks: FuturesUnordered<_> = peers
         .into_iter()
         .map(|to| {
-            let out = attach_request(req, app, sub, rid);
+            let beginner = beginning_here.then_some(&*node.name);
+            let out = attach_request(req, app, sub, rid, beginner);
             let mark = ConnectMark::default();
             async move {
                 let r = node.backhaul.send(to, &node.region, out, true, &mark).await;
@@ -290,6 +304,7 @@ fn attach_request(
     app: &AppRoute,
     sub: Option<&HeaderValue>,
     rid: &HeaderValue,
+    beginner: Option<&str>,
 ) -> Request<Body> {
     let mut out = Request::new(empty());
     *out.method_mut() = Method::GET;
@@ -307,6 +322,9 @@ fn attach_request(
     h.insert("petrel-request-id", rid.clone());
     if let Some(s) = sub {
         h.insert("petrel-auth-sub", s.clone());
+    }
+    if let Some(v) = beginner.and_then(|b| HeaderValue::from_str(b).ok()) {
+        h.insert(protocol::SESSION_BEGINNER, v);
     }
     out
 }
