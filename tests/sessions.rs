@@ -576,22 +576,7 @@ async fn a_drain_ends_live_and_held_sessions_at_its_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_id_through_two_nodes_of_a_region_is_one_session() {
     let o = strict("t-1", 60_000);
-    let seed = free_udp_port();
-    let text = app("30s", 1 << 20, "500ms", "");
-    let mut a = Spec::new("iad-1", "iad");
-    a.apps = vec![("term", text.clone())];
-    a.instances = vec![("t-1", "term", o.addr)];
-    a.seeded(seed, true);
-    let a = a.start();
-    let mut b = Spec::new("iad-2", "iad");
-    b.apps = vec![("term", text)];
-    b.seeded(seed, false);
-    let b = b.start();
-    let routed = common::cluster::within(Duration::from_secs(15), || async {
-        get(b.edge, "term.example.com", "/").await.status == 200
-    })
-    .await;
-    assert!(routed.is_some());
+    let (a, b) = two_iad_nodes(&o, "30s").await;
     let (mut first, _) = open(a.edge, &term_path(""), &[]).await.expect("101");
     let seen = numbers(&texts(&mut first, 20).await);
     let (mut second, _) = open(b.edge, &term_path(""), &[]).await.expect("101");
@@ -685,22 +670,7 @@ async fn concurrent_first_connects_open_one_instance_websocket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_does_not_answer_is_a_503_not_a_404() {
     let o = strict("t-1", 60_000);
-    let seed = free_udp_port();
-    let text = app("60s", 1 << 20, "500ms", "");
-    let mut a = Spec::new("iad-1", "iad");
-    a.apps = vec![("term", text.clone())];
-    a.instances = vec![("t-1", "term", o.addr)];
-    a.seeded(seed, true);
-    let a = a.start();
-    let mut b = Spec::new("iad-2", "iad");
-    b.apps = vec![("term", text)];
-    b.seeded(seed, false);
-    let b = b.start();
-    let routed = common::cluster::within(Duration::from_secs(15), || async {
-        get(b.edge, "term.example.com", "/").await.status == 200
-    })
-    .await;
-    assert!(routed.is_some());
+    let (a, b) = two_iad_nodes(&o, "60s").await;
     let (mut ws, _) = open(a.edge, &term_path(""), &[]).await.expect("101");
     let seen = texts(&mut ws, 10).await.len();
     drop(ws);
@@ -770,4 +740,26 @@ async fn close_code(ws: &mut Ws) -> u16 {
     })
     .await
     .expect("close in time")
+}
+
+/// iad-1 with the instance and iad-2 without, in one region, `hold` as given; returns once
+/// iad-2 routes to the instance.
+async fn two_iad_nodes(o: &Origin, hold: &str) -> (common::Node, common::Node) {
+    let seed = free_udp_port();
+    let text = app(hold, 1 << 20, "500ms", "");
+    let mut a = Spec::new("iad-1", "iad");
+    a.apps = vec![("term", text.clone())];
+    a.instances = vec![("t-1", "term", o.addr)];
+    a.seeded(seed, true);
+    let a = a.start();
+    let mut b = Spec::new("iad-2", "iad");
+    b.apps = vec![("term", text)];
+    b.seeded(seed, false);
+    let b = b.start();
+    let routed = common::cluster::within(Duration::from_secs(15), || async {
+        get(b.edge, "term.example.com", "/").await.status == 200
+    })
+    .await;
+    assert!(routed.is_some(), "iad-2 routes to the instance on iad-1");
+    (a, b)
 }

@@ -253,7 +253,14 @@ async fn forward(
     };
     let mut reservation = None;
     if let Some(ask) = &session {
-        let resumed = super::session::resume(node, app, &mut req, ask, auth_sub.as_ref(), rid);
+        let claim = super::session::Claim {
+            node,
+            app,
+            ask,
+            sub: auth_sub.as_ref(),
+            rid,
+        };
+        let resumed = super::session::resume(&claim, &mut req);
         match Box::pin(resumed).await? {
             Resumed::Answered(resp) => {
                 app.metrics.request(101, start.elapsed().as_secs_f64());

@@ -49,18 +49,34 @@ pub(super) enum Resumed {
     Begin(Reservation),
 }
 
+/// One WebSocket request that names a session, as the lookup needs it.
+pub(super) struct Claim<'a> {
+    /// This node.
+    pub node: &'a NodeState,
+    /// The request's app.
+    pub app: &'a Arc<AppRoute>,
+    /// The session it names, and its count if it resumes.
+    pub ask: &'a Ask,
+    /// The token subject the session must be bound to (`[http_service.auth]`).
+    pub sub: Option<&'a HeaderValue>,
+    /// The request id.
+    pub rid: &'a HeaderValue,
+}
+
 /// Answers a WebSocket request that names session `ask.id`: attached here if this node holds it
 /// (after waiting for another request that is beginning it), else through the region's node
-/// that does; if none does, a request without `petrel_resume` begins it. `sub` is the token
-/// subject the session must be bound to.
+/// that does; if none does, a request without `petrel_resume` begins it.
 pub(super) async fn resume(
-    node: &NodeState,
-    app: &Arc<AppRoute>,
+    claim: &Claim<'_>,
     req: &mut Request<Incoming>,
-    ask: &Ask,
-    sub: Option<&HeaderValue>,
-    rid: &HeaderValue,
 ) -> Result<Resumed, ProxyError> {
+    let Claim {
+        node,
+        app,
+        ask,
+        sub,
+        rid,
+    } = *claim;
     let sub_str = sub.and_then(|v| v.to_str().ok());
     // Rounds until SETTLE: each one lost a race (the session ended, another request took the
     // id, a peer is still beginning it) and looks again.
@@ -107,7 +123,7 @@ pub(super) async fn resume(
             Some(_) => LOOKUP_TIMEOUT,
             None => BEGIN_LOOKUP_TIMEOUT,
         };
-        let lookup = on_region_peer(node, app, req, ask, sub, rid, wait, reservation.is_some());
+        let lookup = on_region_peer(claim, req, wait, reservation.is_some());
         let (unanswered, beginning) = match lookup.await? {
             Lookup::Attached(resp) => return Ok(Resumed::Answered(resp)),
             Lookup::NotHeld {
@@ -178,17 +194,19 @@ enum Lookup {
 /// Asks every other live node of this region, at once, to attach the client to session
 /// `ask.id`; the one that holds it answers 101 and the client is spliced to it.
 /// `beginning_here`: this node holds a reservation for it (a begin, not a resume).
-#[allow(clippy::too_many_arguments)]
 async fn on_region_peer(
-    node: &NodeState,
-    app: &Arc<AppRoute>,
+    claim: &Claim<'_>,
     req: &mut Request<Incoming>,
-    ask: &Ask,
-    sub: Option<&HeaderValue>,
-    rid: &HeaderValue,
     wait: Duration,
     beginning_here: bool,
 ) -> Result<Lookup, ProxyError> {
+    let Claim {
+        node,
+        app,
+        ask,
+        rid,
+        ..
+    } = *claim;
     let peers: Vec<SocketAddr> = {
         let snap = node.cluster.load();
         snap.view
@@ -207,7 +225,7 @@ async fn on_region_peer(
         .into_iter()
         .map(|to| {
             let beginner = beginning_here.then_some(&*node.name);
-            let out = attach_request(req, app, sub, rid, beginner);
+            let out = attach_request(claim, req, beginner);
             let mark = ConnectMark::default();
             async move {
                 let r = node.backhaul.send(to, &node.region, out, true, &mark).await;
@@ -300,12 +318,11 @@ async fn on_region_peer(
 /// The client's handshake as the holder needs it: its WebSocket headers, the app and session,
 /// the token subject this edge checked, signed as any backhaul request.
 fn attach_request(
+    claim: &Claim<'_>,
     req: &Request<Incoming>,
-    app: &AppRoute,
-    sub: Option<&HeaderValue>,
-    rid: &HeaderValue,
     beginner: Option<&str>,
 ) -> Request<Body> {
+    let Claim { app, sub, rid, .. } = *claim;
     let mut out = Request::new(empty());
     *out.method_mut() = Method::GET;
     *out.uri_mut() = req.uri().clone();
