@@ -291,17 +291,7 @@ async fn expiry_gaps_takeover_and_bad_ids() {
 
     // Takeover: a second client attaching to the live session; the first gets 4001.
     let (mut ws2, _) = open(n.edge, &term_path(""), &[]).await.expect("takes over");
-    let code = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
-                Some(Ok(_)) => {}
-                other => panic!("no close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("close in time");
+    let code = close_code(&mut ws).await;
     assert_eq!(
         code, 4001,
         "the first client is told the session was taken over"
@@ -548,17 +538,7 @@ async fn a_drain_ends_live_and_held_sessions_at_its_deadline() {
     assert_eq!(stats(&o).await["term_open"], 2);
     let t0 = std::time::Instant::now();
     n.proc.signal(15);
-    let code = tokio::time::timeout(Duration::from_secs(6), async {
-        loop {
-            match live.next().await {
-                Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
-                Some(Ok(_)) => {}
-                other => panic!("no close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("a close frame by the deadline");
+    let code = close_code(&mut live).await;
     let at = t0.elapsed();
     assert_eq!(code, 1001, "going away");
     assert!(
