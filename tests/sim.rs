@@ -119,6 +119,32 @@ fn same_seed_same_bytes_and_policies_behave() {
     );
     let p50 = |p: &serde_json::Value| p["latency"]["p50_ms"].as_f64().unwrap();
     assert!(p50(&closest) < p50(&rr), "{closest} vs {rr}");
+    // Round robin sends most first tries past a nearer region with room; closest seldom does,
+    // and each misroute is counted under its (edge region → chosen region) pair.
+    let misroutes = |p: &serde_json::Value| p["misroutes"].as_u64().unwrap();
+    assert!(
+        misroutes(&rr) > 3 * misroutes(&closest),
+        "{closest} vs {rr}"
+    );
+    let top = rr["misroutes_top"].as_array().unwrap();
+    assert!(!top.is_empty() && top.len() <= 5, "{rr}");
+    assert!(top[0][0].as_str().unwrap().contains('→'), "{rr}");
+    // On measured RTTs, closest's misroutes come from loads that changed since its edge heard,
+    // not from its RTT figures.
+    let by_rtt = |p: &serde_json::Value| p["misroutes_by_rtt"].as_u64().unwrap();
+    assert!(
+        by_rtt(&closest) * 20 <= misroutes(&closest).max(20),
+        "{closest}"
+    );
+    assert!(by_rtt(&rr) > 3 * by_rtt(&closest), "{closest} vs {rr}");
+    let share = rr["misroute_share"].as_f64().unwrap();
+    let expect = misroutes(&rr) as f64 / rr["requests"].as_f64().unwrap();
+    assert!((share - expect).abs() < 1e-5, "{rr}");
+    // Consul's Vivaldi fit to this small metric topology: close between regions, and two nodes
+    // of one region (0.5 ms apart) are estimated a few ms apart at most.
+    let e = &a["coordinates_error"];
+    assert!(e["median"].as_f64().unwrap() < 0.25, "{e}");
+    assert!(e["same_region_max_ms"].as_f64().unwrap() < 30.0, "{e}");
     // The mesh costs bytes, and the sweep size shows up beside the topology's own size.
     let sizes: Vec<u64> = a["mesh_scaling"]
         .as_array()

@@ -86,8 +86,11 @@ pub fn run(opts: &Options) -> Result<Report, SimError> {
         let (sc, seed) = (sc.clone(), opts.seed);
         std::thread::spawn(move || sweep_sizes(&sc, seed))
     };
-    let estimate = vivaldi::estimate(&sc.rtt_ms, opts.seed);
-    let mut report = Report::new(&sc, opts.seed, vivaldi::median_error(&sc.rtt_ms, &estimate));
+    let node_region: Vec<usize> = sc.node_names().into_iter().map(|(_, r)| r).collect();
+    let estimate = vivaldi::estimate(&node_region, &sc.rtt_ms, sc.sim.jitter_ms, opts.seed);
+    let codes: Vec<String> = sc.regions.iter().map(|r| r.code.clone()).collect();
+    let error = vivaldi::error(&node_region, &sc.rtt_ms, &estimate, &codes);
+    let mut report = Report::new(&sc, opts.seed, error);
     for &p in &opts.policies {
         let started = Instant::now();
         let est = (p == Policy::Coordinates).then(|| estimate.clone());

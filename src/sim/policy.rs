@@ -2,7 +2,7 @@
 //!
 //! petrel's strategies call the real [`crate::balance::select_top`]. The baselines are what other
 //! load balancers do: round robin, random and least-connections ignore RTT and queue at a busy
-//! instance; "coordinates" is petrel's `closest` fed estimated RTTs (a Vivaldi embedding) instead
+//! instance; "coordinates" is petrel's `closest` fed estimated RTTs (Consul's Vivaldi coordinates) instead
 //! of measured ones, the setup that once sent Tokyo traffic to Hong Kong.
 
 use rand::rngs::SmallRng;

@@ -51,6 +51,17 @@ pub struct PolicyReport {
     pub excess_share: f64,
     /// Per edge region: its requests' mean network time less its demand's share of the bound, ms.
     pub excess_by_region: BTreeMap<String, f64>,
+    /// First tries sent farther than a region that had room (see `Stats::misroutes`).
+    pub misroutes: u64,
+    /// The same as a share of all requests.
+    pub misroute_share: f64,
+    /// The same by "edge region→chosen region", largest first, at most 5.
+    pub misroutes_top: Vec<(String, u64)>,
+    /// First tries sent farther than an instance the edge itself saw with room: misroutes caused
+    /// by the RTT figures alone (the rest come from loads that changed since the edge heard).
+    pub misroutes_by_rtt: u64,
+    /// The same by "edge region→chosen region", largest first, at most 5.
+    pub misroutes_by_rtt_top: Vec<(String, u64)>,
     /// Latency CDF: (ms, fraction answered within), 100 points.
     pub latency_cdf: Vec<(f64, f64)>,
     /// Per second, per region utilisation (in-flight / (instances × soft)).
@@ -119,8 +130,8 @@ pub struct Report {
     pub demand: f64,
     /// Global capacity: instances × soft limit / mean service time, requests per second.
     pub capacity_rps: f64,
-    /// Median relative error of the Vivaldi estimate used by `coordinates`.
-    pub coordinates_median_error: f64,
+    /// How far the Vivaldi estimate used by `coordinates` is from the true RTTs.
+    pub coordinates_error: super::vivaldi::EstimateError,
     /// Per policy.
     pub policies: Vec<PolicyReport>,
     /// Failures and recoveries (from the first policy's run; the mesh does not depend on policy).
@@ -133,7 +144,7 @@ pub struct Report {
 
 impl Report {
     /// An empty report for `sc`.
-    pub fn new(sc: &Scenario, seed: u64, vivaldi_error: f64) -> Self {
+    pub fn new(sc: &Scenario, seed: u64, vivaldi_error: super::vivaldi::EstimateError) -> Self {
         let instances: u32 = sc
             .regions
             .iter()
@@ -153,7 +164,7 @@ impl Report {
                 f64::from(instances) * f64::from(s.soft_limit) / (s.service_ms / 1000.0),
                 1,
             ),
-            coordinates_median_error: round(vivaldi_error, 4),
+            coordinates_error: vivaldi_error,
             policies: Vec::new(),
             failures: Vec::new(),
             mesh_scaling: Vec::new(),
@@ -220,6 +231,11 @@ impl Report {
                 4,
             ),
             excess_by_region,
+            misroutes: s.misroutes.values().sum(),
+            misroutes_by_rtt: s.misroutes_seen.values().sum(),
+            misroutes_by_rtt_top: top_pairs(&s.misroutes_seen, w),
+            misroute_share: round(ratio(s.misroutes.values().sum(), s.arrivals), 6),
+            misroutes_top: top_pairs(&s.misroutes, w),
             latency_cdf: cdf,
             region_util: s
                 .region_util
@@ -307,13 +323,15 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "{:<12} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8}",
+            "{:<12} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9} {:>7} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8}",
             "policy",
             "requests",
             "success",
             "network ms",
             "bound ms",
             "excess ms",
+            "misroutes",
+            "by RTT",
             "optimal",
             "on arrival",
             "p50 ms",
@@ -326,13 +344,15 @@ impl Report {
         for p in &self.policies {
             let _ = writeln!(
                 t,
-                "{:<12} {:>9} {:>8.3}% {:>10.2} {:>9.2} {:>10.2} {:>8.2}% {:>9.2}% {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>9} {:>8.3}",
+                "{:<12} {:>9} {:>8.3}% {:>10.2} {:>9.2} {:>10.2} {:>9} {:>7} {:>8.2}% {:>9.2}% {:>9.1} {:>9.1} {:>10.1} {:>10.1} {:>9} {:>8.3}",
                 p.policy,
                 p.requests,
                 p.success_rate * 100.0,
                 p.network_ms_mean,
                 p.fluid_bound_ms,
                 p.excess_ms,
+                p.misroutes,
+                p.misroutes_by_rtt,
                 p.optimal_share * 100.0,
                 p.optimal_share_on_arrival * 100.0,
                 p.latency.p50_ms,
@@ -366,13 +386,33 @@ impl Report {
                 m.nodes, m.bytes_per_node_s
             );
         }
+        let e = &self.coordinates_error;
         let _ = writeln!(
             t,
-            "coordinates: Vivaldi estimate, median error {:.1}%",
-            self.coordinates_median_error * 100.0
+            "coordinates: Consul's Vivaldi, error between regions median {:.1}%, p90 {:.1}%, p99 {:.1}% \
+             (worst {} {:.1}%); two nodes of one region (0.5 ms) estimated at {:.1} ms median, {:.1} ms at most",
+            e.median * 100.0,
+            e.p90 * 100.0,
+            e.p99 * 100.0,
+            e.worst_pair.0,
+            e.worst_pair.1 * 100.0,
+            e.same_region_median_ms,
+            e.same_region_max_ms
         );
         t
     }
+}
+
+/// The five largest counts of `pairs` as ("edge region→chosen region", count), ties by name.
+fn top_pairs(pairs: &BTreeMap<(usize, usize), u64>, w: &World) -> Vec<(String, u64)> {
+    let code = |r: usize| &w.sc.regions[r].code;
+    let mut v: Vec<(String, u64)> = pairs
+        .iter()
+        .map(|(&(a, b), &n)| (format!("{}→{}", code(a), code(b)), n))
+        .collect();
+    v.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    v.truncate(5);
+    v
 }
 
 /// A run's mean network time per answered request, ms, and its scenario's fluid bound.

@@ -77,6 +77,7 @@ impl World {
                     next: 0,
                     sent_at: 0,
                     oracle_rtt: 0.0,
+                    seen_rtt: 0.0,
                     told: 0,
                     net_ms: 0.0,
                 });
@@ -167,13 +168,12 @@ impl World {
         let (soft, hard) = (self.sc.sim.soft_limit, self.sc.sim.hard_limit);
         let now = self.now;
         let node = &self.nodes[edge];
-        let edge_region = node.region;
         let penalised = |i: usize| node.penalties.get(&i).is_some_and(|&t| t > now);
         let mut ids: Vec<usize> = Vec::new();
         let mut views: Vec<View<'_>> = Vec::new();
         let estimate = self.estimate.as_ref();
-        let rtt_of = |inst_region: usize, measured: f64| match estimate {
-            Some(e) => e[edge_region][inst_region],
+        let rtt_of = |inst_node: usize, measured: f64| match estimate {
+            Some(e) => e[edge][inst_node],
             None => measured,
         };
         for &i in &node.insts {
@@ -185,7 +185,7 @@ impl World {
             views.push(View {
                 id: &inst.id,
                 region: &self.sc.regions[inst.region].code,
-                rtt_ms: rtt_of(inst.region, 0.0),
+                rtt_ms: rtt_of(inst.node, 0.0),
                 load: if penalised(i) { hard } else { inst.load },
                 soft,
                 hard,
@@ -199,7 +199,7 @@ impl World {
             views.push(View {
                 id: &inst.id,
                 region: &self.sc.regions[inst.region].code,
-                rtt_ms: rtt_of(inst.region, rtt),
+                rtt_ms: rtt_of(inst.node, rtt),
                 load: if penalised(i) { hard.max(load) } else { load },
                 soft,
                 hard,
@@ -211,9 +211,22 @@ impl World {
         let order = self
             .policy
             .order(&views, budget, &mut self.pick_rng, &mut rr);
+        let edge_region = self.nodes[edge].region;
+        let true_rtt = |k: usize| self.sc.rtt_ms[edge_region][self.insts[ids[k]].region];
+        let room = |f: &dyn Fn(&View<'_>) -> bool| {
+            (0..views.len())
+                .filter(|&k| views[k].healthy && f(&views[k]))
+                .map(true_rtt)
+                .min_by(f64::total_cmp)
+        };
+        let seen_rtt = room(&|v| v.load < soft)
+            .or_else(|| room(&|v| v.load < hard))
+            .unwrap_or(f64::INFINITY);
         drop(views);
         self.nodes[edge].rr = rr;
-        self.reqs[slot].order = order.into_iter().map(|k| ids[k]).collect();
+        let req = &mut self.reqs[slot];
+        req.seen_rtt = seen_rtt;
+        req.order = order.into_iter().map(|k| ids[k]).collect();
     }
 
     fn live(&self, rid: Rid) -> bool {
@@ -242,6 +255,17 @@ impl World {
                 self.stats.retries += 1;
             }
             let (edge, owner) = (req.edge, self.insts[i].node);
+            if req.next == 1 {
+                // A misroute: the first try goes farther than a region that had room.
+                let (from, to) = (self.nodes[edge].region, self.insts[i].region);
+                let rtt = self.sc.rtt_ms[from][to];
+                if rtt > req.oracle_rtt + 1e-9 {
+                    self.stats.misroute(from, to);
+                }
+                if rtt > req.seen_rtt + 1e-9 {
+                    *self.stats.misroutes_seen.entry((from, to)).or_default() += 1;
+                }
+            }
             if owner == edge {
                 // Local load is exact: a refusal here needs no memory (the proxy keeps none).
                 if self.admit(rid, i) {

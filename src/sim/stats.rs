@@ -51,6 +51,13 @@ pub struct Stats {
     pub network_by_region: Vec<f64>,
     /// Attempts after the first.
     pub retries: u64,
+    /// First tries sent to a region farther (true RTT from the edge) than the nearest region
+    /// that had room (an instance below soft, or below hard when none was) when the request
+    /// arrived; by (edge region, chosen region).
+    pub misroutes: BTreeMap<(usize, usize), u64>,
+    /// First tries sent farther than an instance the edge's own view showed with room: the
+    /// misroutes that RTT figures caused, not stale loads.
+    pub misroutes_seen: BTreeMap<(usize, usize), u64>,
     /// "Full" answers.
     pub rejects: u64,
     /// Longest queue at any instance.
@@ -70,6 +77,11 @@ impl Stats {
     /// Empty stats for `regions` regions.
     pub fn new(_regions: usize) -> Self {
         Self::default()
+    }
+
+    /// A first try sent from edge region `from` to the farther region `to`.
+    pub fn misroute(&mut self, from: usize, to: usize) {
+        *self.misroutes.entry((from, to)).or_default() += 1;
     }
 
     /// A success, answered to a client of edge region `region`.

@@ -155,6 +155,9 @@ pub struct Req {
     pub(super) next: usize,
     pub(super) sent_at: Nanos,
     pub(super) oracle_rtt: f64,
+    /// True RTT from the edge to the nearest instance its own view showed with room (below soft;
+    /// below hard when none was), ms: a first try farther than this was the RTT figures' fault.
+    pub(super) seen_rtt: f64,
     /// The load the owner reported with its answer.
     pub(super) told: u32,
     /// Network time paid so far, ms: the client's way to a farther edge, and each try's RTT
