@@ -190,7 +190,7 @@ pub struct World {
     pub(super) capacity: Vec<Vec<(u32, u32)>>,
     /// For each region, every region nearest first.
     pub(super) nearest: Vec<Vec<usize>>,
-    /// Estimated RTTs (the coordinates policy).
+    /// Estimated RTTs, node × node, ms (the coordinates policy).
     pub(super) estimate: Option<Vec<Vec<f64>>>,
     pub(super) traffic: bool,
     pub(super) seeds: Vec<SocketAddr>,
