@@ -35,11 +35,15 @@ pub(super) async fn attach(
     let h = match node.sessions.find(app, &ask.id, sub) {
         Found::Nothing => return plain(StatusCode::NOT_FOUND, "no such session here"),
         Found::Beginning(_) | Found::Busy => {
+            // Giving way only while this node has not gone to the instance yet: once it has,
+            // the peer waits, even with the lower name (else both would begin).
             return match beginner {
-                Some(other) if other < &*node.name => plain(
-                    StatusCode::NOT_FOUND,
-                    "being begun here, by a node that gives way",
-                ),
+                Some(other) if other < &*node.name && node.sessions.give_way(app, &ask.id) => {
+                    plain(
+                        StatusCode::NOT_FOUND,
+                        "being begun here, by a node that gives way",
+                    )
+                }
                 _ => plain(StatusCode::CONFLICT, "the session is being begun here"),
             };
         }

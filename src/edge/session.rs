@@ -147,6 +147,12 @@ pub(super) async fn resume(
             });
         }
         match reservation {
+            // A peer with a lower name asked meanwhile and this node gave way: look again.
+            Some(r) if !r.commit() => {
+                drop(r);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             Some(r) => return Ok(Resumed::Begin(r)),
             None => {
                 session_metrics().expired.increment(1);

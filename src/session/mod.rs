@@ -40,9 +40,20 @@ struct Entry {
 /// A session id's place in the registry.
 enum State {
     /// A request that begins it is on its way to an instance; others with the id wait.
-    Beginning(Arc<Notify>),
+    Beginning(Arc<Notify>, Phase),
     /// Its owner task runs.
     Held(Entry),
+}
+
+/// Where a begin stands against a peer of the region beginning the same id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Still asking the region whether a peer holds or begins it.
+    Looking,
+    /// Asked, no peer had it: this node goes to the instance.
+    Committed,
+    /// A peer with a lower name is beginning it too: this node gives way and looks again.
+    Yielded,
 }
 
 /// Every session this node holds, by app and session id.
@@ -63,11 +74,29 @@ pub struct Reservation {
     started: bool,
 }
 
+impl Reservation {
+    /// Commits to begin: `false` if this node gave way to a peer meanwhile
+    /// ([`Sessions::give_way`]); then drop the reservation and look again.
+    pub fn commit(&self) -> bool {
+        let mut map = self.sessions.lock();
+        match map.get_mut(&self.key) {
+            Some(State::Beginning(n, phase)) if Arc::ptr_eq(n, &self.notify) => {
+                if *phase == Phase::Yielded {
+                    return false;
+                }
+                *phase = Phase::Committed;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.started {
             let mut map = self.sessions.lock();
-            if matches!(map.get(&self.key), Some(State::Beginning(n)) if Arc::ptr_eq(n, &self.notify))
+            if matches!(map.get(&self.key), Some(State::Beginning(n, _)) if Arc::ptr_eq(n, &self.notify))
             {
                 map.remove(&self.key);
             }
@@ -150,7 +179,7 @@ impl Sessions {
         match map.get(&(Arc::from(app), Arc::from(id))) {
             None => Found::Nothing,
             // Created under the lock, so a wake-up between now and the wait is not lost.
-            Some(State::Beginning(n)) => Found::Beginning(Box::pin(n.clone().notified_owned())),
+            Some(State::Beginning(n, _)) => Found::Beginning(Box::pin(n.clone().notified_owned())),
             Some(State::Held(e)) if e.sub.as_deref() != sub => Found::OtherSubject,
             Some(State::Held(e)) => Found::Session(Handle {
                 tx: e.tx.clone(),
@@ -190,13 +219,30 @@ impl Sessions {
             return None;
         }
         let notify = Arc::new(Notify::new());
-        map.insert(key.clone(), State::Beginning(notify.clone()));
+        map.insert(
+            key.clone(),
+            State::Beginning(notify.clone(), Phase::Looking),
+        );
         Some(Reservation {
             sessions: self.clone(),
             key,
             notify,
             started: false,
         })
+    }
+
+    /// A peer with a lower node name is beginning session `id` of `app` too: if this node is
+    /// still looking (not yet gone to the instance), it gives way and `true` is returned (the peer
+    /// may begin); `false` when this node has committed to begin it (the peer must wait).
+    pub fn give_way(&self, app: &str, id: &str) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(&(Arc::from(app), Arc::from(id))) {
+            Some(State::Beginning(_, phase)) if *phase != Phase::Committed => {
+                *phase = Phase::Yielded;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Registers the session `reservation` was taken for, over the instance's and the first
