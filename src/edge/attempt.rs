@@ -31,6 +31,8 @@ pub(super) struct Ctx<'a> {
     pub app: &'a Arc<AppRoute>,
     /// The request id.
     pub rid: &'a HeaderValue,
+    /// When the request arrived.
+    pub start: std::time::Instant,
     /// Edge settings as of the request's start.
     pub settings: &'a EdgeSettings,
     /// An HTTP/1.1 upgrade (WebSocket) is asked for.

@@ -12,6 +12,7 @@ pub mod headers;
 mod penalty;
 pub mod per_client;
 mod proxy;
+mod retry;
 mod routes;
 mod server;
 mod session;

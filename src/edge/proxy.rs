@@ -19,6 +19,7 @@ use super::headers::{
     add_forwarding, ambiguous_framing, append_via, malformed_target, max_forwards, missing_host,
     response_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
 };
+use super::retry::{self, Retry, Transport, Try};
 use super::routes::normalize_host;
 use super::server::ConnCtx;
 use super::session::Resumed;
@@ -31,7 +32,7 @@ use crate::http::ReplayableRequest;
 use crate::local::Slot;
 use crate::session::Ask as SessionAsk;
 use crate::state::{EdgeSettings, NodeState};
-use crate::telemetry::node_metrics;
+use crate::telemetry::{node_metrics, AppMetrics};
 use crate::trace::{Target as TraceTarget, Trace};
 
 /// Handles one client request end to end; never fails (errors become SPEC §6 responses).
@@ -57,91 +58,25 @@ pub async fn handle(
             t.log_access(conn.peer, &req);
         }
     }
+    let unrouted = &node_metrics().unrouted;
     let malformed = ambiguous_framing(req.headers())
         .or_else(|| malformed_target(req.method(), req.uri()))
         .or_else(|| missing_host(req.version(), req.headers()));
     if let Some(why) = malformed {
-        let err = ProxyError::Malformed(why);
-        let m = &node_metrics().unrouted;
-        m.failure(err.phase());
-        m.request(err.status().as_u16(), start.elapsed().as_secs_f64());
         tracing::info!(request_id = rid.to_str().unwrap_or_default(), peer = %conn.peer, reason = why, "malformed request refused");
-        let mut resp = err.to_response(&rid);
+        let mut resp = failed(ProxyError::Malformed(why), unrouted, trace, start, &rid);
         // The rest of the connection's bytes cannot be framed safely.
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        if let Some(mut t) = trace {
-            t.set_failure(err.phase().as_str());
-            t.finish(Instant::now(), err.status().as_u16());
-        }
         return resp;
     }
-    // Methods petrel answers itself, before any routing.
-    let method = req.method().clone();
-    let here = match (&method, max_forwards(&method, req.headers_mut())) {
-        (&http::Method::CONNECT, _) => Some(Err(ProxyError::MethodNotAllowed("CONNECT"))),
-        (&http::Method::TRACE, MaxForwards::AnswerHere) => {
-            Some(Err(ProxyError::MethodNotAllowed("TRACE")))
-        }
-        (_, MaxForwards::AnswerHere) => Some(Ok(StatusCode::OK)), // OPTIONS, final recipient
-        _ => None,
-    };
-    if let Some(answer) = here {
-        let m = &node_metrics().unrouted;
-        let status = answer.as_ref().map_or_else(|e| e.status(), |s| *s);
-        m.request(status.as_u16(), start.elapsed().as_secs_f64());
-        return match answer {
-            Ok(status) => {
-                let mut r = Response::new(crate::body::empty());
-                *r.status_mut() = status;
-                r.headers_mut().insert("petrel-request-id", rid);
-                r
-            }
-            Err(err) => {
-                m.failure(err.phase());
-                err.to_response(&rid)
-            }
-        };
+    if let Some(resp) = answer_here(&mut req, &rid, start) {
+        return resp;
     }
-    let (host, bad_host) = match request_host(&req) {
-        Ok(h) => (Some(h), None),
-        Err(e) => (None, Some(e)),
+    let (app, host) = match route(&node, &conn, &req) {
+        Ok(routed) => routed,
+        Err(err) => return failed(err, unrouted, trace, start, &rid),
     };
-    let routes = node.routes.load();
-    let routed = match host.as_deref().map(|h| routes.lookup(h)) {
-        Some(Some(app)) => Ok(app.clone()),
-        other => Err(match (other, &host) {
-            (None, _) | (_, None) => bad_host.unwrap_or(ProxyError::NoHost),
-            (_, Some(h)) => ProxyError::NoRoute(h.chars().take(255).collect()),
-        }),
-    };
-    // Over TLS the app is chosen by the server name: a Host of another app is refused, so a
-    // certificate for one app never carries another app's traffic.
-    let routed = routed.and_then(
-        |app| match conn.tls.as_ref().and_then(|t| t.sni.as_deref()) {
-            Some(sni) if !routes.lookup(sni).is_some_and(|a| Arc::ptr_eq(a, &app)) => {
-                Err(ProxyError::Misdirected {
-                    host: host.clone().unwrap_or_default().chars().take(255).collect(),
-                    sni: sni.chars().take(255).collect(),
-                })
-            }
-            _ => Ok(app),
-        },
-    );
-    let app = match routed {
-        Ok(app) => app,
-        Err(err) => {
-            let m = &node_metrics().unrouted;
-            m.failure(err.phase());
-            m.request(err.status().as_u16(), start.elapsed().as_secs_f64());
-            if let Some(mut t) = trace {
-                t.set_failure(err.phase().as_str());
-                t.finish(Instant::now(), err.status().as_u16());
-            }
-            return err.to_response(&rid);
-        }
-    };
-    drop(routes);
     if let Some(t) = trace.as_mut() {
         t.set_app(&app.name);
         t.set_strategy(app.strategy.as_str());
@@ -155,18 +90,96 @@ pub async fn handle(
     match forward(&node, &conn, &app, req, &rid, start, &mut trace).await {
         Ok(resp) => resp,
         Err(err) => {
-            if let Some(mut t) = trace.take() {
-                t.set_failure(err.phase().as_str());
-                t.finish(Instant::now(), err.status().as_u16());
-            }
-            app.metrics.failure(err.phase());
-            app.metrics
-                .request(err.status().as_u16(), start.elapsed().as_secs_f64());
             if err.status().is_server_error() {
                 tracing::info!(request_id = rid.to_str().unwrap_or_default(), app = %app.name, error = %err, "request failed");
             }
-            err.to_response(&rid)
+            failed(err, &app.metrics, trace.take(), start, &rid)
         }
+    }
+}
+
+/// Where a failed request ends: its status and phase counted in `m` (the app's figures, or the
+/// unrouted ones), its trace finished, and the SPEC §6 response made.
+fn failed(
+    err: ProxyError,
+    m: &AppMetrics,
+    trace: Option<Trace>,
+    start: Instant,
+    rid: &HeaderValue,
+) -> Response<Body> {
+    let status = err.status().as_u16();
+    m.failure(err.phase());
+    m.request(status, start.elapsed().as_secs_f64());
+    if let Some(mut t) = trace {
+        t.set_failure(err.phase().as_str());
+        t.finish(Instant::now(), status);
+    }
+    err.to_response(rid)
+}
+
+/// Methods petrel answers itself, before any routing: `CONNECT` (405), `TRACE` and `OPTIONS`
+/// whose `Max-Forwards` is spent (RFC 9110 §7.6.2).
+fn answer_here<B>(
+    req: &mut Request<B>,
+    rid: &HeaderValue,
+    start: Instant,
+) -> Option<Response<Body>> {
+    let method = req.method().clone();
+    let answer = match (&method, max_forwards(&method, req.headers_mut())) {
+        (&http::Method::CONNECT, _) => Err(ProxyError::MethodNotAllowed("CONNECT")),
+        (&http::Method::TRACE, MaxForwards::AnswerHere) => {
+            Err(ProxyError::MethodNotAllowed("TRACE"))
+        }
+        (_, MaxForwards::AnswerHere) => Ok(StatusCode::OK), // OPTIONS, final recipient
+        _ => return None,
+    };
+    let m = &node_metrics().unrouted;
+    let status = answer.as_ref().map_or_else(|e| e.status(), |s| *s);
+    m.request(status.as_u16(), start.elapsed().as_secs_f64());
+    Some(match answer {
+        Ok(status) => {
+            let mut r = Response::new(crate::body::empty());
+            *r.status_mut() = status;
+            r.headers_mut().insert("petrel-request-id", rid.clone());
+            r
+        }
+        Err(err) => {
+            m.failure(err.phase());
+            err.to_response(rid)
+        }
+    })
+}
+
+/// The app a request is for, by its host, and that host. Over TLS the app is chosen by the
+/// server name: a Host of another app is refused (421), so a certificate for one app never
+/// carries another app's traffic.
+fn route<B>(
+    node: &NodeState,
+    conn: &ConnCtx,
+    req: &Request<B>,
+) -> Result<(Arc<AppRoute>, Option<String>), ProxyError> {
+    let (host, bad_host) = match request_host(req) {
+        Ok(h) => (Some(h), None),
+        Err(e) => (None, Some(e)),
+    };
+    let routes = node.routes.load();
+    let app = match host.as_deref().map(|h| routes.lookup(h)) {
+        Some(Some(app)) => app.clone(),
+        other => {
+            return Err(match (other, &host) {
+                (None, _) | (_, None) => bad_host.unwrap_or(ProxyError::NoHost),
+                (_, Some(h)) => ProxyError::NoRoute(h.chars().take(255).collect()),
+            })
+        }
+    };
+    match conn.tls.as_ref().and_then(|t| t.sni.as_deref()) {
+        Some(sni) if !routes.lookup(sni).is_some_and(|a| Arc::ptr_eq(a, &app)) => {
+            Err(ProxyError::Misdirected {
+                host: host.unwrap_or_default().chars().take(255).collect(),
+                sni: sni.chars().take(255).collect(),
+            })
+        }
+        _ => Ok((app, host)),
     }
 }
 
@@ -230,74 +243,34 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let mut hints = Hints::from_headers(req.headers());
     // The token first: nothing of a request without a valid one goes further.
-    let auth_sub = match &app.auth {
-        Some(verifier) => {
-            if let (Some(t), Some(path)) = (trace.as_mut(), verifier.redacted(req.uri())) {
-                t.set_access_path(path); // a token in the query never reaches the access log
-            }
-            let claims = verifier.check(&mut req).map_err(ProxyError::Unauthorized)?;
-            claims.steer(&mut hints);
-            claims
-                .sub
-                .filter(|s| !s.is_empty())
-                .and_then(|s| HeaderValue::from_str(&s).ok())
-        }
-        None => None,
-    };
+    let auth_sub = authenticate(app, &mut req, trace, &mut hints)?;
     let settings = node.settings.load();
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-    // A WebSocket that names a session: resumed here or at the region's node that holds it.
-    let session = match (&app.sessions, upgrade) {
-        (Some(_), true) => SessionAsk::from_uri(req.uri()).map_err(ProxyError::Malformed)?,
-        _ => None,
-    };
-    let mut reservation = None;
-    if let Some(ask) = &session {
-        let claim = super::session::Claim {
-            node,
-            app,
-            ask,
-            sub: auth_sub.as_ref(),
-            rid,
-        };
-        let resumed = super::session::resume(&claim, &mut req);
-        match Box::pin(resumed).await? {
-            Resumed::Answered(resp) => {
-                app.metrics.request(101, start.elapsed().as_secs_f64());
-                if let Some(t) = trace.take() {
-                    t.finish(Instant::now(), 101);
-                }
-                return Ok(resp);
-            }
-            Resumed::Begin(r) => reservation = Some(r),
-        }
-        // It begins here: no extension may change the frames a session keeps and replays, and
-        // the session id, a bearer of the session, stays out of the instance's logs.
-        req.headers_mut()
-            .remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
-        *req.uri_mut() = crate::session::without_session_params(req.uri());
-    }
     let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ctx = Ctx {
         node,
         conn,
         app,
         rid,
+        start,
         settings: &settings,
         upgrade,
         body_failed: &body_failed,
     };
-    let client = match &app.per_client {
-        Some(t) => Some(
-            t.acquire(conn.peer.ip())
-                .ok_or_else(|| ProxyError::TooManyRequests {
-                    app: app.name.to_string(),
-                    limit: t.limit(),
-                })?,
-        ),
+    // A WebSocket that names a session: resumed here or at the region's node that holds it.
+    let session = match (&app.sessions, upgrade) {
+        (Some(_), true) => SessionAsk::from_uri(req.uri()).map_err(ProxyError::Malformed)?,
+        _ => None,
+    };
+    let session = match session {
+        Some(ask) => match begin_or_resume(&ctx, ask, auth_sub.as_ref(), &mut req, trace).await? {
+            Ok(begins) => Some(begins),
+            Err(resumed) => return Ok(resumed),
+        },
         None => None,
     };
-    let mut picked = first_pick(&ctx, &hints)?;
+    let client = per_client(app, conn)?;
+    let picked = first_pick(&ctx, &hints)?;
     if let Some(t) = trace.as_mut() {
         t.routed();
     }
@@ -305,36 +278,137 @@ async fn forward(
     let client_h2 = req.version() == Version::HTTP_2;
     let req = body_start(req, &settings).await?;
     let bytes_in = trace.as_ref().and_then(Trace::bytes_in);
-    let session = session
-        .zip(reservation)
-        .map(|(ask, r)| (ask, auth_sub.clone(), r));
     let mut proto = prepare(req, &ctx, client_h2, bytes_in, auth_sub);
+    let (answered, picked) = until_answered(&ctx, picked, hints, &mut proto, trace).await?;
+    let ends = Ends {
+        client_upgrade,
+        start,
+        trace: trace.take(),
+        client,
+        client_h2,
+        session,
+    };
+    Ok(respond(
+        &ctx,
+        &picked.candidates[answered.at],
+        answered,
+        ends,
+    ))
+}
+
+/// Tries candidates until one answers, following the app's `fly-replay` answers (the replayed
+/// answer is never shown) and falling back when a replay's target cannot take the request.
+/// Returns the answer and the pick it came from.
+async fn until_answered(
+    ctx: &Ctx<'_>,
+    mut picked: Picked,
+    mut hints: Hints,
+    proto: &mut ReplayableRequest,
+    trace: &mut Option<Trace>,
+) -> Result<(Answered, Picked), ProxyError> {
     let mut replay = ReplayState::default();
     loop {
         let deadline = replay.deadline;
-        let tried = try_candidates(&ctx, &mut picked, &hints, &proto, trace, deadline).await;
+        let tried = try_candidates(ctx, &mut picked, &hints, proto, trace, deadline).await;
         let answered = match tried {
             Ok(a) => a,
             Err(e) => {
-                (picked, hints) = replay.fall_back(&ctx, e, &mut proto)?;
+                (picked, hints) = replay.fall_back(ctx, e, proto)?;
                 continue;
             }
         };
         let Some(asked) = Replay::from_headers(answered.resp.headers()) else {
-            let cand = &picked.candidates[answered.at];
-            let ends = Ends {
-                client_upgrade,
-                start,
-                trace: trace.take(),
-                client,
-                client_h2,
-                session,
-            };
-            return Ok(respond(&ctx, cand, answered, ends));
+            return Ok((answered, picked));
         };
         let from = picked.candidates.swap_remove(answered.at);
         drop(answered); // the replay answer is never shown; its slot is released
-        (picked, hints) = replay.follow(&ctx, asked, from, &mut proto)?;
+        (picked, hints) = replay.follow(ctx, asked, from, proto)?;
+    }
+}
+
+/// The request's place in its client address's count (`[http_service.concurrency]`
+/// `per_client`), held until the response ends.
+///
+/// # Errors
+/// `429` when that client already has `per_client` requests under way.
+fn per_client(
+    app: &AppRoute,
+    conn: &ConnCtx,
+) -> Result<Option<super::per_client::ClientSlot>, ProxyError> {
+    let Some(t) = &app.per_client else {
+        return Ok(None);
+    };
+    let slot = t
+        .acquire(conn.peer.ip())
+        .ok_or_else(|| ProxyError::TooManyRequests {
+            app: app.name.to_string(),
+            limit: t.limit(),
+        })?;
+    Ok(Some(slot))
+}
+
+/// Checks the request's token (`[http_service.auth]`), lets its claims steer the pick, and returns
+/// the subject to bind a session to; a token in the query never reaches the access log.
+///
+/// # Errors
+/// `401` for a missing, expired, forged or misaddressed token.
+fn authenticate(
+    app: &AppRoute,
+    req: &mut Request<Incoming>,
+    trace: &mut Option<Trace>,
+    hints: &mut Hints,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    let Some(verifier) = &app.auth else {
+        return Ok(None);
+    };
+    if let (Some(t), Some(path)) = (trace.as_mut(), verifier.redacted(req.uri())) {
+        t.set_access_path(path);
+    }
+    let claims = verifier.check(req).map_err(ProxyError::Unauthorized)?;
+    claims.steer(hints);
+    Ok(claims
+        .sub
+        .filter(|s| !s.is_empty())
+        .and_then(|s| HeaderValue::from_str(&s).ok()))
+}
+
+/// A session a WebSocket begins: its id, the token subject it is bound to, and its reservation
+/// (dropped, it frees the id, if the instance does not switch protocols).
+type Begins = (SessionAsk, Option<HeaderValue>, crate::session::Reservation);
+
+/// A WebSocket that names session `ask`: attached to it here or through the region's node that
+/// holds it (`Err`: the 101 that ends the request), or it begins here (`Ok`). A begin loses its
+/// extensions (none may change the frames a session keeps and replays) and the session id (a
+/// bearer of the session) before it goes to an instance.
+async fn begin_or_resume(
+    ctx: &Ctx<'_>,
+    ask: SessionAsk,
+    sub: Option<&HeaderValue>,
+    req: &mut Request<Incoming>,
+    trace: &mut Option<Trace>,
+) -> Result<Result<Begins, Response<Body>>, ProxyError> {
+    let (app, start) = (ctx.app, ctx.start);
+    let claim = super::session::Claim {
+        node: ctx.node,
+        app,
+        ask: &ask,
+        sub,
+        rid: ctx.rid,
+    };
+    match Box::pin(super::session::resume(&claim, req)).await? {
+        Resumed::Answered(resp) => {
+            app.metrics.request(101, start.elapsed().as_secs_f64());
+            if let Some(t) = trace.take() {
+                t.finish(Instant::now(), 101);
+            }
+            Ok(Err(resp))
+        }
+        Resumed::Begin(r) => {
+            req.headers_mut()
+                .remove(http::header::SEC_WEBSOCKET_EXTENSIONS);
+            *req.uri_mut() = crate::session::without_session_params(req.uri());
+            Ok(Ok((ask, sub.cloned(), r)))
+        }
     }
 }
 
@@ -386,7 +460,8 @@ fn strategy_pick_n(ctx: &Ctx<'_>, hints: &Hints, n: usize) -> Result<Picked, Pro
     })
 }
 
-/// Tries the picked candidates in order until one answers, within the app's retry budget.
+/// Tries the picked candidates in order until one answers, within the app's retry budget (the
+/// loop itself is `retry.rs`; this is one try, and what an answer must pass).
 async fn try_candidates(
     ctx: &Ctx<'_>,
     picked: &mut Picked,
@@ -397,139 +472,157 @@ async fn try_candidates(
 ) -> Result<Answered, ProxyError> {
     let (node, app) = (ctx.node, ctx.app);
     let budget = 1 + app.retries as usize;
-    let (mut full, mut last_instance, mut last_backhaul) = (0usize, None, None);
-    let mut previous = None;
-    // A pick holds at most the budget; a fallback after a replay may hold one more.
-    for attempt in 0..picked.order.len() {
-        if attempt > 0 && deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            // A replay's `timeout` bounds reaching its target, never an attempt under way.
-            return Err(ProxyError::ReplayTarget {
-                app: app.name.to_string(),
-                target: "within the replay's timeout".into(),
-            });
-        }
-        if let Some(reason) = previous.take() {
-            if !proto.can_replay() {
-                break; // the body was partly sent and is too large to send again
-            }
-            app.metrics.retry(reason);
-        }
-        if attempt + 1 == budget && *hints == Hints::default() {
-            // Only a request that reached its last try pays for looking for the last resort.
-            let (local, snap) = (node.local.load(), node.cluster.load());
-            let src = node.sources(&app.name, &local, &snap, node.now_ms());
-            let (cands, order) = (&mut picked.candidates, &mut picked.order);
-            candidates::last_resort(&src, Ask::of(app), cands, order, budget);
-        }
-        let at = picked.order[attempt];
-        let cand = &picked.candidates[at];
-        let Some(t) = trace.as_mut() else { break };
-        t.attempt();
-        let mark = &t.mark;
-        let unavailable = hints
-            .prefer_instance
-            .as_deref()
-            .filter(|p| **p != **cand.target.id());
-        let step = match &cand.target {
-            Target::Local(inst) if unavailable.is_none() => {
-                attempt::local(ctx, inst, proto, mark).await
-            }
-            Target::Local(inst) => {
-                let marked = preferred_unavailable(proto, unavailable);
-                attempt::local(ctx, inst, &marked, mark).await
-            }
-            Target::Remote(r) => {
-                let mut req = proto.attempt();
-                if let Some(p) = unavailable {
-                    mark_preferred_unavailable(req.headers_mut(), p);
-                }
-                // Boxed: its future is the largest in the handler, and every request's would
-                // otherwise carry (and move) its space.
-                Box::pin(attempt::remote(ctx, r, req, mark)).await
-            }
-        };
-        t.attempt_done();
-        match step {
-            Step::Done(resp, ..)
-                if resp.status().is_server_error()
-                    && ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                // An owner's 502 for a request whose body the client broke (QUIC resets the
-                // stream, the owner answers): the client's fault.
-                return Err(ProxyError::Malformed("invalid or interrupted request body"));
-            }
-            Step::Done(mut resp, side, slot) => {
-                // An instance's framing faults and a 101 nobody asked for stop here (502).
-                let fault = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !ctx.upgrade {
-                    Err("101 Switching Protocols to a request that asked for no upgrade")
-                } else {
-                    let status = resp.status();
-                    response_framing(status, resp.headers_mut())
-                };
-                if let Err(why) = fault {
-                    return Err(ProxyError::Upstream {
-                        app: app.name.to_string(),
-                        detail: why.into(),
-                    });
-                }
-                t.head(TraceTarget {
-                    instance: cand.target.id().to_string(),
-                    region: cand.region.to_string(),
-                    remote: matches!(cand.target, Target::Remote(_)),
-                    node: match &cand.target {
-                        Target::Local(_) => node.name.to_string(),
-                        Target::Remote(r) => r.node.to_string(),
-                    },
-                });
-                return Ok(Answered {
-                    resp,
-                    side,
-                    slot,
-                    at,
-                    attempts: attempt + 1,
-                });
-            }
-            Step::Fatal(e)
-                if !matches!(e, ProxyError::TooLarge(_))
-                    && ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                return Err(ProxyError::Malformed("invalid or interrupted request body"));
-            }
-            Step::Fatal(e) => return Err(e),
-            Step::Next(reason, miss) => {
-                previous = Some(reason);
-                let id = cand.target.id();
-                match miss {
-                    Miss::Full => {
-                        full += 1;
-                        app.metrics.reject();
-                    }
-                    Miss::Instance(e) => {
-                        tracing::warn!(request_id = ctx.rid.to_str().unwrap_or_default(), instance = %id, error = %e, "instance unreachable; trying next");
-                        last_instance = Some(e);
-                    }
-                    Miss::Backhaul(e) => {
-                        tracing::warn!(request_id = ctx.rid.to_str().unwrap_or_default(), instance = %id, error = %e, "backhaul failed; trying next");
-                        last_backhaul = Some(e);
-                    }
-                }
-            }
-        }
+    let retry = Retry::new(
+        &app.name,
+        hints.force.as_deref(),
+        budget,
+        picked.order.len(),
+    );
+    let Some(t) = trace.as_mut() else {
+        return Err(retry.untried()); // a request's trace lives until it ends: not reached
+    };
+    let mut tries = Tries {
+        ctx,
+        picked,
+        hints,
+        proto,
+        trace: t,
+    };
+    let answer = retry::drive(retry, deadline, &mut tries).await?;
+    let (picked, t) = (tries.picked, tries.trace);
+    let cand = &picked.candidates[picked.order[answer.n]];
+    let mut resp = answer.resp;
+    // An instance's framing faults and a 101 nobody asked for stop here (502).
+    let fault = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !ctx.upgrade {
+        Err("101 Switching Protocols to a request that asked for no upgrade")
+    } else {
+        let status = resp.status();
+        response_framing(status, resp.headers_mut())
+    };
+    if let Err(why) = fault {
+        return Err(ProxyError::Upstream {
+            app: app.name.to_string(),
+            detail: why.into(),
+        });
     }
-    let name = app.name.to_string();
-    if let Some(forced) = hints.force.as_deref() {
-        return Err(ProxyError::ForcedUnavailable(
-            forced.chars().take(63).collect(),
-        ));
-    }
-    Err(match (full, last_instance, last_backhaul) {
-        (0, Some(last), _) => ProxyError::Connect { app: name, last },
-        (0, None, Some(last)) => ProxyError::Backhaul {
-            app: name,
-            last: last.to_string(),
+    t.head(TraceTarget {
+        instance: cand.target.id().to_string(),
+        region: cand.region.to_string(),
+        remote: matches!(cand.target, Target::Remote(_)),
+        node: match &cand.target {
+            Target::Local(_) => node.name.to_string(),
+            Target::Remote(r) => r.node.to_string(),
         },
-        _ => ProxyError::AtCapacity(name),
+    });
+    Ok(Answered {
+        resp,
+        side: answer.side,
+        slot: answer.slot,
+        at: picked.order[answer.n],
+        attempts: answer.n + 1,
     })
+}
+
+/// The proxy's transport for the retry loop: a request's picked candidates, local or remote.
+struct Tries<'r, 'c> {
+    ctx: &'r Ctx<'c>,
+    picked: &'r mut Picked,
+    hints: &'r Hints,
+    proto: &'r ReplayableRequest,
+    trace: &'r mut Trace,
+}
+
+impl Transport for Tries<'_, '_> {
+    fn attempt(&mut self, turn: Try) -> impl std::future::Future<Output = Step> + Send {
+        one_try(
+            self.ctx,
+            self.picked,
+            self.hints,
+            self.proto,
+            self.trace,
+            turn,
+        )
+    }
+    fn can_replay(&self) -> bool {
+        self.proto.can_replay()
+    }
+}
+
+/// Try `turn.n` of a request: to a local instance or over the backhaul, counted and logged; a
+/// failure after a client's broken body is the client's (`400`).
+async fn one_try(
+    ctx: &Ctx<'_>,
+    picked: &mut Picked,
+    hints: &Hints,
+    proto: &ReplayableRequest,
+    t: &mut Trace,
+    turn: Try,
+) -> Step {
+    let (node, app) = (ctx.node, ctx.app);
+    if let Some(reason) = turn.retry_of {
+        app.metrics.retry(reason);
+    }
+    if turn.last && *hints == Hints::default() {
+        // Only a request that reached its last try pays for looking for the last resort.
+        let (local, snap) = (node.local.load(), node.cluster.load());
+        let src = node.sources(&app.name, &local, &snap, node.now_ms());
+        let (cands, order) = (&mut picked.candidates, &mut picked.order);
+        let budget = 1 + app.retries as usize;
+        candidates::last_resort(&src, Ask::of(app), cands, order, budget);
+    }
+    let cand = &picked.candidates[picked.order[turn.n]];
+    t.attempt();
+    let mark = &t.mark;
+    let unavailable = hints
+        .prefer_instance
+        .as_deref()
+        .filter(|p| **p != **cand.target.id());
+    let step = match &cand.target {
+        Target::Local(inst) if unavailable.is_none() => {
+            attempt::local(ctx, inst, proto, mark).await
+        }
+        Target::Local(inst) => {
+            let marked = preferred_unavailable(proto, unavailable);
+            attempt::local(ctx, inst, &marked, mark).await
+        }
+        Target::Remote(r) => {
+            let mut req = proto.attempt();
+            if let Some(p) = unavailable {
+                mark_preferred_unavailable(req.headers_mut(), p);
+            }
+            // Boxed: its future is the largest in the handler, and every request's would
+            // otherwise carry (and move) its space.
+            Box::pin(attempt::remote(ctx, r, req, mark)).await
+        }
+    };
+    t.attempt_done();
+    let body_failed = || ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed);
+    let client_broke = Step::Fatal(ProxyError::Malformed("invalid or interrupted request body"));
+    match step {
+        // An owner's 502 for a request whose body the client broke (QUIC resets the stream,
+        // the owner answers): the client's fault.
+        Step::Done(resp, ..) if resp.status().is_server_error() && body_failed() => client_broke,
+        Step::Fatal(e) if !matches!(e, ProxyError::TooLarge(_)) && body_failed() => client_broke,
+        Step::Next(reason, miss) => {
+            missed(ctx, cand.target.id(), &miss);
+            Step::Next(reason, miss)
+        }
+        other => other,
+    }
+}
+
+/// A try that reached nothing: a reject counted, an unreachable target logged.
+fn missed(ctx: &Ctx<'_>, id: &str, miss: &Miss) {
+    let rid = ctx.rid.to_str().unwrap_or_default();
+    match miss {
+        Miss::Full => ctx.app.metrics.reject(),
+        Miss::Instance(e) => {
+            tracing::warn!(request_id = rid, instance = %id, error = %e, "instance unreachable; trying next")
+        }
+        Miss::Backhaul(e) => {
+            tracing::warn!(request_id = rid, instance = %id, error = %e, "backhaul failed; trying next")
+        }
+    }
 }
 
 /// `fly-preferred-instance-unavailable` (and the `petrel-` spelling): the instance that takes a
@@ -829,9 +922,8 @@ struct Ends {
     client: Option<super::per_client::ClientSlot>,
     /// The client spoke HTTP/2 (a cancelled response resets a stream, not the connection).
     client_h2: bool,
-    /// The session a WebSocket begins, the token subject it is bound to, and its reservation
-    /// (dropped, it frees the id, if the instance does not switch protocols).
-    session: Option<(SessionAsk, Option<HeaderValue>, crate::session::Reservation)>,
+    /// The session a WebSocket begins, if any.
+    session: Option<Begins>,
 }
 
 /// Turns the instance's response into the client's: hop-by-hop and internal headers removed,
@@ -840,12 +932,11 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
     let Ends {
         client_upgrade,
         start,
-        trace,
+        mut trace,
         client,
         client_h2,
         session,
     } = ends;
-    let (node, app, rid, settings) = (ctx.node, ctx.app, ctx.rid, ctx.settings);
     let Answered {
         resp,
         side: instance_side,
@@ -854,9 +945,57 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         ..
     } = answered;
     let status = resp.status();
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let (mut parts, body) = resp.into_parts();
-    // petrel's own version towards its client, whatever the instance spoke (RFC 9110 §6.2).
+    rewrite_head(ctx, cand, attempts, &mut parts);
+    let upgraded = client_upgrade.is_some() && instance_side.is_some();
+    // A WebSocket gets its access line when it ends, not at its 101.
+    let ws_access = upgraded
+        .then(|| trace.as_mut().and_then(Trace::take_access))
+        .flatten();
+    let finish = Finish {
+        app: Some(ctx.app.clone()),
+        slot: None,
+        status: status.as_u16(),
+        start,
+        head: Instant::now(),
+        trace,
+        client,
+    };
+    match (client_upgrade, instance_side) {
+        (Some(c), Some(i)) => {
+            let upgrade = Upgraded {
+                client: c,
+                instance: i,
+                slot,
+                session,
+                access: ws_access,
+                start,
+            };
+            spawn_upgraded(ctx, &parts.headers, upgrade);
+            Response::from_parts(parts, boxed(Tracked::new(body, finish)))
+        }
+        _ => {
+            // An HTTP/1.x response cancelled at `send_timeout` ends its connection: nothing more
+            // can be framed on it, and a client that does not read would never learn of it.
+            let on_cancel = (!client_h2).then_some(&ctx.conn.send_stalled);
+            let buffering = ctx.settings.response_buffering;
+            let body = crate::http::read_ahead(body, slot, buffering, on_cancel);
+            Response::from_parts(parts, boxed(Tracked::new(body, finish)))
+        }
+    }
+}
+
+/// The response head as the client gets it: HTTP/1.1 whatever the instance spoke (RFC 9110
+/// §6.2), hop-by-hop and internal headers removed, request id and `Via` added (unless the app
+/// is `pristine`), the app's `response_headers` rules applied, and `petrel-route` if enabled.
+fn rewrite_head(
+    ctx: &Ctx<'_>,
+    cand: &Candidate,
+    attempts: usize,
+    parts: &mut http::response::Parts,
+) {
+    let app = ctx.app;
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, switching);
     strip_internal(&mut parts.headers);
@@ -866,7 +1005,7 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         } else {
             "petrel-request-id"
         };
-        parts.headers.insert(rid_name, rid.clone());
+        parts.headers.insert(rid_name, ctx.rid.clone());
         // RFC 9110 §7.6.3: a proxy adds itself to `Via` in every message it forwards, responses
         // too (Fly's proxy does: `via: 1.1 fly.io`); the protocol is the one the instance spoke.
         append_via(
@@ -879,107 +1018,106 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         );
     }
     for (name, rule) in &app.response_headers {
-        match rule {
-            None => {
-                parts.headers.remove(name);
-            }
-            Some(values) => {
-                parts.headers.remove(name);
-                for v in values {
-                    parts.headers.append(name.clone(), v.clone());
-                }
-            }
+        parts.headers.remove(name);
+        for v in rule.iter().flatten() {
+            parts.headers.append(name.clone(), v.clone());
         }
     }
-    if settings.debug_headers {
-        let owner = match &cand.target {
-            Target::Local(_) => &node.name,
-            Target::Remote(r) => &r.node,
-        };
-        // Why this instance, in the words of `/v1/explain`'s tiers.
-        let reason = match (attempts, app.strategy) {
-            (n, _) if n > 1 => "next-after-full-or-unreachable",
-            (_, crate::config::Strategy::Leastload) => "least-loaded",
-            _ if cand.load < cand.soft => "closest-below-soft",
-            _ => "closest-below-hard",
-        };
-        let route = format!(
-            "instance={}; region={}; node={}; strategy={}; attempts={attempts}; rtt_ms={:.1}; reason={reason}",
-            cand.target.id(),
-            cand.region,
-            owner,
-            app.strategy.as_str(),
-            cand.rtt_ms
-        );
-        if let Ok(v) = HeaderValue::from_str(&route) {
+    if ctx.settings.debug_headers {
+        if let Some(v) = route_header(ctx, cand, attempts) {
             parts.headers.insert("petrel-route", v);
         }
     }
-    let mut trace = trace;
-    let upgraded = client_upgrade.is_some() && instance_side.is_some();
-    // A WebSocket gets its access line when it ends, not at its 101.
-    let ws_access = upgraded
-        .then(|| trace.as_mut().and_then(Trace::take_access))
-        .flatten();
-    let finish = Finish {
-        app: Some(app.clone()),
-        slot: None,
-        status: status.as_u16(),
-        start,
-        head: Instant::now(),
-        trace,
-        client,
+}
+
+/// `petrel-route`: which instance answered and why, in the words of `/v1/explain`'s tiers.
+fn route_header(ctx: &Ctx<'_>, cand: &Candidate, attempts: usize) -> Option<HeaderValue> {
+    let app = ctx.app;
+    let owner = match &cand.target {
+        Target::Local(_) => &ctx.node.name,
+        Target::Remote(r) => &r.node,
     };
-    match (client_upgrade, instance_side) {
-        (Some(c), Some(i)) => {
-            let rid = rid.to_str().unwrap_or_default().to_string();
-            let ending = Ending::for_response(&parts.headers, &node.shutdown);
-            let begins = session.zip(app.sessions).filter(|_| ending.websocket).map(
-                |((ask, sub, reservation), cfg)| {
-                    let start = crate::session::Start {
-                        app: app.name.clone(),
-                        id: ask.id,
-                        sub: sub.and_then(|s| s.to_str().ok().map(Arc::from)),
-                        protocol: parts
-                            .headers
-                            .get(http::header::SEC_WEBSOCKET_PROTOCOL)
-                            .cloned(),
-                        cfg,
-                        cut: ending.cut.clone(),
-                    };
-                    (reservation, start)
-                },
-            );
-            let sessions = node.sessions.clone();
-            let shutdown = node.shutdown.clone();
-            node.shutdown.spawn(async move {
-                let ended = move |up, down| {
-                    if let Some(a) = ws_access {
-                        a.websocket_ended(start, up, down);
-                    }
-                };
-                match begins {
-                    Some((r, s)) => {
-                        let c = Side::Hyper(c);
-                        let begun = super::session::begin(
-                            &shutdown, &sessions, r, s, c, i, slot, rid, ended,
-                        );
-                        Box::pin(begun).await;
-                    }
-                    None => {
-                        let (up, down) = splice(Side::Hyper(c), i, slot, rid, ending).await;
-                        ended(up, down);
-                    }
-                }
-            });
-            Response::from_parts(parts, boxed(Tracked::new(body, finish)))
+    let reason = match (attempts, app.strategy) {
+        (n, _) if n > 1 => "next-after-full-or-unreachable",
+        (_, crate::config::Strategy::Leastload) => "least-loaded",
+        _ if cand.load < cand.soft => "closest-below-soft",
+        _ => "closest-below-hard",
+    };
+    let route = format!(
+        "instance={}; region={}; node={}; strategy={}; attempts={attempts}; rtt_ms={:.1}; reason={reason}",
+        cand.target.id(),
+        cand.region,
+        owner,
+        app.strategy.as_str(),
+        cand.rtt_ms
+    );
+    HeaderValue::from_str(&route).ok()
+}
+
+/// Both halves of a switched connection and what its end needs.
+struct Upgraded {
+    /// The client's half.
+    client: hyper::upgrade::OnUpgrade,
+    /// The instance's half.
+    instance: Side,
+    /// The local instance's slot, held while the connection lasts.
+    slot: Option<Slot>,
+    /// The session it begins, if any (see [`Ends::session`]).
+    session: Option<Begins>,
+    /// Its access line, written when it ends.
+    access: Option<Box<crate::trace::AccessFields>>,
+    /// When the request arrived.
+    start: Instant,
+}
+
+/// Starts the task that carries a 101's connection: spliced as it is, or, when the app keeps
+/// sessions and this WebSocket begins one, handed to the session's owner task.
+fn spawn_upgraded(ctx: &Ctx<'_>, headers: &http::HeaderMap, up: Upgraded) {
+    let (node, app) = (ctx.node, ctx.app);
+    let rid = ctx.rid.to_str().unwrap_or_default().to_string();
+    let ending = Ending::for_response(headers, &node.shutdown);
+    let begins = up
+        .session
+        .zip(app.sessions)
+        .filter(|_| ending.websocket)
+        .map(|((ask, sub, reservation), cfg)| {
+            let start = crate::session::Start {
+                app: app.name.clone(),
+                id: ask.id,
+                sub: sub.and_then(|s| s.to_str().ok().map(Arc::from)),
+                protocol: headers.get(http::header::SEC_WEBSOCKET_PROTOCOL).cloned(),
+                cfg,
+                cut: ending.cut.clone(),
+            };
+            (reservation, start)
+        });
+    let (sessions, shutdown) = (node.sessions.clone(), node.shutdown.clone());
+    let Upgraded {
+        client,
+        instance,
+        slot,
+        access,
+        start,
+        ..
+    } = up;
+    node.shutdown.spawn(async move {
+        let ended = move |sent, received| {
+            if let Some(a) = access {
+                a.websocket_ended(start, sent, received);
+            }
+        };
+        let client = Side::Hyper(client);
+        match begins {
+            Some((r, s)) => {
+                let begun = super::session::begin(
+                    &shutdown, &sessions, r, s, client, instance, slot, rid, ended,
+                );
+                Box::pin(begun).await;
+            }
+            None => {
+                let (sent, received) = splice(client, instance, slot, rid, ending).await;
+                ended(sent, received);
+            }
         }
-        _ => {
-            // An HTTP/1.x response cancelled at `send_timeout` ends its connection: nothing more
-            // can be framed on it, and a client that does not read would never learn of it.
-            let on_cancel = (!client_h2).then_some(&ctx.conn.send_stalled);
-            let body = crate::http::read_ahead(body, slot, settings.response_buffering, on_cancel);
-            Response::from_parts(parts, boxed(Tracked::new(body, finish)))
-        }
-    }
+    });
 }
