@@ -28,9 +28,9 @@ pub(super) struct Try {
 }
 
 /// A request's tries so far and what they missed on.
-pub(super) struct Retry {
-    app: String,
-    forced: Option<String>,
+pub(super) struct Retry<'a> {
+    app: &'a str,
+    forced: Option<&'a str>,
     budget: usize,
     tries: usize,
     next: usize,
@@ -52,13 +52,13 @@ enum Stop {
     Deadline,
 }
 
-impl Retry {
+impl<'a> Retry<'a> {
     /// A loop for app `app` over `tries` candidates with `budget` tries in all (1 + the app's
     /// `retries`); `forced`: the instance a `fly-force-instance-id` named, if any.
-    pub fn new(app: &str, forced: Option<&str>, budget: usize, tries: usize) -> Self {
+    pub fn new(app: &'a str, forced: Option<&'a str>, budget: usize, tries: usize) -> Self {
         Self {
-            app: app.to_string(),
-            forced: forced.map(|f| f.chars().take(63).collect()),
+            app,
+            forced,
             budget,
             tries,
             next: 0,
@@ -116,23 +116,23 @@ impl Retry {
     fn error(self, stop: Stop) -> ProxyError {
         if stop == Stop::Deadline {
             return ProxyError::ReplayTarget {
-                app: self.app,
+                app: self.app.to_string(),
                 target: "within the replay's timeout".into(),
             };
         }
         if let Some(forced) = self.forced {
-            return ProxyError::ForcedUnavailable(forced);
+            return ProxyError::ForcedUnavailable(forced.chars().take(63).collect());
         }
         match (self.full, self.last_instance, self.last_backhaul) {
             (0, Some(last), _) => ProxyError::Connect {
-                app: self.app,
+                app: self.app.to_string(),
                 last,
             },
             (0, None, Some(last)) => ProxyError::Backhaul {
-                app: self.app,
+                app: self.app.to_string(),
                 last: last.to_string(),
             },
-            _ => ProxyError::AtCapacity(self.app),
+            _ => ProxyError::AtCapacity(self.app.to_string()),
         }
     }
 }
@@ -164,7 +164,7 @@ pub(super) trait Transport {
 /// The failure of a try that went out ([`Step::Fatal`]), or, when no try answered, what
 /// [`Retry`] makes of the misses.
 pub(super) async fn drive(
-    mut retry: Retry,
+    mut retry: Retry<'_>,
     deadline: Option<Instant>,
     transport: &mut impl Transport,
 ) -> Result<Answer, ProxyError> {
