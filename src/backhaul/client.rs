@@ -47,7 +47,7 @@ pub struct BackhaulClient {
     quic: Option<super::quic::QuicClient>,
 }
 
-use crate::edge::{Io, Side};
+use crate::http::{Io, Side};
 
 impl BackhaulClient {
     /// A client with no connections yet; with TLS in `creds`, every connection is mutual TLS;

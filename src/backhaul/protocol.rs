@@ -143,7 +143,7 @@ pub fn verify(key: Option<&AuthKey>, h: &HeaderMap) -> bool {
 
 /// Removes every `petrel-internal-*` header.
 pub fn strip(h: &mut HeaderMap) {
-    crate::edge::headers::strip_prefixed(h, "petrel-internal-");
+    crate::http::headers::strip_prefixed(h, "petrel-internal-");
 }
 
 #[cfg(test)]

@@ -16,9 +16,10 @@ use tokio::net::TcpListener;
 use super::protocol::{self, Reject};
 use crate::body::{boxed, empty, Body};
 use crate::cluster::Delays;
-use crate::edge::headers::{strip_hop_by_hop, wants_upgrade};
-use crate::edge::{Finish, ProxyError, Side, Tracked};
+use crate::edge::{Finish, ProxyError, Tracked};
+use crate::http::headers::{strip_hop_by_hop, wants_upgrade};
 use crate::http::ReplayableRequest;
+use crate::http::Side;
 use crate::local::{send_to_instance, Outcome};
 use crate::state::NodeState;
 
@@ -49,7 +50,7 @@ pub async fn serve(
     let delays = Arc::new(delays);
     loop {
         let Some((stream, peer)) =
-            crate::edge::next_conn(&listener, &node.shutdown, "backhaul").await
+            crate::http::next_conn(&listener, &node.shutdown, "backhaul").await
         else {
             break;
         };
@@ -70,7 +71,7 @@ pub async fn serve(
             creds.load().tls.clone(),
         );
         node.shutdown.spawn(async move {
-            let io: Box<dyn crate::edge::Io> = match tls {
+            let io: Box<dyn crate::http::Io> = match tls {
                 None => Box::new(stream),
                 Some(tls) => {
                     let accept = tokio_rustls::TlsAcceptor::from(tls.server.clone()).accept(stream);
@@ -227,7 +228,7 @@ pub(super) async fn admit_and_forward(
         }
     };
     let mut resp = resp;
-    if let Err(why) = crate::edge::headers::response_framing(resp.status(), resp.headers_mut()) {
+    if let Err(why) = crate::http::headers::response_framing(resp.status(), resp.headers_mut()) {
         let err = ProxyError::Upstream {
             app: app.name.to_string(),
             detail: why.into(),
@@ -252,8 +253,8 @@ pub(super) async fn admit_and_forward(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            let ending = crate::edge::Ending::for_response(&parts.headers, &node.shutdown);
-            node.shutdown.spawn(crate::edge::splice(
+            let ending = crate::http::Ending::for_response(&parts.headers, &node.shutdown);
+            node.shutdown.spawn(crate::http::splice(
                 e,
                 Side::Hyper(i),
                 Some(slot),

@@ -104,7 +104,7 @@ where
         let mut r = this.inner.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &mut r {
             if let Some(t) = frame.trailers_mut() {
-                super::headers::sanitize_trailers(t);
+                crate::http::headers::sanitize_trailers(t);
             }
         }
         match &r {
@@ -182,7 +182,7 @@ where
         let mut r = this.inner.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &mut r {
             if let Some(t) = frame.trailers_mut() {
-                super::headers::sanitize_trailers(t);
+                crate::http::headers::sanitize_trailers(t);
             }
         }
         if let (Poll::Ready(Some(Ok(frame))), Some(n)) = (&r, this.bytes.as_ref()) {

@@ -1,6 +1,5 @@
 //! The edge: client listeners, Host → app routing, the proxy handler and WebSocket splicing.
 
-mod accept;
 mod attempt;
 pub mod auth;
 mod body;
@@ -8,7 +7,6 @@ pub mod candidates;
 mod error;
 pub mod explain;
 pub mod fly_replay;
-pub mod headers;
 mod penalty;
 pub mod per_client;
 mod proxy;
@@ -16,13 +14,10 @@ mod retry;
 mod routes;
 mod server;
 mod session;
-mod upgrade;
-mod wsframe;
 
-pub use accept::next_conn;
+pub use crate::http::{Io, Side};
 pub use body::{Finish, Tracked};
 pub use error::ProxyError;
 pub use penalty::Penalties;
 pub use routes::{normalize_host, AppRoute, RouteTable};
 pub use server::{serve, ConnCtx, Limits, TlsInfo};
-pub use upgrade::{splice, Ending, Io, Side};

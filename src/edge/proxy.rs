@@ -15,20 +15,20 @@ use super::body::{Finish, TimedUpload, Tracked};
 use super::candidates::{self, Ask, Candidate, Picked, Target};
 use super::error::ProxyError;
 use super::fly_replay::{Fallback, Replay, MAX_REPLAYS};
-use super::headers::{
-    add_forwarding, ambiguous_framing, append_via, malformed_target, max_forwards, missing_host,
-    response_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
-};
 use super::retry::{self, Retry, Transport, Try};
 use super::routes::normalize_host;
 use super::server::ConnCtx;
 use super::session::Resumed;
-use super::upgrade::{splice, Ending, Side};
 use super::AppRoute;
 use crate::balance::{Empty, Hints};
 use crate::body::{boxed, Body};
 use crate::config::LimitType;
+use crate::http::headers::{
+    add_forwarding, ambiguous_framing, append_via, malformed_target, max_forwards, missing_host,
+    response_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
+};
 use crate::http::ReplayableRequest;
+use crate::http::{splice, Ending, Side};
 use crate::local::Slot;
 use crate::session::Ask as SessionAsk;
 use crate::state::{EdgeSettings, NodeState};

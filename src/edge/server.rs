@@ -184,7 +184,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let local = listener.local_addr().ok();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let mut conns = super::accept::Limited::new(limits.max_connections, local);
+    let mut conns = crate::http::Limited::new(limits.max_connections, local);
     while let Some((stream, peer, permit)) = conns.next(&listener, &node.shutdown).await {
         let local_addr = stream.local_addr().ok().or(local).unwrap_or(peer);
         let (node, builder, acceptor) = (node.clone(), builder.clone(), acceptor.clone());

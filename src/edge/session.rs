@@ -12,9 +12,9 @@ use hyper::body::Incoming;
 
 use super::error::ProxyError;
 use super::routes::AppRoute;
-use super::upgrade::{splice, Ending, Side};
 use crate::backhaul::protocol;
 use crate::body::{empty, Body};
+use crate::http::{splice, Ending, Side};
 use crate::local::Slot;
 use crate::session::{Ask, AttachError, Found, Reservation, Sessions, Start};
 use crate::state::NodeState;
@@ -185,7 +185,7 @@ fn busy(app: &AppRoute, ask: &Ask) -> ProxyError {
 fn finish_head(resp: &mut Response<Body>, app: &AppRoute, rid: &HeaderValue) {
     if !app.pristine {
         resp.headers_mut().insert("petrel-request-id", rid.clone());
-        super::headers::append_via(resp.headers_mut(), "1.1 petrel");
+        crate::http::headers::append_via(resp.headers_mut(), "1.1 petrel");
     }
 }
 
@@ -316,7 +316,7 @@ async fn on_region_peer(
     };
     let rid = rid.to_str().unwrap_or_default().to_string();
     node.shutdown.spawn(async move {
-        splice(client, side, None, rid, ending).await;
+        splice(client, side, (), rid, ending).await;
     });
     Ok(Lookup::Attached(resp))
 }

@@ -9,11 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::wsframe::{close_to_client, close_to_server, FrameTracker};
 
-use crate::http::read_some;
+use super::side::read_some;
+use super::side::Side;
 #[cfg(test)]
-use crate::http::RELAY_BUF;
-pub use crate::http::{Io, Side};
-use crate::local::Slot;
+use super::side::RELAY_BUF;
 use crate::telemetry::node_metrics;
 
 /// After one side has closed, how long the other direction may still deliver what is in flight
@@ -44,12 +43,12 @@ impl Ending {
 }
 
 /// Waits for both sides to be ready, then copies bytes both ways until either closes.
-/// The slot (one unit of the instance's load) is held for the socket's whole life.
-/// Returns the bytes relayed from the client and to the client.
-pub async fn splice(
+/// `hold` (a local instance's admission slot: one unit of its load) is held for the socket's
+/// whole life. Returns the bytes relayed from the client and to the client.
+pub async fn splice<H: Send + 'static>(
     client: Side,
     instance: Side,
-    slot: Option<Slot>,
+    hold: H,
     request_id: String,
     ending: Ending,
 ) -> (u64, u64) {
@@ -75,7 +74,7 @@ pub async fn splice(
         "upgraded connection closed"
     );
     gauge.decrement(1.0);
-    drop(slot);
+    drop(hold);
     relayed
 }
 
