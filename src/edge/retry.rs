@@ -43,7 +43,8 @@ pub(super) struct Retry<'a> {
 /// Why the machine allows no further try.
 #[derive(Debug, PartialEq, Eq)]
 enum Stop {
-    /// Every candidate was tried, or the budget is spent.
+    /// Every picked candidate was tried (the pick holds at most the budget; a fallback after a
+    /// replay may hold one more).
     Exhausted,
     /// The request body was partly sent and is too large to send again.
     NotReplayable,
@@ -53,8 +54,9 @@ enum Stop {
 }
 
 impl<'a> Retry<'a> {
-    /// A loop for app `app` over `tries` candidates with `budget` tries in all (1 + the app's
-    /// `retries`); `forced`: the instance a `fly-force-instance-id` named, if any.
+    /// A loop for app `app` over `tries` picked candidates (at most one try each), where `budget`
+    /// (1 + the app's `retries`) only marks the budget's last try; `forced`: the instance a
+    /// `fly-force-instance-id` named, if any.
     pub fn new(app: &'a str, forced: Option<&'a str>, budget: usize, tries: usize) -> Self {
         Self {
             app,
@@ -277,7 +279,7 @@ mod tests {
             replayable,
             sleep,
         };
-        let retry = Retry::new("a", None, budget, script.len().min(budget));
+        let retry = Retry::new("a", None, budget, script.len());
         let out = drive(retry, deadline, &mut t).await;
         (out, t.seen)
     }
@@ -310,13 +312,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn every_try_full_is_503_and_the_budget_bounds_the_tries() {
-        let script = [Script::Full, Script::Full, Script::Full, Script::Full];
+    async fn every_try_full_is_503_and_the_budgets_last_try_is_marked() {
+        let script = [Script::Full, Script::Full, Script::Full];
         let (out, seen) = run(3, &script, None, true, false).await;
         let e = out.err().expect("no answer");
         assert!(matches!(e, ProxyError::AtCapacity(_)), "{e}");
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(seen.len(), 3, "1 + 2 retries");
+        assert_eq!(seen.len(), 3, "one try per picked candidate");
         assert_eq!(
             seen.iter().map(|t| t.last).collect::<Vec<_>>(),
             [false, false, true],
@@ -365,6 +367,12 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(100);
         let (out, _) = run(4, &[Script::Answer(200)], Some(deadline), true, true).await;
         assert_eq!(out.expect("answered").resp.status(), StatusCode::OK);
+        // The first try goes even when the deadline passed before it (a replay's target is
+        // always asked once).
+        let past = Instant::now() - Duration::from_millis(1);
+        let (out, seen) = run(4, &[Script::Answer(200)], Some(past), true, false).await;
+        assert_eq!(out.expect("answered").n, 0);
+        assert_eq!(seen.len(), 1);
     }
 
     #[test]

@@ -291,6 +291,29 @@ impl Sessions {
 mod tests {
     use std::time::Duration;
 
+    /// Two nodes beginning one id: a node still looking gives way to a lower-named peer, and its
+    /// commit then fails (it looks again); a node that committed first does not give way (the
+    /// peer waits). Either way exactly one of them goes to the instance.
+    #[test]
+    fn a_begin_gives_way_only_before_it_commits() {
+        let s = super::Sessions::default();
+        let r = s.reserve("app", "id-1").expect("free");
+        assert!(s.give_way("app", "id-1"), "still looking: gives way");
+        assert!(s.give_way("app", "id-1"), "and keeps giving way");
+        assert!(!r.commit(), "a node that gave way does not begin");
+        drop(r);
+        assert!(s.reserve("app", "id-1").is_some(), "the id is free again");
+
+        let s = super::Sessions::default();
+        let r = s.reserve("app", "id-2").expect("free");
+        assert!(r.commit(), "nobody asked: it begins");
+        assert!(!s.give_way("app", "id-2"), "committed: the peer must wait");
+        assert!(r.commit());
+        assert!(!s.give_way("app", "unknown"), "nothing to give way on");
+        drop(r);
+        assert!(matches!(s.find("app", "id-2", None), super::Found::Nothing));
+    }
+
     /// A held session's memory is its replay blocks plus this task: a session's state must stay
     /// small, or 1,000 held sessions cost more than their replay bytes + 8 KiB each.
     #[test]

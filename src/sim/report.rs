@@ -57,8 +57,9 @@ pub struct PolicyReport {
     pub misroute_share: f64,
     /// The same by "edge region→chosen region", largest first, at most 5.
     pub misroutes_top: Vec<(String, u64)>,
-    /// First tries sent farther than an instance the edge itself saw with room: misroutes caused
-    /// by the RTT figures alone (the rest come from loads that changed since the edge heard).
+    /// First tries sent farther than an instance the edge itself saw with room: the RTT figures'
+    /// doing, given what the edge knew. Not a subset of `misroutes` (a nearer instance that only
+    /// looked free to the edge counts here).
     pub misroutes_by_rtt: u64,
     /// The same by "edge region→chosen region", largest first, at most 5.
     pub misroutes_by_rtt_top: Vec<(String, u64)>,

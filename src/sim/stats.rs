@@ -55,8 +55,8 @@ pub struct Stats {
     /// that had room (an instance below soft, or below hard when none was) when the request
     /// arrived; by (edge region, chosen region).
     pub misroutes: BTreeMap<(usize, usize), u64>,
-    /// First tries sent farther than an instance the edge's own view showed with room: the
-    /// misroutes that RTT figures caused, not stale loads.
+    /// First tries sent farther than an instance the edge's own view showed with room: the RTT
+    /// figures' doing, given what the edge knew.
     pub misroutes_seen: BTreeMap<(usize, usize), u64>,
     /// "Full" answers.
     pub rejects: u64,

@@ -156,7 +156,7 @@ pub struct Req {
     pub(super) sent_at: Nanos,
     pub(super) oracle_rtt: f64,
     /// True RTT from the edge to the nearest instance its own view showed with room (below soft;
-    /// below hard when none was), ms: a first try farther than this was the RTT figures' fault.
+    /// below hard when none was), ms: a first try farther than this was the RTT figures' doing.
     pub(super) seen_rtt: f64,
     /// The load the owner reported with its answer.
     pub(super) told: u32,
