@@ -79,7 +79,7 @@ impl App {
         offer(&mut handoff, "mesh.bind", mesh_bind, &socket);
         let mesh_addr = socket.local_addr().ok();
         let bh_addr = cfg.node.backhaul.listen.get();
-        let backhaul = tcp_listener(inherited, "backhaul.listen", bh_addr)?;
+        let (backhaul, mut bh_udp) = backhaul_sockets(inherited, bh_addr)?;
         offer(&mut handoff, "backhaul.listen", bh_addr, &backhaul);
         let bh_bound = backhaul.local_addr().unwrap_or(bh_addr);
         let backhaul = TcpListener::from_std(backhaul).map_err(|source| BindError {
@@ -156,7 +156,7 @@ impl App {
                     addr: bh_bound,
                     source,
                 };
-                let udp = match inherited.udp("backhaul.quic", bh_addr) {
+                let udp = match inherited.udp("backhaul.quic", bh_addr).or(bh_udp.take()) {
                     Some(s) => s,
                     None => std::net::UdpSocket::bind(bh_bound).map_err(err)?,
                 };
@@ -387,6 +387,70 @@ fn tcp_listener(
         tracing::info!(key, addr = ?l.local_addr().ok(), "listener taken over");
         return Ok(l);
     }
+    bind_tcp(key, addr)
+}
+
+/// The backhaul's TCP listener and, when its port is 0 and nothing is inherited, a UDP socket on
+/// the same port number for QUIC (which listens beside TCP). The kernel picks the TCP port; that
+/// number may be taken for UDP, so it picks again rather than fail to start.
+///
+/// # Errors
+/// The address cannot be bound, or 20 ports in a row were taken for UDP.
+fn backhaul_sockets(
+    inherited: &mut Inherited,
+    addr: SocketAddr,
+) -> Result<(std::net::TcpListener, Option<std::net::UdpSocket>), BindError> {
+    const KEY: &str = "backhaul.listen";
+    if let Some(l) = inherited.tcp(KEY, addr) {
+        tracing::info!(key = KEY, addr = ?l.local_addr().ok(), "listener taken over");
+        return Ok((l, None));
+    }
+    if addr.port() != 0 {
+        return Ok((bind_tcp(KEY, addr)?, None));
+    }
+    let (tcp, udp) = same_port(20, || bind_tcp(KEY, addr))?;
+    Ok((tcp, Some(udp)))
+}
+
+/// A TCP listener from `next_tcp` whose port number is free for UDP too, and that UDP socket;
+/// at most `tries` listeners are asked for.
+fn same_port(
+    tries: usize,
+    mut next_tcp: impl FnMut() -> Result<std::net::TcpListener, BindError>,
+) -> Result<(std::net::TcpListener, std::net::UdpSocket), BindError> {
+    let mut last = None;
+    for _ in 0..tries {
+        let tcp = next_tcp()?;
+        let at = tcp.local_addr().map_err(|source| BindError {
+            key: "backhaul.listen".into(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        match std::net::UdpSocket::bind(at) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some((at, e)),
+            Err(source) => {
+                return Err(BindError {
+                    key: "backhaul.listen".into(),
+                    addr: at,
+                    source,
+                })
+            }
+        }
+    }
+    let (addr, source) = last.unwrap_or_else(|| {
+        let e = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        (SocketAddr::from(([0, 0, 0, 0], 0)), e)
+    });
+    Err(BindError {
+        key: "backhaul.listen".into(),
+        addr,
+        source,
+    })
+}
+
+/// A fresh TCP listener on `addr` (`SO_REUSEADDR`, a deep backlog) for config key `key`.
+fn bind_tcp(key: &str, addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
     let err = |source| BindError {
         key: key.into(),
         addr,
@@ -410,5 +474,39 @@ const LISTEN_BACKLOG: u32 = 4096;
 fn offer(handoff: &mut Sockets, key: &str, addr: SocketAddr, sock: &impl std::os::fd::AsFd) {
     if let Err(e) = handoff.add(key, addr, sock) {
         tracing::warn!(key, error = %e, "socket cannot be handed over on upgrade");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_backhaul_port_taken_for_udp_is_passed_over() {
+        // A UDP socket holds port P, and the first TCP listener offered is on P: it is passed
+        // over, and the next one's port serves both.
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let p = held.local_addr().expect("addr");
+        let mut offered = 0;
+        let (tcp, udp) = same_port(5, || {
+            offered += 1;
+            let at = if offered == 1 {
+                p
+            } else {
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            };
+            bind_tcp("backhaul.listen", at)
+        })
+        .expect("a free pair");
+        assert_eq!(offered, 2);
+        let port = tcp.local_addr().expect("tcp").port();
+        assert_ne!(port, p.port());
+        assert_eq!(udp.local_addr().expect("udp").port(), port);
+        // Only taken ports: a clear error after the tries, naming the key.
+        let e = same_port(3, || bind_tcp("backhaul.listen", p)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("backhaul.listen: cannot bind"),
+            "{e}"
+        );
     }
 }
