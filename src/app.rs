@@ -413,40 +413,29 @@ fn backhaul_sockets(
 }
 
 /// A TCP listener from `next_tcp` whose port number is free for UDP too, and that UDP socket;
-/// at most `tries` listeners are asked for.
+/// at most `tries` listeners are asked for (`tries` ≥ 1).
 fn same_port(
     tries: usize,
     mut next_tcp: impl FnMut() -> Result<std::net::TcpListener, BindError>,
 ) -> Result<(std::net::TcpListener, std::net::UdpSocket), BindError> {
-    let mut last = None;
-    for _ in 0..tries {
+    let mut taken = None;
+    for _ in 0..tries.max(1) {
         let tcp = next_tcp()?;
-        let at = tcp.local_addr().map_err(|source| BindError {
+        let err = |addr, source| BindError {
             key: "backhaul.listen".into(),
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            addr,
             source,
-        })?;
+        };
+        let at = tcp
+            .local_addr()
+            .map_err(|e| err(SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
         match std::net::UdpSocket::bind(at) {
             Ok(udp) => return Ok((tcp, udp)),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some((at, e)),
-            Err(source) => {
-                return Err(BindError {
-                    key: "backhaul.listen".into(),
-                    addr: at,
-                    source,
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => taken = Some(err(at, e)),
+            Err(e) => return Err(err(at, e)),
         }
     }
-    let (addr, source) = last.unwrap_or_else(|| {
-        let e = std::io::Error::from(std::io::ErrorKind::AddrInUse);
-        (SocketAddr::from(([0, 0, 0, 0], 0)), e)
-    });
-    Err(BindError {
-        key: "backhaul.listen".into(),
-        addr,
-        source,
-    })
+    Err(taken.expect("at least one try, and every one was taken"))
 }
 
 /// A fresh TCP listener on `addr` (`SO_REUSEADDR`, a deep backlog) for config key `key`.

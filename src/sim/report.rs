@@ -191,6 +191,7 @@ impl Report {
         let util: Vec<f64> = w.insts.iter().map(|i| i.busy / secs / soft).collect();
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let (network_ms_mean, bound) = network_and_bound(w);
+        let misroutes: u64 = s.misroutes.values().sum();
         let excess_by_region = s
             .network_by_region
             .iter()
@@ -232,10 +233,10 @@ impl Report {
                 4,
             ),
             excess_by_region,
-            misroutes: s.misroutes.values().sum(),
+            misroutes,
             misroutes_by_rtt: s.misroutes_seen.values().sum(),
             misroutes_by_rtt_top: top_pairs(&s.misroutes_seen, w),
-            misroute_share: round(ratio(s.misroutes.values().sum(), s.arrivals), 6),
+            misroute_share: round(ratio(misroutes, s.arrivals), 6),
             misroutes_top: top_pairs(&s.misroutes, w),
             latency_cdf: cdf,
             region_util: s
