@@ -3,6 +3,7 @@
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
+use crate::lifeguard::LifeguardConfig;
 use crate::wire::MAX_PAYLOAD;
 
 /// Most pings a node sends per second; larger clusters ping each peer less often.
@@ -30,6 +31,9 @@ pub struct MeshConfig {
     pub ping_timeout: Duration,
     /// 32-byte cluster keys: the first seals, any opens; none is an open cluster.
     pub keys: Vec<[u8; 32]>,
+    /// Lifeguard on top of SWIM (both presets have it); `None` is foca's plain SWIM, whose
+    /// suspicions last `swim.suspect_to_down_after`.
+    pub lifeguard: Option<LifeguardConfig>,
 }
 
 impl MeshConfig {
@@ -55,17 +59,55 @@ impl MeshConfig {
         let floor = Duration::from_secs_f64(f64::from(cluster_size) / MAX_PINGS_PER_SEC);
         let ping_interval = ping_interval.max(floor);
         let ping_timeout = ping_timeout.max(ping_interval * 2);
-        if profile == Profile::Lan {
-            // Tuned: a failed probe is suspected a little sooner, so down is declared well
-            // within 10 s for small clusters.
-            swim.probe_rtt = Duration::from_millis(400);
-        }
+        // Tuned by `petrel sim` (config/topologies/detection.toml, README "Failure detection"):
+        // probes every 2 s on a WAN with 1 s for the direct ack (the longest RTT is about 300 ms),
+        // 1 s left for the indirect ones (two hops each way); Lifeguard's shortest suspicion
+        // 1.5 × log10(n) probe periods (9 s at 1,000 nodes), 6× that with no confirmation.
+        // The LAN keeps foca's 1 s probes with a quicker 400 ms ack, and suspects for 3 s at the
+        // shortest (K = 2 confirmations; memberlist's LAN has K = 2 too): a kill -9 in a
+        // five-node cluster is down everywhere in under 5 s (tests/mesh.rs).
+        let (period, rtt, lifeguard) = match profile {
+            Profile::Lan => (
+                Duration::from_secs(1),
+                Duration::from_millis(400),
+                LifeguardConfig {
+                    suspicion_mult: 3.0,
+                    confirmations: 2,
+                    ..LifeguardConfig::default()
+                },
+            ),
+            Profile::Wan => (
+                Duration::from_secs(2),
+                Duration::from_secs(1),
+                LifeguardConfig {
+                    suspicion_mult: 1.5,
+                    ..LifeguardConfig::default()
+                },
+            ),
+        };
+        swim.probe_period = period;
+        swim.probe_rtt = rtt;
+        // foca's own timer runs only at the first suspecter: a backstop past Lifeguard's longest.
+        let (_, longest) = lifeguard.bounds(cluster_size.max(1000) as usize, period);
+        swim.suspect_to_down_after = longest * 2;
         Self {
             profile,
             swim,
             ping_interval,
             ping_timeout,
             keys,
+            lifeguard: Some(lifeguard),
         }
+    }
+
+    /// The same timings with plain SWIM instead of Lifeguard: no local health, no buddy, and a
+    /// fixed suspicion of Lifeguard's shortest for a cluster of `cluster_size` (as fast on a
+    /// crash). For comparisons (`petrel sim`).
+    pub fn plain_swim(mut self, cluster_size: u32) -> Self {
+        if let Some(lg) = self.lifeguard.take() {
+            let (shortest, _) = lg.bounds(cluster_size as usize, self.swim.probe_period);
+            self.swim.suspect_to_down_after = shortest;
+        }
+        self
     }
 }

@@ -6,7 +6,9 @@
 
 mod config;
 mod core;
+mod gossip;
 mod identity;
+pub mod lifeguard;
 pub mod load;
 pub mod prober;
 mod replay;
@@ -16,6 +18,7 @@ pub mod wire;
 pub use crate::config::{MeshConfig, Profile};
 pub use crate::core::{Counters, Event, Mesh, Transmit};
 pub use crate::identity::NodeId;
+pub use crate::lifeguard::LifeguardConfig;
 pub use crate::load::{InstanceLoad, LoadRecord};
 pub use crate::prober::RttSummary;
 pub use crate::replay::ReplayGuard;

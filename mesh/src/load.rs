@@ -297,39 +297,6 @@ impl LoadBook {
     }
 }
 
-/// foca's custom-broadcast handler: decodes records and keeps only news.
-pub struct Handler(pub std::sync::Arc<std::sync::Mutex<LoadBook>>);
-
-/// A broadcast that is not a load record.
-#[derive(Debug)]
-pub struct BadRecord;
-
-impl std::fmt::Display for BadRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("undecodable load record")
-    }
-}
-
-impl std::error::Error for BadRecord {}
-
-impl<T> foca::BroadcastHandler<T> for Handler {
-    type Key = LoadKey;
-    type Error = BadRecord;
-
-    fn receive_item(
-        &mut self,
-        data: &[u8],
-        _sender: Option<&T>,
-    ) -> Result<Option<LoadKey>, BadRecord> {
-        let rec = LoadRecordRef::decode(data).ok_or(BadRecord)?;
-        let mut book = self.0.lock().expect("load book lock");
-        if !book.offer_ref(&rec) {
-            return Ok(None);
-        }
-        Ok(book.key_of(rec.node, rec.inst.id))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

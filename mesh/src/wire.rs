@@ -49,6 +49,9 @@ pub enum Kind {
     Ping = 1,
     /// The answer to a probe.
     Pong = 2,
+    /// "You are suspected": a Lifeguard suspicion record sent straight to its target (the buddy
+    /// system), so it can refute before the news has gossiped round.
+    Suspect = 3,
 }
 
 impl Kind {
@@ -57,6 +60,7 @@ impl Kind {
             0 => Some(Kind::Swim),
             1 => Some(Kind::Ping),
             2 => Some(Kind::Pong),
+            3 => Some(Kind::Suspect),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use petrel_mesh::{InstanceLoad, MemberState, Mesh, MeshConfig, NodeId, Profile};
+use petrel_mesh::{Event, InstanceLoad, MemberState, Mesh, MeshConfig, NodeId, Profile};
 
 /// (deliver at, tie-break, to, from, datagram)
 type InFlight = Reverse<(Duration, u64, usize, SocketAddr, Vec<u8>)>;
@@ -20,6 +20,10 @@ struct Net {
     queue: BinaryHeap<InFlight>,
     seq: u64,
     now: Duration,
+    /// Extra delay before node i handles a datagram (a CPU-starved node).
+    late: Vec<Duration>,
+    /// (observer, name) of every "down" declared.
+    downs: Vec<(usize, String)>,
 }
 
 fn id(i: usize, generation: u64, region: &str) -> NodeId {
@@ -43,6 +47,8 @@ impl Net {
             queue: BinaryHeap::new(),
             seq: 0,
             now: Duration::from_secs(1),
+            late: vec![Duration::ZERO; n],
+            downs: Vec::new(),
         };
         for i in 0..n {
             net.nodes.push(Some(Mesh::new(
@@ -71,12 +77,16 @@ impl Net {
         while let Some(t) = m.poll_transmit() {
             if let Some(j) = self.addrs.iter().position(|x| *x == t.to) {
                 self.seq += 1;
-                let at = self.now + Duration::from_millis(self.delay[i][j]);
+                let at = self.now + Duration::from_millis(self.delay[i][j]) + self.late[j];
                 self.queue
                     .push(Reverse((at, self.seq, j, self.addrs[i], t.data)));
             }
         }
-        while m.poll_event().is_some() {}
+        while let Some(e) = m.poll_event() {
+            if let Event::MemberDown(id) = e {
+                self.downs.push((i, id.name.to_string()));
+            }
+        }
     }
 
     /// Advances the virtual clock by `d`, delivering datagrams and firing timers in order.
@@ -223,6 +233,54 @@ fn a_killed_node_is_declared_down_and_its_instances_vanish() {
         let d = d.unwrap_or_else(|| panic!("node {i} never declared n4 down"));
         assert!(d <= Duration::from_secs(10), "node {i} took {d:?}");
     }
+}
+
+#[test]
+fn lifeguard_quiets_a_starved_node_and_its_suspects_refute() {
+    // Eight LAN nodes; node 7 handles every datagram 1.5 s late for a minute (CPU starved). Its
+    // own probes fail, so it suspects healthy nodes; its acks are late, so they suspect it.
+    // Lifeguard: its local health stretches its probe waits (fewer suspicions), a lone
+    // suspecter's suspicion lasts 6× longer, and every suspect hears of it directly and refutes.
+    // Plain SWIM with Lifeguard's shortest suspicion as its fixed one does none of that.
+    let run = |lifeguard: bool| {
+        let mut net = Net::new(8, |_, _| 1, None);
+        if !lifeguard {
+            for (i, m) in net.nodes.iter_mut().enumerate() {
+                let now = Duration::from_secs(1);
+                let cfg = MeshConfig::new(Profile::Lan, 8, vec![]).plain_swim(8);
+                *m = Some(Mesh::new(
+                    id(i, 1, &format!("r{i}")),
+                    cfg,
+                    i as u64 + 1,
+                    now,
+                ));
+            }
+            let seed = net.addrs[0];
+            for i in 1..8 {
+                let now = net.now;
+                net.nodes[i].as_mut().unwrap().join(&[seed], now);
+            }
+        }
+        net.run(Duration::from_secs(10));
+        assert_eq!(net.alive_peers(0), 7, "converged");
+        net.late[7] = Duration::from_millis(1500);
+        net.run(Duration::from_secs(60));
+        let by_starved = net.mesh(7).counters().suspicions_raised;
+        let refuted: u64 = (0..8).map(|i| net.mesh(i).counters().refuted).sum();
+        (net.downs.len(), by_starved, refuted)
+    };
+    let (downs, by_starved, refuted) = run(true);
+    let (swim_downs, swim_by_starved, _) = run(false);
+    eprintln!(
+        "lifeguard: {downs} downs, {by_starved} suspicions by the starved node, {refuted} \
+         refutations; plain SWIM: {swim_downs} downs, {swim_by_starved} suspicions"
+    );
+    assert_eq!(downs, 0, "Lifeguard declared a running node down");
+    assert!(refuted > 0, "suspects must hear of it and refute");
+    assert!(
+        by_starved * 2 <= swim_by_starved,
+        "local health must at least halve the starved node's suspicions: {by_starved} vs {swim_by_starved}"
+    );
 }
 
 #[test]

@@ -204,5 +204,10 @@ fn log_event(ev: &Event) {
         ),
         Event::Active => tracing::info!("joined the mesh"),
         Event::Idle => tracing::warn!("no live members left"),
+        Event::Suspected(id) => tracing::info!(
+            node = %id.name,
+            region = %id.region,
+            "member suspected: no ack to a direct or indirect probe"
+        ),
     }
 }

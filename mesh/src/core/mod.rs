@@ -11,12 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foca::{Foca, Notification, OwnedNotification, PostcardCodec, Runtime, State, Timer};
+
+mod suspicion;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use crate::config::MeshConfig;
+use crate::gossip::{Handler, SuspicionInbox};
 use crate::identity::NodeId;
-use crate::load::{Handler, InstanceLoad, LoadBook, LoadRecord, LoadRecordRef};
+use crate::lifeguard::{Health, Suspicions};
+use crate::load::{InstanceLoad, LoadBook, LoadRecord, LoadRecordRef};
 use crate::prober::{PeerStats, RttSummary};
 use crate::replay::ReplayGuard;
 use crate::view::{ClusterView, MemberState, MemberView, RemoteInstance};
@@ -48,6 +52,9 @@ pub enum Event {
     Active,
     /// Every known member is gone.
     Idle,
+    /// This node's probe of a member failed, direct and indirect: it suspects the member (SWIM's
+    /// suspicion; the member is declared down unless it refutes in time).
+    Suspected(NodeId),
 }
 
 /// Traffic and drop counters.
@@ -63,6 +70,13 @@ pub struct Counters {
     pub bytes_out: u64,
     /// Dropped datagrams by reason.
     pub dropped: HashMap<wire::Drop, u64>,
+    /// Suspicions this node raised (its probe of a member failed).
+    pub suspicions_raised: u64,
+    /// Suspicion records about this node that it heard and answered (foca raises its incarnation
+    /// when one is about its current incarnation).
+    pub refuted: u64,
+    /// Members this node declared down when a Lifeguard suspicion timer ran out.
+    pub declared_down: u64,
 }
 
 impl Counters {
@@ -112,6 +126,13 @@ pub struct Mesh {
     changes: u64,
     rng_state: u64,
     live: Mutex<Option<Arc<LiveMap>>>,
+    /// Suspicion records foca's broadcast handler heard, for the Lifeguard timers.
+    inbox: Arc<Mutex<SuspicionInbox>>,
+    /// Lifeguard's suspicion timers (unused without Lifeguard).
+    suspicions: Suspicions,
+    /// Lifeguard's local health.
+    health: Health,
+    next_inbox_prune: Duration,
 }
 
 /// foca's gateway: buffers what foca asks for until the core processes it.
@@ -124,7 +145,10 @@ struct Buffer {
 
 impl Runtime<NodeId> for Buffer {
     fn notify(&mut self, n: Notification<'_, NodeId>) {
-        self.notes.push(n.to_owned());
+        // Every datagram in and out is announced too; only the membership news is kept.
+        if !matches!(n, Notification::DataReceived(_) | Notification::DataSent(_)) {
+            self.notes.push(n.to_owned());
+        }
     }
     fn send_to(&mut self, to: NodeId, data: &[u8]) {
         self.sends.push((to, data.to_vec()));
@@ -138,12 +162,18 @@ impl Mesh {
     /// A mesh core for `id`, seeded for its random choices (probe order, gossip targets).
     pub fn new(id: NodeId, cfg: MeshConfig, seed: u64, now: Duration) -> Self {
         let book = Arc::new(Mutex::new(LoadBook::default()));
+        let mut inbox = SuspicionInbox::default();
+        inbox.pass_on = cfg.lifeguard.map_or(0, |l| l.confirmations + 1);
+        let inbox = Arc::new(Mutex::new(inbox));
         let foca = Foca::with_custom_broadcast(
             id.clone(),
             cfg.swim.clone(),
             SmallRng::seed_from_u64(seed),
             PostcardCodec,
-            Handler(book.clone()),
+            Handler {
+                book: book.clone(),
+                suspicions: inbox.clone(),
+            },
         );
         Self {
             sealer: Sealer::new(&cfg.keys, Sealer::sender_id(&id.name)),
@@ -167,6 +197,10 @@ impl Mesh {
             changes: 0,
             rng_state: seed | 1,
             live: Mutex::new(None),
+            inbox,
+            suspicions: Suspicions::default(),
+            health: Health::default(),
+            next_inbox_prune: now,
             cfg,
         }
     }
@@ -215,13 +249,16 @@ impl Mesh {
         match frame.kind {
             Kind::Swim => {
                 self.book.lock().expect("load book").now = now;
+                self.inbox.lock().expect("suspicion inbox").now = now;
                 let mut buf = Buffer::default();
                 let r = self.foca.handle_data(&frame.payload, &mut buf);
                 self.absorb(buf, now);
+                self.take_suspicions(now);
                 if r.is_err() {
                     self.drop_packet(wire::Drop::Payload);
                 }
             }
+            Kind::Suspect => self.on_suspect_datagram(&frame.payload, now),
             Kind::Ping => self.on_ping(from, &frame.payload, now),
             Kind::Pong => match <[u8; 4]>::try_from(&frame.payload[..]) {
                 Ok(seq) => self.on_pong(from, u32::from_le_bytes(seq), now),
@@ -302,7 +339,7 @@ impl Mesh {
     pub fn poll_timeout(&self) -> Duration {
         let foca = self.timers.peek().map(|Reverse((t, _))| *t);
         let mut next = self.next_probe_tick;
-        if let Some(t) = foca {
+        for t in foca.into_iter().chain(self.suspicions.next_deadline()) {
             next = next.min(t);
         }
         next
@@ -316,11 +353,21 @@ impl Mesh {
             }
             self.timers.pop();
             if let Some(ev) = self.timer_events.remove(&seq) {
+                let probe_round = matches!(ev, Timer::ProbeRandomMember(_));
                 let mut buf = Buffer::default();
                 let _ = self.foca.handle_timer(ev, &mut buf);
+                if probe_round {
+                    // The previous probe's verdict is taken at the start of each round.
+                    let failed = buf
+                        .notes
+                        .iter()
+                        .any(|n| matches!(n, OwnedNotification::ProbeFailed(..)));
+                    self.probe_verdict(failed);
+                }
                 self.absorb(buf, now);
             }
         }
+        self.expire_suspicions(now);
         if now >= self.next_probe_tick {
             self.probe(now);
             self.next_probe_tick =
@@ -481,6 +528,7 @@ impl Mesh {
             self.send(to.addr, region, Kind::Swim, &data);
         }
         for (ev, after) in buf.timers {
+            let after = self.health_scaled(&ev, after);
             self.timer_seq += 1;
             self.timers.push(Reverse((now + after, self.timer_seq)));
             self.timer_events.insert(self.timer_seq, ev);
@@ -553,6 +601,7 @@ impl Mesh {
                 self.rebroadcast_all(now);
                 self.events.push_back(Event::Rejoined(id));
             }
+            OwnedNotification::ProbeFailed(_, id) => self.suspect(id, now),
             OwnedNotification::Active => self.events.push_back(Event::Active),
             OwnedNotification::Idle => self.events.push_back(Event::Idle),
             _ => {}
