@@ -178,3 +178,76 @@ fn a_bad_sim_section_names_file_line_and_key() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown strategy"));
 }
+
+/// A mesh-only run: 3 regions × 8 nodes, two crashes, a CPU-starved node, 1% loss.
+const DETECTION: &str = r#"
+[[region]]
+code = "aaa"
+[[region]]
+code = "bbb"
+[[region]]
+code = "ccc"
+[rtt_ms]
+"aaa-bbb" = 30
+"aaa-ccc" = 120
+"bbb-ccc" = 100
+
+[sim]
+traffic = false
+rtt_pings = false
+detectors = ["lifeguard", "swim"]
+duration_s = 90
+warmup_s = 15
+nodes_per_region = 8
+loss = 0.01
+
+[[sim.crash]]
+node = "bbb-2"
+at_s = 5
+recover_s = 50
+
+[[sim.crash]]
+node = "ccc-7"
+at_s = 60
+
+[[sim.slow]]
+node = "aaa-3"
+at_s = 0
+for_s = 60
+delay_ms = 2000
+"#;
+
+#[test]
+fn a_mesh_only_run_times_detection_for_each_detector() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("d.toml");
+    std::fs::write(&topo, DETECTION).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(["sim", "--topology"])
+        .arg(&topo)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("petrel sim runs");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("mesh only"), "{stdout}");
+    let text = std::fs::read_to_string(dir.path().join("out/report.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(r["policies"].as_array().unwrap().is_empty());
+    for name in ["lifeguard", "swim"] {
+        let d = &r["detection"][name];
+        assert_eq!(d["crashes"], 2, "{name}: {d}");
+        assert_eq!(d["undetected"], 0, "{name}: {d}");
+        let max = d["max_s"].as_f64().unwrap();
+        assert!(max > 0.5 && max < 30.0, "{name}: {d}");
+        // Probes of the crashed nodes failed; the starved node's late acks were suspected.
+        assert!(d["true_suspicions"].as_u64().unwrap() > 0, "{name}: {d}");
+        assert!(d["starved_suspicions"].as_u64().unwrap() > 0, "{name}: {d}");
+    }
+    assert_eq!(r["detection"]["lifeguard"]["false_downs"], 0, "{r}");
+}

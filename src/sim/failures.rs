@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::queue::{secs, Nanos};
 use super::stats::Watch;
 use super::world::{Ev, Stage, World};
+use petrel_mesh::NodeId;
 
 impl World {
     pub(super) fn schedule_failures(&mut self) {
@@ -26,8 +27,84 @@ impl World {
             evs.push((at(part.at_s), Ev::Cut(p)));
             evs.push((at(part.heal_s), Ev::Heal(p)));
         }
+        for w in &sim.slow {
+            if let Some(&n) = self.by_name.get(w.node.as_str()) {
+                let from = at(w.at_s);
+                let window = (from, from + secs(w.for_s), secs(w.delay_ms / 1000.0));
+                self.slow[n].push(window);
+            }
+        }
         for (t, ev) in evs {
             self.q.push(t, ev);
+        }
+    }
+
+    /// Runs the mesh with plain SWIM instead of Lifeguard (same timings); before [`World::run`].
+    pub fn plain_swim(&mut self) {
+        let n = self.nodes.len() as u32;
+        self.mesh_cfg = self.mesh_cfg.clone().plain_swim(n);
+    }
+
+    /// How late node `n` handles a datagram that reaches it at `at`.
+    pub(super) fn slow_delay(&self, n: usize, at: Nanos) -> Nanos {
+        self.slow[n]
+            .iter()
+            .find(|(from, until, _)| (*from..*until).contains(&at))
+            .map_or(0, |w| w.2)
+    }
+
+    /// True when `id` is the running generation of a node that `observer` can reach.
+    fn is_up_for(&self, observer: usize, id: &NodeId) -> bool {
+        self.by_name.get(&id.name).is_some_and(|&t| {
+            self.nodes[t].mesh.is_some()
+                && self.nodes[t].generation == id.generation
+                && self.reachable(observer, t)
+        })
+    }
+
+    /// `observer` declared `id` down: counted as false when it is running and reachable, apart
+    /// when a partition has separated the two earlier in the run (SWIM's verdicts from the cut,
+    /// gossiped after the heal).
+    pub(super) fn judge_down(&mut self, observer: usize, id: &NodeId) {
+        if self.now < self.window.0 || !self.is_up_for(observer, id) {
+            return;
+        }
+        let target = self.by_name[&id.name];
+        if self.were_cut(observer, target) {
+            self.stats.downs_after_cut += 1;
+        } else {
+            self.stats.false_downs += 1;
+        }
+    }
+
+    /// True when a partition that has begun put `a` and `b` on different sides.
+    fn were_cut(&self, a: usize, b: usize) -> bool {
+        let start = self.window.0;
+        self.sc.sim.partition.iter().any(|p| {
+            let inside = |n: usize| {
+                let code = &self.sc.regions[self.nodes[n].region].code;
+                p.regions.iter().any(|r| r == code)
+            };
+            start + secs(p.at_s) <= self.now && inside(a) != inside(b)
+        })
+    }
+
+    /// `observer`'s probe of `id` failed: a false suspicion when `id` is running and reachable
+    /// (counted apart while `id` is CPU-starved: its acks are late).
+    pub(super) fn judge_suspicion(&mut self, observer: usize, id: &NodeId) {
+        if self.now < self.window.0 {
+            return;
+        }
+        let starved = self
+            .by_name
+            .get(&id.name)
+            .is_some_and(|&t| self.slow_delay(t, self.now) > 0);
+        if self.is_up_for(observer, id) && starved {
+            self.stats.starved_suspicions += 1;
+        } else if self.is_up_for(observer, id) {
+            self.stats.false_suspicions += 1;
+        } else {
+            self.stats.true_suspicions += 1;
         }
     }
 
@@ -50,6 +127,7 @@ impl World {
             pending,
             first: None,
             last: None,
+            seen: Vec::new(),
         });
     }
 

@@ -12,6 +12,7 @@
 //! - [`stats`], [`report`], [`charts`]: what is measured and how it is written.
 
 pub mod charts;
+pub mod detection;
 pub mod failures;
 pub mod fluid;
 pub mod oracle;
@@ -91,7 +92,11 @@ pub fn run(opts: &Options) -> Result<Report, SimError> {
     let codes: Vec<String> = sc.regions.iter().map(|r| r.code.clone()).collect();
     let error = vivaldi::error(&node_region, &sc.rtt_ms, &estimate, &codes);
     let mut report = Report::new(&sc, opts.seed, error);
-    for &p in &opts.policies {
+    if !sc.sim.traffic {
+        detect_only(&sc, opts.seed, &mut report);
+    }
+    let policies: &[Policy] = if sc.sim.traffic { &opts.policies } else { &[] };
+    for &p in policies {
         let started = Instant::now();
         let est = (p == Policy::Coordinates).then(|| estimate.clone());
         let mut w = World::new(sc.clone(), p, opts.seed, true, est);
@@ -108,7 +113,7 @@ pub fn run(opts: &Options) -> Result<Report, SimError> {
         // Freeing millions of small allocations takes seconds at 1,000 nodes: not on the way.
         std::thread::spawn(move || drop(w));
     }
-    if let Some(code) = sc.sim.overload_region.clone() {
+    if let Some(code) = sc.sim.overload_region.clone().filter(|_| sc.sim.traffic) {
         for &factor in &sc.sim.overload_sweep {
             let Some(o) = sc.with_overload(&code, factor) else {
                 eprintln!(
@@ -135,6 +140,40 @@ pub fn run(opts: &Options) -> Result<Report, SimError> {
         write_all(&report, dir)?;
     }
     Ok(report)
+}
+
+/// A run without traffic: the mesh alone under each of `[sim] detectors`, side by side on the
+/// two cores (each world has its own seeded randomness, so the report is the same either way).
+fn detect_only(sc: &Arc<Scenario>, seed: u64, report: &mut Report) {
+    let runs: Vec<_> = sc
+        .sim
+        .detectors
+        .iter()
+        .map(|d| {
+            let (sc, d) = (sc.clone(), d.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut w = World::new(sc.clone(), Policy::Closest, seed, false, None);
+                if d == "swim" {
+                    w.plain_swim();
+                }
+                w.run();
+                eprintln!(
+                    "sim: mesh only, {d:<9} {} nodes, {:.0} simulated s, {} events in {:.1} s",
+                    w.nodes.len(),
+                    sc.sim.warmup_s + sc.sim.duration_s,
+                    w.stats.events,
+                    started.elapsed().as_secs_f64()
+                );
+                (d, w)
+            })
+        })
+        .collect();
+    for r in runs {
+        let (d, w) = r.join().expect("detection run");
+        report.add_detection(&d, &w);
+        report.add_failures(&w);
+    }
 }
 
 /// Mesh bytes per node per second at each `sweep_nodes` size other than the scenario's own.
@@ -168,6 +207,9 @@ fn write_all(report: &Report, dir: &Path) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(werr(dir))?;
     let json = dir.join("report.json");
     std::fs::write(&json, report.to_json()).map_err(werr(&json))?;
+    if report.policies.is_empty() {
+        return Ok(()); // mesh only: nothing to chart
+    }
     charts::latency_cdf(report, &dir.join("latency_cdf.svg"))?;
     charts::region_load(report, &dir.join("region_load.svg"))?;
     charts::excess(report, &dir.join("excess.svg"))?;

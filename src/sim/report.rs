@@ -141,6 +141,9 @@ pub struct Report {
     pub mesh_scaling: Vec<MeshSize>,
     /// Excess over the fluid bound as one region's overload grows (`[sim] overload_sweep`).
     pub overload_curve: Vec<OverloadPoint>,
+    /// Failure detection per detector: "lifeguard" (petrel's; from the first policy's run when
+    /// there is traffic) and, in runs without traffic, each of `[sim] detectors`.
+    pub detection: BTreeMap<String, super::detection::Detection>,
 }
 
 impl Report {
@@ -170,7 +173,37 @@ impl Report {
             failures: Vec::new(),
             mesh_scaling: Vec::new(),
             overload_curve: Vec::new(),
+            detection: BTreeMap::new(),
         }
+    }
+
+    /// The failures and recoveries of a run and how long each took to be noticed (the first run
+    /// added only).
+    pub fn add_failures(&mut self, w: &World) {
+        if !self.failures.is_empty() {
+            return;
+        }
+        let s = &w.stats;
+        let start = w.window.0;
+        let rel = |t: u64| round((t as f64 - start as f64) / 1e9, 3);
+        let dt = |t: Option<u64>, at: u64| t.map(|t| round((t - at) as f64 / 1e9, 3));
+        self.failures = s
+            .watches
+            .iter()
+            .map(|x| FailureReport {
+                kind: x.kind.into(),
+                what: x.label.clone(),
+                at_s: rel(x.at),
+                first_notice_s: dt(x.first, x.at),
+                everywhere_s: dt(x.last, x.at),
+            })
+            .collect();
+    }
+
+    /// Adds a run's failure-detection figures under `detector`.
+    pub fn add_detection(&mut self, detector: &str, w: &World) {
+        self.detection
+            .insert(detector.into(), super::detection::Detection::of(w));
     }
 
     /// Adds the figures of a finished run.
@@ -246,24 +279,12 @@ impl Report {
                 .collect(),
         });
         if self.policies.len() == 1 {
-            let start = w.window.0;
-            let rel = |t: u64| round((t as f64 - start as f64) / 1e9, 3);
-            let dt = |t: Option<u64>, at: u64| t.map(|t| round((t - at) as f64 / 1e9, 3));
-            self.failures = s
-                .watches
-                .iter()
-                .map(|x| FailureReport {
-                    kind: x.kind.into(),
-                    what: x.label.clone(),
-                    at_s: rel(x.at),
-                    first_notice_s: dt(x.first, x.at),
-                    everywhere_s: dt(x.last, x.at),
-                })
-                .collect();
+            self.add_failures(w);
             self.mesh_scaling.push(MeshSize {
                 nodes: self.nodes as u32,
                 bytes_per_node_s: round(s.mesh_bytes_per_node_s, 1),
             });
+            self.add_detection("lifeguard", w);
         }
     }
 
@@ -311,19 +332,31 @@ impl Report {
     /// The comparison table.
     pub fn table(&self) -> String {
         let mut t = String::new();
-        let _ = writeln!(
-            t,
-            "{} — {} regions, {} nodes, {} instances, demand {}% of {:.0} req/s, {} s, seed {}",
-            self.topology,
-            self.regions.len(),
-            self.nodes,
-            self.instances,
-            round(self.demand * 100.0, 3),
-            self.capacity_rps,
-            self.duration_s,
-            self.seed
-        );
-        let _ = writeln!(
+        if self.policies.is_empty() {
+            let _ = writeln!(
+                t,
+                "{} — {} regions, {} nodes, mesh only, {} s after {} s of warm-up, seed {}",
+                self.topology,
+                self.regions.len(),
+                self.nodes,
+                self.duration_s,
+                self.warmup_s,
+                self.seed
+            );
+        } else {
+            let _ = writeln!(
+                t,
+                "{} — {} regions, {} nodes, {} instances, demand {}% of {:.0} req/s, {} s, seed {}",
+                self.topology,
+                self.regions.len(),
+                self.nodes,
+                self.instances,
+                round(self.demand * 100.0, 3),
+                self.capacity_rps,
+                self.duration_s,
+                self.seed
+            );
+            let _ = writeln!(
             t,
             "{:<12} {:>9} {:>9} {:>10} {:>9} {:>10} {:>9} {:>7} {:>9} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9} {:>8}",
             "policy",
@@ -343,6 +376,7 @@ impl Report {
             "max queue",
             "load CV"
         );
+        }
         for p in &self.policies {
             let _ = writeln!(
                 t,
@@ -379,6 +413,27 @@ impl Report {
                     show(f.everywhere_s)
                 );
             }
+        }
+        for (name, d) in &self.detection {
+            let _ = writeln!(
+                t,
+                "mesh: {name}: {} crashes declared down everywhere after {:.2} s median, {:.2} s at most \
+                 ({} not within the run; per observer {:.2} s median); false downs {} (and {} after a cut), false suspicions {} \
+                 (and {} of starved nodes), true suspicions {}",
+                d.crashes,
+                d.median_s,
+                d.max_s,
+                d.undetected,
+                d.per_observer_median_s,
+                d.false_downs,
+                d.downs_after_cut,
+                d.false_suspicions,
+                d.starved_suspicions,
+                d.true_suspicions
+            );
+        }
+        if self.policies.is_empty() {
+            return t;
         }
         let _ = writeln!(t, "\nmesh: gossip + ping bytes per node per second");
         for m in &self.mesh_scaling {

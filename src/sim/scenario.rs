@@ -66,6 +66,16 @@ pub struct SimSection {
     pub crash: Vec<Crash>,
     /// Network partitions.
     pub partition: Vec<Partition>,
+    /// Nodes that handle datagrams late for a while (CPU starved).
+    pub slow: Vec<Slow>,
+    /// Client traffic: false runs the mesh alone (failure detection), no policy is compared.
+    pub traffic: bool,
+    /// petrel's RTT pings to every peer. They take no part in failure detection; a
+    /// detection-only run may leave them out to simulate ten minutes of 1,000 nodes quickly.
+    pub rtt_pings: bool,
+    /// Failure detectors to compare in a run without traffic: "lifeguard" (petrel's, the
+    /// default) and "swim" (the same timings, plain SWIM).
+    pub detectors: Vec<String>,
 }
 
 impl Default for SimSection {
@@ -94,6 +104,10 @@ impl Default for SimSection {
             regions: BTreeMap::new(),
             crash: Vec::new(),
             partition: Vec::new(),
+            slow: Vec::new(),
+            traffic: true,
+            rtt_pings: true,
+            detectors: vec!["lifeguard".into()],
         }
     }
 }
@@ -125,6 +139,21 @@ pub struct Crash {
     pub at_s: f64,
     /// When it restarts (new generation), seconds after clients start.
     pub recover_s: Option<f64>,
+}
+
+/// A node that handles every datagram it receives `delay_ms` late from `at_s` for `for_s`
+/// seconds: a CPU-starved process (its timers still fire on time).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slow {
+    /// Node name, `<region>-<n>` with n from 1.
+    pub node: String,
+    /// When, seconds after the window starts.
+    pub at_s: f64,
+    /// For how long, seconds.
+    pub for_s: f64,
+    /// How late, ms.
+    pub delay_ms: f64,
 }
 
 /// These regions cannot reach the rest (nor be reached) from `at_s` until `heal_s`.
@@ -379,17 +408,19 @@ fn validate(src: &Source, topo: &Topology, s: &SimSection, errs: &mut Vec<Config
         "nodes_per_region",
         "at most 5000 nodes in all",
     );
-    for (i, c) in s.crash.iter().enumerate() {
-        let node_ok = c.node.rsplit_once('-').is_some_and(|(reg, k)| {
+    let node_ok = |node: &str| {
+        node.rsplit_once('-').is_some_and(|(reg, k)| {
             let n = s
                 .regions
                 .get(reg)
                 .and_then(|r| r.nodes)
                 .unwrap_or(s.nodes_per_region);
             known(reg) && k.parse::<u32>().is_ok_and(|k| (1..=n).contains(&k))
-        });
+        })
+    };
+    for (i, c) in s.crash.iter().enumerate() {
         check(
-            node_ok,
+            node_ok(&c.node),
             &format!("crash[{i}].node"),
             "must name a node as <region>-<n>, n from 1",
         );
@@ -399,6 +430,30 @@ fn validate(src: &Source, topo: &Topology, s: &SimSection, errs: &mut Vec<Config
             "must be ≥ 0 and before recover_s",
         );
     }
+    for (i, w) in s.slow.iter().enumerate() {
+        check(
+            node_ok(&w.node),
+            &format!("slow[{i}].node"),
+            "must name a node as <region>-<n>, n from 1",
+        );
+        check(
+            w.at_s >= 0.0 && w.for_s > 0.0 && (0.0..=60_000.0).contains(&w.delay_ms),
+            &format!("slow[{i}].at_s"),
+            "at_s must be ≥ 0, for_s > 0, delay_ms in [0, 60000]",
+        );
+    }
+    for (i, d) in s.detectors.iter().enumerate() {
+        check(
+            d == "lifeguard" || d == "swim",
+            &format!("detectors[{i}]"),
+            "must be \"lifeguard\" or \"swim\"",
+        );
+    }
+    check(
+        !s.detectors.is_empty(),
+        "detectors",
+        "must name at least one detector",
+    );
     for (i, p) in s.partition.iter().enumerate() {
         check(
             !p.regions.is_empty() && p.regions.iter().all(|r| known(r)),

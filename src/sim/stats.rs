@@ -24,6 +24,8 @@ pub struct Watch {
     pub first: Option<Nanos>,
     /// Last notice (every observer saw it).
     pub last: Option<Nanos>,
+    /// Each observer's notice, time since `at`.
+    pub seen: Vec<Nanos>,
 }
 
 /// Counters and samples of one run.
@@ -66,6 +68,17 @@ pub struct Stats {
     pub region_util: Vec<Vec<f64>>,
     /// Failures and recoveries watched.
     pub watches: Vec<Watch>,
+    /// "Down" declared by an observer about a node that was running and reachable, in the window,
+    /// the two never cut apart by a partition.
+    pub false_downs: u64,
+    /// The same about a node a partition had cut off from the observer earlier.
+    pub downs_after_cut: u64,
+    /// Suspicions raised about a node that was running and reachable, in the window.
+    pub false_suspicions: u64,
+    /// Suspicions raised about a running, reachable node while it was CPU-starved, in the window.
+    pub starved_suspicions: u64,
+    /// Suspicions raised about a node that was gone or cut off, in the window.
+    pub true_suspicions: u64,
     /// Events scheduled (a measure of simulation work).
     pub events: u64,
     mesh_start: Option<u64>,
@@ -142,6 +155,7 @@ impl Stats {
         for w in self.watches.iter_mut().filter(|w| w.down == down) {
             if w.pending.remove(&(observer, name.clone())) {
                 w.first.get_or_insert(now);
+                w.seen.push(now - w.at);
                 if w.pending.is_empty() {
                     w.last = Some(now);
                 }
@@ -236,6 +250,7 @@ mod tests {
             pending: [(1, name.clone()), (2, name.clone())].into_iter().collect(),
             first: None,
             last: None,
+            seen: Vec::new(),
         });
         s.saw_down(1, &name, 5);
         s.saw_up(2, &name, 6);

@@ -205,6 +205,10 @@ pub struct World {
     pub(super) timeline: Timeline,
     /// Scratch for judging one request: (region, when the request would have reached it).
     pub(super) reach: Vec<(usize, Nanos)>,
+    /// Node index by name.
+    pub(super) by_name: HashMap<Arc<str>, usize>,
+    /// Per node: (from, until, delay) windows in which it handles datagrams late.
+    pub(super) slow: Vec<Vec<(Nanos, Nanos, Nanos)>>,
 }
 
 fn node_addr(i: usize, port: u16) -> SocketAddr {
@@ -227,7 +231,11 @@ impl World {
         } else {
             Profile::Wan
         };
-        let mesh_cfg = MeshConfig::new(profile, names.len() as u32, vec![[7u8; 32]]);
+        let mut mesh_cfg = MeshConfig::new(profile, names.len() as u32, vec![[7u8; 32]]);
+        if !s.rtt_pings {
+            mesh_cfg.ping_interval = Duration::from_secs(86_400);
+            mesh_cfg.ping_timeout = mesh_cfg.ping_interval * 2;
+        }
         let apps = s.apps as usize;
         let mut nodes = Vec::with_capacity(names.len());
         let mut insts = Vec::new();
@@ -338,6 +346,12 @@ impl World {
             capacity_rps,
             timeline,
             reach: Vec::new(),
+            by_name: names
+                .iter()
+                .enumerate()
+                .map(|(n, (name, _))| (Arc::from(name.as_str()), n))
+                .collect(),
+            slow: vec![Vec::new(); names.len()],
         }
     }
 
@@ -575,6 +589,7 @@ impl World {
                 continue;
             }
             let at = self.now + self.leg(n, to);
+            let at = at + self.slow_delay(to, at);
             self.q.push(
                 at,
                 Ev::Datagram {
@@ -597,7 +612,11 @@ impl World {
     fn mesh_event(&mut self, observer: usize, e: Event) {
         let now = self.now;
         match e {
-            Event::MemberDown(id) => self.stats.saw_down(observer, &id.name, now),
+            Event::MemberDown(id) => {
+                self.judge_down(observer, &id);
+                self.stats.saw_down(observer, &id.name, now)
+            }
+            Event::Suspected(id) => self.judge_suspicion(observer, &id),
             Event::MemberUp(id) | Event::Renamed(_, id) => {
                 self.stats.saw_up(observer, &id.name, now)
             }
