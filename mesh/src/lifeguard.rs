@@ -23,7 +23,8 @@ pub struct LifeguardConfig {
     /// β [`SuspicionMaxTimeoutMult`]: a suspicion nobody confirms lasts β times the shortest.
     pub max_timeout_mult: f64,
     /// K: independent confirmations that bring a suspicion down to the shortest timeout. Zero in
-    /// clusters of fewer than K + 2 members, as memberlist does.
+    /// clusters of fewer than K + 2 members, as memberlist does (memberlist sets K to its
+    /// `SuspicionMult` − 2: 2 on a LAN, 4 on a WAN).
     pub confirmations: u32,
     /// Local health multipliers go from 1 to this [`AwarenessMaxMultiplier`]: probe timeout and
     /// probe period stretch by up to this factor while this node's own probes fail.
@@ -31,7 +32,7 @@ pub struct LifeguardConfig {
 }
 
 impl Default for LifeguardConfig {
-    /// The paper's and memberlist's values: α 4, β 6, K 3, health up to ×8.
+    /// memberlist's LAN α 4 and β 6, the paper's K 3, health up to ×8.
     fn default() -> Self {
         Self {
             suspicion_mult: 4.0,
@@ -152,9 +153,10 @@ struct Suspicion {
 }
 
 impl Suspicion {
-    fn update_deadline(&mut self) {
+    fn update_deadline(&mut self, stretch: u32) {
         let c = self.confirmed_by.len() as u32;
-        self.deadline = self.started + suspicion_timeout(self.min, self.max, self.k, c);
+        let timeout = suspicion_timeout(self.min, self.max, self.k, c);
+        self.deadline = self.started + timeout * stretch.max(1);
     }
 }
 
@@ -162,6 +164,12 @@ impl Suspicion {
 #[derive(Debug, Default)]
 pub struct Suspicions {
     by_target: BTreeMap<(Arc<str>, u64), Suspicion>,
+    /// The earliest deadline: asked for after every datagram, so kept rather than searched for
+    /// (deadlines only come nearer until `expired` removes them).
+    earliest: Option<Duration>,
+    /// This node's local health multiplier: every timeout it runs is stretched by it (0 or 1:
+    /// none).
+    stretch: u32,
 }
 
 /// What [`Suspicions::hear`] made of a record.
@@ -192,7 +200,9 @@ impl Suspicions {
                 if s.first == rec.from || !s.confirmed_by.insert(rec.from.clone()) {
                     Heard::Known
                 } else {
-                    s.update_deadline();
+                    s.update_deadline(self.stretch);
+                    let d = s.deadline;
+                    self.earliest = Some(self.earliest.map_or(d, |e| e.min(d)));
                     Heard::Confirmed
                 }
             }
@@ -207,16 +217,37 @@ impl Suspicions {
                     k,
                     deadline: now,
                 };
-                s.update_deadline();
-                self.by_target.insert(key, s);
+                s.update_deadline(self.stretch);
+                let d = s.deadline;
+                // A restarted suspicion may move a deadline later: search again then.
+                if self.by_target.insert(key, s).is_some() {
+                    self.earliest = self.by_target.values().map(|s| s.deadline).min();
+                } else {
+                    self.earliest = Some(self.earliest.map_or(d, |e| e.min(d)));
+                }
                 Heard::Started
             }
         }
     }
 
+    /// Stretches every suspicion this node times by its local health multiplier `m` (1 is
+    /// healthy). Not in memberlist: a node that cannot reach most of the others (it is the one
+    /// cut off, or starved) then declares them down only after the cut has lasted `m` times the
+    /// timeout, instead of declaring a whole healthy cluster down at once.
+    pub fn set_stretch(&mut self, m: u32) {
+        if m.max(1) == self.stretch.max(1) {
+            return;
+        }
+        self.stretch = m;
+        for s in self.by_target.values_mut() {
+            s.update_deadline(m);
+        }
+        self.earliest = self.by_target.values().map(|s| s.deadline).min();
+    }
+
     /// The earliest deadline, if any suspicion is being timed.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.by_target.values().map(|s| s.deadline).min()
+        self.earliest
     }
 
     /// Removes and returns every suspicion whose time is up at `now`: (target name, generation,
@@ -228,12 +259,15 @@ impl Suspicions {
             .filter(|(_, s)| s.deadline <= now)
             .map(|(k, _)| k.clone())
             .collect();
-        due.into_iter()
+        let out = due
+            .into_iter()
             .filter_map(|k| {
                 let s = self.by_target.remove(&k)?;
                 Some((k.0, k.1, s.incarnation))
             })
-            .collect()
+            .collect();
+        self.earliest = self.by_target.values().map(|s| s.deadline).min();
+        out
     }
 
     /// Suspicions being timed.
@@ -325,6 +359,19 @@ mod tests {
         assert_eq!(t.next_deadline(), Some(s(65.0)));
         assert_eq!(t.expired(s(65.0)), vec![("x".into(), 1, 1)]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn poor_local_health_stretches_the_timers_this_node_runs() {
+        let mut t = Suspicions::default();
+        let b = (s(10.0), s(60.0));
+        t.hear(&rec("a", 0), s(0.0), b, 0);
+        assert_eq!(t.next_deadline(), Some(s(10.0)));
+        t.set_stretch(4);
+        assert_eq!(t.next_deadline(), Some(s(40.0)));
+        assert!(t.expired(s(39.0)).is_empty());
+        t.set_stretch(1);
+        assert_eq!(t.expired(s(10.0)).len(), 1);
     }
 
     #[test]

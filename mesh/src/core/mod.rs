@@ -72,8 +72,8 @@ pub struct Counters {
     pub dropped: HashMap<wire::Drop, u64>,
     /// Suspicions this node raised (its probe of a member failed).
     pub suspicions_raised: u64,
-    /// Suspicion records about this node that it heard and answered (foca raises its incarnation
-    /// when one is about its current incarnation).
+    /// Suspicions of this node that it answered, one per incarnation suspected (foca raises its
+    /// incarnation when one is about its current incarnation).
     pub refuted: u64,
     /// Members this node declared down when a Lifeguard suspicion timer ran out.
     pub declared_down: u64,
@@ -132,6 +132,8 @@ pub struct Mesh {
     suspicions: Suspicions,
     /// Lifeguard's local health.
     health: Health,
+    /// The highest incarnation of this node a suspicion record was answered for.
+    refuted_up_to: Option<u16>,
     next_inbox_prune: Duration,
 }
 
@@ -200,6 +202,7 @@ impl Mesh {
             inbox,
             suspicions: Suspicions::default(),
             health: Health::default(),
+            refuted_up_to: None,
             next_inbox_prune: now,
             cfg,
         }
@@ -594,6 +597,7 @@ impl Mesh {
             OwnedNotification::Rejoin(id) => {
                 // New generation: every record is re-issued under it, and every peer needs them.
                 self.id = id.clone();
+                self.refuted_up_to = None;
                 for p in self.peers.values_mut() {
                     p.acked = 0;
                     p.carried.clear();

@@ -21,7 +21,9 @@ impl Mesh {
         if self.cfg.lifeguard.is_none() {
             return;
         }
-        let Some(incarnation) = self.active_incarnation(&id) else {
+        // Only a suspicion foca took: when the member refuted while the probe ran, foca kept it
+        // alive at its new incarnation, and that incarnation is not the one that failed.
+        let Some(incarnation) = self.suspect_incarnation(&id) else {
             return;
         };
         let rec = SuspicionRecord {
@@ -77,20 +79,28 @@ impl Mesh {
         let bounds = cfg.bounds(members, self.cfg.swim.probe_period);
         let k = cfg.k_for(members);
         if self.suspicions.hear(&rec, now, bounds, k) == Heard::Started
-            && target.state() == State::Alive
+            && (target.state() == State::Alive || target.incarnation() < rec.incarnation)
         {
-            // The record outran foca's own Suspect update: take it as one.
+            // The record outran foca's own Suspect update: take it as one, so that foca holds
+            // the incarnation this timer will check.
             let suspect = Member::new(target.id().clone(), rec.incarnation, State::Suspect);
             self.apply(suspect, now);
         }
     }
 
     /// Someone suspects this node at `incarnation`: foca raises its incarnation and gossips that
-    /// it is alive (a no-op when it already has). Lifeguard counts it against local health.
+    /// it is alive (a no-op when it already has). Lifeguard counts each incarnation suspected
+    /// once against local health (the same suspicion arrives by gossip and straight from its
+    /// suspecters).
     fn refute(&mut self, incarnation: u16, now: Duration) {
+        if self.refuted_up_to.is_some_and(|i| incarnation <= i) {
+            return;
+        }
+        self.refuted_up_to = Some(incarnation);
         self.counters.refuted += 1;
         if let Some(cfg) = self.cfg.lifeguard {
             self.health.apply(1, cfg.max_health_multiplier);
+            self.suspicions.set_stretch(self.health.multiplier());
         }
         let me = Member::new(self.id.clone(), incarnation, State::Suspect);
         self.apply(me, now);
@@ -127,6 +137,7 @@ impl Mesh {
         if let Some(cfg) = self.cfg.lifeguard {
             self.health
                 .apply(if failed { 1 } else { -1 }, cfg.max_health_multiplier);
+            self.suspicions.set_stretch(self.health.multiplier());
         }
     }
 
@@ -154,10 +165,10 @@ impl Mesh {
         self.absorb(buf, now);
     }
 
-    fn active_incarnation(&self, id: &NodeId) -> Option<u16> {
+    fn suspect_incarnation(&self, id: &NodeId) -> Option<u16> {
         self.foca
             .iter_membership_state()
-            .find(|m| m.id() == id && m.state() != State::Down)
+            .find(|m| m.id() == id && m.state() == State::Suspect)
             .map(|m| m.incarnation())
     }
 
