@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const TOPOLOGY: &str = r#"
+const REGIONS: &str = r#"
 [[region]]
 code = "aaa"
 [[region]]
@@ -16,7 +16,9 @@ code = "ccc"
 "aaa-bbb" = 30
 "aaa-ccc" = 120
 "bbb-ccc" = 100
+"#;
 
+const TRAFFIC: &str = r#"
 [sim]
 duration_s = 4
 warmup_s = 8
@@ -34,7 +36,7 @@ weight = 3
 
 fn sim(dir: &Path, seed: u64, out: &str) -> serde_json::Value {
     let topo = dir.join("t.toml");
-    std::fs::write(&topo, TOPOLOGY).unwrap();
+    std::fs::write(&topo, format!("{REGIONS}{TRAFFIC}")).unwrap();
     let started = Instant::now();
     let o = Command::new(env!("CARGO_BIN_EXE_petrel"))
         .args(["sim", "--topology"])
@@ -181,17 +183,6 @@ fn a_bad_sim_section_names_file_line_and_key() {
 
 /// A mesh-only run: 3 regions × 8 nodes, two crashes, a CPU-starved node, 1% loss.
 const DETECTION: &str = r#"
-[[region]]
-code = "aaa"
-[[region]]
-code = "bbb"
-[[region]]
-code = "ccc"
-[rtt_ms]
-"aaa-bbb" = 30
-"aaa-ccc" = 120
-"bbb-ccc" = 100
-
 [sim]
 traffic = false
 rtt_pings = false
@@ -221,7 +212,7 @@ delay_ms = 2000
 fn a_mesh_only_run_times_detection_for_each_detector() {
     let dir = tempfile::tempdir().unwrap();
     let topo = dir.path().join("d.toml");
-    std::fs::write(&topo, DETECTION).unwrap();
+    std::fs::write(&topo, format!("{REGIONS}{DETECTION}")).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_petrel"))
         .args(["sim", "--topology"])
         .arg(&topo)

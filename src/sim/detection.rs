@@ -22,12 +22,17 @@ pub struct Detection {
     /// Median over (observer, crash) pairs of the time until that observer declared it down,
     /// seconds.
     pub per_observer_median_s: f64,
-    /// "Down" declared by a node about a node that was running and reachable, in the window, the
-    /// two never cut apart by a partition.
+    /// Running nodes declared down (each then took a new identity, foca's rejoin, and its records
+    /// were re-gossiped), in the window, before any partition: one per decision.
     pub false_downs: u64,
-    /// "Down" declared about a running, reachable node that a partition had cut off from the
-    /// declaring node earlier in the run: verdicts from the cut, gossiped after the heal.
-    pub downs_after_cut: u64,
+    /// "Down" notices about a running, reachable node, one per node that took it in: a false
+    /// down counts once for every node that saw it.
+    pub false_down_notices: u64,
+    /// The same two once a partition had begun in the run (the cut-off side's verdicts, gossiped
+    /// after the heal, reach nodes that were never cut from their targets).
+    pub rejoins_after_cut: u64,
+    /// See `rejoins_after_cut`.
+    pub down_notices_after_cut: u64,
     /// Suspicions raised (a probe failed, direct and indirect) about a node that was running,
     /// reachable and not CPU-starved, in the window.
     pub false_suspicions: u64,
@@ -71,8 +76,10 @@ impl Detection {
                 .filter(|x| x.last.is_none() || !x.pending.is_empty())
                 .count(),
             per_observer_median_s: round(median(&pairs), 3),
-            false_downs: s.false_downs,
-            downs_after_cut: s.downs_after_cut,
+            false_downs: s.forced_rejoins,
+            false_down_notices: s.false_downs,
+            rejoins_after_cut: s.rejoins_after_cut,
+            down_notices_after_cut: s.downs_after_cut,
             false_suspicions: s.false_suspicions,
             starved_suspicions: s.starved_suspicions,
             true_suspicions: s.true_suspicions,

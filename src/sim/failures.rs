@@ -63,18 +63,41 @@ impl World {
     }
 
     /// `observer` declared `id` down: counted as false when it is running and reachable, apart
-    /// when a partition has separated the two earlier in the run (SWIM's verdicts from the cut,
-    /// gossiped after the heal).
+    /// once a partition has begun (the cut-off side's verdicts, gossiped after the heal, reach
+    /// nodes that were never cut from their targets).
     pub(super) fn judge_down(&mut self, observer: usize, id: &NodeId) {
         if self.now < self.window.0 || !self.is_up_for(observer, id) {
             return;
         }
         let target = self.by_name[&id.name];
-        if self.were_cut(observer, target) {
+        if self.partition_begun() || self.were_cut(observer, target) {
             self.stats.downs_after_cut += 1;
         } else {
             self.stats.false_downs += 1;
         }
+    }
+
+    /// Node `n` was declared down while running and took a new identity (foca's rejoin): the
+    /// decision that cost it its records everywhere, counted once however many nodes saw it.
+    pub(super) fn rejoined(&mut self, n: usize, id: &NodeId) {
+        self.nodes[n].generation = id.generation;
+        if self.now < self.window.0 {
+            return;
+        }
+        if self.partition_begun() {
+            self.stats.rejoins_after_cut += 1;
+        } else {
+            self.stats.forced_rejoins += 1;
+        }
+    }
+
+    fn partition_begun(&self) -> bool {
+        let start = self.window.0;
+        self.sc
+            .sim
+            .partition
+            .iter()
+            .any(|p| start + secs(p.at_s) <= self.now)
     }
 
     /// True when a partition that has begun put `a` and `b` on different sides.

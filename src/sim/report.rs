@@ -418,7 +418,7 @@ impl Report {
             let _ = writeln!(
                 t,
                 "mesh: {name}: {} crashes declared down everywhere after {:.2} s median, {:.2} s at most \
-                 ({} not within the run; per observer {:.2} s median); false downs {} (and {} after a cut), false suspicions {} \
+                 ({} not within the run; per observer {:.2} s median); false downs {} ({} notices; after a cut {}, {} notices), false suspicions {} \
                  (and {} of starved nodes), true suspicions {}",
                 d.crashes,
                 d.median_s,
@@ -426,7 +426,9 @@ impl Report {
                 d.undetected,
                 d.per_observer_median_s,
                 d.false_downs,
-                d.downs_after_cut,
+                d.false_down_notices,
+                d.rejoins_after_cut,
+                d.down_notices_after_cut,
                 d.false_suspicions,
                 d.starved_suspicions,
                 d.true_suspicions

@@ -71,8 +71,12 @@ pub struct Stats {
     /// "Down" declared by an observer about a node that was running and reachable, in the window,
     /// the two never cut apart by a partition.
     pub false_downs: u64,
-    /// The same about a node a partition had cut off from the observer earlier.
+    /// The same once a partition had begun in the run.
     pub downs_after_cut: u64,
+    /// Running nodes declared down that took a new identity, in the window, before any partition.
+    pub forced_rejoins: u64,
+    /// The same once a partition had begun.
+    pub rejoins_after_cut: u64,
     /// Suspicions raised about a node that was running and reachable, in the window.
     pub false_suspicions: u64,
     /// Suspicions raised about a running, reachable node while it was CPU-starved, in the window.

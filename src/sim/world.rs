@@ -617,6 +617,7 @@ impl World {
                 self.stats.saw_down(observer, &id.name, now)
             }
             Event::Suspected(id) => self.judge_suspicion(observer, &id),
+            Event::Rejoined(id) => self.rejoined(observer, &id),
             Event::MemberUp(id) | Event::Renamed(_, id) => {
                 self.stats.saw_up(observer, &id.name, now)
             }
