@@ -87,12 +87,6 @@ impl MeshConfig {
         };
         swim.probe_period = period;
         swim.probe_rtt = rtt;
-        // foca 2.0.0 sends its "you were declared down" courtesy message (TurnUndead) whenever its
-        // suspicion timer fires, even when the member refuted meanwhile and is not declared down
-        // (lib.rs, Timer::ChangeSuspectToDown): a healthy member that gets it takes a new
-        // identity. Found by `petrel sim` (detection.toml: 26 such forced rejoins in 10 minutes);
-        // off, a member declared down learns it from the gossip instead.
-        swim.notify_down_members = false;
         // foca's own timer runs only at the first suspecter: a backstop past Lifeguard's longest.
         let (_, longest) = lifeguard.bounds(cluster_size.max(1000) as usize, period);
         swim.suspect_to_down_after = longest * 2;

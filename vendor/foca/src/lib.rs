@@ -712,11 +712,13 @@ where
                             member.incarnation() == incarnation
                         })
                     {
+                        // petrel: tell the member only when it was declared down (not after it refuted).
+                        let declared = summary.apply_successful;
                         self.handle_apply_summary(summary, as_down, true, &mut runtime)?;
                         // Member went down we might need to adjust our internal state
                         self.adjust_connection_state(&mut runtime);
 
-                        if self.config.notify_down_members {
+                        if declared && self.config.notify_down_members {
                             // As a courtesy, we send a lightweight message to the member
                             // we're declaring down so that if it manages to receive it,
                             // it can react accordingly
