@@ -1,4 +1,4 @@
-//! The proxy's whole per-request pick (`edge::candidates::pick`): read the mesh snapshot, apply
+//! The proxy's whole per-request pick (`pick::pick`): read the mesh snapshot, apply
 //! this edge's feedback and penalties, order the first 4 candidates. The app has 10 to 10,000
 //! instances over 14 regions, in a cluster that also holds 10,000 instances of other apps; loads
 //! are either mixed or at the soft limit in the three nearest regions (an overloaded neighbourhood).
@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use petrel::balance::{Feedback, Hints, FEEDBACK_TTL_MS};
+use petrel::balance::Hints;
 use petrel::cluster::Snapshot;
 use petrel::config::Strategy;
-use petrel::edge::candidates::{pick, Ask, Sources};
-use petrel::edge::Penalties;
+use petrel::pick::Penalties;
+use petrel::pick::{pick, Ask, Sources};
+use petrel::pick::{Feedback, FEEDBACK_TTL_MS};
 use petrel_mesh::{ClusterView, InstanceLoad, RemoteInstance};
 use rand::{RngExt, SeedableRng};
 

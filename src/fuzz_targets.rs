@@ -76,7 +76,7 @@ pub fn routing_headers(data: &[u8]) {
             headers.append(n, v);
         }
         if let Ok(v) = std::str::from_utf8(value) {
-            let _ = crate::edge::normalize_host(v.trim());
+            let _ = crate::routes::normalize_host(v.trim());
         }
     }
     let _ = crate::balance::Hints::from_headers(&headers);

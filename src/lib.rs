@@ -7,12 +7,14 @@
 //! - [`shutdown`]: the one drain signal, counted tasks, deadline.
 //! - [`handoff`]: `petrel run --upgrade`, listening sockets passed to a new process.
 //! - [`reload`]: SIGHUP / `POST /v1/reload`, validated and swapped atomically.
+//! - [`routes`]: the route table, Host → app and the app's settings.
 //! - [`state`]: the snapshots (`ArcSwap`) the request path reads without locks.
 //! - [`cluster`]: the mesh owner task (UDP, timers) and the snapshot it publishes.
 //! - [`topology`]: topology files and the RTT model behind `[simulate]`.
 //! - [`certs`]: edge certificates by SNI, reloaded whole.
 //! - [`http`]: what both hops share: a request's form for an instance, replayable requests.
 //! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
+//! - [`pick`]: one request's candidates (snapshot, penalties, owners' answers), for edge and sim.
 //! - [`balance`]: strategies as pure functions (closest, leastload, routing hints).
 //! - [`backhaul`]: node-to-node requests, owner-side admission and rejects.
 //! - [`session`]: resumable WebSocket sessions: hold, replay, re-attach across a region.
@@ -47,7 +49,9 @@ pub mod fuzz_targets;
 pub mod handoff;
 pub mod http;
 pub mod local;
+pub mod pick;
 pub mod reload;
+pub mod routes;
 pub mod session;
 pub mod shutdown;
 pub mod sim;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{self, ConfigErrors};
-use crate::edge::RouteTable;
+use crate::routes::RouteTable;
 use crate::state::{restart_only, EdgeSettings, NodeState};
 
 /// What a successful reload applied.

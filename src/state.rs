@@ -10,8 +10,9 @@ use http::HeaderValue;
 use crate::backhaul::BackhaulClient;
 use crate::cluster::SharedSnapshot;
 use crate::config::Config;
-use crate::edge::{Penalties, RouteTable};
 use crate::local::{LocalTable, Registry};
+use crate::pick::Penalties;
+use crate::routes::RouteTable;
 use crate::shutdown::Shutdown;
 
 /// Edge settings that a reload may change.
@@ -61,7 +62,7 @@ pub struct NodeState {
     /// Instances this edge recently saw refuse a connection or be unreachable.
     pub penalties: Penalties,
     /// Owners' load figures from backhaul answers and this edge's requests on the wire.
-    pub feedback: std::sync::Mutex<crate::balance::Feedback<Arc<str>>>,
+    pub feedback: std::sync::Mutex<crate::pick::Feedback<Arc<str>>>,
     /// Edge settings.
     pub settings: ArcSwap<EdgeSettings>,
     /// The drain signal.
@@ -118,8 +119,8 @@ impl NodeState {
             cluster: crate::cluster::empty(),
             backhaul,
             penalties: Penalties::default(),
-            feedback: std::sync::Mutex::new(crate::balance::Feedback::new(
-                crate::balance::FEEDBACK_TTL_MS,
+            feedback: std::sync::Mutex::new(crate::pick::Feedback::new(
+                crate::pick::FEEDBACK_TTL_MS,
             )),
             settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
             shutdown,

@@ -20,7 +20,7 @@ pub const AUTH: &str = "petrel-internal-auth";
 /// Owner's refusal: "full", "connect", "unknown", "down" or "auth" (owner → edge).
 pub const REJECT: &str = "petrel-internal-reject";
 /// The instance's load (owner → edge) with every answer: when it refused, or besides the request
-/// answered. The edge routes on it while fresh (`balance::Feedback`) instead of the gossiped one.
+/// answered. The edge routes on it while fresh (`pick::Feedback`) instead of the gossiped one.
 pub const LOAD: &str = "petrel-internal-load";
 
 /// Why an owner refused a backhaul request; nothing reached the instance in any of these cases.

@@ -16,10 +16,9 @@ use tokio::net::TcpListener;
 use super::protocol::{self, Reject};
 use crate::body::{boxed, empty, Body};
 use crate::cluster::Delays;
-use crate::edge::{Finish, ProxyError, Tracked};
 use crate::http::headers::{strip_hop_by_hop, wants_upgrade};
-use crate::http::ReplayableRequest;
 use crate::http::Side;
+use crate::http::{ExchangeError, ReplayableRequest};
 use crate::local::{send_to_instance, Outcome};
 use crate::state::NodeState;
 
@@ -106,7 +105,7 @@ pub async fn serve(
 
 /// The answer for a request that reached the instance and failed there: the same status and body
 /// the edge would give for a local instance (SPEC §6), under the request's id.
-fn owner_error(err: ProxyError, request: &http::HeaderMap) -> Response<Body> {
+fn owner_error(err: ExchangeError, request: &http::HeaderMap) -> Response<Body> {
     let rid = request
         .get("petrel-request-id")
         .cloned()
@@ -216,11 +215,11 @@ pub(super) async fn admit_and_forward(
             return reject(Reject::Connect, None);
         }
         Err(Outcome::Timeout) => {
-            return owner_error(ProxyError::Timeout(app.name.to_string()), out.headers());
+            return owner_error(ExchangeError::Timeout(app.name.to_string()), out.headers());
         }
         Err(Outcome::Failed(e)) => {
             tracing::info!(instance = %inst.id, error = %e, "instance exchange failed (backhaul)");
-            let err = ProxyError::Upstream {
+            let err = ExchangeError::Upstream {
                 app: app.name.to_string(),
                 detail: e.to_string(),
             };
@@ -229,7 +228,7 @@ pub(super) async fn admit_and_forward(
     };
     let mut resp = resp;
     if let Err(why) = crate::http::headers::response_framing(resp.status(), resp.headers_mut()) {
-        let err = ProxyError::Upstream {
+        let err = ExchangeError::Upstream {
             app: app.name.to_string(),
             detail: why.into(),
         };
@@ -267,7 +266,7 @@ pub(super) async fn admit_and_forward(
             // Read ahead of the edge, so an edge whose client reads slowly lets the instance go.
             let body =
                 crate::http::read_ahead(boxed(body), slot, settings.response_buffering, None);
-            Response::from_parts(parts, boxed(Tracked::new(body, Finish::hold(None))))
+            Response::from_parts(parts, boxed(crate::http::Tracked::new(body, ())))
         }
     }
 }

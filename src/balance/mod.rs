@@ -3,12 +3,10 @@
 //! The same code runs in the node, the simulator and the benches. Nothing here reads a clock,
 //! locks, awaits or touches a socket.
 
-mod feedback;
 mod hints;
 mod index;
 mod resort;
 
-pub use feedback::{Feedback, FEEDBACK_TTL_MS};
 pub use hints::{Hints, ROUTING_HEADERS};
 pub use index::{select_closest, ClosestIndex, ClosestWalk};
 pub use resort::{last_resort, LAST_RESORT_FROM};

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 
-use super::candidates::Remote;
 use super::error::ProxyError;
 use super::server::ConnCtx;
 use super::AppRoute;
@@ -14,9 +13,11 @@ use crate::backhaul::protocol::{self, Reject};
 use crate::backhaul::BackhaulError;
 use crate::body::{boxed, Body};
 use crate::config::LimitType;
+use crate::http::ExchangeError;
 use crate::http::Side;
 use crate::http::{InstanceForm, ReplayableRequest};
 use crate::local::{send_to_instance, ConnectError, Instance, Outcome, Slot};
+use crate::pick::Remote;
 use crate::state::{EdgeSettings, NodeState};
 use crate::telemetry::RetryReason;
 use crate::trace::ConnectMark;
@@ -95,7 +96,9 @@ pub(super) async fn local(
             inst.mark_unreachable(ctx.unreachable_until());
             Step::Next(RetryReason::Connect, Miss::Instance(e))
         }
-        Err(Outcome::Timeout) => Step::Fatal(ProxyError::Timeout(ctx.app.name.to_string())),
+        Err(Outcome::Timeout) => Step::Fatal(ProxyError::from(ExchangeError::Timeout(
+            ctx.app.name.to_string(),
+        ))),
         Err(Outcome::Failed(e)) => Step::Fatal(failed(ctx, &e)),
     }
 }
@@ -128,10 +131,10 @@ fn failed(ctx: &Ctx<'_>, e: &(dyn std::error::Error + 'static)) -> ProxyError {
         }
         _ => e.to_string(),
     };
-    ProxyError::Upstream {
+    ProxyError::from(ExchangeError::Upstream {
         app: ctx.app.name.to_string(),
         detail,
-    }
+    })
 }
 
 /// How often a request waiting on an owner checks that the owner still answers mesh pings.
@@ -202,7 +205,11 @@ pub(super) async fn remote(
         }
     };
     let resp = match sent {
-        Err(_) => return Step::Fatal(ProxyError::Timeout(ctx.app.name.to_string())),
+        Err(_) => {
+            return Step::Fatal(ProxyError::from(ExchangeError::Timeout(
+                ctx.app.name.to_string(),
+            )))
+        }
         Ok(Err(e @ (BackhaulError::Connect(..) | BackhaulError::NotSent(..)))) => {
             node.penalties.mark(&r.id, ctx.unreachable_until());
             return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
@@ -212,7 +219,7 @@ pub(super) async fn remote(
             // The owner (or its link) failed before any response: an idempotent request may be
             // sent again elsewhere (RFC 9110 §9.2.2), as Envoy's `retry_on: reset` does; the
             // caller checks that its body can still be replayed.
-            let owner_fault = matches!(err, ProxyError::Upstream { .. })
+            let owner_fault = matches!(err, ProxyError::Exchange(ExchangeError::Upstream { .. }))
                 && !ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed);
             if may_leave && owner_fault {
                 // No penalty: a pooled connection that broke (a healed partition) says nothing

@@ -1,4 +1,5 @@
-//! Response bodies that hold the instance's load slot and record metrics when the exchange really ends.
+//! What the edge records when a response really ends (held in an `http::Tracked` body), and the
+//! timing of request bodies.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,24 +13,6 @@ use super::AppRoute;
 use crate::body::BoxError;
 use crate::local::Slot;
 use crate::trace::Trace;
-
-pin_project_lite::pin_project! {
-    /// Streams an instance's response to the client; when it ends (or the client goes away) the
-    /// slot is released and the request is counted, so a slow download stays "in flight".
-    pub struct Tracked<B> {
-        #[pin]
-        inner: B,
-        done: Option<Finish>,
-    }
-
-    impl<B> PinnedDrop for Tracked<B> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(f) = this.project().done.take() {
-                f.finish();
-            }
-        }
-    }
-}
 
 /// What to record when a response ends.
 pub struct Finish {
@@ -46,11 +29,17 @@ pub struct Finish {
     /// The request's timeline (edge side only).
     pub trace: Option<Trace>,
     /// The request's place in its client's `per_client` count, given back at the end.
-    pub client: Option<super::per_client::ClientSlot>,
+    pub client: Option<crate::routes::per_client::ClientSlot>,
 }
 
-impl Finish {
-    fn finish(self) {
+impl crate::http::OnEnd for Finish {
+    fn count_out(&mut self, bytes: usize) {
+        if let Some(t) = self.trace.as_mut() {
+            t.count_out(bytes);
+        }
+    }
+
+    fn end(self) {
         if let Some(app) = &self.app {
             let now = Instant::now();
             app.metrics.response_body((now - self.head).as_secs_f64());
@@ -61,77 +50,6 @@ impl Finish {
         if let Some(t) = self.trace {
             t.finish(Instant::now(), self.status);
         }
-    }
-
-    /// Only holds `slot` until the body ends (owner side of the backhaul; the edge counts).
-    pub fn hold(slot: Option<Slot>) -> Self {
-        let now = Instant::now();
-        Self {
-            app: None,
-            slot,
-            status: 0,
-            start: now,
-            head: now,
-            trace: None,
-            client: None,
-        }
-    }
-}
-
-impl<B> Tracked<B> {
-    /// Wraps `inner`; `done` runs once at end of stream or drop.
-    pub fn new(inner: B, done: Finish) -> Self {
-        Self {
-            inner,
-            done: Some(done),
-        }
-    }
-}
-
-impl<B> HttpBody for Tracked<B>
-where
-    B: HttpBody<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let mut r = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &mut r {
-            if let Some(t) = frame.trailers_mut() {
-                crate::http::headers::sanitize_trailers(t);
-            }
-        }
-        match &r {
-            Poll::Ready(None) => {
-                if let Some(f) = this.done.take() {
-                    f.finish();
-                }
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(t)) = (
-                    frame.data_ref(),
-                    this.done.as_mut().and_then(|f| f.trace.as_mut()),
-                ) {
-                    t.count_out(data.len());
-                }
-            }
-            _ => {}
-        }
-        r.map_err(Into::into)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -2,7 +2,8 @@
 
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::body::{full, Body};
+use crate::body::Body;
+use crate::http::{plain, ExchangeError};
 use crate::local::ConnectError;
 use crate::telemetry::Phase;
 
@@ -59,7 +60,7 @@ pub enum ProxyError {
     },
     /// The app requires a token (`[http_service.auth]`) and the request's is missing or invalid.
     #[error("unauthorized: {}", .0.as_str())]
-    Unauthorized(super::auth::AuthError),
+    Unauthorized(crate::routes::auth::AuthError),
     /// A WebSocket asked to resume a session no node of this region holds (expired, ended, or
     /// never begun).
     #[error("session {id:?} of app {app:?} is not held in this region (it expired, ended or never began)")]
@@ -127,17 +128,9 @@ pub enum ProxyError {
         /// Where the replay asked for ("in iad, ord", "anywhere").
         target: String,
     },
-    /// The instance did not start its response in time.
-    #[error("app {0:?} took too long to respond")]
-    Timeout(String),
-    /// The exchange with the instance failed after the request was sent.
-    #[error("app {app:?} failed: {detail}")]
-    Upstream {
-        /// The app.
-        app: String,
-        /// What went wrong.
-        detail: String,
-    },
+    /// The exchange with an instance failed after the request was sent (timeout or broken).
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
 }
 
 impl ProxyError {
@@ -163,10 +156,8 @@ impl ProxyError {
             | ProxyError::AtCapacity(_)
             | ProxyError::ForcedUnknown(_)
             | ProxyError::ForcedUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. }
-            | ProxyError::Backhaul { .. }
-            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect { .. } | ProxyError::Backhaul { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Exchange(e) => e.status(),
         }
     }
 
@@ -195,26 +186,22 @@ impl ProxyError {
             ProxyError::TooManyRequests { .. } => Phase::ClientLimit,
             ProxyError::Unauthorized(_) => Phase::Auth,
             ProxyError::Backhaul { .. } => Phase::BackhaulConnect,
-            ProxyError::Timeout(_) | ProxyError::BodyTimeout => Phase::Timeout,
-            ProxyError::Upstream { .. } => Phase::Upstream,
+            ProxyError::Exchange(ExchangeError::Timeout(_)) | ProxyError::BodyTimeout => {
+                Phase::Timeout
+            }
+            ProxyError::Exchange(ExchangeError::Upstream { .. }) => Phase::Upstream,
         }
     }
 
     /// True when no byte reached any instance, so the client may safely send the request again.
     pub fn retry_safe(&self) -> bool {
-        !matches!(self, ProxyError::Timeout(_) | ProxyError::Upstream { .. })
+        !matches!(self, ProxyError::Exchange(_))
     }
 
     /// The response petrel sends for this error.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<Body> {
-        let mut r = Response::new(full(format!("{self}\n")));
-        *r.status_mut() = self.status();
+        let mut r = plain(self.status(), format!("{self}\n"), request_id);
         let h = r.headers_mut();
-        h.insert(
-            "content-type",
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert("petrel-request-id", request_id.clone());
         if matches!(
             self,
             ProxyError::AtCapacity(_)
@@ -256,8 +243,9 @@ mod tests {
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
         assert_eq!(ProxyError::NoRoute("x".into()).status(), 404);
-        assert_eq!(ProxyError::Timeout("a".into()).status(), 504);
-        assert!(!ProxyError::Timeout("a".into()).retry_safe());
+        let timeout = ProxyError::from(ExchangeError::Timeout("a".into()));
+        assert_eq!(timeout.status(), 504);
+        assert!(!timeout.retry_safe());
         assert!(ProxyError::AtCapacity("a".into()).retry_safe());
     }
 }

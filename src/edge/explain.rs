@@ -4,10 +4,10 @@
 
 use serde_json::{json, Value};
 
-use super::candidates::{self, Ask, Candidate, Target};
-use super::routes::normalize_host;
 use crate::balance::Hints;
 use crate::config::Strategy;
+use crate::pick::candidates::{self, Ask, Candidate, Target};
+use crate::routes::normalize_host;
 use crate::state::NodeState;
 
 /// Where a candidate stands for a new request.

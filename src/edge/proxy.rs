@@ -11,12 +11,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::attempt::{self, Ctx, Miss, Step};
-use super::body::{Finish, TimedUpload, Tracked};
-use super::candidates::{self, Ask, Candidate, Picked, Target};
+use super::body::{Finish, TimedUpload};
 use super::error::ProxyError;
 use super::fly_replay::{Fallback, Replay, MAX_REPLAYS};
 use super::retry::{self, Retry, Transport, Try};
-use super::routes::normalize_host;
 use super::server::ConnCtx;
 use super::session::Resumed;
 use super::AppRoute;
@@ -27,9 +25,13 @@ use crate::http::headers::{
     add_forwarding, ambiguous_framing, append_via, malformed_target, max_forwards, missing_host,
     response_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
 };
+use crate::http::ExchangeError;
 use crate::http::ReplayableRequest;
+use crate::http::Tracked;
 use crate::http::{splice, Ending, Side};
 use crate::local::Slot;
+use crate::pick::candidates::{self, Ask, Candidate, Picked, Target};
+use crate::routes::normalize_host;
 use crate::session::Ask as SessionAsk;
 use crate::state::{EdgeSettings, NodeState};
 use crate::telemetry::{node_metrics, AppMetrics};
@@ -334,7 +336,7 @@ async fn until_answered(
 fn per_client(
     app: &AppRoute,
     conn: &ConnCtx,
-) -> Result<Option<super::per_client::ClientSlot>, ProxyError> {
+) -> Result<Option<crate::routes::per_client::ClientSlot>, ProxyError> {
     let Some(t) = &app.per_client else {
         return Ok(None);
     };
@@ -500,10 +502,10 @@ async fn try_candidates(
         response_framing(status, resp.headers_mut())
     };
     if let Err(why) = fault {
-        return Err(ProxyError::Upstream {
+        return Err(ProxyError::from(ExchangeError::Upstream {
             app: app.name.to_string(),
             detail: why.into(),
-        });
+        }));
     }
     t.head(TraceTarget {
         instance: cand.target.id().to_string(),
@@ -677,18 +679,20 @@ impl ReplayState {
                 )),
                 _ => Ok(r),
             })
-            .map_err(|detail| ProxyError::Upstream {
-                app: app.clone(),
-                detail: format!("malformed fly-replay: {detail}"),
+            .map_err(|detail| {
+                ProxyError::from(ExchangeError::Upstream {
+                    app: app.clone(),
+                    detail: format!("malformed fly-replay: {detail}"),
+                })
             })?;
         if !proto.can_replay() {
-            return Err(ProxyError::Upstream {
+            return Err(ProxyError::from(ExchangeError::Upstream {
                 app,
                 detail: format!(
                     "fly-replay asked, but the request body is over {} bytes and cannot be replayed",
                     crate::http::REPLAY_LIMIT
                 ),
-            });
+            }));
         }
         let h = proto.headers_mut();
         h.remove("fly-replay-failed");
@@ -919,7 +923,7 @@ struct Ends {
     /// Its timeline.
     trace: Option<Trace>,
     /// Its place in the client's `per_client` count.
-    client: Option<super::per_client::ClientSlot>,
+    client: Option<crate::routes::per_client::ClientSlot>,
     /// The client spoke HTTP/2 (a cancelled response resets a stream, not the connection).
     client_h2: bool,
     /// The session a WebSocket begins, if any.

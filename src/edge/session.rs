@@ -11,11 +11,11 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::error::ProxyError;
-use super::routes::AppRoute;
 use crate::backhaul::protocol;
 use crate::body::{empty, Body};
 use crate::http::{splice, Ending, Side};
 use crate::local::Slot;
+use crate::routes::AppRoute;
 use crate::session::{Ask, AttachError, Found, Reservation, Sessions, Start};
 use crate::state::NodeState;
 use crate::telemetry::{node_metrics, session_metrics};

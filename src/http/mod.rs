@@ -4,17 +4,21 @@
 //! Imports neither `edge/` nor `backhaul/`.
 
 mod accept;
+mod answer;
 mod buffering;
 pub mod headers;
 mod replay;
 mod side;
 mod splice;
 mod target;
+mod tracked;
 mod wsframe;
 
 pub use accept::{next_conn, Limited};
+pub use answer::{plain, ExchangeError};
 pub use buffering::{read_ahead, Buffering, OnCancel};
 pub use replay::{is_idempotent, Replayable, ReplayableRequest, REPLAY_LIMIT};
 pub use side::{read_some, Io, Side, RELAY_BUF};
 pub use splice::{splice, Ending};
 pub use target::{declare_unsized_body, for_h2, for_http1, to_fly_names, InstanceForm};
+pub use tracked::{OnEnd, Tracked};

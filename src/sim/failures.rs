@@ -163,7 +163,7 @@ impl World {
         node.mesh = None;
         node.timer_at = Nanos::MAX;
         node.penalties.clear();
-        node.feedback = crate::balance::Feedback::new(super::world::FEEDBACK_TTL);
+        node.feedback = crate::pick::Feedback::new(super::world::FEEDBACK_TTL);
         for v in node.remote.iter_mut() {
             v.changes = u64::MAX;
             v.list.clear();

@@ -17,7 +17,7 @@ use super::policy::Policy;
 use super::queue::{ms, secs, Nanos, Queue};
 use super::scenario::Scenario;
 use super::stats::Stats;
-use crate::balance::{Feedback, FEEDBACK_TTL_MS};
+use crate::pick::{Feedback, FEEDBACK_TTL_MS};
 
 /// How often a node reports its instances' load to its mesh core (as the node's driver does).
 pub const SAMPLE_EVERY: Nanos = 50_000_000;

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use petrel_mesh::RemoteInstance;
 use rand::Rng;
 
-use crate::balance::{self, ClosestWalk, Empty, Feedback, Hints, View};
+use super::{Feedback, Penalties};
+use crate::balance::{self, ClosestWalk, Empty, Hints, View};
 use crate::cluster::{Snapshot, UNMEASURED_RTT_MS};
 use crate::config::Strategy;
-use crate::edge::{AppRoute, Penalties};
-use crate::local::{Instance, LocalTable};
-use crate::state::NodeState;
+use crate::local::Instance;
+use crate::routes::AppRoute;
 
 /// Where an instance lives.
 #[derive(Clone)]
@@ -365,26 +365,6 @@ fn remote_candidate(r: &RemoteInstance, load: u32) -> Candidate {
         soft: r.load.soft,
         hard: r.load.hard,
         healthy: r.load.healthy,
-    }
-}
-
-impl NodeState {
-    /// What a pick for `app` reads on this node now.
-    pub fn sources<'a>(
-        &'a self,
-        app: &str,
-        local: &'a LocalTable,
-        snap: &'a Snapshot,
-        now_ms: u64,
-    ) -> Sources<'a> {
-        Sources {
-            region: &self.region,
-            locals: local.for_app(app),
-            snap,
-            feedback: &self.feedback,
-            penalties: &self.penalties,
-            now_ms,
-        }
     }
 }
 

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use crate::config::{AppConfig, LimitType, Strategy};
 use crate::telemetry::AppMetrics;
 
+pub mod auth;
+pub mod per_client;
+
 /// One app as the request path sees it.
 pub struct AppRoute {
     /// App name.
@@ -37,9 +40,9 @@ pub struct AppRoute {
     /// Fly's response header rules: set these values (`Some`), or remove the header (`None`).
     pub response_headers: Vec<(http::HeaderName, Option<Vec<http::HeaderValue>>)>,
     /// In-flight requests per client IP, when the app limits them.
-    pub per_client: Option<Arc<super::per_client::PerClient>>,
+    pub per_client: Option<Arc<per_client::PerClient>>,
     /// The app's token check (`[http_service.auth]`), if it has one.
-    pub auth: Option<Arc<super::auth::Verifier>>,
+    pub auth: Option<Arc<auth::Verifier>>,
     /// Resumable WebSockets (`[http_service.sessions] resume = true`), if the app has them.
     pub sessions: Option<crate::session::SessionConfig>,
 }
@@ -99,11 +102,11 @@ impl RouteTable {
                 per_client: svc
                     .concurrency
                     .per_client
-                    .map(|n| Arc::new(super::per_client::PerClient::new(n))),
+                    .map(|n| Arc::new(per_client::PerClient::new(n))),
                 auth: svc
                     .auth
                     .as_ref()
-                    .and_then(super::auth::Verifier::new)
+                    .and_then(auth::Verifier::new)
                     .map(Arc::new),
                 sessions: svc.sessions.resume.then(|| crate::session::SessionConfig {
                     hold: svc.sessions.hold.get(),
