@@ -5,7 +5,7 @@
 //! `closest` walks the app's RTT index; `leastload` reads every instance of the app.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -73,7 +73,7 @@ fn snapshot(n: usize, near_full: bool) -> Snapshot {
 
 fn bench(c: &mut Criterion) {
     let region: Arc<str> = "r00".into();
-    let feedback = Mutex::new(Feedback::new(FEEDBACK_TTL_MS));
+    let feedback = Feedback::new(FEEDBACK_TTL_MS);
     let penalties = Penalties::default();
     let hints = Hints::default();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);

@@ -60,9 +60,9 @@ pub struct NodeState {
     /// Connections to other nodes' backhaul.
     pub backhaul: BackhaulClient,
     /// Instances this edge recently saw refuse a connection or be unreachable.
-    pub penalties: Penalties,
+    pub penalties: Penalties<Arc<str>>,
     /// Owners' load figures from backhaul answers and this edge's requests on the wire.
-    pub feedback: std::sync::Mutex<crate::pick::Feedback<Arc<str>>>,
+    pub feedback: crate::pick::Feedback<Arc<str>>,
     /// Edge settings.
     pub settings: ArcSwap<EdgeSettings>,
     /// The drain signal.
@@ -119,9 +119,7 @@ impl NodeState {
             cluster: crate::cluster::empty(),
             backhaul,
             penalties: Penalties::default(),
-            feedback: std::sync::Mutex::new(crate::pick::Feedback::new(
-                crate::pick::FEEDBACK_TTL_MS,
-            )),
+            feedback: crate::pick::Feedback::new(crate::pick::FEEDBACK_TTL_MS),
             settings: ArcSwap::from_pointee(EdgeSettings::from_config(cfg)),
             shutdown,
             admin_token: cfg.node.admin.token.clone(),
@@ -191,7 +189,7 @@ impl EdgeSettings {
                 response: cfg.node.edge.response_timeout.get(),
                 pool_idle: cfg.node.edge.pool_idle_timeout.get(),
             },
-            unreachable_for: Duration::from_secs(2),
+            unreachable_for: crate::pick::UNREACHABLE_FOR,
             peer_silence: cfg.node.backhaul.peer_silence_limit.map_or(
                 match cfg.node.mesh.profile {
                     crate::config::MeshProfile::Lan => Duration::from_millis(1500),

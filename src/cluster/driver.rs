@@ -13,12 +13,12 @@ use super::metrics::MeshMetrics;
 use super::{Delays, Snapshot};
 use crate::state::NodeState;
 
-/// How often local loads are sampled and fed to the mesh.
-const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+/// How often local loads are sampled and fed to the mesh (`petrel sim` uses it too).
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// Every this many samples (1 s) expired penalties and load figures are dropped.
 const SWEEP_EVERY_TICKS: u64 = 20;
-/// Least time between two published snapshots.
-const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+/// Least time between two published snapshots (`petrel sim` uses it too).
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// How often to knock on the seeds again while no member is known.
 const REJOIN_EVERY: Duration = Duration::from_millis(500);
 /// A turn slower than this is logged.
@@ -128,7 +128,7 @@ async fn run(
                     // The edge's short-lived marks: forgotten once they no longer count.
                     let now_ms = node.now_ms();
                     node.penalties.sweep(now_ms);
-                    node.feedback.lock().expect("feedback lock").sweep(now_ms);
+                    node.feedback.sweep(now_ms, crate::pick::FEEDBACK_IDLE_MS);
                 }
                 let alone = node.cluster.load().view.members.iter().all(|m| m.state == petrel_mesh::MemberState::Down);
                 if alone && !seeds.is_empty() && last_join.elapsed() >= REJOIN_EVERY {

@@ -12,7 +12,7 @@ use foldhash::HashMap;
 
 use crate::balance::ClosestIndex;
 
-pub use driver::{spawn, MeshSetup};
+pub use driver::{spawn, MeshSetup, PUBLISH_EVERY, SAMPLE_EVERY};
 pub use simulate::Delays;
 
 /// RTT assumed for a member not measured yet: far enough that measured ones win.

@@ -176,11 +176,8 @@ pub(super) async fn remote(
     // off): sent twice, it has the effect of once (RFC 9110 §9.2.2). Others wait on.
     let may_leave = !ctx.upgrade && crate::http::is_idempotent(req.method(), req.headers());
     let sent_ms = node.now_ms();
-    node.feedback.lock().expect("feedback lock").sent(
-        r.id.clone(),
-        sent_ms,
-        sent_ms + (r.rtt_ms / 2.0) as u64,
-    );
+    node.feedback
+        .sent(r.id.clone(), sent_ms, sent_ms + (r.rtt_ms / 2.0) as u64);
     let send = tokio::time::timeout(
         ctx.settings.upstream.response,
         node.backhaul
@@ -239,10 +236,7 @@ pub(super) async fn remote(
         _ => protocol::load(resp.headers()),
     };
     if let Some(load) = told {
-        node.feedback
-            .lock()
-            .expect("feedback lock")
-            .answered(r.id.clone(), load, node.now_ms());
+        node.feedback.answered(r.id.clone(), load, node.now_ms());
     }
     match reject {
         None => Step::Done(resp, side, None),

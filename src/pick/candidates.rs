@@ -4,12 +4,12 @@
 //! in the mesh snapshot and reads only the nearest instances it needs.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use petrel_mesh::RemoteInstance;
 use rand::Rng;
 
-use super::{Feedback, Penalties};
+use super::{Feedback, Penalties, Reader};
 use crate::balance::{self, ClosestWalk, Empty, Hints, View};
 use crate::cluster::{Snapshot, UNMEASURED_RTT_MS};
 use crate::config::Strategy;
@@ -93,9 +93,9 @@ pub struct Sources<'a> {
     /// The mesh snapshot.
     pub snap: &'a Snapshot,
     /// Owners' load figures from answers, and this edge's requests on the wire.
-    pub feedback: &'a Mutex<Feedback<Arc<str>>>,
+    pub feedback: &'a Feedback<Arc<str>>,
     /// Instances recently seen full or unreachable.
-    pub penalties: &'a Penalties,
+    pub penalties: &'a Penalties<Arc<str>>,
     /// Node clock, ms.
     pub now_ms: u64,
 }
@@ -183,7 +183,7 @@ pub fn pick<R: Rng + ?Sized>(
         return pick_closest(src, ask, budget, rng);
     }
     let all = AppViews::read(src, ask);
-    let order = balance::select_top(ask.strategy, &all.views, hints, rng, budget)?;
+    let order = super::order(ask.strategy, &all.views, hints, budget, rng)?;
     Ok(Picked {
         candidates: order.iter().map(|&n| all.candidate(src, ask, n)).collect(),
         order: (0..order.len()).collect(),
@@ -206,8 +206,8 @@ fn pick_closest<R: Rng + ?Sized>(
     }
     let instances = &src.snap.view.instances;
     let index = src.snap.app(ask.app);
-    // One short hold of the lock, over the buckets read and the candidates built.
-    let feedback = index.map(|_| src.feedback.lock().expect("feedback lock"));
+    // One load of the feedback map, over the buckets read and the candidates built.
+    let feedback = index.map(|_| src.feedback.read());
     let remote_load = |r: &RemoteInstance| match &feedback {
         Some(f) => remote_load(src, r, f),
         None => r.load.load,
@@ -266,8 +266,7 @@ impl<'a> AppViews<'a> {
                 .map(|(i, &load)| local_view(src, ask, i, load)),
         );
         if !positions.is_empty() {
-            // One short hold of the lock, only over this app's remote instances.
-            let feedback = src.feedback.lock().expect("feedback lock");
+            let feedback = src.feedback.read();
             views.extend(positions.iter().map(|&p| {
                 let r = &src.snap.view.instances[p as usize];
                 remote_view(r, remote_load(src, r, &feedback))
@@ -292,25 +291,13 @@ impl<'a> AppViews<'a> {
     }
 }
 
-/// A local instance's live load; full while this edge holds a penalty against it.
 fn local_load(src: &Sources<'_>, ask: Ask<'_>, i: &Instance) -> u32 {
-    let load = i.load();
-    if src.penalties.active(&i.id, src.now_ms) {
-        load.max(ask.hard)
-    } else {
-        load
-    }
+    super::local_load(src.penalties, &*i.id, i.load(), ask.hard, src.now_ms)
 }
 
-/// A remote instance's load as this edge best knows it: the owner's last answer or this edge's
-/// requests on the wire while fresh, else gossip; full while this edge holds a penalty against it.
-fn remote_load(src: &Sources<'_>, r: &RemoteInstance, feedback: &Feedback<Arc<str>>) -> u32 {
-    let load = feedback.estimate(&*r.load.id, r.load.load, src.now_ms);
-    if src.penalties.active(&r.load.id, src.now_ms) {
-        load.max(r.load.hard)
-    } else {
-        load
-    }
+fn remote_load(src: &Sources<'_>, r: &RemoteInstance, feedback: &Reader<'_, Arc<str>>) -> u32 {
+    let l = &r.load;
+    super::remote_load(src.penalties, feedback, &*l.id, l.load, l.hard, src.now_ms)
 }
 
 fn local_view<'a>(src: &'a Sources<'_>, ask: Ask<'_>, i: &'a Instance, load: u32) -> View<'a> {
@@ -396,7 +383,7 @@ pub fn last_resort(
         return; // an instance picked earlier is gone from the snapshot: keep the order as it is
     };
     let before = at[budget - 1];
-    balance::last_resort(ask.strategy, &all.views, &mut at, budget, &mut rand::rng());
+    super::last_resort(ask.strategy, &all.views, &mut at, budget, &mut rand::rng());
     if at[budget - 1] != before {
         candidates.push(all.candidate(src, ask, at[budget - 1]));
         order[budget - 1] = candidates.len() - 1;
@@ -437,12 +424,48 @@ mod tests {
             .collect();
         // Same order as the pick's views (its random tie-breaks are by position): the app's index.
         let positions = src.snap.app(ask.app).map_or(&[][..], |x| x.positions());
-        let feedback = src.feedback.lock().expect("feedback lock");
+        let feedback = src.feedback.read();
         for &p in positions {
             let r = &src.snap.view.instances[p as usize];
             out.push(remote_candidate(r, remote_load(src, r, &feedback)));
         }
         out
+    }
+
+    /// The same instances as `petrel sim` hands them to the pick: figures before this edge's
+    /// marks, which `super::views` applies.
+    fn simulated_views<'a>(src: &'a Sources<'_>, ask: Ask<'_>) -> Vec<View<'a>> {
+        let mut seen: Vec<super::super::Seen<'a, Arc<str>>> = src
+            .locals
+            .iter()
+            .map(|i| super::super::Seen {
+                key: i.id.clone(),
+                id: &i.id,
+                region: src.region,
+                rtt_ms: 0.0,
+                load: i.load(),
+                soft: ask.soft,
+                hard: ask.hard,
+                healthy: i.accepts_work(src.now_ms),
+                local: true,
+            })
+            .collect();
+        let positions = src.snap.app(ask.app).map_or(&[][..], |x| x.positions());
+        seen.extend(positions.iter().map(|&p| {
+            let r = &src.snap.view.instances[p as usize];
+            super::super::Seen {
+                key: r.load.id.clone(),
+                id: &r.load.id,
+                region: &r.region,
+                rtt_ms: r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS),
+                load: r.load.load,
+                soft: r.load.soft,
+                hard: r.load.hard,
+                healthy: r.load.healthy,
+                local: false,
+            }
+        }));
+        super::super::views(&seen, src.penalties, src.feedback, src.now_ms)
     }
 
     /// What decides a candidate's place under `closest`: tier, RTT bucket, load.
@@ -451,8 +474,10 @@ mod tests {
         (c.load >= c.soft, b, c.load)
     }
 
+    /// The proxy's pick (the indexed walk, and reading every instance) against the reference, and
+    /// the simulator's input to the same pick against the proxy's views.
     #[test]
-    fn the_indexed_walk_picks_what_reading_every_instance_picks() {
+    fn the_indexed_walk_and_the_simulator_pick_what_reading_every_instance_picks() {
         let mut gen = SmallRng::seed_from_u64(3);
         let region: Arc<str> = "r0".into();
         let locals: Vec<Arc<Instance>> = (0..2)
@@ -479,7 +504,7 @@ mod tests {
                 instances.push(remote(app, i, rtt, load, healthy));
             }
             // The edge knows better about some: an owner's answer, a request on the wire, a penalty.
-            let mut fb = Feedback::new(1_000);
+            let fb = Feedback::new(1_000);
             let penalties = Penalties::default();
             for r in &instances {
                 match gen.random_range(0..8) {
@@ -500,18 +525,26 @@ mod tests {
                 },
                 Instant::now(),
             );
-            let feedback = Mutex::new(fb);
             let src = Sources {
                 region: &region,
                 locals: &locals,
                 snap: &snap,
-                feedback: &feedback,
+                feedback: &fb,
                 penalties: &penalties,
                 now_ms: 60,
             };
             let budget = gen.random_range(1..6);
             let walked = pick(&src, ask, &Hints::default(), budget, &mut gen);
             let all = collect(&src, ask);
+            // What `petrel sim` gives the pick (`super::Seen`, loads before marks) comes out as
+            // the very views the proxy routes on.
+            let simulated = simulated_views(&src, ask);
+            let proxied: Vec<_> = all.iter().map(Candidate::view).collect();
+            assert_eq!(
+                format!("{simulated:?}"),
+                format!("{proxied:?}"),
+                "round {round}"
+            );
             let views: Vec<_> = all.iter().map(Candidate::view).collect();
             let read = balance::select_top(
                 Strategy::Closest,

@@ -6,9 +6,17 @@
 //! work has a figure one RTT/2 old instead. Requests this edge sent that have not reached the owner
 //! yet are in no figure at all: they are added, each until its expected arrival (send time plus
 //! half the RTT). Pure and clock-free: the caller passes time, in any unit, the same throughout.
+//!
+//! Lock-free: the request path reads and writes atomics in a per-instance cell found through an
+//! `ArcSwap`ed map; only the first request to an instance (and the sweep) copies the map.
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 /// How long an owner's figure counts at the edge, ms. A "full" answer skips the instance this long
 /// unless a newer answer comes first; after it, gossip (a ping interval old) is used again. Short:
@@ -16,94 +24,185 @@ use std::hash::Hash;
 /// clusters: 3 regions × 4 instances under overload, 80% success at 1 s, 100% at 200 ms).
 pub const FEEDBACK_TTL_MS: u64 = 200;
 
-/// One instance's figures.
-#[derive(Debug, Default)]
-struct Entry {
-    /// Load in the owner's last answer and when it arrived; `None` before any.
-    told: Option<(u32, u64)>,
-    /// Expected arrival times of requests on the wire, in sending order.
-    on_wire: VecDeque<u64>,
+/// An instance this edge has neither sent to nor heard from for this long, ms, loses its cell
+/// at the next sweep.
+pub const FEEDBACK_IDLE_MS: u64 = 10_000;
+
+/// Requests on the wire counted per instance: a ring of expected arrival times. More than this
+/// many sent to one instance within half an RTT count as this many (the instance then looks busy
+/// anyway: hard limits are usually below it).
+pub const ON_WIRE_SLOTS: usize = 32;
+
+/// "No figure yet" in [`Cell::told_at`].
+const NEVER: u64 = u64::MAX;
+
+/// One instance's figures, all atomics: written by the requests that send to it and read them.
+#[derive(Debug)]
+struct Cell {
+    /// Load in the owner's last answer.
+    told_load: AtomicU32,
+    /// When it arrived; [`NEVER`] before any. Written after `told_load`, so a reader that sees a
+    /// new time sees at worst the previous load (both are estimates).
+    told_at: AtomicU64,
+    /// Expected arrival times of requests on the wire (0: empty slot).
+    on_wire: [AtomicU64; ON_WIRE_SLOTS],
+    /// Next ring slot to write.
+    next: AtomicUsize,
+    /// Last time anything was written, for the sweep.
+    touched: AtomicU64,
 }
 
-impl Entry {
-    /// Drops arrivals passed, from the front (an RTT that grew can leave a later one behind an
-    /// earlier one for a while; `estimate` counts by time, so that costs memory only).
-    fn prune(&mut self, now: u64) {
-        while self.on_wire.front().is_some_and(|&t| t <= now) {
-            self.on_wire.pop_front();
+impl Cell {
+    fn new() -> Self {
+        Self {
+            told_load: AtomicU32::new(0),
+            told_at: AtomicU64::new(NEVER),
+            on_wire: std::array::from_fn(|_| AtomicU64::new(0)),
+            next: AtomicUsize::new(0),
+            touched: AtomicU64::new(0),
         }
     }
 
-    fn is_idle(&self, now: u64, ttl: u64) -> bool {
-        self.on_wire.is_empty() && self.told.is_none_or(|(_, at)| at + ttl <= now)
+    fn on_wire(&self, now: u64) -> u32 {
+        self.on_wire
+            .iter()
+            .filter(|t| t.load(Relaxed) > now)
+            .count() as u32
     }
 }
 
-/// Per-instance feedback, keyed by whatever names an instance for the caller.
+type Map<K> = HashMap<K, Arc<Cell>, foldhash::fast::RandomState>;
+
+/// Per-instance feedback, keyed by whatever names an instance for the caller (`Arc<str>` ids at
+/// the edge, instance numbers in `petrel sim`). Shared by reference: every method takes `&self`.
 #[derive(Debug)]
 pub struct Feedback<K> {
-    map: HashMap<K, Entry, foldhash::fast::RandomState>,
+    cells: ArcSwap<Map<K>>,
     ttl: u64,
 }
 
-impl<K: Hash + Eq> Feedback<K> {
+impl<K: Hash + Eq + Clone> Feedback<K> {
     /// An owner's figure is trusted for `ttl` after it arrived (then gossip is used again).
     pub fn new(ttl: u64) -> Self {
         Self {
-            map: HashMap::default(),
+            cells: ArcSwap::from_pointee(Map::default()),
             ttl,
         }
     }
 
+    /// The cell of `k`, made on first use (the one write that copies the map).
+    fn cell(&self, k: K) -> Arc<Cell> {
+        if let Some(c) = self.cells.load().get(&k) {
+            return c.clone();
+        }
+        let mut made = None;
+        self.cells.rcu(|m| {
+            let mut m = Map::clone(m);
+            let c = m.entry(k.clone()).or_insert_with(|| Arc::new(Cell::new()));
+            made = Some(c.clone());
+            m
+        });
+        made.expect("rcu ran")
+    }
+
     /// This edge sent a request to `k` at `now`; it should reach the owner at `arrives`.
-    pub fn sent(&mut self, k: K, now: u64, arrives: u64) {
-        let e = self.map.entry(k).or_default();
-        e.prune(now);
-        e.on_wire.push_back(arrives.max(now));
+    pub fn sent(&self, k: K, now: u64, arrives: u64) {
+        let c = self.cell(k);
+        let slot = c.next.fetch_add(1, Relaxed) % ON_WIRE_SLOTS;
+        c.on_wire[slot].store(arrives.max(now).max(1), Relaxed);
+        c.touched.fetch_max(now, Relaxed);
     }
 
     /// The owner of `k` answered (served or full) and reported `load`, at `now`.
-    pub fn answered(&mut self, k: K, load: u32, now: u64) {
-        let e = self.map.entry(k).or_default();
-        e.prune(now);
-        e.told = Some((load, now));
+    pub fn answered(&self, k: K, load: u32, now: u64) {
+        let c = self.cell(k);
+        c.told_load.store(load, Relaxed);
+        c.told_at.store(now, std::sync::atomic::Ordering::Release);
+        c.touched.fetch_max(now, Relaxed);
     }
 
     /// The load to route on: the owner's last figure while fresh, else `gossiped`, plus this
     /// edge's requests still on the wire.
     pub fn estimate<Q>(&self, k: &Q, gossiped: u32, now: u64) -> u32
     where
-        K: std::borrow::Borrow<Q>,
+        K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let Some(e) = self.map.get(k) else {
-            return gossiped;
-        };
-        let base = match e.told {
-            Some((load, at)) if now < at + self.ttl => load,
-            _ => gossiped,
-        };
-        let on_wire = e.on_wire.iter().filter(|&&t| t > now).count();
-        base.saturating_add(on_wire as u32)
+        self.estimate_in(&self.cells.load(), k, gossiped, now)
     }
 
-    /// Forgets instances with nothing fresh and nothing on the wire.
-    pub fn sweep(&mut self, now: u64) {
+    /// A view to read many estimates through one load of the map (a pick reads many instances).
+    pub fn read(&self) -> Reader<'_, K> {
+        Reader {
+            feedback: self,
+            map: self.cells.load(),
+        }
+    }
+
+    fn estimate_in<Q>(&self, map: &Map<K>, k: &Q, gossiped: u32, now: u64) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let Some(c) = map.get(k) else {
+            return gossiped;
+        };
+        let at = c.told_at.load(std::sync::atomic::Ordering::Acquire);
+        let base = if at != NEVER && now < at.saturating_add(self.ttl) {
+            c.told_load.load(Relaxed)
+        } else {
+            gossiped
+        };
+        base.saturating_add(c.on_wire(now))
+    }
+
+    /// Forgets instances with nothing fresh and nothing on the wire, untouched for `idle` (so a
+    /// busy instance's cell is not copied in and out of the map).
+    pub fn sweep(&self, now: u64, idle: u64) {
         let ttl = self.ttl;
-        self.map.retain(|_, e| {
-            e.prune(now);
-            !e.is_idle(now, ttl)
+        let stale = |c: &Cell| {
+            c.touched.load(Relaxed).saturating_add(idle) <= now
+                && c.on_wire(now) == 0
+                && c.told_at
+                    .load(Relaxed)
+                    .checked_add(ttl)
+                    .is_none_or(|end| end <= now)
+        };
+        if !self.cells.load().values().any(|c| stale(c)) {
+            return;
+        }
+        self.cells.rcu(|m| {
+            let mut m = Map::clone(m);
+            m.retain(|_, c| !stale(c));
+            m
         });
     }
 
     /// Instances with an entry.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.cells.load().len()
     }
 
     /// No entries.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.cells.load().is_empty()
+    }
+}
+
+/// Estimates read through one snapshot of the map ([`Feedback::read`]).
+pub struct Reader<'a, K> {
+    feedback: &'a Feedback<K>,
+    map: arc_swap::Guard<Arc<Map<K>>>,
+}
+
+impl<K: Hash + Eq + Clone> Reader<'_, K> {
+    /// As [`Feedback::estimate`].
+    pub fn estimate<Q>(&self, k: &Q, gossiped: u32, now: u64) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.feedback.estimate_in(&self.map, k, gossiped, now)
     }
 }
 
@@ -113,7 +212,7 @@ mod tests {
 
     #[test]
     fn gossip_until_the_owner_answers_then_its_figure_until_it_ages() {
-        let mut f = Feedback::new(200);
+        let f = Feedback::new(200);
         assert_eq!(f.estimate("a", 7, 0), 7, "nothing known: gossip");
         f.answered("a".to_string(), 19, 1_000);
         assert_eq!(f.estimate("a", 7, 1_100), 19);
@@ -122,7 +221,7 @@ mod tests {
 
     #[test]
     fn requests_on_the_wire_count_until_they_arrive() {
-        let mut f = Feedback::new(200);
+        let f = Feedback::new(200);
         f.answered("a".to_string(), 10, 0);
         f.sent("a".to_string(), 10, 36);
         f.sent("a".to_string(), 20, 46);
@@ -133,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_full_answer_holds_until_a_newer_one_or_it_ages() {
-        let mut f = Feedback::new(200);
+        let f = Feedback::new(200);
         f.answered("a".to_string(), u32::MAX, 0);
         assert_eq!(
             f.estimate("a", 3, 100),
@@ -150,14 +249,34 @@ mod tests {
 
     #[test]
     fn sweep_keeps_only_what_still_counts() {
-        let mut f = Feedback::new(200);
+        let f = Feedback::new(200);
         f.answered("old".to_string(), 3, 0);
         f.answered("fresh".to_string(), 3, 900);
         f.sent("wire".to_string(), 900, 1_100);
-        f.sweep(1_000);
+        f.sweep(1_000, 0);
         assert_eq!(f.len(), 2);
         assert_eq!(f.estimate("old", 5, 1_000), 5);
-        f.sweep(1_200);
+        f.sweep(1_200, 0);
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn many_on_the_wire_count_up_to_the_ring() {
+        let f = Feedback::new(200);
+        for k in 0..(ON_WIRE_SLOTS as u64 + 5) {
+            f.sent("a".to_string(), k, 1_000 + k);
+        }
+        assert_eq!(f.estimate("a", 0, 10), ON_WIRE_SLOTS as u32);
+        assert_eq!(f.estimate("a", 0, 2_000), 0);
+    }
+
+    #[test]
+    fn a_busy_cell_survives_the_sweep_until_idle() {
+        let f = Feedback::new(200);
+        f.answered("a".to_string(), 3, 0);
+        f.sweep(500, 1_000);
+        assert_eq!(f.len(), 1, "touched 500 ago, idle needs 1000");
+        f.sweep(1_000, 1_000);
         assert!(f.is_empty());
     }
 }

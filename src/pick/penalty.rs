@@ -1,42 +1,76 @@
-//! Instances this edge saw reject or refuse a connection: skipped for a short time, fresher than gossip.
+//! Instances this edge saw reject or refuse a connection: skipped for a short time, fresher than
+//! gossip. Lock-free to read: the map is swapped whole (`ArcSwap`) on the rare write.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::hash::Hash;
+use std::sync::Arc;
 
-/// Instance id → until when (node clock, ms) it counts as full or unreachable.
-#[derive(Default)]
-pub struct Penalties {
-    map: RwLock<HashMap<Arc<str>, u64>>,
-    len: AtomicUsize,
+use arc_swap::ArcSwap;
+
+type Map<K> = HashMap<K, u64, foldhash::fast::RandomState>;
+
+/// Instance → until when (the caller's clock, any unit) it counts as full or unreachable. Keys are
+/// instance ids at the edge and instance numbers in `petrel sim`.
+#[derive(Debug)]
+pub struct Penalties<K> {
+    map: ArcSwap<Map<K>>,
 }
 
-impl Penalties {
-    /// Skip `id` until `until_ms`.
-    pub fn mark(&self, id: &Arc<str>, until_ms: u64) {
-        let mut m = self.map.write().expect("penalty lock");
-        let e = m.entry(id.clone()).or_insert(0);
-        *e = (*e).max(until_ms);
-        self.len.store(m.len(), Ordering::Relaxed);
+impl<K> Default for Penalties<K> {
+    fn default() -> Self {
+        Self {
+            map: ArcSwap::from_pointee(Map::default()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Penalties<K> {
+    /// Skip `id` until `until` (a later mark wins).
+    pub fn mark(&self, id: &K, until: u64) {
+        self.map.rcu(|m| {
+            let mut m = Map::clone(m);
+            let e = m.entry(id.clone()).or_insert(0);
+            *e = (*e).max(until);
+            m
+        });
     }
 
-    /// True while `id` is penalised. Costs one atomic load when nothing is.
-    pub fn active(&self, id: &str, now_ms: u64) -> bool {
-        if self.len.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
-        self.map
-            .read()
-            .expect("penalty lock")
-            .get(id)
-            .is_some_and(|&t| t > now_ms)
+    /// True while `id` is penalised. One atomic load and, when any penalty exists, a lookup.
+    pub fn active<Q>(&self, id: &Q, now: u64) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let m = self.map.load();
+        !m.is_empty() && m.get(id).is_some_and(|&t| t > now)
     }
 
     /// Forgets expired entries (called now and then, not on every request).
-    pub fn sweep(&self, now_ms: u64) {
-        let mut m = self.map.write().expect("penalty lock");
-        m.retain(|_, t| *t > now_ms);
-        self.len.store(m.len(), Ordering::Relaxed);
+    pub fn sweep(&self, now: u64) {
+        if self.map.load().values().all(|&t| t > now) {
+            return;
+        }
+        self.map.rcu(|m| {
+            let mut m = Map::clone(m);
+            m.retain(|_, t| *t > now);
+            m
+        });
+    }
+
+    /// Forgets every entry (a restarted node).
+    pub fn clear(&self) {
+        self.map.store(Arc::new(Map::default()));
+    }
+
+    /// Entries, expired or not.
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.map.load().is_empty()
     }
 }
 
@@ -46,12 +80,13 @@ mod tests {
 
     #[test]
     fn marks_expire() {
-        let p = Penalties::default();
+        let p = Penalties::<Arc<str>>::default();
         assert!(!p.active("a", 0));
         p.mark(&"a".into(), 100);
-        assert!(p.active("a", 99));
+        p.mark(&"a".into(), 50);
+        assert!(p.active("a", 99), "the later mark holds");
         assert!(!p.active("a", 100));
         p.sweep(100);
-        assert_eq!(p.len.load(Ordering::Relaxed), 0);
+        assert!(p.is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! What is being compared: petrel's strategies and the baselines, each an ordering of candidates.
 //!
-//! petrel's strategies call the real [`crate::balance::select_top`]. The baselines are what other
+//! petrel's strategies call the proxy's own pick ([`crate::pick::order`], [`crate::pick::last_resort`]). The baselines are what other
 //! load balancers do: round robin, random and least-connections ignore RTT and queue at a busy
 //! instance; "coordinates" is petrel's `closest` fed estimated RTTs (Consul's Vivaldi coordinates) instead
 //! of measured ones, the setup that once sent Tokyo traffic to Hong Kong.
@@ -9,8 +9,9 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::RngExt;
 
-use crate::balance::{self, Hints, View};
+use crate::balance::{Hints, View};
 use crate::config::Strategy;
+use crate::pick;
 
 /// One compared policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +78,8 @@ impl Policy {
     ) -> Vec<usize> {
         let hints = Hints::default();
         let petrel = |s: Strategy, rng: &mut SmallRng| {
-            let mut order = balance::select_top(s, views, &hints, rng, budget).unwrap_or_default();
-            balance::last_resort(s, views, &mut order, budget, rng);
+            let mut order = pick::order(s, views, &hints, budget, rng).unwrap_or_default();
+            pick::last_resort(s, views, &mut order, budget, rng);
             order
         };
         match self {

@@ -7,9 +7,9 @@ use super::oracle;
 use super::queue::{ms, secs, Nanos};
 use super::world::{Ev, Req, Rid, Stage, World, PUBLISH_EVERY};
 use crate::balance::View;
+use crate::pick;
 
-/// RTT used for an instance whose owner has not been measured yet (as the edge does).
-const UNMEASURED_RTT_MS: f64 = 1_000.0;
+use crate::cluster::UNMEASURED_RTT_MS;
 
 impl World {
     /// Client rate of region `r` at the current time, requests per second.
@@ -168,44 +168,38 @@ impl World {
         let (soft, hard) = (self.sc.sim.soft_limit, self.sc.sim.hard_limit);
         let now = self.now;
         let node = &self.nodes[edge];
-        let penalised = |i: usize| node.penalties.get(&i).is_some_and(|&t| t > now);
-        let mut ids: Vec<usize> = Vec::new();
-        let mut views: Vec<View<'_>> = Vec::new();
         let estimate = self.estimate.as_ref();
         let rtt_of = |inst_node: usize, measured: f64| match estimate {
             Some(e) => e[edge][inst_node],
             None => measured,
         };
-        for &i in &node.insts {
+        let seen = |i: usize, rtt_ms: f64, load: u32, healthy: bool, local: bool| {
             let inst = &self.insts[i];
-            if inst.app != app {
-                continue;
-            }
-            ids.push(i);
-            views.push(View {
+            pick::Seen {
+                key: i,
                 id: &inst.id,
                 region: &self.sc.regions[inst.region].code,
-                rtt_ms: rtt_of(inst.node, 0.0),
-                load: if penalised(i) { hard } else { inst.load },
-                soft,
-                hard,
-                healthy: inst.alive,
-            });
-        }
-        for &(i, rtt, gossiped, healthy) in &node.remote[app].list {
-            let inst = &self.insts[i];
-            let load = node.feedback.estimate(&i, gossiped, now);
-            ids.push(i);
-            views.push(View {
-                id: &inst.id,
-                region: &self.sc.regions[inst.region].code,
-                rtt_ms: rtt_of(inst.node, rtt),
-                load: if penalised(i) { hard.max(load) } else { load },
+                rtt_ms: rtt_of(inst.node, rtt_ms),
+                load,
                 soft,
                 hard,
                 healthy,
-            });
-        }
+                local,
+            }
+        };
+        // What the proxy's pick reads: its own instances live, the others from its snapshot.
+        let mut seen_all: Vec<pick::Seen<'_, usize>> = (node.insts.iter())
+            .filter(|&&i| self.insts[i].app == app)
+            .map(|&i| seen(i, 0.0, self.insts[i].load, self.insts[i].alive, true))
+            .collect();
+        let remote = &node.remote[app].list;
+        seen_all.extend(
+            remote
+                .iter()
+                .map(|&(i, rtt, load, up)| seen(i, rtt, load, up, false)),
+        );
+        let ids: Vec<usize> = seen_all.iter().map(|s| s.key).collect();
+        let views = pick::views(&seen_all, &node.penalties, &node.feedback, now);
         let budget = 1 + self.sc.sim.retries as usize;
         let mut rr = node.rr;
         let order = self
@@ -360,9 +354,7 @@ impl World {
             .now
             .saturating_sub(self.reqs[rid.slot as usize].sent_at);
         self.reqs[rid.slot as usize].net_ms += waited as f64 / 1e6;
-        let until = self.now + penalty;
-        let e = self.nodes[edge].penalties.entry(i).or_insert(0);
-        *e = (*e).max(until);
+        self.nodes[edge].penalties.mark(&i, self.now + penalty);
         self.attempt(rid);
     }
 

@@ -17,17 +17,17 @@ use super::policy::Policy;
 use super::queue::{ms, secs, Nanos, Queue};
 use super::scenario::Scenario;
 use super::stats::Stats;
-use crate::pick::{Feedback, FEEDBACK_TTL_MS};
+use crate::pick::{Feedback, Penalties, FEEDBACK_IDLE_MS, FEEDBACK_TTL_MS};
 
-/// How often a node reports its instances' load to its mesh core (as the node's driver does).
-pub const SAMPLE_EVERY: Nanos = 50_000_000;
-/// Least time between two snapshots a node routes on (as the node's driver does).
-pub const PUBLISH_EVERY: Nanos = 50_000_000;
+/// How often a node reports its instances' load to its mesh core (the node's driver's constant).
+pub const SAMPLE_EVERY: Nanos = crate::cluster::SAMPLE_EVERY.as_nanos() as Nanos;
+/// Least time between two snapshots a node routes on (the node's driver's constant).
+pub const PUBLISH_EVERY: Nanos = crate::cluster::PUBLISH_EVERY.as_nanos() as Nanos;
 /// An owner's load figure counts this long at the edge (as the proxy's FEEDBACK_TTL_MS); a "full"
 /// answer therefore skips the instance this long unless a newer answer comes first.
 pub const FEEDBACK_TTL: Nanos = FEEDBACK_TTL_MS * 1_000_000;
-/// After an unreachable owner the edge skips that instance this long (as the proxy does).
-pub const UNREACHABLE_PENALTY: Nanos = 2_000_000_000;
+/// After an unreachable owner the edge skips that instance this long (the proxy's constant).
+pub const UNREACHABLE_PENALTY: Nanos = crate::pick::UNREACHABLE_FOR.as_nanos() as Nanos;
 /// A node alone in the mesh knocks on the seeds again this often (as the driver does).
 pub const REJOIN_EVERY: Nanos = 500_000_000;
 /// How often a long run reports its progress on stderr (simulated time).
@@ -98,7 +98,7 @@ pub struct Node {
     /// Per app, the remote instances of the last published snapshot.
     pub(super) remote: Vec<AppView>,
     /// Instances this edge found unreachable, skipped until then.
-    pub(super) penalties: HashMap<usize, Nanos>,
+    pub(super) penalties: Penalties<usize>,
     /// Owners' load figures and this edge's requests on the wire, as the proxy keeps them.
     pub(super) feedback: Feedback<usize>,
     pub(super) rr: usize,
@@ -278,7 +278,7 @@ impl World {
                     };
                     apps
                 ],
-                penalties: HashMap::new(),
+                penalties: Penalties::default(),
                 feedback: Feedback::new(FEEDBACK_TTL),
                 rr: n,
                 last_join: 0,
@@ -522,7 +522,9 @@ impl World {
 
     fn sample(&mut self, n: usize) {
         let now = self.now;
-        self.nodes[n].feedback.sweep(now);
+        self.nodes[n]
+            .feedback
+            .sweep(now, FEEDBACK_IDLE_MS * 1_000_000);
         let node = &self.nodes[n];
         let Some(_) = node.mesh.as_ref() else {
             return;
