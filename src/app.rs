@@ -105,13 +105,11 @@ impl App {
                     .parent()
                     .map(std::path::Path::to_path_buf)
                     .unwrap_or_default();
-                let topo =
-                    crate::topology::Topology::load(&dir.join(&sim.topology)).map_err(|e| {
-                        BindError {
-                            key: "simulate.topology".into(),
-                            addr: mesh_bind,
-                            source: std::io::Error::other(e.to_string()),
-                        }
+                let topo = crate::config::topology::Topology::load(&dir.join(&sim.topology))
+                    .map_err(|e| BindError {
+                        key: "simulate.topology".into(),
+                        addr: mesh_bind,
+                        source: std::io::Error::other(e.to_string()),
                     })?;
                 tracing::info!(topology = %sim.topology, "simulated inter-region latency is on");
                 Some(Delays::new(topo, &cfg.node.node.region))
@@ -287,7 +285,7 @@ impl App {
             crate::admin::spawn(admin, self.node.clone())?;
         }
         let backhaul = self.backhaul.take().map(|l| {
-            tokio::spawn(crate::backhaul::serve(
+            tokio::spawn(crate::owner::serve(
                 l,
                 self.node.clone(),
                 self.creds.clone(),
@@ -302,7 +300,7 @@ impl App {
             }
         }
         let quic = self.quic.take().map(|e| {
-            tokio::spawn(crate::backhaul::serve_quic(
+            tokio::spawn(crate::owner::serve_quic(
                 e,
                 self.node.clone(),
                 self.creds.clone(),

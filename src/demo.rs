@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 
-use crate::topology::Topology;
+use crate::config::topology::Topology;
 
 /// The built-in 3-region topology (iad / ord / fra).
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../config/topologies/demo3.toml");

@@ -57,7 +57,7 @@ pub fn config_text(data: &[u8]) {
     let _ = crate::config::check_node_text(Path::new("node.toml"), text.clone());
     let _ = crate::config::check_app_text(Path::new("fly.toml"), text.clone());
     let src = crate::config::Source::from_text(Path::new("topology.toml"), text);
-    let _ = crate::topology::Topology::from_source(&src);
+    let _ = crate::config::topology::Topology::from_source(&src);
 }
 
 /// Arbitrary `name: value` lines as request headers for the routing-hint, trace-context and Host

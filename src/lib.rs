@@ -10,13 +10,13 @@
 //! - [`routes`]: the route table, Host → app and the app's settings.
 //! - [`state`]: the snapshots (`ArcSwap`) the request path reads without locks.
 //! - [`cluster`]: the mesh owner task (UDP, timers) and the snapshot it publishes.
-//! - [`topology`]: topology files and the RTT model behind `[simulate]`.
 //! - [`certs`]: edge certificates by SNI, reloaded whole.
 //! - [`http`]: what both hops share: a request's form for an instance, replayable requests.
 //! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
 //! - [`pick`]: one request's candidates (snapshot, penalties, owners' answers), for edge and sim.
 //! - [`balance`]: strategies as pure functions (closest, leastload, routing hints).
-//! - [`backhaul`]: node-to-node requests, owner-side admission and rejects.
+//! - [`backhaul`]: node-to-node transports (h2, QUIC), mutual TLS and the wire protocol.
+//! - [`owner`]: the owner's side of the backhaul: admission against the hard limit, rejects.
 //! - [`session`]: resumable WebSocket sessions: hold, replay, re-attach across a region.
 //! - [`local`]: local instances, hard-limit admission, pooled instance connections.
 //! - [`admin`]: admin API, `/metrics`, dashboard, on its own runtime.
@@ -49,6 +49,7 @@ pub mod fuzz_targets;
 pub mod handoff;
 pub mod http;
 pub mod local;
+pub mod owner;
 pub mod pick;
 pub mod reload;
 pub mod routes;
@@ -59,5 +60,4 @@ pub mod state;
 pub mod status;
 pub mod systemd;
 pub mod telemetry;
-pub mod topology;
 pub mod trace;

@@ -1,8 +1,6 @@
 //! Edge side of the backhaul: pooled h2 connections per owner node, fresh h1 ones for upgrades.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
@@ -40,7 +38,7 @@ pub enum BackhaulError {
 
 /// Pooled connections to other nodes' backhaul listeners.
 pub struct BackhaulClient {
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+    h2: super::peers::Peers<http2::SendRequest<Body>>,
     connect_timeout: Duration,
     delays: Option<Delays>,
     creds: super::SharedCredentials,
@@ -59,7 +57,7 @@ impl BackhaulClient {
         quic: Option<super::quic::QuicClient>,
     ) -> Self {
         Self {
-            h2: Mutex::new(HashMap::new()),
+            h2: super::peers::Peers::new(),
             connect_timeout,
             delays,
             creds,
@@ -121,14 +119,8 @@ impl BackhaulClient {
         fresh: bool,
     ) -> Result<http2::SendRequest<Body>, BackhaulError> {
         if !fresh {
-            if let Some(s) = self
-                .h2
-                .lock()
-                .expect("pool lock")
-                .get(&to)
-                .filter(|s| !s.is_closed())
-            {
-                return Ok(s.clone());
+            if let Some(s) = self.h2.get(&to, |s| !s.is_closed()) {
+                return Ok(s);
             }
         }
         // Boxed: dialing and the handshake are large futures that a pooled request never needs.
@@ -159,10 +151,7 @@ impl BackhaulClient {
                 Ok(Err(e)) => return Err(BackhaulError::Connect(to, e.to_string())),
                 Err(_) => return Err(BackhaulError::Connect(to, "h2 handshake timed out".into())),
             };
-        self.h2
-            .lock()
-            .expect("pool lock")
-            .insert(to, sender.clone());
+        self.h2.insert(to, sender.clone());
         Ok(sender)
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::topology::Topology;
+use crate::config::topology::Topology;
 
 /// Delay toward each region, from this node's region.
 #[derive(Debug, Clone)]

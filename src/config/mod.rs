@@ -9,6 +9,7 @@ mod auth;
 mod fly;
 mod node;
 mod source;
+pub mod topology;
 mod value;
 
 use std::collections::HashMap;
@@ -202,7 +203,7 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
 
     if let Some(sim) = &node.simulate {
         let topo = dir.join(&sim.topology);
-        match crate::topology::Topology::load(&topo) {
+        match crate::config::topology::Topology::load(&topo) {
             Ok(t) if !t.regions().contains(&node.node.region) => errs.push(src.error(
                 "simulate.topology",
                 format!(

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 
+use super::conn::ConnCtx;
 use super::error::ProxyError;
-use super::server::ConnCtx;
 use super::AppRoute;
 use crate::backhaul::protocol::{self, Reject};
 use crate::backhaul::BackhaulError;

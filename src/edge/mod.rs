@@ -2,6 +2,7 @@
 
 mod attempt;
 mod body;
+mod conn;
 mod error;
 pub mod explain;
 pub mod fly_replay;
@@ -13,8 +14,9 @@ mod session;
 pub use crate::http::{Io, Side};
 pub use crate::routes::{normalize_host, AppRoute, RouteTable};
 pub use body::Finish;
+pub use conn::{ConnCtx, Limits, TlsInfo};
 pub use error::ProxyError;
-pub use server::{serve, ConnCtx, Limits, TlsInfo};
+pub use server::serve;
 
 impl crate::state::NodeState {
     /// What a pick for `app` reads on this node now.

@@ -12,10 +12,10 @@ use hyper::body::Incoming;
 
 use super::attempt::{self, Ctx, Miss, Step};
 use super::body::{Finish, TimedUpload};
+use super::conn::ConnCtx;
 use super::error::ProxyError;
 use super::fly_replay::{Fallback, Replay, MAX_REPLAYS};
 use super::retry::{self, Retry, Transport, Try};
-use super::server::ConnCtx;
 use super::session::Resumed;
 use super::AppRoute;
 use crate::balance::{Empty, Hints};

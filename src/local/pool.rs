@@ -104,7 +104,8 @@ impl H1Pool {
 #[derive(Default)]
 pub(super) struct ConnPool {
     h1: Mutex<H1Pool>,
-    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// The shared h2 connection, read without a lock (swapped when a new one is made).
+    h2: arc_swap::ArcSwapOption<http2::SendRequest<Body>>,
 }
 
 /// Why no connection to an instance could be had; nothing was sent, so a retry elsewhere is safe.
@@ -198,7 +199,7 @@ impl Instance {
                     tracing::debug!(error = %e, "h2 instance connection ended");
                 }
             });
-            *self.pool.h2.lock().expect("pool lock") = Some(sender.clone());
+            self.pool.h2.store(Some(Arc::new(sender.clone())));
             Ok(Upstream::H2 {
                 sender,
                 reused: false,
@@ -230,9 +231,9 @@ impl Instance {
         resendable: bool,
     ) -> Option<Upstream> {
         if h2 {
-            let guard = self.pool.h2.lock().expect("pool lock");
+            let guard = self.pool.h2.load();
             return guard
-                .as_ref()
+                .as_deref()
                 .filter(|s| !s.is_closed())
                 .cloned()
                 .map(|sender| Upstream::H2 {

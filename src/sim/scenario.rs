@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::config::topology::Topology;
 use crate::config::{ConfigError, ConfigErrors, Source};
-use crate::topology::Topology;
 
 #[derive(Debug, Deserialize)]
 struct SimFile {

@@ -13,7 +13,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use super::protocol::{self, Reject};
+use crate::backhaul::protocol::{self, Reject};
+use crate::backhaul::{SharedCredentials, H2_CONN_WINDOW, H2_STREAM_WINDOW};
 use crate::body::{boxed, empty, Body};
 use crate::cluster::Delays;
 use crate::http::headers::{strip_hop_by_hop, wants_upgrade};
@@ -27,7 +28,7 @@ use crate::state::NodeState;
 pub async fn serve(
     listener: TcpListener,
     node: Arc<NodeState>,
-    creds: super::SharedCredentials,
+    creds: SharedCredentials,
     delays: Option<Delays>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -38,9 +39,9 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .initial_stream_window_size(super::H2_STREAM_WINDOW)
-        .initial_connection_window_size(super::H2_CONN_WINDOW)
-        .max_header_list_size(super::frame::MAX_HEAD as u32)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_header_list_size(crate::backhaul::frame::MAX_HEAD as u32)
         .max_concurrent_streams(10_000)
         .keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));

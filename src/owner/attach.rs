@@ -4,7 +4,7 @@
 
 use http::{Request, Response, StatusCode};
 
-use super::protocol;
+use crate::backhaul::protocol;
 use crate::body::{full, Body};
 use crate::http::Side;
 use crate::session::{Ask, AttachError, Found};

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, ConfigErrors, Source};
+use super::{ConfigError, ConfigErrors, Source};
 
 /// Speed of light in fibre, km per ms.
 const FIBRE_KM_PER_MS: f64 = 200.0;
@@ -73,7 +73,7 @@ impl Topology {
             stretch: f.stretch,
         };
         for (i, r) in f.region.iter().enumerate() {
-            if !crate::config::valid_region(&r.code) || t.regions.contains(&r.code) {
+            if !super::valid_region(&r.code) || t.regions.contains(&r.code) {
                 errs.push(src.error(
                     &format!("region[{i}].code"),
                     format!("invalid or duplicate region code {:?}", r.code),
