@@ -601,6 +601,20 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        // Every handler before READY=1: a SIGHUP (`systemctl reload`) that came before its handler
+        // would end the process (the default action), not reload it.
+        let (mut hup, mut quit, mut usr1, mut usr2) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::user_defined1()),
+            signal(SignalKind::user_defined2()),
+        ) {
+            (Ok(h), Ok(q), Ok(u1), Ok(u2)) => (h, q, u1, u2),
+            _ => {
+                eprintln!("petrel: cannot install the SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 handlers");
+                return ExitCode::from(1);
+            }
+        };
         let mut app = match App::build(cfg, shutdown.clone(), &mut inherited).await {
             Ok(a) => a,
             Err(e) => {
@@ -650,18 +664,6 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                 tracing::warn!(path = %path.display(), error = %e, "upgrade socket unavailable; petrel run --upgrade will not work for this process");
             }
         }
-        let (mut hup, mut quit, mut usr1, mut usr2) = match (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::quit()),
-            signal(SignalKind::user_defined1()),
-            signal(SignalKind::user_defined2()),
-        ) {
-            (Ok(h), Ok(q), Ok(u1), Ok(u2)) => (h, q, u1, u2),
-            _ => {
-                eprintln!("petrel: cannot install the SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 handlers");
-                return ExitCode::from(1);
-            }
-        };
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }

@@ -151,26 +151,9 @@ pub(super) async fn remote(
     if let Ok(v) = HeaderValue::from_str(&r.id) {
         req.headers_mut().insert(protocol::INSTANCE, v);
     }
-    let limit = ctx.settings.peer_silence;
-    let silent = || {
-        node.cluster
-            .load()
-            .silent_for(&r.node)
-            .is_some_and(|s| s > limit)
-    };
-    let gone = || {
-        node.penalties.mark(&r.id, ctx.unreachable_until());
-        let e = BackhaulError::Connect(
-            r.backhaul,
-            format!(
-                "owner {} has not answered mesh pings for over {limit:?}",
-                r.node
-            ),
-        );
-        Step::Next(RetryReason::Connect, Miss::Backhaul(e))
-    };
-    if silent() {
-        return gone(); // nothing sent: any request may go elsewhere
+    let watch = OwnerWatch { ctx, r };
+    if watch.silent() {
+        return watch.gone(); // nothing sent: any request may go elsewhere
     }
     // An idempotent request may leave an owner that falls silent while it waits (frozen, cut
     // off): sent twice, it has the effect of once (RFC 9110 §9.2.2). Others wait on.
@@ -183,52 +166,88 @@ pub(super) async fn remote(
         node.backhaul
             .send(r.backhaul, &r.region, req, ctx.upgrade, mark),
     );
-    let watch = async {
+    let sent = tokio::select! {
+        sent = send => sent,
+        () = watch.until_silent(may_leave) => {
+            tracing::info!(request_id = ctx.rid.to_str().unwrap_or_default(), owner = %r.node, "owner went silent while the request waited; trying the next candidate");
+            return watch.gone();
+        }
+    };
+    match sent {
+        Err(_) => Step::Fatal(ExchangeError::Timeout(ctx.app.name.to_string()).into()),
+        Ok(Err(e)) => backhaul_failed(ctx, r, e, may_leave),
+        Ok(Ok((resp, side))) => owner_answered(ctx, r, resp, side),
+    }
+}
+
+/// Watches the owner's mesh pings while a request waits on it (`backhaul.peer_silence_limit`).
+struct OwnerWatch<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    r: &'a Remote,
+}
+
+impl OwnerWatch<'_, '_> {
+    fn silent(&self) -> bool {
+        let limit = self.ctx.settings.peer_silence;
+        let snap = self.ctx.node.cluster.load();
+        snap.silent_for(&self.r.node).is_some_and(|s| s > limit)
+    }
+
+    /// Resolves when the owner falls silent; never when the request may not leave it.
+    async fn until_silent(&self, may_leave: bool) {
         if !may_leave {
             return std::future::pending().await;
         }
         loop {
             tokio::time::sleep(SILENCE_CHECK).await;
-            if silent() {
+            if self.silent() {
                 return;
             }
         }
-    };
-    let sent = tokio::select! {
-        sent = send => sent,
-        () = watch => {
-            tracing::info!(request_id = ctx.rid.to_str().unwrap_or_default(), owner = %r.node, "owner went silent while the request waited; trying the next candidate");
-            return gone();
-        }
-    };
-    let resp = match sent {
-        Err(_) => {
-            return Step::Fatal(ProxyError::from(ExchangeError::Timeout(
-                ctx.app.name.to_string(),
-            )))
-        }
-        Ok(Err(e @ (BackhaulError::Connect(..) | BackhaulError::NotSent(..)))) => {
-            node.penalties.mark(&r.id, ctx.unreachable_until());
-            return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
-        }
-        Ok(Err(e @ (BackhaulError::Failed(..) | BackhaulError::Io(..)))) => {
-            let err = failed(ctx, &e);
-            // The owner (or its link) failed before any response: an idempotent request may be
-            // sent again elsewhere (RFC 9110 §9.2.2), as Envoy's `retry_on: reset` does; the
-            // caller checks that its body can still be replayed.
-            let owner_fault = matches!(err, ProxyError::Exchange(ExchangeError::Upstream { .. }))
-                && !ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed);
-            if may_leave && owner_fault {
-                // No penalty: a pooled connection that broke (a healed partition) says nothing
-                // of the owner now; a fresh connect that fails marks it.
-                tracing::info!(request_id = ctx.rid.to_str().unwrap_or_default(), owner = %r.node, error = %e, "owner failed before answering; the idempotent request moves on");
-                return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
-            }
-            return Step::Fatal(err);
-        }
-        Ok(Ok(r)) => r,
-    };
-    let (resp, side) = resp;
+    }
+
+    /// The owner is skipped a while and the request moves on.
+    fn gone(&self) -> Step {
+        let (ctx, r) = (self.ctx, self.r);
+        ctx.node.penalties.mark(&r.id, ctx.unreachable_until());
+        let limit = ctx.settings.peer_silence;
+        let e = BackhaulError::Connect(
+            r.backhaul,
+            format!(
+                "owner {} has not answered mesh pings for over {limit:?}",
+                r.node
+            ),
+        );
+        Step::Next(RetryReason::Connect, Miss::Backhaul(e))
+    }
+}
+
+/// The backhaul failed: before sending (the owner is skipped a while, the request moves on), or
+/// after (an idempotent request whose body can be replayed moves on, others fail).
+fn backhaul_failed(ctx: &Ctx<'_>, r: &Remote, e: BackhaulError, may_leave: bool) -> Step {
+    if matches!(e, BackhaulError::Connect(..) | BackhaulError::NotSent(..)) {
+        ctx.node.penalties.mark(&r.id, ctx.unreachable_until());
+        return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
+    }
+    let err = failed(ctx, &e);
+    // The owner (or its link) failed before any response: an idempotent request may be sent
+    // again elsewhere (RFC 9110 §9.2.2), as Envoy's `retry_on: reset` does; the caller checks
+    // that its body can still be replayed.
+    let owner_fault = matches!(err, ProxyError::Exchange(ExchangeError::Upstream { .. }))
+        && !ctx.body_failed.load(std::sync::atomic::Ordering::Relaxed);
+    if may_leave && owner_fault {
+        // No penalty: a pooled connection that broke (a healed partition) says nothing of the
+        // owner now; a fresh connect that fails marks it.
+        tracing::info!(request_id = ctx.rid.to_str().unwrap_or_default(), owner = %r.node, error = %e, "owner failed before answering; the idempotent request moves on");
+        return Step::Next(RetryReason::Connect, Miss::Backhaul(e));
+    }
+    Step::Fatal(err)
+}
+
+/// The owner answered: its load figure goes into this edge's feedback; a reject moves the
+/// request on (`full` without a penalty, anything else skips the owner a while).
+fn owner_answered(ctx: &Ctx<'_>, r: &Remote, resp: Response<Body>, side: Option<Side>) -> Step {
+    let node = ctx.node;
     let reject = Reject::from_headers(resp.headers());
     let told = match reject {
         // An owner that says "full" without a figure is full as far as this edge knows.

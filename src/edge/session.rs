@@ -206,27 +206,12 @@ async fn on_region_peer(
     wait: Duration,
     beginning_here: bool,
 ) -> Result<Lookup, ProxyError> {
-    let Claim {
-        node,
-        app,
-        ask,
-        rid,
-        ..
-    } = *claim;
-    let peers: Vec<SocketAddr> = {
-        let snap = node.cluster.load();
-        snap.view
-            .members
-            .iter()
-            .filter(|m| {
-                m.state != petrel_mesh::MemberState::Down
-                    && *m.id.region == *node.region
-                    && *m.id.name != *node.name
-            })
-            .map(|m| m.id.backhaul)
-            .collect()
+    let node = claim.node;
+    let peers = region_peers(node);
+    let mut answers = Answers {
+        unanswered: peers.len(),
+        ..Answers::default()
     };
-    let mut unanswered = peers.len();
     let mut asks: FuturesUnordered<_> = peers
         .into_iter()
         .map(|to| {
@@ -239,36 +224,13 @@ async fn on_region_peer(
             }
         })
         .collect();
-    let mut other_subject = false;
-    let mut beginning = false;
-    let mut beyond = None;
     let found = tokio::time::timeout(wait, async {
         while let Some((to, r)) = asks.next().await {
             match r {
                 Ok((resp, Some(side))) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                     return Some((to, resp, side));
                 }
-                Ok((resp, _)) => {
-                    match resp.status() {
-                        StatusCode::NOT_FOUND => unanswered -= 1,
-                        StatusCode::CONFLICT => {
-                            unanswered -= 1;
-                            beginning = true;
-                        }
-                        StatusCode::FORBIDDEN => {
-                            unanswered -= 1;
-                            other_subject = true;
-                        }
-                        StatusCode::BAD_REQUEST => {
-                            unanswered -= 1;
-                            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-                            let text = body.map(|b| b.to_bytes()).unwrap_or_default();
-                            beyond = Some(String::from_utf8_lossy(&text).trim().to_string());
-                        }
-                        // Busy, or an old node that does not know sessions: no answer.
-                        _ => {}
-                    }
-                }
+                Ok((resp, _)) => answers.no(resp).await,
                 Err(e) => {
                     tracing::info!(peer = %to, error = %e, "session lookup: peer did not answer")
                 }
@@ -281,18 +243,85 @@ async fn on_region_peer(
     .flatten();
     drop(asks); // the others said no, or are cancelled
     let Some((to, held, side)) = found else {
-        if other_subject {
-            return Err(refused(app, ask));
+        return answers.verdict(claim);
+    };
+    tracing::info!(session = %claim.ask.id, holder = %to, "session attached through its holder");
+    Ok(Lookup::Attached(splice_to_holder(claim, req, &held, side)))
+}
+
+/// The other live nodes of this node's region, by backhaul address.
+fn region_peers(node: &NodeState) -> Vec<SocketAddr> {
+    let snap = node.cluster.load();
+    snap.view
+        .members
+        .iter()
+        .filter(|m| {
+            m.state != petrel_mesh::MemberState::Down
+                && *m.id.region == *node.region
+                && *m.id.name != *node.name
+        })
+        .map(|m| m.id.backhaul)
+        .collect()
+}
+
+/// What the region's nodes that do not hold the session said.
+#[derive(Default)]
+struct Answers {
+    /// Asked and not answered yet (busy, down, or an old node that does not know sessions).
+    unanswered: usize,
+    /// One is beginning it (`409`).
+    beginning: bool,
+    /// One holds it for another token subject (`403`).
+    other_subject: bool,
+    /// One holds it but cannot resume as asked (`400`, with why).
+    beyond: Option<String>,
+}
+
+impl Answers {
+    async fn no(&mut self, resp: Response<Body>) {
+        match resp.status() {
+            StatusCode::NOT_FOUND => self.unanswered -= 1,
+            StatusCode::CONFLICT => {
+                self.unanswered -= 1;
+                self.beginning = true;
+            }
+            StatusCode::FORBIDDEN => {
+                self.unanswered -= 1;
+                self.other_subject = true;
+            }
+            StatusCode::BAD_REQUEST => {
+                self.unanswered -= 1;
+                let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+                let text = body.map(|b| b.to_bytes()).unwrap_or_default();
+                self.beyond = Some(String::from_utf8_lossy(&text).trim().to_string());
+            }
+            // Busy, or an old node that does not know sessions: no answer.
+            _ => {}
         }
-        if let Some(why) = beyond {
+    }
+
+    fn verdict(self, claim: &Claim<'_>) -> Result<Lookup, ProxyError> {
+        if self.other_subject {
+            return Err(refused(claim.app, claim.ask));
+        }
+        if let Some(why) = self.beyond {
             return Err(ProxyError::SessionResume(why));
         }
-        return Ok(Lookup::NotHeld {
-            unanswered,
-            beginning,
-        });
-    };
-    tracing::info!(session = %ask.id, holder = %to, "session attached through its holder");
+        Ok(Lookup::NotHeld {
+            unanswered: self.unanswered,
+            beginning: self.beginning,
+        })
+    }
+}
+
+/// The client's 101, with the holder's WebSocket and session headers; the client is spliced to
+/// the holder's stream under the drain signal.
+fn splice_to_holder(
+    claim: &Claim<'_>,
+    req: &mut Request<Incoming>,
+    held: &Response<Body>,
+    side: Side,
+) -> Response<Body> {
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let names = [
@@ -308,17 +337,18 @@ async fn on_region_peer(
             resp.headers_mut().insert(name, v.clone());
         }
     }
-    finish_head(&mut resp, app, rid);
+    finish_head(&mut resp, claim.app, claim.rid);
     let client = Side::Hyper(hyper::upgrade::on(&mut *req));
+    let node = claim.node;
     let ending = Ending {
         cut: node.shutdown.cut_token(),
         websocket: true,
     };
-    let rid = rid.to_str().unwrap_or_default().to_string();
+    let rid = claim.rid.to_str().unwrap_or_default().to_string();
     node.shutdown.spawn(async move {
         splice(client, side, (), rid, ending).await;
     });
-    Ok(Lookup::Attached(resp))
+    resp
 }
 
 /// The client's handshake as the holder needs it: its WebSocket headers, the app and session,

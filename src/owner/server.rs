@@ -150,8 +150,8 @@ pub(super) fn reply_delay(delays: Option<&Delays>, h: &http::HeaderMap) -> Durat
 }
 
 /// Transport-neutral owner logic: authenticate, admit against the hard limit, forward (HTTP/1.1,
-/// or h2 for apps with `h2_backend`, by this node's own app config), or reject at once. `edge_side` is the edge's end of an upgrade, spliced
-/// to the instance's if it answers 101.
+/// or h2 for apps with `h2_backend`, by this node's own app config), or reject at once.
+/// `edge_side` is the edge's end of an upgrade, spliced to the instance's if it answers 101.
 pub(super) async fn admit_and_forward(
     node: &NodeState,
     key: Option<&protocol::AuthKey>,
@@ -174,22 +174,9 @@ pub(super) async fn admit_and_forward(
     if let Some(app) = id.strip_prefix(protocol::SESSION) {
         return super::attach::attach(node, app, req, edge_side).await;
     }
-    let local = node.local.load();
-    let Some(inst) = local.get(&id).cloned() else {
-        return reject(Reject::Unknown, None);
-    };
-    let routes = node.routes.load();
-    let Some(app) = routes.by_name(&inst.app).cloned() else {
-        return reject(Reject::Unknown, None);
-    };
-    drop(routes);
-    let now_ms = node.now_ms();
-    if !inst.accepts_work(now_ms) {
-        return reject(Reject::Down, None);
-    }
-    let Some(slot) = inst.try_acquire(app.hard) else {
-        app.metrics.reject();
-        return reject(Reject::Full, Some(inst.load()));
+    let admitted = match admit(node, &id) {
+        Ok(a) => a,
+        Err((why, load)) => return reject(why, load),
     };
     let upgrade = edge_side.is_some();
     let (mut parts, body) = req.into_parts();
@@ -197,45 +184,103 @@ pub(super) async fn admit_and_forward(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let out = ReplayableRequest::from_peer(Request::from_parts(parts, body));
     let settings = node.settings.load();
-    let resp = match send_to_instance(
-        &inst,
-        &out,
-        crate::http::InstanceForm {
-            h2: app.h2_backend && !upgrade,
-            fly_names: app.fly_names,
-        },
-        &settings.upstream,
-        &crate::trace::ConnectMark::default(),
-    )
-    .await
-    {
+    match forward(node, &admitted, &out, &settings, upgrade).await {
+        Ok(resp) => answer(node, admitted, resp, edge_side, &settings),
+        Err(Failed::NotSent) => reject(Reject::Connect, None),
+        Err(Failed::Exchange(e)) => owner_error(e, out.headers()),
+    }
+}
+
+/// A request this node took on: its instance, app and the load slot it holds.
+struct Admitted {
+    inst: Arc<crate::local::Instance>,
+    app: Arc<crate::routes::AppRoute>,
+    slot: crate::local::Slot,
+}
+
+/// Admission before the instance sees a byte: the instance is known, up and below its hard
+/// limit; else the reject the edge retries elsewhere on, with the instance's load if full.
+fn admit(node: &NodeState, id: &str) -> Result<Admitted, (Reject, Option<u32>)> {
+    let local = node.local.load();
+    let Some(inst) = local.get(id).cloned() else {
+        return Err((Reject::Unknown, None));
+    };
+    let Some(app) = node.routes.load().by_name(&inst.app).cloned() else {
+        return Err((Reject::Unknown, None));
+    };
+    if !inst.accepts_work(node.now_ms()) {
+        return Err((Reject::Down, None));
+    }
+    let Some(slot) = inst.try_acquire(app.hard) else {
+        app.metrics.reject();
+        return Err((Reject::Full, Some(inst.load())));
+    };
+    Ok(Admitted { inst, app, slot })
+}
+
+/// How forwarding to the admitted instance failed.
+enum Failed {
+    /// The connect failed; nothing was sent, so the edge may retry elsewhere (`connect` reject).
+    NotSent,
+    /// The exchange failed after sending: the instance's `502`/`504`, as the edge would give it
+    /// for a local instance.
+    Exchange(ExchangeError),
+}
+
+/// Sends the request to the admitted instance.
+async fn forward(
+    node: &NodeState,
+    a: &Admitted,
+    out: &ReplayableRequest,
+    settings: &crate::state::EdgeSettings,
+    upgrade: bool,
+) -> Result<Response<Incoming>, Failed> {
+    let (inst, app) = (&a.inst, &a.app);
+    let form = crate::http::InstanceForm {
+        h2: app.h2_backend && !upgrade,
+        fly_names: app.fly_names,
+    };
+    let mark = crate::trace::ConnectMark::default();
+    let mut resp = match send_to_instance(inst, out, form, &settings.upstream, &mark).await {
         Ok(r) => r,
         Err(Outcome::NotSent(e)) => {
             tracing::warn!(instance = %inst.id, error = %e, "instance connect failed (backhaul)");
-            inst.mark_unreachable(now_ms + settings.unreachable_for.as_millis() as u64);
-            return reject(Reject::Connect, None);
+            inst.mark_unreachable(node.now_ms() + settings.unreachable_for.as_millis() as u64);
+            return Err(Failed::NotSent);
         }
         Err(Outcome::Timeout) => {
-            return owner_error(ExchangeError::Timeout(app.name.to_string()), out.headers());
+            return Err(Failed::Exchange(ExchangeError::Timeout(
+                app.name.to_string(),
+            )))
         }
         Err(Outcome::Failed(e)) => {
             tracing::info!(instance = %inst.id, error = %e, "instance exchange failed (backhaul)");
-            let err = ExchangeError::Upstream {
+            let detail = e.to_string();
+            return Err(Failed::Exchange(ExchangeError::Upstream {
                 app: app.name.to_string(),
-                detail: e.to_string(),
-            };
-            return owner_error(err, out.headers());
+                detail,
+            }));
         }
     };
-    let mut resp = resp;
     if let Err(why) = crate::http::headers::response_framing(resp.status(), resp.headers_mut()) {
-        let err = ExchangeError::Upstream {
+        return Err(Failed::Exchange(ExchangeError::Upstream {
             app: app.name.to_string(),
             detail: why.into(),
-        };
-        return owner_error(err, out.headers());
+        }));
     }
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade;
+    Ok(resp)
+}
+
+/// The instance's answer toward the edge, with the instance's load beside it; a 101 to an
+/// upgrade is spliced to the edge's side, anything else read ahead of the edge.
+fn answer(
+    node: &NodeState,
+    a: Admitted,
+    mut resp: Response<Incoming>,
+    edge_side: Option<Side>,
+    settings: &crate::state::EdgeSettings,
+) -> Response<Body> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS && edge_side.is_some();
     let instance_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
@@ -243,7 +288,7 @@ pub(super) async fn admit_and_forward(
     // The instance's load besides this request, so the edge routes on a figure one RTT/2 old.
     parts.headers.insert(
         protocol::LOAD,
-        HeaderValue::from(inst.load().saturating_sub(1)),
+        HeaderValue::from(a.inst.load().saturating_sub(1)),
     );
     match (edge_side, instance_upgrade) {
         (Some(e), Some(i)) => {
@@ -257,7 +302,7 @@ pub(super) async fn admit_and_forward(
             node.shutdown.spawn(crate::http::splice(
                 e,
                 Side::Hyper(i),
-                Some(slot),
+                Some(a.slot),
                 rid,
                 ending,
             ));
@@ -266,7 +311,7 @@ pub(super) async fn admit_and_forward(
         _ => {
             // Read ahead of the edge, so an edge whose client reads slowly lets the instance go.
             let body =
-                crate::http::read_ahead(boxed(body), slot, settings.response_buffering, None);
+                crate::http::read_ahead(boxed(body), a.slot, settings.response_buffering, None);
             Response::from_parts(parts, boxed(crate::http::Tracked::new(body, ())))
         }
     }
