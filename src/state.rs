@@ -47,6 +47,8 @@ pub struct NodeState {
     pub name: Arc<str>,
     /// This node's region.
     pub region: Arc<str>,
+    /// The same as a header value (`Petrel-Edge-Region`), made once.
+    pub region_value: HeaderValue,
     /// Changes on every start; lets peers tell restarts apart.
     pub generation: u64,
     /// Host → app.
@@ -112,6 +114,8 @@ impl NodeState {
         Arc::new(Self {
             name: cfg.node.node.name.as_str().into(),
             region: cfg.node.node.region.as_str().into(),
+            region_value: HeaderValue::from_str(&cfg.node.node.region)
+                .unwrap_or(HeaderValue::from_static("-")),
             generation,
             routes: ArcSwap::from_pointee(RouteTable::build(&cfg.apps)),
             local: ArcSwap::from_pointee(LocalTable::build(&cfg.node.instances, None)),
@@ -227,21 +231,42 @@ impl RequestIds {
     }
 
     fn next(&self) -> HeaderValue {
-        let mut z = self.seed.wrapping_add(
-            self.counter
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        // Each worker thread takes a block of counter values at a time: one shared atomic add per
+        // `ID_BLOCK` requests, not one per request on a cache line every worker writes.
+        thread_local! {
+            // (whose block: the generator's seed, next, end)
+            static BLOCK: std::cell::Cell<(u64, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
+        }
+        let n = BLOCK.with(|b| {
+            let (mut owner, mut next, mut end) = b.get();
+            if owner != self.seed || next == end {
+                owner = self.seed;
+                next = self.counter.fetch_add(ID_BLOCK, Ordering::Relaxed);
+                end = next + ID_BLOCK;
+            }
+            b.set((owner, next + 1, end));
+            next
+        });
+        // splitmix64 of a counter: a bijection, so ids never repeat within a process.
+        let mut z = self
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        let mut v =
-            HeaderValue::from_str(&format!("{z:016x}")).expect("hex is a valid header value");
+        let mut hex = [0u8; 16];
+        for (k, d) in hex.iter_mut().enumerate() {
+            *d = b"0123456789abcdef"[((z >> (60 - 4 * k)) & 0xf) as usize];
+        }
+        let mut v = HeaderValue::from_bytes(&hex).expect("hex is a valid header value");
         // New for every request: HPACK indexing it would only evict useful table entries.
         v.set_sensitive(true);
         v
     }
 }
+
+/// Request ids a worker thread reserves at a time.
+const ID_BLOCK: u64 = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -256,6 +281,43 @@ mod tests {
             assert_eq!(v.len(), 16);
             assert!(v.is_sensitive(), "never indexed by HPACK");
             assert!(seen.insert(v));
+        }
+    }
+
+    #[test]
+    fn request_ids_stay_unique_across_threads_and_generators() {
+        let (a, b) = (Arc::new(RequestIds::new(1)), Arc::new(RequestIds::new(2)));
+        let per_gen: Vec<Vec<HeaderValue>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|k| {
+                    let (a, b) = (a.clone(), b.clone());
+                    s.spawn(move || {
+                        // Interleaved, so a thread's block for one generator is never used for
+                        // the other.
+                        let mut out = (Vec::new(), Vec::new());
+                        for i in 0..3_000 {
+                            if (i + k) % 3 == 0 {
+                                out.1.push(b.next());
+                            } else {
+                                out.0.push(a.next());
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            let (mut ra, mut rb) = (Vec::new(), Vec::new());
+            for h in hs {
+                let (x, y) = h.join().unwrap();
+                ra.extend(x);
+                rb.extend(y);
+            }
+            vec![ra, rb]
+        });
+        for ids in per_gen {
+            let n = ids.len();
+            let set: std::collections::HashSet<_> = ids.into_iter().collect();
+            assert_eq!(set.len(), n);
         }
     }
 }

@@ -40,15 +40,15 @@ impl crate::http::OnEnd for Finish {
     }
 
     fn end(self) {
+        let now = Instant::now(); // one clock read for the metrics and the trace
         if let Some(app) = &self.app {
-            let now = Instant::now();
             app.metrics.response_body((now - self.head).as_secs_f64());
             app.metrics
                 .request(self.status, (now - self.start).as_secs_f64());
         }
         drop(self.slot);
         if let Some(t) = self.trace {
-            t.finish(Instant::now(), self.status);
+            t.finish(now, self.status);
         }
     }
 }

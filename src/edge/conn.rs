@@ -20,6 +20,8 @@ pub struct TlsInfo {
 pub struct ConnCtx {
     /// Client address.
     pub peer: SocketAddr,
+    /// The client's IP as a header value (`X-Forwarded-For`, `Petrel-Client-IP`), made once.
+    pub client_ip: http::HeaderValue,
     /// Our listener address.
     pub local: SocketAddr,
     held: Mutex<Vec<Slot>>,
@@ -49,6 +51,8 @@ impl ConnCtx {
     ) -> Self {
         Self {
             peer,
+            client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or(http::HeaderValue::from_static("-")),
             local,
             held: Mutex::new(Vec::new()),
             tls,

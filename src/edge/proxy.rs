@@ -508,12 +508,12 @@ async fn try_candidates(
         }));
     }
     t.head(TraceTarget {
-        instance: cand.target.id().to_string(),
-        region: cand.region.to_string(),
+        instance: cand.target.id().clone(),
+        region: cand.region.clone(),
         remote: matches!(cand.target, Target::Remote(_)),
         node: match &cand.target {
-            Target::Local(_) => node.name.to_string(),
-            Target::Remote(r) => r.node.to_string(),
+            Target::Local(_) => node.name.clone(),
+            Target::Remote(r) => r.node.clone(),
         },
     });
     Ok(Answered {
@@ -845,11 +845,11 @@ fn prepare(
     add_forwarding(
         &mut parts.headers,
         &Forwarded {
-            peer: conn.peer,
+            client_ip: &conn.client_ip,
             local_port: conn.local.port(),
             proto: if conn.tls.is_some() { "https" } else { "http" },
-            region: &node.region,
-            request_id: rid.to_str().unwrap_or_default(),
+            region: &node.region_value,
+            request_id: rid,
             via_version,
         },
     );

@@ -1,7 +1,5 @@
 //! Header rewriting at the proxy boundary: hop-by-hop removal, SPEC §5 forwarding headers, anti-spoofing.
 
-use std::net::SocketAddr;
-
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE, VIA};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `Trailer` is not
@@ -115,16 +113,16 @@ pub fn strip_internal(h: &mut HeaderMap) {
 
 /// What the edge knows about where a request came from.
 pub struct Forwarded<'a> {
-    /// The client's address.
-    pub peer: SocketAddr,
+    /// The client's IP address as a header value (made once per connection).
+    pub client_ip: &'a HeaderValue,
     /// The listener's port.
     pub local_port: u16,
     /// "http" or "https".
     pub proto: &'static str,
-    /// This node's region.
-    pub region: &'a str,
+    /// This node's region as a header value (made once per node).
+    pub region: &'a HeaderValue,
     /// The request id.
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     /// "1.1" or "2".
     pub via_version: &'static str,
 }
@@ -139,7 +137,8 @@ const PETREL_REQUEST_ID: HeaderName = HeaderName::from_static("petrel-request-id
 /// Adds SPEC §5 headers (after `strip_internal` removed client copies); each replaces any copy the
 /// client sent.
 pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
-    let ip = f.peer.ip().to_string();
+    // Values made once (per connection, per node) are cloned, not formatted and checked again.
+    let ip = f.client_ip.to_str().unwrap_or_default();
     let joined = |h: &HeaderMap, name: &HeaderName, mine: &str| {
         let mut prior = h.get_all(name).iter().filter_map(|v| v.to_str().ok());
         let Some(first) = prior.next() else {
@@ -154,15 +153,12 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
         all.push_str(mine);
         Some(all)
     };
-    let xff = joined(h, &X_FORWARDED_FOR, &ip);
-    let other;
+    let xff = joined(h, &X_FORWARDED_FOR, ip);
     let mine = match f.via_version {
         "2" => "2 petrel",
         "1.1" => "1.1 petrel",
-        v => {
-            other = format!("{v} petrel");
-            &other
-        }
+        "1.0" => "1.0 petrel",
+        _ => "petrel",
     };
     let via = joined(h, &VIA, mine);
     let set = |h: &mut HeaderMap, name: HeaderName, v: &str| {
@@ -170,15 +166,20 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
             h.insert(name, v);
         }
     };
-    set(h, X_FORWARDED_FOR, xff.as_deref().unwrap_or(&ip));
-    set(h, VIA, via.as_deref().unwrap_or(mine));
-    set(h, PETREL_CLIENT_IP, &ip);
-    set(h, PETREL_EDGE_REGION, f.region);
-    set(h, PETREL_REQUEST_ID, f.request_id);
-    if let Some(v) = h.get_mut(PETREL_REQUEST_ID) {
-        // New for every request: indexing it in HPACK's table would only evict useful entries.
-        v.set_sensitive(true);
+    match xff {
+        Some(all) => set(h, X_FORWARDED_FOR, &all),
+        None => _ = h.insert(X_FORWARDED_FOR, f.client_ip.clone()),
     }
+    match via {
+        Some(all) => set(h, VIA, &all),
+        None => _ = h.insert(VIA, HeaderValue::from_static(mine)),
+    }
+    h.insert(PETREL_CLIENT_IP, f.client_ip.clone());
+    h.insert(PETREL_EDGE_REGION, f.region.clone());
+    let mut rid = f.request_id.clone();
+    // New for every request: indexing it in HPACK's table would only evict useful entries.
+    rid.set_sensitive(true);
+    h.insert(PETREL_REQUEST_ID, rid);
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     // Rack and Rails read `X-Forwarded-Ssl: on` as https: never a client's word for it. (Apps
     // with Fly's header names get petrel's own, as Fly sends it.)
@@ -460,11 +461,11 @@ mod tests {
         add_forwarding(
             &mut h,
             &Forwarded {
-                peer: "127.0.0.9:5000".parse().unwrap(),
+                client_ip: &HeaderValue::from_static("127.0.0.9"),
                 local_port: 8080,
                 proto: "http",
-                region: "iad",
-                request_id: "r1",
+                region: &HeaderValue::from_static("iad"),
+                request_id: &HeaderValue::from_static("r1"),
                 via_version: "1.1",
             },
         );

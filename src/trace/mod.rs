@@ -4,23 +4,35 @@
 pub mod otlp;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
 
 /// Set by the transport when the connection for the current attempt is ready (pooled or new).
+/// An atomic, not a lock: nanoseconds after [`mark_base`] plus one, 0 when unset.
 #[derive(Debug, Default)]
-pub struct ConnectMark(Mutex<Option<Instant>>);
+pub struct ConnectMark(AtomicU64);
+
+/// The instant marks count from (the first mark of the process).
+fn mark_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
 
 impl ConnectMark {
     /// The connection is ready now.
     pub fn mark(&self) {
-        *self.0.lock().expect("mark lock") = Some(Instant::now());
+        let base = mark_base();
+        let since = Instant::now().saturating_duration_since(base).as_nanos() as u64;
+        self.0.store(since + 1, Ordering::Relaxed);
     }
 
     fn take(&self) -> Option<Instant> {
-        self.0.lock().expect("mark lock").take()
+        match self.0.swap(0, Ordering::Relaxed) {
+            0 => None,
+            n => Some(mark_base() + Duration::from_nanos(n - 1)),
+        }
     }
 }
 
@@ -28,13 +40,13 @@ impl ConnectMark {
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Instance id.
-    pub instance: String,
+    pub instance: std::sync::Arc<str>,
     /// Its region.
-    pub region: String,
+    pub region: std::sync::Arc<str>,
     /// Sent over the backhaul to another node.
     pub remote: bool,
     /// The node hosting it.
-    pub node: String,
+    pub node: std::sync::Arc<str>,
 }
 
 /// What only the access log needs of a request, gathered only while it is on (`crate::access`).
@@ -62,7 +74,6 @@ impl AccessFields {
 #[derive(Debug)]
 pub struct Trace {
     start: Instant,
-    wall: SystemTime,
     parent: Option<otlp::Parent>,
     routed: Option<Instant>,
     attempt: Option<Instant>,
@@ -73,7 +84,7 @@ pub struct Trace {
     /// Reset for each attempt and read after it.
     pub mark: ConnectMark,
     request_id: String,
-    app: String,
+    app: Arc<str>,
     slow: Duration,
     sample: f64,
     access: Option<Box<AccessFields>>,
@@ -138,7 +149,6 @@ impl Trace {
     ) -> Self {
         Self {
             start,
-            wall: SystemTime::now() - start.elapsed(),
             parent: otlp::Parent::from_headers(headers),
             routed: None,
             attempt: None,
@@ -148,7 +158,7 @@ impl Trace {
             target: None,
             mark: ConnectMark::default(),
             request_id: request_id.to_string(),
-            app: String::new(),
+            app: Arc::from(""),
             slow,
             sample,
             access: None,
@@ -173,7 +183,7 @@ impl Trace {
             .unwrap_or_else(|| text(http::header::HOST));
         self.access = Some(Box::new(AccessFields {
             entry: crate::access::Entry {
-                time: crate::access::rfc3339(self.wall),
+                time: crate::access::rfc3339(self.wall()),
                 request_id: self.request_id.clone(),
                 client: client.to_string(),
                 host,
@@ -188,7 +198,7 @@ impl Trace {
                 protocol: format!("{:?}", req.version()),
                 user_agent: text(http::header::USER_AGENT),
                 referer: text(http::header::REFERER),
-                at: Some(self.wall),
+                at: Some(self.wall()),
                 ..Default::default()
             },
             ..Default::default()
@@ -237,12 +247,12 @@ impl Trace {
 
     /// The routing facts of the entry: app, where it went, tries, phases.
     fn fill(&self, e: &mut crate::access::Entry, end: Instant) {
-        e.app = self.app.clone();
+        e.app = self.app.to_string();
         e.attempts = self.attempts;
         if let Some(t) = &self.target {
-            e.instance = t.instance.clone();
-            e.region = t.region.clone();
-            e.node = t.node.clone();
+            e.instance = t.instance.to_string();
+            e.region = t.region.to_string();
+            e.node = t.node.to_string();
         }
         let phases = self.phases(end);
         for (name, d) in phases.named() {
@@ -254,8 +264,13 @@ impl Trace {
     }
 
     /// The app the request was routed to.
-    pub fn set_app(&mut self, app: &str) {
-        self.app = app.to_string();
+    pub fn set_app(&mut self, app: &Arc<str>) {
+        self.app = app.clone();
+    }
+
+    /// The wall-clock time the request began (read when needed: the access log, an export).
+    pub(crate) fn wall(&self) -> SystemTime {
+        SystemTime::now() - self.start.elapsed()
     }
 
     /// Candidates are ordered.
@@ -315,11 +330,11 @@ impl Trace {
         }
         let phases = self.phases(end);
         let is_slow = phases.total >= self.slow;
-        let (app, request_id) = (self.app.as_str(), self.request_id.as_str());
+        let (app, request_id) = (&*self.app, self.request_id.as_str());
         if is_slow {
             let ms = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1e3);
             let (instance, region, remote) = match &self.target {
-                Some(t) => (t.instance.as_str(), t.region.as_str(), t.remote),
+                Some(t) => (&*t.instance, &*t.region, t.remote),
                 None => ("", "", false),
             };
             tracing::warn!(

@@ -185,10 +185,10 @@ fn spans(r: Record) -> Vec<Value> {
     };
     let trace_hex = format!("{trace_id:032x}");
     let root_id = format!("{:016x}", rand::random::<u64>().max(1));
-    let start = r.trace.wall;
+    let start = r.trace.wall();
     let p = &r.phases;
     let (instance, region, remote) = match &r.trace.target {
-        Some(t) => (t.instance.clone(), t.region.clone(), t.remote),
+        Some(t) => (t.instance.to_string(), t.region.to_string(), t.remote),
         None => (String::new(), String::new(), false),
     };
     let mut root = json!({
