@@ -279,4 +279,34 @@ mod tests {
         f.sweep(1_000, 1_000);
         assert!(f.is_empty());
     }
+
+    #[test]
+    fn concurrent_edges_share_one_cell_per_instance() {
+        // Workers of one edge send to the same instances at once: every instance gets exactly
+        // one cell, and each request on the wire is counted (below the ring's size).
+        let f = std::sync::Arc::new(Feedback::new(200));
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let f = f.clone();
+                s.spawn(move || {
+                    for i in 0..50u64 {
+                        let k = format!("i{}", i % 10);
+                        f.sent(k.clone(), 0, 1_000 + t);
+                        if i % 7 == 0 {
+                            f.answered(k, 3, 0);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(f.len(), 10);
+        for i in 0..10 {
+            f.answered(format!("i{i}"), 3, 0);
+        }
+        for i in 0..10 {
+            // 4 threads x 5 requests each to every instance, all still on the wire.
+            let on_wire = f.estimate(&format!("i{i}"), 0, 10) - 3;
+            assert_eq!(on_wire, 20, "instance i{i}");
+        }
+    }
 }
