@@ -7,9 +7,10 @@ use tokio::net::TcpListener;
 
 use crate::backhaul::protocol::AuthKey;
 use crate::backhaul::{Credentials, SharedCredentials};
-use crate::cluster::{Delays, MeshSetup};
+use crate::cluster::Delays;
 use crate::config::{Config, MeshProfile};
 use crate::handoff::{Inherited, Sockets};
+use crate::node::mesh::MeshSetup;
 use crate::shutdown::Shutdown;
 use crate::state::NodeState;
 
@@ -196,10 +197,7 @@ impl App {
         };
         let node = NodeState::new(&cfg, shutdown, client, cluster_keys);
         for i in std::mem::take(&mut inherited.instances) {
-            match node
-                .registry
-                .register(&node, &i.id, &i.app, i.address.get())
-            {
+            match crate::node::registry::register(&node, &i.id, &i.app, i.address.get()) {
                 Ok(()) => tracing::info!(instance = %i.id, "run-time instance taken over"),
                 Err(e) => {
                     tracing::warn!(instance = %i.id, error = %e, "run-time instance not taken over")
@@ -292,7 +290,7 @@ impl App {
                 self.delays.clone(),
             ))
         });
-        let health = tokio::spawn(crate::local::health::run(self.node.clone()));
+        let health = tokio::spawn(crate::node::health::run(self.node.clone()));
         if let Some(endpoint) = &self.cfg.node.tracing.otlp_endpoint {
             if let Err(e) = crate::trace::otlp::start(endpoint, &self.node.name, &self.node.region)
             {
@@ -308,7 +306,7 @@ impl App {
             ))
         });
         let mesh = match self.mesh.take() {
-            Some(setup) => Some(crate::cluster::spawn(setup, self.node.clone())?),
+            Some(setup) => Some(crate::node::mesh::spawn(setup, self.node.clone())?),
             None => None,
         };
         let limits = crate::edge::Limits::from_config(&self.cfg.node.edge);

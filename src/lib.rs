@@ -9,7 +9,8 @@
 //! - [`reload`]: SIGHUP / `POST /v1/reload`, validated and swapped atomically.
 //! - [`routes`]: the route table, Host → app and the app's settings.
 //! - [`state`]: the snapshots (`ArcSwap`) the request path reads without locks.
-//! - [`cluster`]: the mesh owner task (UDP, timers) and the snapshot it publishes.
+//! - [`cluster`]: the snapshot of the mesh the request path reads.
+//! - [`node`]: the node's own tasks over its state: the mesh owner task, health checks, registration.
 //! - [`certs`]: edge certificates by SNI, reloaded whole.
 //! - [`http`]: what both hops share: a request's form for an instance, replayable requests.
 //! - [`edge`]: listeners, Host → app routing, the proxy handler, WebSocket splicing.
@@ -49,6 +50,7 @@ pub mod fuzz_targets;
 pub mod handoff;
 pub mod http;
 pub mod local;
+pub mod node;
 pub mod owner;
 pub mod pick;
 pub mod reload;

@@ -26,7 +26,7 @@ pub fn reload(node: &NodeState) -> Result<Reloaded, ConfigErrors> {
     node.routes.store(Arc::new(RouteTable::build(&cfg.apps)));
     node.settings
         .store(Arc::new(EdgeSettings::from_config(&cfg)));
-    node.registry.reload(node, &cfg.node.instances);
+    node.registry.reload(&node.local, &cfg.node.instances);
     rotate_keys(node, &cfg);
     if let (Some(resolver), Some(store)) = (&node.tls, &cfg.certs) {
         tracing::info!(names = store.len(), "edge certificates reloaded");

@@ -336,7 +336,7 @@ async fn register(node: &Arc<NodeState>, id: &str, req: Request<Incoming>) -> Re
             )
         }
     };
-    match node.registry.register(node, id, &body.app, addr) {
+    match crate::node::registry::register(node, id, &body.app, addr) {
         Ok(()) => reply(
             StatusCode::CREATED,
             "application/json",
@@ -349,7 +349,7 @@ async fn register(node: &Arc<NodeState>, id: &str, req: Request<Incoming>) -> Re
 
 fn deregister(node: &Arc<NodeState>, id: &str) -> Response<Body> {
     let limit = node.drain_timeout;
-    if node.registry.deregister(node, id, limit) {
+    if crate::node::registry::deregister(node, id, limit) {
         reply(
             StatusCode::ACCEPTED,
             "application/json",

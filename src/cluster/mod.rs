@@ -1,7 +1,7 @@
-//! The cluster: one owner task drives the sans-IO mesh core from a UDP socket and timers, and
-//! publishes an immutable snapshot of members, RTTs and remote load for the request path.
+//! The cluster as the request path reads it: the immutable snapshot of members, RTTs and remote
+//! load that the mesh owner task (`crate::node::mesh`) publishes, its metrics and the `[simulate]`
+//! delays.
 
-mod driver;
 mod metrics;
 mod simulate;
 
@@ -12,8 +12,13 @@ use foldhash::HashMap;
 
 use crate::balance::ClosestIndex;
 
-pub use driver::{spawn, MeshSetup, PUBLISH_EVERY, SAMPLE_EVERY};
+pub use metrics::MeshMetrics;
 pub use simulate::Delays;
+
+/// How often local loads are sampled and fed to the mesh (the node's mesh task and `petrel sim`).
+pub const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// Least time between two published snapshots (the node's mesh task and `petrel sim`).
+pub const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// RTT assumed for a member not measured yet: far enough that measured ones win.
 pub const UNMEASURED_RTT_MS: f64 = 1_000.0;

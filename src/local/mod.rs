@@ -1,7 +1,6 @@
 //! Local instances: the table of instances hosted on this node, hard-limit admission, pooled connections.
 
 mod forward;
-pub mod health;
 mod instance;
 // One reviewed `unsafe` pair: reading into hyper's uninitialized buffer, as tokio itself does.
 #[allow(unsafe_code)]

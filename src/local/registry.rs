@@ -1,12 +1,13 @@
-//! Run-time registration of local instances (admin `PUT`/`DELETE /v1/instances/{id}`).
+//! The list of local instances the table is built from: node.toml's and those registered at run
+//! time (admin `PUT`/`DELETE /v1/instances/{id}`, through `crate::node::registry`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use super::LocalTable;
 use crate::config::{Addr, InstanceConfig};
-use crate::state::NodeState;
 
 /// Why a registration was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,29 +39,21 @@ impl Registry {
         }
     }
 
-    /// Adds an instance and swaps in a table that has it.
-    pub fn register(
+    /// Adds an instance and swaps in a table that has it (`local`). `taken_elsewhere`: the id is
+    /// already used by an instance on another node. Checking that the app exists is the caller's.
+    pub fn add(
         &self,
-        node: &NodeState,
+        local: &ArcSwap<LocalTable>,
         id: &str,
         app: &str,
         addr: SocketAddr,
+        taken_elsewhere: bool,
     ) -> Result<(), RegisterError> {
         if !crate::config::valid_name(id) {
             return Err(RegisterError::BadId(id.to_string()));
         }
-        if node.routes.load().by_name(app).is_none() {
-            return Err(RegisterError::UnknownApp(app.to_string()));
-        }
-        let taken_remotely = node
-            .cluster
-            .load()
-            .view
-            .instances
-            .iter()
-            .any(|i| &*i.load.id == id);
         let mut configs = self.configs.lock().expect("registry lock");
-        if taken_remotely || configs.iter().any(|c| c.id == id) {
+        if taken_elsewhere || configs.iter().any(|c| c.id == id) {
             return Err(RegisterError::Taken(id.to_string()));
         }
         configs.push(InstanceConfig {
@@ -68,9 +61,7 @@ impl Registry {
             app: app.to_string(),
             address: Addr(addr),
         });
-        let table = LocalTable::build(&configs, Some(&node.local.load()));
-        node.local.store(Arc::new(table));
-        tracing::info!(instance = id, app, %addr, "instance registered");
+        local.store(Arc::new(LocalTable::build(&configs, Some(&local.load()))));
         Ok(())
     }
 
@@ -87,42 +78,20 @@ impl Registry {
 
     /// Replaces the instances that came from node.toml with `file`, keeping run-time ones and the
     /// live state (load, pools) of instances that stay; swaps in the new table.
-    pub fn reload(&self, node: &NodeState, file: &[InstanceConfig]) {
+    pub fn reload(&self, local: &ArcSwap<LocalTable>, file: &[InstanceConfig]) {
         let mut configs = self.configs.lock().expect("registry lock");
         let mut from_file = self.from_file.lock().expect("registry lock");
         configs.retain(|c| !from_file.contains(&c.id));
         configs.retain(|c| !file.iter().any(|f| f.id == c.id));
         configs.extend(file.iter().cloned());
         *from_file = file.iter().map(|c| c.id.clone()).collect();
-        let table = LocalTable::build(&configs, Some(&node.local.load()));
-        node.local.store(Arc::new(table));
+        local.store(Arc::new(LocalTable::build(&configs, Some(&local.load()))));
     }
 
-    /// Stops new work to `id` at once; forgets it once its open work has finished (or after
-    /// `limit`). Returns false if there is no such local instance.
-    pub fn deregister(&self, node: &Arc<NodeState>, id: &str, limit: Duration) -> bool {
-        let Some(inst) = node.local.load().get(id).cloned() else {
-            return false;
-        };
-        inst.start_draining();
-        tracing::info!(
-            instance = id,
-            open = inst.load(),
-            "instance deregistering: no new work"
-        );
-        let (node, id) = (node.clone(), id.to_string());
-        std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + limit;
-            while inst.load() > 0 && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let registry = &node.registry;
-            let mut configs = registry.configs.lock().expect("registry lock");
-            configs.retain(|c| c.id != id);
-            let table = LocalTable::build(&configs, Some(&node.local.load()));
-            node.local.store(Arc::new(table));
-            tracing::info!(instance = %id, left_open = inst.load(), "instance removed");
-        });
-        true
+    /// Forgets `id` and swaps in a table without it (its open work has ended or run out of time).
+    pub fn remove(&self, local: &ArcSwap<LocalTable>, id: &str) {
+        let mut configs = self.configs.lock().expect("registry lock");
+        configs.retain(|c| c.id != id);
+        local.store(Arc::new(LocalTable::build(&configs, Some(&local.load()))));
     }
 }

@@ -12,8 +12,8 @@ use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use super::Instance;
 use crate::config::Check;
+use crate::local::Instance;
 use crate::state::NodeState;
 
 /// How often the scheduler looks for due checks.

@@ -9,16 +9,11 @@ use petrel_mesh::{Event, InstanceLoad, Mesh, MeshConfig, NodeId};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
-use super::metrics::MeshMetrics;
-use super::{Delays, Snapshot};
+use crate::cluster::{Delays, MeshMetrics, Snapshot, PUBLISH_EVERY, SAMPLE_EVERY};
 use crate::state::NodeState;
 
-/// How often local loads are sampled and fed to the mesh (`petrel sim` uses it too).
-pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// Every this many samples (1 s) expired penalties and load figures are dropped.
 const SWEEP_EVERY_TICKS: u64 = 20;
-/// Least time between two published snapshots (`petrel sim` uses it too).
-pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// How often to knock on the seeds again while no member is known.
 const REJOIN_EVERY: Duration = Duration::from_millis(500);
 /// A turn slower than this is logged.
