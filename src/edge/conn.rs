@@ -43,6 +43,7 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// The context of a connection just accepted from `peer` on `local`.
     pub(super) fn new(
         peer: SocketAddr,
         local: SocketAddr,
@@ -99,6 +100,7 @@ impl ConnCtx {
             .send_if_modified(|seen| !std::mem::replace(seen, true));
     }
 
+    /// A request head has arrived on this connection.
     pub(super) fn has_seen_request(&self) -> bool {
         *self.first.borrow()
     }

@@ -154,11 +154,15 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
         Some(all)
     };
     let xff = joined(h, &X_FORWARDED_FOR, ip);
+    let other;
     let mine = match f.via_version {
         "2" => "2 petrel",
         "1.1" => "1.1 petrel",
         "1.0" => "1.0 petrel",
-        _ => "petrel",
+        v => {
+            other = format!("{v} petrel"); // RFC 9110 §7.6.3: the version comes first
+            &other
+        }
     };
     let via = joined(h, &VIA, mine);
     let set = |h: &mut HeaderMap, name: HeaderName, v: &str| {
@@ -170,10 +174,7 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
         Some(all) => set(h, X_FORWARDED_FOR, &all),
         None => _ = h.insert(X_FORWARDED_FOR, f.client_ip.clone()),
     }
-    match via {
-        Some(all) => set(h, VIA, &all),
-        None => _ = h.insert(VIA, HeaderValue::from_static(mine)),
-    }
+    set(h, VIA, via.as_deref().unwrap_or(mine));
     h.insert(PETREL_CLIENT_IP, f.client_ip.clone());
     h.insert(PETREL_EDGE_REGION, f.region.clone());
     let mut rid = f.request_id.clone();

@@ -28,9 +28,9 @@ pub const FEEDBACK_TTL_MS: u64 = 200;
 /// at the next sweep.
 pub const FEEDBACK_IDLE_MS: u64 = 10_000;
 
-/// Requests on the wire counted per instance: a ring of expected arrival times. More than this
-/// many sent to one instance within half an RTT count as this many (the instance then looks busy
-/// anyway: hard limits are usually below it).
+/// Requests on the wire kept one by one per instance: a ring of expected arrival times. Requests
+/// sent while the ring holds only ones still on the wire spill into a counter that lasts until
+/// the latest of them arrives (so an app with a hard limit of hundreds is counted in full).
 pub const ON_WIRE_SLOTS: usize = 32;
 
 /// "No figure yet" in [`Cell::told_at`].
@@ -48,26 +48,56 @@ struct Cell {
     on_wire: [AtomicU64; ON_WIRE_SLOTS],
     /// Next ring slot to write.
     next: AtomicUsize,
+    /// Requests sent while the ring was full of ones still on the wire...
+    spilled: AtomicU32,
+    /// ...counted until this time, the latest arrival among them (0: none).
+    spilled_until: AtomicU64,
     /// Last time anything was written, for the sweep.
     touched: AtomicU64,
 }
 
 impl Cell {
-    fn new() -> Self {
+    /// A cell made at `now` (so a sweep at the same moment does not take it for idle).
+    fn new(now: u64) -> Self {
         Self {
             told_load: AtomicU32::new(0),
             told_at: AtomicU64::new(NEVER),
             on_wire: std::array::from_fn(|_| AtomicU64::new(0)),
             next: AtomicUsize::new(0),
-            touched: AtomicU64::new(0),
+            spilled: AtomicU32::new(0),
+            spilled_until: AtomicU64::new(0),
+            touched: AtomicU64::new(now),
         }
     }
 
+    /// Records a request expected at the owner at `arrives`. Concurrent senders may race on a
+    /// spill reset and miscount by one for a moment: this is an estimate, never an admission.
+    fn push(&self, now: u64, arrives: u64) {
+        let arrives = arrives.max(now).max(1);
+        let slot = &self.on_wire[self.next.fetch_add(1, Relaxed) % ON_WIRE_SLOTS];
+        if slot.load(Relaxed) <= now {
+            slot.store(arrives, Relaxed);
+            return;
+        }
+        // The oldest in the ring is still on the wire: every slot is.
+        if self.spilled_until.load(Relaxed) <= now {
+            self.spilled.store(0, Relaxed);
+        }
+        self.spilled.fetch_add(1, Relaxed);
+        self.spilled_until.fetch_max(arrives, Relaxed);
+    }
+
     fn on_wire(&self, now: u64) -> u32 {
-        self.on_wire
+        let ring = self
+            .on_wire
             .iter()
             .filter(|t| t.load(Relaxed) > now)
-            .count() as u32
+            .count() as u32;
+        if self.spilled_until.load(Relaxed) > now {
+            ring.saturating_add(self.spilled.load(Relaxed))
+        } else {
+            ring
+        }
     }
 }
 
@@ -90,15 +120,17 @@ impl<K: Hash + Eq + Clone> Feedback<K> {
         }
     }
 
-    /// The cell of `k`, made on first use (the one write that copies the map).
-    fn cell(&self, k: K) -> Arc<Cell> {
+    /// The cell of `k`, made at `now` on first use (the one write that copies the map).
+    fn cell(&self, k: K, now: u64) -> Arc<Cell> {
         if let Some(c) = self.cells.load().get(&k) {
             return c.clone();
         }
         let mut made = None;
         self.cells.rcu(|m| {
             let mut m = Map::clone(m);
-            let c = m.entry(k.clone()).or_insert_with(|| Arc::new(Cell::new()));
+            let c = m
+                .entry(k.clone())
+                .or_insert_with(|| Arc::new(Cell::new(now)));
             made = Some(c.clone());
             m
         });
@@ -107,15 +139,14 @@ impl<K: Hash + Eq + Clone> Feedback<K> {
 
     /// This edge sent a request to `k` at `now`; it should reach the owner at `arrives`.
     pub fn sent(&self, k: K, now: u64, arrives: u64) {
-        let c = self.cell(k);
-        let slot = c.next.fetch_add(1, Relaxed) % ON_WIRE_SLOTS;
-        c.on_wire[slot].store(arrives.max(now).max(1), Relaxed);
+        let c = self.cell(k, now);
+        c.push(now, arrives);
         c.touched.fetch_max(now, Relaxed);
     }
 
     /// The owner of `k` answered (served or full) and reported `load`, at `now`.
     pub fn answered(&self, k: K, load: u32, now: u64) {
-        let c = self.cell(k);
+        let c = self.cell(k, now);
         c.told_load.store(load, Relaxed);
         c.told_at.store(now, std::sync::atomic::Ordering::Release);
         c.touched.fetch_max(now, Relaxed);
@@ -261,13 +292,19 @@ mod tests {
     }
 
     #[test]
-    fn many_on_the_wire_count_up_to_the_ring() {
+    fn a_burst_beyond_the_ring_is_counted_whole() {
+        // An app with a hard limit of 250: 200 requests sent within half an RTT all count.
         let f = Feedback::new(200);
-        for k in 0..(ON_WIRE_SLOTS as u64 + 5) {
-            f.sent("a".to_string(), k, 1_000 + k);
+        for k in 0..200u64 {
+            f.sent("a".to_string(), k / 10, 40 + k / 10);
         }
-        assert_eq!(f.estimate("a", 0, 10), ON_WIRE_SLOTS as u32);
-        assert_eq!(f.estimate("a", 0, 2_000), 0);
+        assert_eq!(f.estimate("a", 0, 20), 200);
+        assert_eq!(f.estimate("a", 0, 60), 0, "all arrived");
+        // A later burst starts a fresh spill count, not one on top of the old.
+        for k in 0..40u64 {
+            f.sent("a".to_string(), 100, 150 + k % 2);
+        }
+        assert_eq!(f.estimate("a", 0, 120), 40);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What is being compared: petrel's strategies and the baselines, each an ordering of candidates.
 //!
-//! petrel's strategies call the proxy's own pick ([`crate::pick::order`], [`crate::pick::last_resort`]). The baselines are what other
+//! petrel's strategies call the proxy's own pick ([`crate::pick::order`],
+//! [`crate::pick::last_resort`]). The baselines are what other
 //! load balancers do: round robin, random and least-connections ignore RTT and queue at a busy
 //! instance; "coordinates" is petrel's `closest` fed estimated RTTs (Consul's Vivaldi coordinates) instead
 //! of measured ones, the setup that once sent Tokyo traffic to Hong Kong.

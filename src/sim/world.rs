@@ -525,6 +525,7 @@ impl World {
         self.nodes[n]
             .feedback
             .sweep(now, FEEDBACK_IDLE_MS * 1_000_000);
+        self.nodes[n].penalties.sweep(now);
         let node = &self.nodes[n];
         let Some(_) = node.mesh.as_ref() else {
             return;

@@ -74,6 +74,9 @@ impl AccessFields {
 #[derive(Debug)]
 pub struct Trace {
     start: Instant,
+    /// Wall-clock time of `start`, read once when the request began (an export of an hour-long
+    /// WebSocket keeps its true start).
+    wall: SystemTime,
     parent: Option<otlp::Parent>,
     routed: Option<Instant>,
     attempt: Option<Instant>,
@@ -149,6 +152,7 @@ impl Trace {
     ) -> Self {
         Self {
             start,
+            wall: SystemTime::now() - start.elapsed(),
             parent: otlp::Parent::from_headers(headers),
             routed: None,
             attempt: None,
@@ -268,9 +272,9 @@ impl Trace {
         self.app = app.clone();
     }
 
-    /// The wall-clock time the request began (read when needed: the access log, an export).
+    /// The wall-clock time the request began.
     pub(crate) fn wall(&self) -> SystemTime {
-        SystemTime::now() - self.start.elapsed()
+        self.wall
     }
 
     /// Candidates are ordered.
