@@ -70,100 +70,126 @@ pub(super) async fn resume(
     claim: &Claim<'_>,
     req: &mut Request<Incoming>,
 ) -> Result<Resumed, ProxyError> {
-    let Claim {
-        node,
-        app,
-        ask,
-        sub,
-        rid,
-    } = *claim;
-    let sub_str = sub.and_then(|v| v.to_str().ok());
     // Rounds until SETTLE: each one lost a race (the session ended, another request took the
     // id, a peer is still beginning it) and looks again.
     let deadline = tokio::time::Instant::now() + SETTLE;
     while tokio::time::Instant::now() < deadline {
-        match node
-            .sessions
-            .find_settled(&app.name, &ask.id, sub_str, SETTLE)
-            .await
-        {
-            Found::OtherSubject => {
-                session_metrics().refused.increment(1);
-                return Err(refused(app, ask));
-            }
-            Found::Beginning(_) | Found::Busy => return Err(busy(app, ask)),
-            Found::Session(h) => {
-                let mut resp = crate::session::switching(req.headers(), h.protocol())
-                    .map_err(ProxyError::Malformed)?;
-                let client = Side::Hyper(hyper::upgrade::on(&mut *req));
-                match h.attach(ask.resume, client).await {
-                    Ok(counts) => {
-                        crate::session::set_counts(&mut resp, counts);
-                        finish_head(&mut resp, app, rid);
-                        return Ok(Resumed::Answered(resp));
-                    }
-                    Err(e @ AttachError::Beyond { .. }) => {
-                        return Err(ProxyError::SessionResume(e.to_string()))
-                    }
-                    Err(AttachError::Ended) => continue, // ended a moment ago: look again
-                }
-            }
-            Found::Nothing => {}
+        match held_here(claim, req).await {
+            Round::Done(r) => return r,
+            Round::Again => continue,
+            Round::NotHere => {}
         }
-        // A begin takes the id here first, so that a peer beginning it at the same moment sees
-        // it (and the lower node name keeps it); a resume begins nothing.
-        let reservation = match ask.resume {
-            Some(_) => None,
-            None => match node.sessions.reserve(&app.name, &ask.id) {
-                Some(r) => Some(r),
-                None => continue, // taken a moment ago: look again
-            },
-        };
-        let wait = match ask.resume {
-            Some(_) => LOOKUP_TIMEOUT,
-            None => BEGIN_LOOKUP_TIMEOUT,
-        };
-        let lookup = on_region_peer(claim, req, wait, reservation.is_some());
-        let (unanswered, beginning) = match lookup.await? {
-            Lookup::Attached(resp) => return Ok(Resumed::Answered(resp)),
-            Lookup::NotHeld {
-                unanswered,
-                beginning,
-            } => (unanswered, beginning),
-        };
-        if beginning {
-            // A peer is beginning it: once its instance answers, it holds it.
-            drop(reservation);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        if unanswered > 0 {
-            // A node that did not answer may hold it: neither a definitive 404 nor a second
-            // session under the same id.
-            return Err(ProxyError::SessionLookup {
-                app: app.name.to_string(),
-                id: ask.id.clone(),
-                unanswered,
-            });
-        }
-        match reservation {
-            // A peer with a lower name asked meanwhile and this node gave way: look again.
-            Some(r) if !r.commit() => {
-                drop(r);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            Some(r) => return Ok(Resumed::Begin(r)),
-            None => {
-                session_metrics().expired.increment(1);
-                return Err(ProxyError::SessionNotFound {
-                    app: app.name.to_string(),
-                    id: ask.id.clone(),
-                });
-            }
+        match in_region(claim, req).await {
+            Round::Done(r) => return r,
+            Round::Again | Round::NotHere => {}
         }
     }
-    Err(busy(app, ask))
+    Err(busy(claim.app, claim.ask))
+}
+
+/// One round of a session lookup.
+enum Round {
+    /// Decided: attached, begun, or refused.
+    Done(Result<Resumed, ProxyError>),
+    /// A race was lost (ended a moment ago, taken, a peer beginning it): look again.
+    Again,
+    /// This node does not hold it.
+    NotHere,
+}
+
+/// Attaches the client to the session if this node holds it (after waiting for a request that
+/// is beginning it here).
+async fn held_here(claim: &Claim<'_>, req: &mut Request<Incoming>) -> Round {
+    let (app, ask) = (claim.app, claim.ask);
+    let sub = claim.sub.and_then(|v| v.to_str().ok());
+    let found = claim
+        .node
+        .sessions
+        .find_settled(&app.name, &ask.id, sub, SETTLE);
+    let h = match found.await {
+        Found::OtherSubject => {
+            session_metrics().refused.increment(1);
+            return Round::Done(Err(refused(app, ask)));
+        }
+        Found::Beginning(_) | Found::Busy => return Round::Done(Err(busy(app, ask))),
+        Found::Nothing => return Round::NotHere,
+        Found::Session(h) => h,
+    };
+    let mut resp = match crate::session::switching(req.headers(), h.protocol()) {
+        Ok(r) => r,
+        Err(why) => return Round::Done(Err(ProxyError::Malformed(why))),
+    };
+    let client = Side::Hyper(hyper::upgrade::on(&mut *req));
+    match h.attach(ask.resume, client).await {
+        Ok(counts) => {
+            crate::session::set_counts(&mut resp, counts);
+            finish_head(&mut resp, app, claim.rid);
+            Round::Done(Ok(Resumed::Answered(resp)))
+        }
+        Err(e @ AttachError::Beyond { .. }) => {
+            Round::Done(Err(ProxyError::SessionResume(e.to_string())))
+        }
+        Err(AttachError::Ended) => Round::Again, // ended a moment ago: look again
+    }
+}
+
+/// Asks the region's other nodes; with none holding it, a begin takes the id here and a resume
+/// is told the session is gone.
+async fn in_region(claim: &Claim<'_>, req: &mut Request<Incoming>) -> Round {
+    let (node, app, ask) = (claim.node, claim.app, claim.ask);
+    // A begin takes the id here first, so that a peer beginning it at the same moment sees it
+    // (and the lower node name keeps it); a resume begins nothing.
+    let reservation = match ask.resume {
+        Some(_) => None,
+        None => match node.sessions.reserve(&app.name, &ask.id) {
+            Some(r) => Some(r),
+            None => return Round::Again, // taken a moment ago: look again
+        },
+    };
+    let wait = match ask.resume {
+        Some(_) => LOOKUP_TIMEOUT,
+        None => BEGIN_LOOKUP_TIMEOUT,
+    };
+    let lookup = on_region_peer(claim, req, wait, reservation.is_some());
+    let (unanswered, beginning) = match lookup.await {
+        Err(e) => return Round::Done(Err(e)),
+        Ok(Lookup::Attached(resp)) => return Round::Done(Ok(Resumed::Answered(resp))),
+        Ok(Lookup::NotHeld {
+            unanswered,
+            beginning,
+        }) => (unanswered, beginning),
+    };
+    if beginning {
+        // A peer is beginning it: once its instance answers, it holds it.
+        drop(reservation);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return Round::Again;
+    }
+    if unanswered > 0 {
+        // A node that did not answer may hold it: neither a definitive 404 nor a second
+        // session under the same id.
+        return Round::Done(Err(ProxyError::SessionLookup {
+            app: app.name.to_string(),
+            id: ask.id.clone(),
+            unanswered,
+        }));
+    }
+    match reservation {
+        // A peer with a lower name asked meanwhile and this node gave way: look again.
+        Some(r) if !r.commit() => {
+            drop(r);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Round::Again
+        }
+        Some(r) => Round::Done(Ok(Resumed::Begin(r))),
+        None => {
+            session_metrics().expired.increment(1);
+            Round::Done(Err(ProxyError::SessionNotFound {
+                app: app.name.to_string(),
+                id: ask.id.clone(),
+            }))
+        }
+    }
 }
 
 fn refused(app: &AppRoute, ask: &Ask) -> ProxyError {
