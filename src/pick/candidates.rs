@@ -440,14 +440,16 @@ mod tests {
             .iter()
             .map(|i| super::super::Seen {
                 key: i.id.clone(),
-                id: &i.id,
-                region: src.region,
-                rtt_ms: 0.0,
-                load: i.load(),
-                soft: ask.soft,
-                hard: ask.hard,
-                healthy: i.accepts_work(src.now_ms),
                 local: true,
+                view: View {
+                    id: &i.id,
+                    region: src.region,
+                    rtt_ms: 0.0,
+                    load: i.load(),
+                    soft: ask.soft,
+                    hard: ask.hard,
+                    healthy: i.accepts_work(src.now_ms),
+                },
             })
             .collect();
         let positions = src.snap.app(ask.app).map_or(&[][..], |x| x.positions());
@@ -455,14 +457,8 @@ mod tests {
             let r = &src.snap.view.instances[p as usize];
             super::super::Seen {
                 key: r.load.id.clone(),
-                id: &r.load.id,
-                region: &r.region,
-                rtt_ms: r.rtt_ms.unwrap_or(UNMEASURED_RTT_MS),
-                load: r.load.load,
-                soft: r.load.soft,
-                hard: r.load.hard,
-                healthy: r.load.healthy,
                 local: false,
+                view: remote_view(r, r.load.load),
             }
         }));
         super::super::views(&seen, src.penalties, src.feedback, src.now_ms)

@@ -23,28 +23,17 @@ use crate::balance::{self, Empty, Hints, View};
 use crate::config::Strategy;
 
 /// One instance as an edge knows it before its own marks: live figures for a local instance,
-/// the mesh snapshot's for a remote one. `petrel sim` feeds the pick these; the proxy reads the
-/// same figures straight from its tables ([`pick`]), and a test checks both pick alike.
+/// the mesh snapshot's for a remote one (`view.load` is the live or gossiped load). `petrel sim`
+/// feeds the pick these; the proxy reads the same figures straight from its tables ([`pick`]),
+/// and a test checks both pick alike.
 #[derive(Debug, Clone)]
 pub struct Seen<'a, K> {
     /// What the edge's penalties and feedback are keyed by.
     pub key: K,
-    /// Instance id.
-    pub id: &'a str,
-    /// Its region.
-    pub region: &'a str,
-    /// RTT from this edge's node to its node, ms (0 for a local instance).
-    pub rtt_ms: f64,
-    /// Live load (local) or gossiped load (remote), in requests.
-    pub load: u32,
-    /// Soft limit.
-    pub soft: u32,
-    /// Hard limit.
-    pub hard: u32,
-    /// May be given work.
-    pub healthy: bool,
     /// Hosted by this node.
     pub local: bool,
+    /// The instance as the strategy sees it, its load before this edge's marks.
+    pub view: View<'a>,
 }
 
 /// The strategy's views of `seen`, each load through this edge's marks ([`local_load`],
@@ -57,18 +46,14 @@ pub fn views<'a, K: Hash + Eq + Clone>(
 ) -> Vec<View<'a>> {
     let fb = feedback.read();
     seen.iter()
-        .map(|s| View {
-            id: s.id,
-            region: s.region,
-            rtt_ms: s.rtt_ms,
-            load: if s.local {
-                local_load(penalties, &s.key, s.load, s.hard, now)
+        .map(|s| {
+            let (v, k) = (&s.view, &s.key);
+            let load = if s.local {
+                local_load(penalties, k, v.load, v.hard, now)
             } else {
-                remote_load(penalties, &fb, &s.key, s.load, s.hard, now)
-            },
-            soft: s.soft,
-            hard: s.hard,
-            healthy: s.healthy,
+                remote_load(penalties, &fb, k, v.load, v.hard, now)
+            };
+            View { load, ..v.clone() }
         })
         .collect()
 }
@@ -85,17 +70,8 @@ pub fn order<R: Rng + ?Sized>(
     balance::select_top(strategy, views, hints, rng, budget)
 }
 
-/// Before a request's last try under `closest`, gives that try to the instance with the most
-/// room anywhere if it has more ([`balance::last_resort`]); `order` indexes into `views`.
-pub fn last_resort<R: Rng + ?Sized>(
-    strategy: Strategy,
-    views: &[View<'_>],
-    order: &mut [usize],
-    budget: usize,
-    rng: &mut R,
-) {
-    balance::last_resort(strategy, views, order, budget, rng);
-}
+/// Before a request's last try under `closest`: the instance with the most room anywhere.
+pub use crate::balance::last_resort;
 
 /// The load a pick routes a local instance on: its live load, or at least `hard` (full) while
 /// this edge holds a penalty against it. Edge and simulator alike.

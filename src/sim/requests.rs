@@ -175,8 +175,7 @@ impl World {
         };
         let seen = |i: usize, rtt_ms: f64, load: u32, healthy: bool, local: bool| {
             let inst = &self.insts[i];
-            pick::Seen {
-                key: i,
+            let view = View {
                 id: &inst.id,
                 region: &self.sc.regions[inst.region].code,
                 rtt_ms: rtt_of(inst.node, rtt_ms),
@@ -184,7 +183,11 @@ impl World {
                 soft,
                 hard,
                 healthy,
+            };
+            pick::Seen {
+                key: i,
                 local,
+                view,
             }
         };
         // What the proxy's pick reads: its own instances live, the others from its snapshot.
