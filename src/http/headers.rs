@@ -154,16 +154,15 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
         Some(all)
     };
     let xff = joined(h, &X_FORWARDED_FOR, ip);
-    let other;
-    let mine = match f.via_version {
-        "2" => "2 petrel",
-        "1.1" => "1.1 petrel",
-        "1.0" => "1.0 petrel",
-        v => {
-            other = format!("{v} petrel"); // RFC 9110 §7.6.3: the version comes first
-            &other
-        }
+    // RFC 9110 §7.6.3: the received protocol's version, then this proxy's name.
+    let known: Option<&'static str> = match f.via_version {
+        "2" => Some("2 petrel"),
+        "1.1" => Some("1.1 petrel"),
+        "1.0" => Some("1.0 petrel"),
+        _ => None,
     };
+    let other = known.is_none().then(|| format!("{} petrel", f.via_version));
+    let mine = known.or(other.as_deref()).unwrap_or_default();
     let via = joined(h, &VIA, mine);
     let set = |h: &mut HeaderMap, name: HeaderName, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
@@ -174,7 +173,11 @@ pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
         Some(all) => set(h, X_FORWARDED_FOR, &all),
         None => _ = h.insert(X_FORWARDED_FOR, f.client_ip.clone()),
     }
-    set(h, VIA, via.as_deref().unwrap_or(mine));
+    match (via, known) {
+        (Some(all), _) => set(h, VIA, &all),
+        (None, Some(mine)) => _ = h.insert(VIA, HeaderValue::from_static(mine)),
+        (None, None) => set(h, VIA, mine),
+    }
     h.insert(PETREL_CLIENT_IP, f.client_ip.clone());
     h.insert(PETREL_EDGE_REGION, f.region.clone());
     let mut rid = f.request_id.clone();
@@ -479,5 +482,23 @@ mod tests {
         assert_eq!(h["via"], "1.0 corp, 1.1 petrel");
         assert!(!h.contains_key("fly-force-instance-id"));
         assert_eq!(h["petrel-edge-region"], "iad");
+        // RFC 9110 §7.6.3: the received version comes first, whatever it is.
+        for (version, via) in [("2", "2 petrel"), ("1.0", "1.0 petrel"), ("3", "3 petrel")] {
+            let mut h = HeaderMap::new();
+            add_forwarding(
+                &mut h,
+                &Forwarded {
+                    client_ip: &HeaderValue::from_static("::1"),
+                    local_port: 443,
+                    proto: "https",
+                    region: &HeaderValue::from_static("iad"),
+                    request_id: &HeaderValue::from_static("r2"),
+                    via_version: version,
+                },
+            );
+            assert_eq!(h["via"], via);
+            assert_eq!(h["x-forwarded-for"], "::1");
+            assert!(h["petrel-request-id"].is_sensitive());
+        }
     }
 }

@@ -152,7 +152,9 @@ impl Trace {
     ) -> Self {
         Self {
             start,
-            wall: SystemTime::now() - start.elapsed(),
+            // `start` was read a moment ago, at the request's first line: one clock read more
+            // would only move the wall time by those microseconds.
+            wall: SystemTime::now(),
             parent: otlp::Parent::from_headers(headers),
             routed: None,
             attempt: None,
