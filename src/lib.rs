@@ -2,7 +2,8 @@
 //! request sent to the best instance of its app anywhere, full instances rejecting instead of queuing.
 //!
 //! Module map (see `DESIGN.md` for the path of one request):
-//! - [`config`]: `node.toml` and fly.toml app configs, validated with file:line:key errors.
+//! - [`config`]: `node.toml`, fly.toml app configs and topology files, validated with file:line:key
+//!   errors.
 //! - [`app`]: binds listeners, wires the parts, runs until the drain signal.
 //! - [`shutdown`]: the one drain signal, counted tasks, deadline.
 //! - [`handoff`]: `petrel run --upgrade`, listening sockets passed to a new process.
