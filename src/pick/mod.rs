@@ -2,6 +2,14 @@
 //! edge's fresher marks (penalties, owners' answers, requests on the wire), ordered by the app's
 //! strategy. The edge and `petrel sim` both call it (one pick, never a copy).
 
+use std::borrow::Borrow;
+use std::hash::Hash;
+
+use rand::Rng;
+
+use crate::balance::{self, Empty, Hints, View};
+use crate::config::Strategy;
+
 pub mod candidates;
 mod feedback;
 mod penalty;
@@ -13,14 +21,6 @@ pub use penalty::Penalties;
 /// How long an instance (or its owner) that refused a connection or could not be reached is
 /// skipped by this edge. Edge and simulator alike.
 pub const UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
-
-use std::borrow::Borrow;
-use std::hash::Hash;
-
-use rand::Rng;
-
-use crate::balance::{self, Empty, Hints, View};
-use crate::config::Strategy;
 
 /// One instance as an edge knows it before its own marks: live figures for a local instance,
 /// the mesh snapshot's for a remote one (`view.load` is the live or gossiped load). `petrel sim`
