@@ -49,7 +49,9 @@ where
 {
     pub(crate) fn new(io: I) -> Conn<I, B, T> {
         Conn {
-            io: Buffered::new(io),
+            // petrel: idle server connections give back their buffers; a client's pooled
+            // connection is reused at once, and one allocation per request cost more.
+            io: Buffered::new(io).release_idle(T::is_server()),
             state: State {
                 allow_half_close: false,
                 cached_headers: None,

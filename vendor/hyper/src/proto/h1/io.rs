@@ -34,6 +34,8 @@ pub(crate) struct Buffered<T, B> {
     io: T,
     partial_len: Option<usize>,
     read_blocked: bool,
+    /// petrel: an idle connection gives back its buffers (servers); clients keep theirs.
+    release_idle: bool,
     read_buf: BytesMut,
     read_buf_strategy: ReadStrategy,
     write_buf: WriteBuf<B>,
@@ -68,10 +70,17 @@ where
             io,
             partial_len: None,
             read_blocked: false,
+            release_idle: false,
             read_buf: BytesMut::with_capacity(0),
             read_buf_strategy: ReadStrategy::default(),
             write_buf,
         }
+    }
+
+    /// petrel: sets whether an idle connection gives back its buffers.
+    pub(crate) fn release_idle(mut self, on: bool) -> Self {
+        self.release_idle = on;
+        self
     }
 
     #[cfg(feature = "server")]
@@ -263,7 +272,7 @@ where
                 self.read_blocked = true;
                 // petrel: an idle connection (nothing buffered) holds no read buffer; the next read
                 // takes a new one. Buffers of parsed messages still in use are kept alive by them.
-                if self.read_buf.is_empty() {
+                if self.release_idle && self.read_buf.is_empty() {
                     self.read_buf = BytesMut::new();
                     self.write_buf.release_if_empty();
                 }
