@@ -298,7 +298,8 @@ impl Instance {
 /// The `timeout` an origin announces in `Keep-Alive: timeout=5, max=100` (Node, Apache and
 /// others send it; RFC 2068 §19.7.1.1 defined the header, which RFC 9112 no longer does).
 fn keep_alive_timeout(h: &http::HeaderMap) -> Option<Duration> {
-    let v = h.get("keep-alive")?.to_str().ok()?;
+    const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+    let v = h.get(&KEEP_ALIVE)?.to_str().ok()?;
     v.split(',')
         .filter_map(|p| p.trim().split_once('='))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("timeout"))
