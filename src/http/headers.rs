@@ -30,8 +30,9 @@ fn strip_where(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
 /// Removes hop-by-hop headers and any named in `Connection`. With `keep_upgrade`, `Upgrade` and a
 /// `Connection: upgrade` survive (a WebSocket handshake being passed on).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // `close` names no field, `keep-alive` goes anyway and `upgrade` follows `keep_upgrade`: the
-    // usual values cost no parse and no allocation.
+    // `keep-alive` goes anyway and `upgrade` follows `keep_upgrade`: the usual values cost no
+    // parse and no allocation. (`close` is parsed: a field named `Close` must go too, RFC 9110
+    // §7.6.1; the name is reserved for that reason, §16.3.2.2.)
     let named: Vec<HeaderName> = h
         .get_all(CONNECTION)
         .iter()
@@ -39,7 +40,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| {
-            !["close", "keep-alive", "upgrade"]
+            !["keep-alive", "upgrade"]
                 .iter()
                 .any(|c| t.eq_ignore_ascii_case(c))
         })
@@ -406,6 +407,28 @@ mod tests {
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(h.contains_key("accept") && h["te"] == "trailers");
+    }
+
+    #[test]
+    fn a_field_named_close_goes_when_connection_names_it() {
+        // RFC 9110 §7.6.1, §16.3.2.2: "Close" is reserved so that a proxy drops it.
+        let mut h = map(&[
+            ("connection", "close"),
+            ("close", "secret"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+        let mut h = map(&[
+            ("connection", "Upgrade, keep-alive"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!h.contains_key("keep-alive"));
     }
 
     #[test]

@@ -50,8 +50,9 @@ where
     pub(crate) fn new(io: I) -> Conn<I, B, T> {
         Conn {
             // petrel: idle server connections give back their buffers; a client's pooled
-            // connection is reused at once, and one allocation per request cost more.
-            io: Buffered::new(io).release_idle(T::is_server()),
+            // connection is reused at once (an allocation per request cost more), so it keeps a
+            // buffer of the first size and gives back only one grown by a large response.
+            io: Buffered::new(io).keep_when_idle(if T::is_server() { 0 } else { super::io::INIT_BUFFER_SIZE }),
             state: State {
                 allow_half_close: false,
                 cached_headers: None,

@@ -34,8 +34,9 @@ pub(crate) struct Buffered<T, B> {
     io: T,
     partial_len: Option<usize>,
     read_blocked: bool,
-    /// petrel: an idle connection gives back its buffers (servers); clients keep theirs.
-    release_idle: bool,
+    /// petrel: an idle connection gives back a read buffer larger than this (servers: any;
+    /// clients keep one of the first size, reused by the next response without an allocation).
+    keep_when_idle: usize,
     read_buf: BytesMut,
     read_buf_strategy: ReadStrategy,
     write_buf: WriteBuf<B>,
@@ -70,16 +71,16 @@ where
             io,
             partial_len: None,
             read_blocked: false,
-            release_idle: false,
+            keep_when_idle: usize::MAX,
             read_buf: BytesMut::with_capacity(0),
             read_buf_strategy: ReadStrategy::default(),
             write_buf,
         }
     }
 
-    /// petrel: sets whether an idle connection gives back its buffers.
-    pub(crate) fn release_idle(mut self, on: bool) -> Self {
-        self.release_idle = on;
+    /// petrel: sets the largest read buffer an idle connection keeps.
+    pub(crate) fn keep_when_idle(mut self, bytes: usize) -> Self {
+        self.keep_when_idle = bytes;
         self
     }
 
@@ -272,7 +273,7 @@ where
                 self.read_blocked = true;
                 // petrel: an idle connection (nothing buffered) holds no read buffer; the next read
                 // takes a new one. Buffers of parsed messages still in use are kept alive by them.
-                if self.release_idle && self.read_buf.is_empty() {
+                if self.read_buf.is_empty() && self.read_buf.capacity() > self.keep_when_idle {
                     self.read_buf = BytesMut::new();
                     self.write_buf.release_if_empty();
                 }
