@@ -271,8 +271,9 @@ where
             }
             Poll::Pending => {
                 self.read_blocked = true;
-                // petrel: an idle connection (nothing buffered) holds no read buffer; the next read
-                // takes a new one. Buffers of parsed messages still in use are kept alive by them.
+                // petrel: an idle connection (nothing buffered) gives back a read buffer larger
+                // than `keep_when_idle`; the next read takes a new one. Buffers of parsed messages
+                // still in use are kept alive by them.
                 if self.read_buf.is_empty() && self.read_buf.capacity() > self.keep_when_idle {
                     self.read_buf = BytesMut::new();
                     self.write_buf.release_if_empty();
