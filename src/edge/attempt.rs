@@ -11,7 +11,7 @@ use super::error::ProxyError;
 use super::AppRoute;
 use crate::backhaul::protocol::{self, Reject};
 use crate::backhaul::BackhaulError;
-use crate::body::{boxed, Body};
+use crate::body::Body;
 use crate::config::LimitType;
 use crate::http::ExchangeError;
 use crate::http::Side;
@@ -90,7 +90,7 @@ pub(super) async fn local(
             inst.mark_reachable();
             let side = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
                 .then(|| Side::Hyper(hyper::upgrade::on(&mut resp)));
-            Step::Done(resp.map(boxed), side, slot)
+            Step::Done(resp, side, slot)
         }
         Err(Outcome::NotSent(e)) => {
             inst.mark_unreachable(ctx.unreachable_until());
@@ -99,7 +99,7 @@ pub(super) async fn local(
         Err(Outcome::Timeout) => Step::Fatal(ProxyError::from(ExchangeError::Timeout(
             ctx.app.name.to_string(),
         ))),
-        Err(Outcome::Failed(e)) => Step::Fatal(failed(ctx, &e)),
+        Err(Outcome::Failed(e)) => Step::Fatal(failed(ctx, &*e)),
     }
 }
 

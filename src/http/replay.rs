@@ -91,6 +91,12 @@ impl Replayable {
         !inner.overflow && (inner.ended || inner.source.is_end_stream())
     }
 
+    /// True when the body is known to hold nothing: none read, none left to read.
+    fn is_empty(&self) -> bool {
+        let inner = self.0.lock().expect("body lock");
+        inner.total == 0 && !inner.overflow && (inner.ended || inner.source.is_end_stream())
+    }
+
     /// A body for one attempt: replays what was read so far, then reads on.
     pub fn attempt(&self) -> Body {
         http_body_util::BodyExt::boxed_unsync(Attempt {
@@ -173,6 +179,12 @@ impl ReplayableRequest {
                 .is_some_and(|n| n <= REPLAY_LIMIT as u64),
             None => self.body.known_complete(),
         }
+    }
+
+    /// True when the request has no body at all (none read, none left to read): a `GET` as
+    /// most clients send it.
+    pub fn body_is_empty(&self) -> bool {
+        self.body.is_empty()
     }
 
     /// The request's method.

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use http::Response;
-use hyper::body::Incoming;
 
-use super::{ConnectError, Instance, SendError, UpstreamTimeouts};
+use super::{ConnectError, Instance, SendError, UpstreamTimeouts, Wire};
+use crate::body::{Body, BoxError};
 use crate::http::{InstanceForm, ReplayableRequest};
 use crate::trace::ConnectMark;
 
@@ -17,12 +17,15 @@ pub enum Outcome {
     NotSent(ConnectError),
     /// The instance did not start its response in time.
     Timeout,
-    /// The request went out and the exchange failed.
-    Failed(hyper::Error),
+    /// The request went out and the exchange failed: a `hyper::Error` or an
+    /// [`super::OriginError`].
+    Failed(BoxError),
 }
 
 /// Connects (pooled) and sends `req` to `inst` in the app's `form`: HTTP/2 with prior knowledge,
-/// or HTTP/1.1 (target, `Host`, version and header names set by [`InstanceForm::apply`]).
+/// or HTTP/1.1 (target, `Host`, version and header names set by [`InstanceForm::apply`]). A
+/// request with no body and no upgrade goes through petrel's own HTTP/1.1 client (`local::h1`),
+/// the rest through hyper's.
 ///
 /// One more try goes out on a fresh connection when a pooled one
 /// - was gone before the request went out (any method; hyper hands the request back), or
@@ -39,7 +42,8 @@ pub async fn send_to_instance(
     form: InstanceForm,
     timeouts: &UpstreamTimeouts,
     mark: &ConnectMark,
-) -> Result<Response<Incoming>, Outcome> {
+) -> Result<Response<Body>, Outcome> {
+    let wire = wire_for(req, form);
     let attempt = async {
         let mut fresh = false;
         loop {
@@ -47,20 +51,20 @@ pub async fn send_to_instance(
             // request one that cannot be resent, whatever its method.
             let resendable = req.is_idempotent() && req.fits_replay() && req.can_replay();
             let upstream = inst
-                .connect(form.h2, fresh, resendable, timeouts)
+                .connect(wire, fresh, resendable, timeouts)
                 .await
                 .map_err(Outcome::NotSent)?;
             mark.mark();
             let (reused, idle) = (upstream.reused(), upstream.idle());
             let mut out = req.attempt();
             form.apply(&mut out);
-            if !form.h2 {
+            if wire == Wire::H1 {
                 crate::http::declare_unsized_body(&mut out);
             }
             let sent = upstream.send(out).await;
             let instance_closed = match &sent {
                 Err(SendError::NotSent) => true,
-                Err(SendError::Failed(e)) => !e.is_user(),
+                Err(SendError::Failed(e)) => !from_client(e),
                 Ok(_) => false,
             };
             if let (true, Some(idle)) = (instance_closed, idle) {
@@ -73,7 +77,7 @@ pub async fn send_to_instance(
                     return Err(Outcome::NotSent(ConnectError::ClosedEarly(inst.addr)))
                 }
                 Err(SendError::Failed(e))
-                    if reused && !e.is_user() && resendable && req.can_replay() =>
+                    if reused && !from_client(&e) && resendable && req.can_replay() =>
                 {
                     tracing::debug!(instance = %inst.id, error = %e, "pooled connection failed before any response; resending on a fresh one");
                 }
@@ -86,4 +90,27 @@ pub async fn send_to_instance(
         Ok(r) => r,
         Err(_) => Err(Outcome::Timeout),
     }
+}
+
+/// Which client carries `req`: h2 when the app asks for it; petrel's own HTTP/1.1 client when
+/// there is no body to send and no protocol switch to ask for (`Upgrade`, `CONNECT`); hyper's
+/// otherwise.
+fn wire_for(req: &ReplayableRequest, form: InstanceForm) -> Wire {
+    if form.h2 {
+        Wire::H2
+    } else if req.body_is_empty()
+        && *req.method() != http::Method::CONNECT
+        && !req.headers().contains_key(http::header::UPGRADE)
+    {
+        Wire::H1Direct
+    } else {
+        Wire::H1
+    }
+}
+
+/// True when the exchange failed on the client's side of it (hyper says "user": reading the
+/// client's body failed), not the instance's.
+fn from_client(e: &BoxError) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_user)
 }

@@ -58,6 +58,20 @@ pub(super) fn idle_and_open(stream: &TcpStream) -> bool {
     }
 }
 
+/// True when nothing arrived on an idle connection as far as the reactor knows: no bytes, no end.
+/// Free (no system call) unless the reactor saw the socket become readable; then a peek tells
+/// an end or an unsolicited answer (a `408` sent before closing) from a stale readiness. It
+/// cannot see what arrived since the reactor last polled: a request sent on such a connection
+/// fails, and is resent if it may be.
+pub(super) fn nothing_arrived(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => idle_and_open(stream),
+    }
+}
+
 impl AsyncRead for OriginIo {
     /// Reads into the caller's uninitialized buffer as tokio's own `TcpStream::poll_read` does,
     /// including its short-read rule: a read that filled less than the buffer drained the socket

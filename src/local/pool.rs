@@ -1,4 +1,5 @@
-//! Pooled connections to local instances: HTTP/1.1 keep-alive senders and one multiplexed h2 sender each.
+//! Pooled connections to local instances: HTTP/1.1 keep-alive connections (petrel's own client
+//! for requests without a body or upgrade, hyper's for the rest) and one multiplexed h2 sender each.
 //!
 //! Connecting is a separate step from sending so that a failed connect leaves the request (and its
 //! body) untouched in the caller's hands: retrying it elsewhere is always safe. An idle HTTP/1.1
@@ -18,14 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::io::{idle_and_open, OriginIo};
+use super::h1::{Checkin, Conn};
+use super::io::{idle_and_open, nothing_arrived, OriginIo};
 use super::Instance;
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 
 /// Idle HTTP/1.1 connections kept per instance. An HTTP/2 client can have hundreds of streams in
 /// flight, each on its own instance connection: a smaller pool would close and reopen them at
@@ -59,10 +60,17 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle connection of petrel's own HTTP/1.1 client.
+struct DirectIdle {
+    conn: Conn,
+    since: Instant,
+}
+
 /// Idle HTTP/1.1 connections of one instance, newest last, and what they taught about it.
 #[derive(Default)]
 struct H1Pool {
     idle: Vec<Idle>,
+    direct: Vec<DirectIdle>,
     /// The shortest idle time after which the instance was seen to close a connection (or the
     /// keep-alive timeout it announced), over a sliding window of `LEARNED_FOR`: the current
     /// half-window (its minimum and when it began) and the previous one's minimum.
@@ -128,8 +136,31 @@ pub enum ConnectError {
     ClosedEarly(std::net::SocketAddr),
 }
 
+/// Which client carries a request to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1 through petrel's own client (`local::h1`): a request with no body and no upgrade.
+    H1Direct,
+    /// HTTP/1.1 through hyper's client: a request with a body, or an upgrade.
+    H1,
+    /// HTTP/2 with prior knowledge (`h2_backend`).
+    H2,
+}
+
 /// A connection ready to carry one request to an instance.
 pub enum Upstream {
+    /// HTTP/1.1 through petrel's own client: exclusive until the response body ends, then back to
+    /// the pool.
+    Direct {
+        /// The connection.
+        conn: Conn,
+        /// Its instance, whose pool it returns to.
+        inst: Arc<Instance>,
+        /// How long it sat in the pool; `None` for a new connection.
+        idle: Option<Duration>,
+        /// The pool's idle timeout, to prune connections that outlived it on return.
+        max_idle: Duration,
+    },
     /// HTTP/1.1: exclusive until the response body ends, then back to the pool.
     H1 {
         /// The connection.
@@ -154,40 +185,57 @@ pub enum Upstream {
 pub enum SendError {
     /// The connection turned out dead before the request went out.
     NotSent,
-    /// The request (or part of it) went out and then the exchange failed.
-    Failed(hyper::Error),
+    /// The request (or part of it) went out and then the exchange failed: a `hyper::Error`, or
+    /// an [`super::OriginError`] from petrel's own client.
+    Failed(BoxError),
 }
 
 impl Instance {
-    /// A pooled or new connection for HTTP/1.1 (`h2 = false`) or HTTP/2; `fresh` skips the pool.
-    /// `resendable`: the request may be sent again if the connection turns out closed (see the
-    /// module's note); one that may not only reuses a connection well inside the instance's
-    /// keep-alive time.
+    /// A pooled or new connection for `wire`; `fresh` skips the pool. `resendable`: the request
+    /// may be sent again if the connection turns out closed (see the module's note); one that may
+    /// not only reuses a connection well inside the instance's keep-alive time.
     pub async fn connect(
         self: &Arc<Self>,
-        h2: bool,
+        wire: Wire,
         fresh: bool,
         resendable: bool,
         t: &UpstreamTimeouts,
     ) -> Result<Upstream, ConnectError> {
         if !fresh {
-            if let Some(up) = self.checkout(h2, t.pool_idle, resendable) {
+            let pooled = match wire {
+                Wire::H1Direct => self.checkout_direct(t.pool_idle, resendable),
+                _ => self.checkout(wire == Wire::H2, t.pool_idle, resendable),
+            };
+            if let Some(up) = pooled {
                 return Ok(up);
             }
         }
         // Boxed: the connect and handshake futures are large, and a pooled request never needs them.
-        Box::pin(self.dial(h2, t.connect)).await
+        Box::pin(self.dial(wire, t)).await
     }
 
     /// A new connection, handshake done.
-    async fn dial(self: &Arc<Self>, h2: bool, timeout: Duration) -> Result<Upstream, ConnectError> {
+    async fn dial(
+        self: &Arc<Self>,
+        wire: Wire,
+        t: &UpstreamTimeouts,
+    ) -> Result<Upstream, ConnectError> {
+        let timeout = t.connect;
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
             Err(_) => return Err(ConnectError::Timeout(self.addr, timeout)),
             Ok(Err(e)) => return Err(ConnectError::Io(self.addr, e)),
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        if h2 {
+        if wire == Wire::H1Direct {
+            return Ok(Upstream::Direct {
+                conn: Conn::new(stream),
+                inst: self.clone(),
+                idle: None,
+                max_idle: t.pool_idle,
+            });
+        }
+        if wire == Wire::H2 {
             let io = TokioIo::new(stream);
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -284,6 +332,49 @@ impl Instance {
         None
     }
 
+    /// An idle connection of petrel's own client, by the same rules as `checkout`'s HTTP/1.1 ones.
+    /// No task reads an idle connection here (hyper's connection task would), so one the instance
+    /// closed, or sent an unsolicited answer on, is found by the reactor's readiness (free), by
+    /// the peek (a request that cannot be resent), or by sending (one that can is then resent
+    /// on a fresh connection).
+    fn checkout_direct(self: &Arc<Self>, max_idle: Duration, resendable: bool) -> Option<Upstream> {
+        let now = Instant::now();
+        let mut pool = self.pool.h1.lock().expect("pool lock");
+        let limit = if resendable {
+            max_idle
+        } else {
+            pool.unsafe_reuse_limit(max_idle, now)
+        };
+        while let Some(c) = pool.direct.last() {
+            let age = now.saturating_duration_since(c.since);
+            if age >= max_idle {
+                pool.direct.clear();
+                return None;
+            }
+            if age >= limit {
+                return None;
+            }
+            let c = pool.direct.pop().expect("a last one");
+            let peek = !resendable && age >= PEEK_AFTER;
+            let open = if peek {
+                idle_and_open(c.conn.stream())
+            } else {
+                nothing_arrived(c.conn.stream())
+            };
+            if !open {
+                pool.closes_after(age, now);
+                continue;
+            }
+            return Some(Upstream::Direct {
+                conn: c.conn,
+                inst: self.clone(),
+                idle: Some(age),
+                max_idle,
+            });
+        }
+        None
+    }
+
     /// Learns that this instance closed a connection that had been idle for `idle` (a pooled
     /// connection failed as a request went out on it).
     pub(super) fn closed_after_idle(&self, idle: Duration) {
@@ -299,6 +390,30 @@ impl Instance {
                 stream,
                 since: Instant::now(),
             });
+        }
+    }
+}
+
+/// Where a connection of petrel's own client goes when its response body ends: the newest in its
+/// instance's idle list; connections that outlived the pool's idle timeout are closed on the way,
+/// so an instance that gets no more requests does not keep them open.
+pub(super) struct Back {
+    inst: Arc<Instance>,
+    max_idle: Duration,
+}
+
+impl Checkin for Back {
+    fn checkin(self, conn: Conn) {
+        let now = Instant::now();
+        let mut pool = self.inst.pool.h1.lock().expect("pool lock");
+        let stale = pool
+            .direct
+            .iter()
+            .take_while(|c| now.saturating_duration_since(c.since) >= self.max_idle)
+            .count();
+        pool.direct.drain(..stale);
+        if pool.direct.len() < MAX_IDLE_H1 {
+            pool.direct.push(DirectIdle { conn, since: now });
         }
     }
 }
@@ -320,7 +435,7 @@ impl Upstream {
     /// while the request was on its way).
     pub fn reused(&self) -> bool {
         match self {
-            Upstream::H1 { idle, .. } => idle.is_some(),
+            Upstream::H1 { idle, .. } | Upstream::Direct { idle, .. } => idle.is_some(),
             Upstream::H2 { reused, .. } => *reused,
         }
     }
@@ -328,14 +443,35 @@ impl Upstream {
     /// How long a pooled HTTP/1.1 connection sat idle before this request; `None` otherwise.
     pub fn idle(&self) -> Option<Duration> {
         match self {
-            Upstream::H1 { idle, .. } => *idle,
+            Upstream::H1 { idle, .. } | Upstream::Direct { idle, .. } => *idle,
             Upstream::H2 { .. } => None,
         }
     }
 
     /// Sends `req`; an HTTP/1.1 connection returns to the pool once its response has been read.
-    pub async fn send(self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
         let result = match self {
+            Upstream::Direct {
+                conn,
+                inst,
+                max_idle,
+                ..
+            } => {
+                let back = Back {
+                    inst: inst.clone(),
+                    max_idle,
+                };
+                return match conn.exchange(req, back).await {
+                    Ok(resp) => {
+                        if let Some(t) = keep_alive_timeout(resp.headers()) {
+                            let mut pool = inst.pool.h1.lock().expect("pool lock");
+                            pool.closes_after(t, Instant::now());
+                        }
+                        Ok(resp)
+                    }
+                    Err(e) => Err(SendError::Failed(Box::new(e))),
+                };
+            }
             Upstream::H1 {
                 mut sender,
                 stream,
@@ -366,10 +502,12 @@ impl Upstream {
             }
             Upstream::H2 { mut sender, .. } => sender.try_send_request(req).await,
         };
-        result.map_err(|mut e| match e.take_message() {
-            Some(_) => SendError::NotSent,
-            None => SendError::Failed(e.into_error()),
-        })
+        result
+            .map(|resp| resp.map(crate::body::boxed))
+            .map_err(|mut e| match e.take_message() {
+                Some(_) => SendError::NotSent,
+                None => SendError::Failed(Box::new(e.into_error())),
+            })
     }
 }
 

@@ -234,7 +234,7 @@ async fn forward(
     out: &ReplayableRequest,
     settings: &crate::state::EdgeSettings,
     upgrade: bool,
-) -> Result<Response<Incoming>, Failed> {
+) -> Result<Response<Body>, Failed> {
     let (inst, app) = (&a.inst, &a.app);
     let form = crate::http::InstanceForm {
         h2: app.h2_backend && !upgrade,
@@ -276,7 +276,7 @@ async fn forward(
 fn answer(
     node: &NodeState,
     a: Admitted,
-    mut resp: Response<Incoming>,
+    mut resp: Response<Body>,
     edge_side: Option<Side>,
     settings: &crate::state::EdgeSettings,
 ) -> Response<Body> {

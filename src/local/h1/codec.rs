@@ -1,0 +1,633 @@
+//! petrel's HTTP/1.1 client codec for instance connections, sans-IO: the request head out, the
+//! response head in with its body framing (RFC 9112 §4–§7), and the chunked decoder (§7.1).
+//! Parsing is `httparse`'s (the parser hyper uses); this file decides what the parts mean.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+/// Fields in a response head (or trailer section) at most: hyper's default, and HAProxy's
+/// `tune.http.maxhdr` (101).
+pub const MAX_FIELDS: usize = 100;
+
+/// Bytes of a response head at most: hyper's default read-buffer limit (8 KiB + 100 × 4 KiB).
+pub const MAX_HEAD: usize = 8192 + 4096 * 100;
+
+/// Bytes of a chunk-size line at most (its extensions included); a longer one is refused.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// What went wrong on an instance connection. Every variant is the instance's doing (or the
+/// network's); none is the client's.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// The response head passed [`MAX_FIELDS`] fields or [`MAX_HEAD`] bytes.
+    #[error("the instance's response head is too large (more than 100 fields, or over 400 KiB)")]
+    HeadTooLarge,
+    /// The response broke HTTP/1.1's grammar or framing rules.
+    #[error("invalid response from the instance: {0}")]
+    Invalid(&'static str),
+    /// The connection ended before a byte of the response arrived (an idle connection the
+    /// instance had closed, RFC 9112 §9.3.1).
+    #[error("the instance closed the connection before answering")]
+    ClosedBeforeResponse,
+    /// The connection ended inside the response head or body.
+    #[error("the instance closed the connection in the middle of its response")]
+    Truncated,
+    /// Reading or writing the socket failed.
+    #[error("instance connection failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: a `HEAD` response, `204`, `304`, or `Content-Length: 0`.
+    Empty,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the instance closes the connection.
+    Close,
+}
+
+/// A final response head, read and framed.
+#[derive(Debug)]
+pub struct Head {
+    /// Status code (never 1xx).
+    pub status: StatusCode,
+    /// `HTTP/1.1` or `HTTP/1.0`.
+    pub version: Version,
+    /// The reason phrase, when it is not the status's canonical one.
+    pub reason: Option<Bytes>,
+    /// The fields as received (a `Content-Length` beside `Transfer-Encoding` is removed).
+    pub headers: HeaderMap,
+    /// How the body ends.
+    pub framing: Framing,
+    /// The connection may carry another request once this body has been read.
+    pub reusable: bool,
+}
+
+/// What [`parse_head`] found at the front of the buffer.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Not a whole head yet: read more.
+    Partial,
+    /// An interim `1xx` answer (`100 Continue`, `103 Early Hints`), consumed and dropped as hyper
+    /// drops them.
+    Interim,
+    /// The final head, consumed from the buffer.
+    Final(Head),
+}
+
+/// Writes the request head for `method`, origin-form `target` and `headers` (names as stored,
+/// lowercase) into `dst`, for a request without a body: `Transfer-Encoding` is left out, as hyper
+/// leaves it out of a request whose body is empty.
+pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, dst: &mut BytesMut) {
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    dst.reserve(method.as_str().len() + target.len() + 13 + fields + 2);
+    dst.put_slice(method.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(target.as_bytes());
+    dst.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// Parses the response head at the front of `buf` for a request of `method`; a whole head is
+/// split off `buf` (its field values keep pointing into it, uncopied).
+///
+/// Errors: [`OriginError::HeadTooLarge`] past [`MAX_FIELDS`] fields (the byte limit is the
+/// caller's, who knows how much it read), [`OriginError::Invalid`] for bad grammar, a `101` (no
+/// upgrade was asked for), `Transfer-Encoding` in an HTTP/1.0 response, or an invalid or
+/// conflicting `Content-Length`.
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, OriginError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Ok(httparse::Status::Complete(len)) => len,
+        Err(httparse::Error::TooManyHeaders) => return Err(OriginError::HeadTooLarge),
+        Err(_) => return Err(OriginError::Invalid("malformed response head")),
+    };
+    let code = resp.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| OriginError::Invalid("bad status code"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(OriginError::Invalid(
+            "101 to a request that asked for no upgrade",
+        ));
+    }
+    if status.is_informational() {
+        let _ = buf.split_to(len);
+        return Ok(Parsed::Interim);
+    }
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let reason = resp
+        .reason
+        .filter(|r| !r.is_empty() && status.canonical_reason() != Some(*r))
+        .map(|r| Bytes::copy_from_slice(r.as_bytes()));
+    // Where each field sits in the head, so the values can share its bytes once it is split off.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
+    let count = resp.headers.len();
+    for (span, f) in spans.iter_mut().zip(resp.headers.iter()) {
+        let name = f.name.as_ptr() as usize - base;
+        let value = f.value.as_ptr() as usize - base;
+        *span = (
+            name as u32,
+            (name + f.name.len()) as u32,
+            value as u32,
+            (value + f.value.len()) as u32,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| OriginError::Invalid("bad field name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| OriginError::Invalid("bad field value"))?;
+        headers.append(name, value);
+    }
+    let (framing, mut reusable) = framing(status, method, version, &mut headers)?;
+    reusable &= keeps_alive(version, &headers);
+    Ok(Parsed::Final(Head {
+        status,
+        version,
+        reason,
+        headers,
+        framing,
+        reusable,
+    }))
+}
+
+/// The body's framing (RFC 9112 §6.3, in its order) and whether it leaves the connection usable.
+fn framing(
+    status: StatusCode,
+    method: &Method,
+    version: Version,
+    headers: &mut HeaderMap,
+) -> Result<(Framing, bool), OriginError> {
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        if version == Version::HTTP_10 {
+            return Err(OriginError::Invalid(
+                "Transfer-Encoding in an HTTP/1.0 response",
+            ));
+        }
+        let chunked = last
+            .as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if !chunked {
+            return Ok((Framing::Close, false));
+        }
+        // Both: Transfer-Encoding wins, the length goes, and the connection is not trusted
+        // with another request (§6.3 point 3: a sign of response splitting).
+        let both = headers.remove(CONTENT_LENGTH).is_some();
+        return Ok((Framing::Chunked, !both));
+    }
+    if !headers.contains_key(CONTENT_LENGTH) {
+        return Ok((Framing::Close, false));
+    }
+    match content_length(headers) {
+        Some(0) => Ok((Framing::Empty, true)),
+        Some(n) => Ok((Framing::Length(n), true)),
+        None => Err(OriginError::Invalid(
+            "invalid or conflicting Content-Length",
+        )),
+    }
+}
+
+/// The one length every `Content-Length` value states (a list of equal values is one length,
+/// RFC 9110 §8.6); `None` when a value is not all digits or two differ.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut found = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+            if found.is_some_and(|f| f != n) {
+                return None;
+            }
+            found = Some(n);
+        }
+    }
+    found
+}
+
+/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
+/// `Connection: keep-alive` (RFC 9112 §9.3).
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &[u8]| {
+        headers.get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive") && !has(b"close")
+    } else {
+        !has(b"close")
+    }
+}
+
+/// One step of [`Chunked::decode`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailer section (RFC 9112 §7.1.2), when it has fields.
+    Trailers(HeaderMap),
+    /// The buffer holds no whole step: read more.
+    Need,
+    /// The body is over; the connection is positioned after it.
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+/// The chunked transfer coding's decoder (RFC 9112 §7.1), fed from a read buffer.
+#[derive(Debug)]
+pub struct Chunked(ChunkState);
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Self(ChunkState::Size)
+    }
+}
+
+impl Chunked {
+    /// Takes what it can from the front of `buf`. Errors: [`OriginError::Invalid`] for a bad
+    /// size line or a chunk not followed by CRLF, [`OriginError::HeadTooLarge`] for a trailer
+    /// section past the limits.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, OriginError> {
+        loop {
+            match self.0 {
+                ChunkState::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        let _ = buf.split_to(used);
+                        self.0 = if size == 0 {
+                            ChunkState::Trailers
+                        } else {
+                            ChunkState::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                        return Err(OriginError::Invalid("chunk size line too long"))
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(Decoded::Need),
+                    Err(_) => return Err(OriginError::Invalid("bad chunk size line")),
+                },
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::Need);
+                    }
+                    let take = left.min(buf.len() as u64);
+                    let data = buf.split_to(take as usize).freeze();
+                    self.0 = match left - take {
+                        0 => ChunkState::DataEnd,
+                        rest => ChunkState::Data(rest),
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::Need);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(OriginError::Invalid("chunk data not followed by CRLF"));
+                    }
+                    let _ = buf.split_to(2);
+                    self.0 = ChunkState::Size;
+                }
+                ChunkState::Trailers => return self.trailers(buf),
+                ChunkState::Done => return Ok(Decoded::End),
+            }
+        }
+    }
+
+    /// The trailer section after the last chunk: an empty line, or fields then an empty line.
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, OriginError> {
+        if buf.len() < 2 {
+            return Ok(Decoded::Need);
+        }
+        if &buf[..2] == b"\r\n" {
+            let _ = buf.split_to(2);
+            self.0 = ChunkState::Done;
+            return Ok(Decoded::End);
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let (used, map) = match httparse::parse_headers(buf, &mut fields) {
+            Ok(httparse::Status::Complete((used, parsed))) => {
+                let mut map = HeaderMap::with_capacity(parsed.len());
+                for f in parsed.iter() {
+                    let name = HeaderName::from_bytes(f.name.as_bytes())
+                        .map_err(|_| OriginError::Invalid("bad trailer field name"))?;
+                    let value = HeaderValue::from_bytes(f.value)
+                        .map_err(|_| OriginError::Invalid("bad trailer field value"))?;
+                    map.append(name, value);
+                }
+                (used, map)
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(OriginError::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(Decoded::Need),
+            Err(httparse::Error::TooManyHeaders) => return Err(OriginError::HeadTooLarge),
+            Err(_) => return Err(OriginError::Invalid("malformed trailer section")),
+        };
+        let _ = buf.split_to(used);
+        self.0 = ChunkState::Done;
+        Ok(Decoded::Trailers(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &[u8], method: Method) -> Result<(Head, BytesMut), OriginError> {
+        let mut buf = BytesMut::from(bytes);
+        loop {
+            match parse_head(&mut buf, &method)? {
+                Parsed::Final(h) => return Ok((h, buf)),
+                Parsed::Interim => continue,
+                Parsed::Partial => panic!("partial head: {bytes:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_request_head_is_origin_form_with_every_field_but_transfer_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "app.example".parse().unwrap());
+        h.append("x-two", "a".parse().unwrap());
+        h.append("x-two", "b".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        let mut out = BytesMut::new();
+        encode_head(&Method::DELETE, "/a?b=1", &h, &mut out);
+        assert_eq!(
+            &out[..],
+            b"DELETE /a?b=1 HTTP/1.1\r\nhost: app.example\r\nx-two: a\r\nx-two: b\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        type Case = (&'static [u8], Method, Result<(Framing, bool), ()>);
+        let cases: &[Case] = &[
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Length(5), true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Method::HEAD,
+                Ok((Framing::Empty, true)),
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Empty, true)),
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Empty, true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Empty, true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Chunked, true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Chunked, true)),
+            ),
+            // Both: chunked, and the connection is not reused.
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Chunked, false)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Close, false)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Close, false)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\ncontent-length: 7\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Length(7), true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Length(5), false)),
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Length(5), false)),
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\n",
+                Method::GET,
+                Ok((Framing::Length(5), true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+                Method::GET,
+                Err(()),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+                Method::GET,
+                Err(()),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n",
+                Method::GET,
+                Err(()),
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                Method::GET,
+                Err(()),
+            ),
+            (
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+                Method::GET,
+                Err(()),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+                Method::GET,
+                Err(()),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nx: a\r\n folded\r\n\r\n",
+                Method::GET,
+                Err(()),
+            ),
+        ];
+        for (bytes, method, want) in cases {
+            let got = head(bytes, method.clone()).map(|(h, _)| (h.framing, h.reusable));
+            assert_eq!(
+                got.map_err(|_| ()),
+                *want,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let (h, _) = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap();
+        assert!(
+            !h.headers.contains_key(CONTENT_LENGTH),
+            "the length beside chunked goes"
+        );
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_and_the_rest_stays_in_the_buffer() {
+        let bytes = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 Fine\r\nX-A: 1\r\ncontent-length: 2\r\n\r\nhi";
+        let (h, rest) = head(bytes, Method::GET).unwrap();
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(
+            h.reason.as_deref(),
+            Some(&b"Fine"[..]),
+            "a non-canonical reason is kept"
+        );
+        assert_eq!(h.headers["x-a"], "1");
+        assert!(
+            !h.headers.contains_key("link"),
+            "the interim answer's fields are not merged"
+        );
+        assert_eq!(&rest[..], b"hi");
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-le"[..]);
+        assert!(matches!(
+            parse_head(&mut partial, &Method::GET),
+            Ok(Parsed::Partial)
+        ));
+        assert_eq!(partial.len(), 27, "a partial head is left in place");
+    }
+
+    #[test]
+    fn too_many_fields_is_too_large() {
+        let mut bytes = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_FIELDS {
+            bytes.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            head(&bytes, Method::GET),
+            Err(OriginError::HeadTooLarge)
+        ));
+    }
+
+    fn dechunk(pieces: &[&[u8]]) -> Result<(Vec<u8>, Option<HeaderMap>, BytesMut), OriginError> {
+        let (mut c, mut buf) = (Chunked::default(), BytesMut::new());
+        let (mut body, mut trailers) = (Vec::new(), None);
+        let mut pieces = pieces.iter();
+        loop {
+            match c.decode(&mut buf)? {
+                Decoded::Data(d) => body.extend_from_slice(&d),
+                Decoded::Trailers(t) => trailers = Some(t),
+                Decoded::End => {
+                    pieces.for_each(|p| buf.extend_from_slice(p));
+                    return Ok((body, trailers, buf));
+                }
+                Decoded::Need => match pieces.next() {
+                    Some(p) => buf.extend_from_slice(p),
+                    None => panic!("needs more after {body:?}"),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire: &[u8] =
+            b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 9\r\n\r\nNEXT";
+        for split in 1..wire.len() {
+            let (a, b) = wire.split_at(split);
+            let (body, trailers, rest) = dechunk(&[a, b]).unwrap();
+            assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz", "split at {split}");
+            assert_eq!(trailers.unwrap()["x-sum"], "9");
+            assert_eq!(
+                &rest[..],
+                b"NEXT",
+                "what follows the body is left for the next response"
+            );
+        }
+        let (body, trailers, _) = dechunk(&[b"0\r\n\r\n"]).unwrap();
+        assert!(body.is_empty() && trailers.is_none());
+    }
+
+    #[test]
+    fn bad_chunks_are_errors() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"0\r\nbad trailer\r\n\r\n",
+        ] {
+            assert!(
+                dechunk(&[wire]).is_err(),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long = vec![b'1'; MAX_CHUNK_LINE + 10];
+        assert!(Chunked::default()
+            .decode(&mut BytesMut::from(&long[..]))
+            .is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! One HTTP/1.1 exchange on an instance connection with petrel's own codec: the head written in
+//! one system call, the response read in the request's own task (no connection task, no channel),
+//! and the connection handed back to the pool the moment its body ends.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::codec::{self, Chunked, Decoded, Framing, OriginError, Parsed};
+use crate::body::{Body, BoxError};
+
+/// A read takes at least this much free buffer.
+const READ_ROOM: usize = 4096;
+/// A read buffer grows by this much when it has less than [`READ_ROOM`] free.
+const READ_GROW: usize = 16 * 1024;
+/// An idle connection keeps a read buffer of at most this capacity (the first size); a larger
+/// one, grown by a large response, goes back to the allocator.
+const KEEP_IDLE: usize = 8 * 1024;
+
+/// An instance connection between exchanges: its socket and read buffer (empty between
+/// exchanges).
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Where a connection goes once a response body has been read to its end: back to its
+/// instance's pool.
+pub trait Checkin: Send + Unpin + 'static {
+    /// Takes the connection back.
+    fn checkin(self, conn: Conn);
+}
+
+impl Conn {
+    /// A new connection on a connected socket.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The socket, for the pool's liveness peek.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Sends `req` (which must have an empty body and ask for no upgrade) and reads the response
+    /// head; the body is read as the response is polled. The connection goes to `back` when the
+    /// body ends on a connection that may be reused; otherwise it is closed.
+    ///
+    /// Errors: [`OriginError::ClosedBeforeResponse`] when the connection ended before a byte
+    /// of the response (the request may be resent elsewhere if it may be sent twice), the rest
+    /// as [`codec::parse_head`] and the socket say.
+    pub async fn exchange<C: Checkin>(
+        mut self,
+        req: Request<Body>,
+        back: C,
+    ) -> Result<Response<Body>, OriginError> {
+        let (parts, _empty) = req.into_parts();
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+        let target = if target.is_empty() { "/" } else { target };
+        let mut out = BytesMut::new();
+        codec::encode_head(&parts.method, target, &parts.headers, &mut out);
+        self.stream.write_all(&out).await?;
+        let head = loop {
+            if !self.buf.is_empty() {
+                match codec::parse_head(&mut self.buf, &parts.method)? {
+                    Parsed::Final(head) => break head,
+                    Parsed::Interim => continue,
+                    Parsed::Partial if self.buf.len() >= codec::MAX_HEAD => {
+                        return Err(OriginError::HeadTooLarge)
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            let had = self.buf.len();
+            if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
+                return Err(if had == 0 {
+                    OriginError::ClosedBeforeResponse
+                } else {
+                    OriginError::Truncated
+                });
+            }
+        };
+        let mut resp = Response::new(crate::body::empty());
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        if let Some(r) = head
+            .reason
+            .and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok())
+        {
+            resp.extensions_mut().insert(r);
+        }
+        let state = match head.framing {
+            Framing::Empty => {
+                finish(Some(self), head.reusable, back);
+                return Ok(resp);
+            }
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunked::default()),
+            Framing::Close => State::Close,
+        };
+        *resp.body_mut() = http_body_util::BodyExt::boxed_unsync(InstanceBody {
+            conn: Some(self),
+            state,
+            reusable: head.reusable,
+            back: Some(back),
+        });
+        Ok(resp)
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)` at the end of the connection. tokio's
+    /// `TcpStream` clears its readiness after a short read, so the next read waits for the next
+    /// edge instead of getting `EAGAIN`.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_ROOM {
+            self.buf.reserve(READ_GROW);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+}
+
+/// Hands `conn` back when it may carry another request and nothing follows the response in its
+/// buffer (an instance that sent more than it framed is not trusted again); closes it otherwise.
+fn finish<C: Checkin>(conn: Option<Conn>, reusable: bool, back: C) {
+    if let Some(mut c) = conn.filter(|c| reusable && c.buf.is_empty()) {
+        if c.buf.capacity() > KEEP_IDLE {
+            c.buf = BytesMut::new();
+        }
+        back.checkin(c);
+    }
+}
+
+enum State {
+    Length(u64),
+    Chunked(Chunked),
+    Close,
+    Done,
+}
+
+/// A response body read straight off its instance connection. Dropped before its end, it
+/// closes the connection (bytes of the body would be left on it).
+struct InstanceBody<C: Checkin> {
+    conn: Option<Conn>,
+    state: State,
+    reusable: bool,
+    back: Option<C>,
+}
+
+impl<C: Checkin> InstanceBody<C> {
+    fn end(&mut self) {
+        self.state = State::Done;
+        if let Some(back) = self.back.take() {
+            finish(self.conn.take(), self.reusable, back);
+        }
+    }
+}
+
+impl<C: Checkin> http_body::Body for InstanceBody<C> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) if !conn.buf.is_empty() => {
+                    let take = (*left).min(conn.buf.len() as u64);
+                    let data = conn.buf.split_to(take as usize).freeze();
+                    *left -= take;
+                    if *left == 0 {
+                        this.end();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked(c) => match c.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Ok(Decoded::Trailers(t)) => {
+                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    }
+                    Ok(Decoded::End) => {
+                        this.end();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::Need) => {}
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+                State::Close if !conn.buf.is_empty() => {
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Length(_) | State::Close => {}
+            }
+            // The buffer holds nothing more to give: read.
+            let conn = this.conn.as_mut().expect("checked above");
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if matches!(this.state, State::Close) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(OriginError::Truncated.into())));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(OriginError::Io(e).into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done | State::Length(0)) || self.conn.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
