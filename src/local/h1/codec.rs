@@ -156,15 +156,21 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, OriginE
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
+    // Which framing fields are present, noted on the way so absent ones cost no lookup.
+    let mut seen = Seen::default();
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| OriginError::Invalid("bad field name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| OriginError::Invalid("bad field value"))?;
+        seen.note(&name);
         headers.append(name, value);
     }
-    let (framing, mut reusable) = framing(status, method, version, &mut headers)?;
-    reusable &= keeps_alive(version, &headers);
+    let (framing, mut reusable) = framing(status, method, version, &mut headers, seen)?;
+    reusable &= match seen.connection {
+        true => keeps_alive(version, &headers),
+        false => version == Version::HTTP_11,
+    };
     Ok(Parsed::Final(Head {
         status,
         version,
@@ -175,12 +181,33 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, OriginE
     }))
 }
 
+/// The framing fields a head has.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName) {
+        if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == CONTENT_LENGTH {
+            self.content_length = true;
+        } else if name == CONNECTION {
+            self.connection = true;
+        }
+    }
+}
+
 /// The body's framing (RFC 9112 §6.3, in its order) and whether it leaves the connection usable.
 fn framing(
     status: StatusCode,
     method: &Method,
     version: Version,
     headers: &mut HeaderMap,
+    seen: Seen,
 ) -> Result<(Framing, bool), OriginError> {
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -188,7 +215,11 @@ fn framing(
     {
         return Ok((Framing::Empty, true));
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    let last_coding = match seen.transfer_encoding {
+        true => headers.get_all(TRANSFER_ENCODING).iter().next_back(),
+        false => None,
+    };
+    if let Some(last) = last_coding {
         if version == Version::HTTP_10 {
             return Err(OriginError::Invalid(
                 "Transfer-Encoding in an HTTP/1.0 response",
@@ -204,10 +235,10 @@ fn framing(
         }
         // Both: Transfer-Encoding wins, the length goes, and the connection is not trusted
         // with another request (§6.3 point 3: a sign of response splitting).
-        let both = headers.remove(CONTENT_LENGTH).is_some();
+        let both = seen.content_length && headers.remove(CONTENT_LENGTH).is_some();
         return Ok((Framing::Chunked, !both));
     }
-    if !headers.contains_key(CONTENT_LENGTH) {
+    if !seen.content_length {
         return Ok((Framing::Close, false));
     }
     match content_length(headers) {

@@ -16,14 +16,15 @@ use crate::body::{Body, BoxError};
 
 /// A read takes at least this much free buffer.
 const READ_ROOM: usize = 4096;
-/// A read buffer grows by this much when it has less than [`READ_ROOM`] free.
-const READ_GROW: usize = 16 * 1024;
-/// An idle connection keeps a read buffer of at most this capacity (the first size); a larger
-/// one, grown by a large response, goes back to the allocator.
+/// The buffer's size for a response head (and a body that comes with it). An idle connection
+/// keeps a buffer of at most this capacity, so in the steady state a small exchange allocates
+/// nothing; a larger one, grown by a large response, goes back to the allocator.
 const KEEP_IDLE: usize = 8 * 1024;
+/// What a read of a body that did not come with its head makes room for.
+const READ_GROW: usize = 16 * 1024;
 
-/// An instance connection between exchanges: its socket and read buffer (empty between
-/// exchanges).
+/// An instance connection between exchanges: its socket and buffer (the request head goes out
+/// from it, then the response comes in; empty between exchanges).
 pub struct Conn {
     stream: TcpStream,
     buf: BytesMut,
@@ -68,9 +69,15 @@ impl Conn {
             .path_and_query()
             .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
         let target = if target.is_empty() { "/" } else { target };
-        let mut out = BytesMut::new();
-        codec::encode_head(&parts.method, target, &parts.headers, &mut out);
-        self.stream.write_all(&out).await?;
+        // The head is written from the read buffer, empty between exchanges, which saves an
+        // allocation per request.
+        debug_assert!(
+            self.buf.is_empty(),
+            "a connection's buffer is empty between exchanges"
+        );
+        codec::encode_head(&parts.method, target, &parts.headers, &mut self.buf);
+        self.stream.write_all(&self.buf).await?;
+        self.buf.clear();
         let head = loop {
             if !self.buf.is_empty() {
                 match codec::parse_head(&mut self.buf, &parts.method)? {
@@ -83,7 +90,7 @@ impl Conn {
                 }
             }
             let had = self.buf.len();
-            if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
+            if std::future::poll_fn(|cx| self.poll_fill(cx, KEEP_IDLE)).await? == 0 {
                 return Err(if had == 0 {
                     OriginError::ClosedBeforeResponse
                 } else {
@@ -119,12 +126,12 @@ impl Conn {
         Ok(resp)
     }
 
-    /// Reads what the socket has into the buffer; `Ok(0)` at the end of the connection. tokio's
-    /// `TcpStream` clears its readiness after a short read, so the next read waits for the next
-    /// edge instead of getting `EAGAIN`.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    /// Reads what the socket has into the buffer, making `room` when less than [`READ_ROOM`] is
+    /// free; `Ok(0)` at the end of the connection. tokio's `TcpStream` clears its readiness after
+    /// a short read, so the next read waits for the next edge instead of getting `EAGAIN`.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<std::io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_ROOM {
-            self.buf.reserve(READ_GROW);
+            self.buf.reserve(room);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
     }
@@ -213,7 +220,7 @@ impl<C: Checkin> http_body::Body for InstanceBody<C> {
             }
             // The buffer holds nothing more to give: read.
             let conn = this.conn.as_mut().expect("checked above");
-            match conn.poll_fill(cx) {
+            match conn.poll_fill(cx, READ_GROW) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) if matches!(this.state, State::Close) => {
                     this.conn = None;
