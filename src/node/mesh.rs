@@ -124,6 +124,11 @@ async fn run(
                     let now_ms = node.now_ms();
                     node.penalties.sweep(now_ms);
                     node.feedback.sweep(now_ms, crate::pick::FEEDBACK_IDLE_MS);
+                    // Idle instance connections that expired or that the instance closed.
+                    let pool_idle = node.settings.load().upstream.pool_idle;
+                    for inst in node.local.load().all() {
+                        inst.sweep_idle(pool_idle);
+                    }
                 }
                 let alone = node.cluster.load().view.members.iter().all(|m| m.state == petrel_mesh::MemberState::Down);
                 if alone && !seeds.is_empty() && last_join.elapsed() >= REJOIN_EVERY {

@@ -287,6 +287,57 @@ fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     }
 }
 
+/// Reads the chunk-size line at the front of `buf` (RFC 9112 §7.1:
+/// `1*HEXDIG [BWS ";" chunk-ext] CRLF`): `Some((line length, size))`, or `None` while the line is
+/// incomplete. Stricter than `httparse::parse_chunk_size` and as strict as hyper, where response
+/// splitting lives: at least one digit (leading zeros are fine, however many), CRLF and nothing
+/// else to end the line, no CR, LF or other control character inside an extension.
+fn chunk_size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, OriginError> {
+    let bad = |why| Err(OriginError::Invalid(why));
+    let mut size: u64 = 0;
+    let mut i = 0;
+    while let Some(d) = buf.get(i).and_then(|b| (*b as char).to_digit(16)) {
+        size = match size.checked_mul(16) {
+            Some(s) => s + u64::from(d),
+            None => return bad("chunk size too large"),
+        };
+        i += 1;
+    }
+    if i == buf.len() {
+        return Ok(None);
+    }
+    if i == 0 {
+        return bad("chunk size line without a size");
+    }
+    while matches!(buf.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    match buf.get(i) {
+        None => return Ok(None),
+        Some(b'\r') => {}
+        Some(b';') => {
+            while let Some(&b) = buf.get(i) {
+                if b == b'\r' {
+                    break;
+                }
+                if (b < 0x20 && b != b'\t') || b == 0x7f {
+                    return bad("control character in a chunk extension");
+                }
+                i += 1;
+            }
+            if i == buf.len() {
+                return Ok(None);
+            }
+        }
+        Some(_) => return bad("bad chunk size line"),
+    }
+    match buf.get(i + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some((i + 2, size))),
+        Some(_) => bad("chunk size line not ended by CRLF"),
+    }
+}
+
 /// One step of [`Chunked::decode`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
@@ -326,8 +377,8 @@ impl Chunked {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, OriginError> {
         loop {
             match self.0 {
-                ChunkState::Size => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
+                ChunkState::Size => match chunk_size_line(buf)? {
+                    Some((used, size)) => {
                         let _ = buf.split_to(used);
                         self.0 = if size == 0 {
                             ChunkState::Trailers
@@ -335,11 +386,10 @@ impl Chunked {
                             ChunkState::Data(size)
                         };
                     }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    None if buf.len() > MAX_CHUNK_LINE => {
                         return Err(OriginError::Invalid("chunk size line too long"))
                     }
-                    Ok(httparse::Status::Partial) => return Ok(Decoded::Need),
-                    Err(_) => return Err(OriginError::Invalid("bad chunk size line")),
+                    None => return Ok(Decoded::Need),
                 },
                 ChunkState::Data(left) => {
                     if buf.is_empty() {
@@ -640,6 +690,9 @@ mod tests {
         }
         let (body, trailers, _) = dechunk(&[b"0\r\n\r\n"]).unwrap();
         assert!(body.is_empty() && trailers.is_none());
+        // Leading zeros are a valid size however many there are (httparse stops at 16 digits).
+        let (body, _, _) = dechunk(&[b"00000000000000005\r\nhello\r\n0 ;last\r\n\r\n"]).unwrap();
+        assert_eq!(body, b"hello");
     }
 
     #[test]
@@ -649,6 +702,13 @@ mod tests {
             b"5\r\nhelloXX0\r\n\r\n",
             b"ffffffffffffffffff\r\n",
             b"0\r\nbad trailer\r\n\r\n",
+            // Each of these httparse accepts, and hyper refuses (found by review):
+            b"5\r\nhello\r\n\r\n\r\n", // an empty size line read as the last chunk
+            b"5\r\nhello\r\n;x\r\n\r\n", // a size line with no digits
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n", // a bare LF inside an extension
+            b"5\nhello\r\n0\r\n\r\n",  // a size line ended by LF alone
+            b"5x\r\nhello\r\n0\r\n\r\n", // junk after the size
+            b"0\r\nx-a: a\r\n b\r\n\r\n", // an obs-folded trailer
         ] {
             assert!(
                 dechunk(&[wire]).is_err(),

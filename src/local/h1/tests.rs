@@ -201,3 +201,79 @@ async fn an_invalid_response_head_is_the_instances_fault() {
     let err = get(&inst).await.unwrap_err();
     assert!(err.contains("Content-Length"), "{err}");
 }
+
+#[tokio::test]
+async fn a_408_that_crossed_a_request_on_a_pooled_connection_sends_it_again_on_a_fresh_one() {
+    // The instance's idle timeout answers 408 just as the second request arrives on the pooled
+    // connection: the request was never read, so it goes again on a new connection. A 408 on a
+    // new connection is the instance's answer and reaches the client.
+    let (addr, accepted) = origin(|k, mut s| async move {
+        match k {
+            0 => {
+                if read_request(&mut s).await {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst").await;
+                }
+                if read_request(&mut s).await {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            }
+            1 => {
+                if read_request(&mut s).await {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh").await;
+                }
+            }
+            _ => {
+                if read_request(&mut s).await {
+                    let _ = s.write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n").await;
+                }
+            }
+        }
+    })
+    .await;
+    let inst = Instance::new("a-1", "a", addr);
+    assert_eq!(get(&inst).await.unwrap().1, "first");
+    let (status, body, _) = get(&inst).await.unwrap();
+    assert_eq!((status, &body[..]), (200, &b"fresh"[..]));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // Connection 1 went back to the pool after its answer; drop it so the next request dials.
+    inst.sweep_idle(Duration::ZERO);
+    assert_eq!(
+        get(&inst).await.unwrap().0,
+        408,
+        "a fresh connection's 408 is an answer"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_closes_idle_connections_the_instance_closed_or_that_expired() {
+    let (addr, _) = origin(|k, mut s| async move {
+        if read_request(&mut s).await {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        }
+        if k == 1 {
+            // Keeps its side open: only the pool's idle timeout can end this one.
+            let _ = read_request(&mut s).await;
+        }
+        // k == 0 closes at once, without `Connection: close`.
+    })
+    .await;
+    let inst = Instance::new("a-1", "a", addr);
+    let a = get(&inst);
+    let b = get(&inst);
+    let (a, b) = tokio::join!(a, b);
+    assert!(a.is_ok() && b.is_ok());
+    assert_eq!(inst.idle_connections(), 2);
+    tokio::time::sleep(Duration::from_millis(100)).await; // the reactor sees the instance's FIN
+    inst.sweep_idle(Duration::from_secs(60));
+    assert_eq!(
+        inst.idle_connections(),
+        1,
+        "the one the instance closed goes"
+    );
+    inst.sweep_idle(Duration::ZERO);
+    assert_eq!(inst.idle_connections(), 0, "the expired one goes");
+}
