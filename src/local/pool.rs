@@ -95,6 +95,15 @@ impl H1Pool {
         });
     }
 
+    /// How long a connection may have been idle for a request: the pool's idle timeout for one
+    /// that can be resent, `unsafe_reuse_limit` for one that cannot.
+    fn reuse_limit(&self, max_idle: Duration, resendable: bool, now: Instant) -> Duration {
+        match resendable {
+            true => max_idle,
+            false => self.unsafe_reuse_limit(max_idle, now),
+        }
+    }
+
     /// How long a connection may have been idle for a request that cannot be resent: half the
     /// shortest idle close seen in the last `LEARNED_FOR` (at most `max_idle`).
     fn unsafe_reuse_limit(&self, max_idle: Duration, now: Instant) -> Duration {
@@ -109,6 +118,28 @@ impl H1Pool {
         };
         max_idle.min(learned / 2)
     }
+}
+
+/// Takes the newest idle connection of `list` (newest last) with its idle time, if it has been
+/// idle less than `limit`. When the newest is `max_idle` old, every one below it is too: all are
+/// closed. One idle for `limit` or more stays for requests allowed to reuse it (those that can be
+/// resent).
+fn newest<T>(
+    list: &mut Vec<T>,
+    since: impl Fn(&T) -> Instant,
+    now: Instant,
+    max_idle: Duration,
+    limit: Duration,
+) -> Option<(T, Duration)> {
+    let age = now.saturating_duration_since(since(list.last()?));
+    if age >= max_idle {
+        list.clear();
+        return None;
+    }
+    if age >= limit {
+        return None;
+    }
+    list.pop().map(|c| (c, age))
 }
 
 /// Idle connections of one instance.
@@ -298,22 +329,8 @@ impl Instance {
         }
         let now = Instant::now();
         let mut pool = self.pool.h1.lock().expect("pool lock");
-        let limit = if resendable {
-            max_idle
-        } else {
-            pool.unsafe_reuse_limit(max_idle, now)
-        };
-        while let Some(c) = pool.idle.last() {
-            let age = now.saturating_duration_since(c.since);
-            if age >= max_idle {
-                // The newest is too old, so every one below it is: close them all.
-                pool.idle.clear();
-                return None;
-            }
-            if age >= limit {
-                return None; // kept for requests that can be resent
-            }
-            let c = pool.idle.pop().expect("a last one");
+        let limit = pool.reuse_limit(max_idle, resendable, now);
+        while let Some((c, age)) = newest(&mut pool.idle, |c| c.since, now, max_idle, limit) {
             // A request that can be resent is not worth a system call per reuse: if the instance
             // closed this connection, `send_to_instance` finds out by sending and resends on a
             // fresh one. (Peeking for every request cost 0.6 `recvfrom` per h2 request under load,
@@ -344,21 +361,8 @@ impl Instance {
     fn checkout_direct(self: &Arc<Self>, max_idle: Duration, resendable: bool) -> Option<Upstream> {
         let now = Instant::now();
         let mut pool = self.pool.h1.lock().expect("pool lock");
-        let limit = if resendable {
-            max_idle
-        } else {
-            pool.unsafe_reuse_limit(max_idle, now)
-        };
-        while let Some(c) = pool.direct.last() {
-            let age = now.saturating_duration_since(c.since);
-            if age >= max_idle {
-                pool.direct.clear();
-                return None;
-            }
-            if age >= limit {
-                return None;
-            }
-            let c = pool.direct.pop().expect("a last one");
+        let limit = pool.reuse_limit(max_idle, resendable, now);
+        while let Some((c, age)) = newest(&mut pool.direct, |c| c.since, now, max_idle, limit) {
             let peek = !resendable && age >= PEEK_AFTER;
             let open = if peek {
                 idle_and_open(c.conn.stream())
