@@ -449,6 +449,16 @@ impl Chunked {
             Err(httparse::Error::TooManyHeaders) => return Err(OriginError::HeadTooLarge),
             Err(_) => return Err(OriginError::Invalid("malformed trailer section")),
         };
+        // httparse ends a line at a bare LF too; hyper does not, and neither may petrel, or the
+        // two would disagree on where the message ends (found by review).
+        let lines = &buf[..used];
+        if lines
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'\n' && (i == 0 || lines[i - 1] != b'\r'))
+        {
+            return Err(OriginError::Invalid("a trailer line not ended by CRLF"));
+        }
         let _ = buf.split_to(used);
         self.0 = ChunkState::Done;
         Ok(Decoded::Trailers(map))
@@ -709,6 +719,8 @@ mod tests {
             b"5\nhello\r\n0\r\n\r\n",  // a size line ended by LF alone
             b"5x\r\nhello\r\n0\r\n\r\n", // junk after the size
             b"0\r\nx-a: a\r\n b\r\n\r\n", // an obs-folded trailer
+            b"0\r\nx-a: 1\n\r\n",      // a trailer line ended by LF alone
+            b"0\r\nx-a: 1\nx-b: 2\r\n\r\n",
         ] {
             assert!(
                 dechunk(&[wire]).is_err(),

@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -27,6 +28,10 @@ const KEEP_IDLE: usize = 8 * 1024;
 const READ_GROW: usize = 16 * 1024;
 /// The most room one read makes for a body.
 const READ_MAX: usize = 256 * 1024;
+/// A `408` that closes a pooled connection this soon after the request went out was written
+/// before the request arrived (see `Conn::exchange`); a `408` the instance means as an answer
+/// comes after its own request timeout, seconds later.
+const STALE_408_WITHIN: Duration = Duration::from_millis(50);
 
 /// An instance connection between exchanges: its socket and buffer (the request head goes out
 /// from it, then the response comes in; empty between exchanges).
@@ -60,10 +65,11 @@ impl Conn {
     /// head; the body is read as the response is polled. The connection goes to `back` when the
     /// body ends on a connection that may be reused; otherwise it is closed.
     ///
-    /// `stale_408`: the connection was pooled and the request may be resent, so a `408 Request
-    /// Timeout` answer is the instance's idle timeout that crossed the request on the wire (an
-    /// answer written before the request arrived, as Apache and Node do), not an answer to it;
-    /// Go's HTTP client treats it the same way.
+    /// `stale_408`: the connection was pooled and the request may be resent. Then a `408 Request
+    /// Timeout` that closes the connection within [`STALE_408_WITHIN`] of the request is the
+    /// instance's idle timeout that crossed the request on the wire (written before the request
+    /// arrived, as Apache and Node do), not an answer to it; Go's HTTP client treats it the same
+    /// way. A `408` that keeps the connection, or comes later, is the instance's answer.
     ///
     /// Errors: [`OriginError::ClosedBeforeResponse`] when the connection ended before a byte
     /// of the response, or with `stale_408` (the request may be resent on a fresh connection if
@@ -89,6 +95,7 @@ impl Conn {
         codec::encode_head(&parts.method, target, &parts.headers, &mut self.buf);
         self.stream.write_all(&self.buf).await?;
         self.buf.clear();
+        let sent = stale_408.then(Instant::now);
         let head = loop {
             if !self.buf.is_empty() {
                 match codec::parse_head(&mut self.buf, &parts.method)? {
@@ -110,7 +117,8 @@ impl Conn {
                 });
             }
         };
-        if stale_408 && head.status == http::StatusCode::REQUEST_TIMEOUT {
+        let crossed = sent.is_some_and(|t| t.elapsed() < STALE_408_WITHIN);
+        if crossed && head.status == http::StatusCode::REQUEST_TIMEOUT && !head.reusable {
             return Err(OriginError::ClosedBeforeResponse);
         }
         let mut resp = Response::new(crate::body::empty());

@@ -277,3 +277,30 @@ async fn the_sweep_closes_idle_connections_the_instance_closed_or_that_expired()
     inst.sweep_idle(Duration::ZERO);
     assert_eq!(inst.idle_connections(), 0, "the expired one goes");
 }
+
+#[tokio::test]
+async fn a_408_that_keeps_the_connection_is_an_answer_and_the_request_goes_once() {
+    // Sent on the pooled connection, but the instance keeps it open: this 408 answers the
+    // request (an application's own use of the code), and the request must not run twice.
+    let (addr, accepted) = origin(|_, mut s| async move {
+        if read_request(&mut s).await {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst")
+                .await;
+        }
+        while read_request(&mut s).await {
+            let _ = s
+                .write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    })
+    .await;
+    let inst = Instance::new("a-1", "a", addr);
+    assert_eq!(get(&inst).await.unwrap().1, "first");
+    assert_eq!(get(&inst).await.unwrap().0, 408);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "not sent again on a new connection"
+    );
+}
