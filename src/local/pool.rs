@@ -406,6 +406,14 @@ impl Instance {
         pool.direct.len() + pool.idle.len()
     }
 
+    /// Learns the keep-alive time an instance announces in a response (`Keep-Alive: timeout=`).
+    fn learn_keep_alive(&self, headers: &http::HeaderMap) {
+        if let Some(t) = keep_alive_timeout(headers) {
+            let mut pool = self.pool.h1.lock().expect("pool lock");
+            pool.closes_after(t, Instant::now());
+        }
+    }
+
     /// Learns that this instance closed a connection that had been idle for `idle` (a pooled
     /// connection failed as a request went out on it).
     pub(super) fn closed_after_idle(&self, idle: Duration) {
@@ -495,10 +503,7 @@ impl Upstream {
                 };
                 return match conn.exchange(req, back, stale_408).await {
                     Ok(resp) => {
-                        if let Some(t) = keep_alive_timeout(resp.headers()) {
-                            let mut pool = inst.pool.h1.lock().expect("pool lock");
-                            pool.closes_after(t, Instant::now());
-                        }
+                        inst.learn_keep_alive(resp.headers());
                         Ok(resp)
                     }
                     Err(e) => Err(SendError::Failed(Box::new(e))),
@@ -511,16 +516,8 @@ impl Upstream {
                 ..
             } => {
                 let r = sender.try_send_request(req).await;
-                if let Some(t) = r
-                    .as_ref()
-                    .ok()
-                    .and_then(|resp| keep_alive_timeout(resp.headers()))
-                {
-                    inst.pool
-                        .h1
-                        .lock()
-                        .expect("pool lock")
-                        .closes_after(t, Instant::now());
+                if let Ok(resp) = &r {
+                    inst.learn_keep_alive(resp.headers());
                 }
                 if matches!(&r, Ok(resp) if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
                 {

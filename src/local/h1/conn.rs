@@ -117,8 +117,9 @@ impl Conn {
                 });
             }
         };
-        let crossed = sent.is_some_and(|t| t.elapsed() < STALE_408_WITHIN);
-        if crossed && head.status == http::StatusCode::REQUEST_TIMEOUT && !head.reusable {
+        // The clock is read again only for a closing 408.
+        let closing_408 = head.status == http::StatusCode::REQUEST_TIMEOUT && !head.reusable;
+        if closing_408 && sent.is_some_and(|t| t.elapsed() < STALE_408_WITHIN) {
             return Err(OriginError::ClosedBeforeResponse);
         }
         let mut resp = Response::new(crate::body::empty());
