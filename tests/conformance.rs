@@ -363,7 +363,15 @@ async fn h2_clients_reach_http1_origins_with_host(bed: &Bed) {
         assert_eq!(seen["url"], "/headers", "{seen}");
         // The strict origin: origin-form target, one Host with the client's authority, HTTP/1.1,
         // the split cookies of an h2 client joined, connection-specific headers gone.
-        let mut extra = vec![("cookie", "a=1"), ("cookie", "b=2")];
+        // A client's word for what petrel adds is replaced, never passed on beside it.
+        let mut extra = vec![
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-port", "1"),
+            ("x-forwarded-ssl", "on"),
+            ("petrel-client-ip", "6.6.6.6"),
+        ];
         if c == Client::H1 {
             extra.extend([
                 ("connection", "keep-alive, x-secret"),
@@ -413,6 +421,11 @@ async fn h2_clients_reach_http1_origins_with_host(bed: &Bed) {
         assert!(all("x-secret").is_empty(), "{seen}");
         assert_eq!(all("x-forwarded-for"), ["127.0.0.1"], "{seen}");
         assert_eq!(all("x-forwarded-proto").len(), 1, "{seen}");
+        assert_ne!(all("x-forwarded-proto"), ["gopher"], "{seen}");
+        assert_eq!(all("x-forwarded-port").len(), 1, "{seen}");
+        assert_ne!(all("x-forwarded-port"), ["1"], "{seen}");
+        assert!(all("x-forwarded-ssl").is_empty(), "{seen}");
+        assert_eq!(all("petrel-client-ip"), ["127.0.0.1"], "{seen}");
         assert_eq!(all("petrel-edge-region"), ["iad"], "{seen}");
         assert!(
             headers

@@ -24,6 +24,8 @@ pub struct ConnCtx {
     pub client_ip: http::HeaderValue,
     /// Our listener address.
     pub local: SocketAddr,
+    /// Its port as a header value (`X-Forwarded-Port`), made once.
+    pub local_port: http::HeaderValue,
     held: Mutex<Vec<Slot>>,
     /// Present on TLS connections.
     pub tls: Option<TlsInfo>,
@@ -55,6 +57,7 @@ impl ConnCtx {
             client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or(http::HeaderValue::from_static("-")),
             local,
+            local_port: http::HeaderValue::from(local.port()),
             held: Mutex::new(Vec::new()),
             tls,
             first: tokio::sync::watch::Sender::new(false),

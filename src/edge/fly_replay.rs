@@ -58,7 +58,17 @@ impl Replay {
         // Asked of every response: constant names spare parsing the strings each time.
         const FLY: HeaderName = HeaderName::from_static("fly-replay");
         const PETREL: HeaderName = HeaderName::from_static("petrel-replay");
-        let v = h.get(FLY).or_else(|| h.get(PETREL))?;
+        // One pass over the names, without hashing them: nearly every response has neither.
+        let (mut fly, mut petrel) = (false, false);
+        for n in h.keys() {
+            fly |= *n == FLY;
+            petrel |= *n == PETREL;
+        }
+        let v = match (fly, petrel) {
+            (true, _) => h.get(FLY)?,
+            (false, true) => h.get(PETREL)?,
+            (false, false) => return None,
+        };
         Some(
             v.to_str()
                 .map_err(|_| "not text".to_string())

@@ -22,8 +22,8 @@ use crate::balance::{Empty, Hints};
 use crate::body::{boxed, Body};
 use crate::config::LimitType;
 use crate::http::headers::{
-    add_forwarding, ambiguous_framing, append_via, malformed_target, max_forwards, missing_host,
-    response_framing, strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, MaxForwards,
+    ambiguous_framing, append_via, malformed_target, max_forwards, missing_host, response_framing,
+    strip_hop_by_hop, strip_internal, wants_upgrade, Forwarded, Forwarding, MaxForwards,
 };
 use crate::http::ExchangeError;
 use crate::http::ReplayableRequest;
@@ -842,26 +842,24 @@ fn prepare(
         // the instance.
         parts.headers.insert("petrel-auth-sub", sub);
     }
-    add_forwarding(
+    let forwarding = Forwarding::of(
         &mut parts.headers,
         &Forwarded {
             client_ip: &conn.client_ip,
-            local_port: conn.local.port(),
+            local_port: &conn.local_port,
             proto: if conn.tls.is_some() { "https" } else { "http" },
             region: &node.region_value,
             request_id: rid,
             via_version,
         },
     );
-    ReplayableRequest::from_client(Request::from_parts(
-        parts,
-        boxed(TimedUpload::new(
-            body,
-            ctx.app.clone(),
-            bytes_in,
-            ctx.body_failed.clone(),
-        )),
-    ))
+    let body = boxed(TimedUpload::new(
+        body,
+        ctx.app.clone(),
+        bytes_in,
+        ctx.body_failed.clone(),
+    ));
+    ReplayableRequest::from_client(Request::from_parts(parts, body), forwarding)
 }
 
 /// A request body is read ahead before any instance is contacted (and so before any instance

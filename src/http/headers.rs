@@ -1,21 +1,21 @@
 //! Header rewriting at the proxy boundary: hop-by-hop removal, SPEC §5 forwarding headers, anti-spoofing.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE, VIA};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRANSFER_ENCODING, UPGRADE, VIA,
+};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `Trailer` is not
 /// one of them (RFC 9110 §6.6.2): it announces the trailer fields, and hyper's HTTP/1.1 server
-/// sends only the trailers it names.
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "transfer-encoding"
-    )
+/// sends only the trailers it names. The standard names compare as `http`'s enum, without a
+/// string; only a name outside that set is compared as text.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == CONNECTION
+        || *name == TE
+        || *name == TRANSFER_ENCODING
+        || *name == PROXY_AUTHENTICATE
+        || *name == PROXY_AUTHORIZATION
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
 /// Removes every header whose name is `doomed`, found in one pass over the keys: a request that
@@ -30,42 +30,58 @@ fn strip_where(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
 /// Removes hop-by-hop headers and any named in `Connection`. With `keep_upgrade`, `Upgrade` and a
 /// `Connection: upgrade` survive (a WebSocket handshake being passed on).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // `keep-alive` goes anyway and `upgrade` follows `keep_upgrade`: the usual values cost no
-    // parse and no allocation. (`close` is parsed: a field named `Close` must go too, RFC 9110
-    // §7.6.1; the name is reserved for that reason, §16.3.2.2.)
-    let named: Vec<HeaderName> = h
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            !["keep-alive", "upgrade"]
-                .iter()
-                .any(|c| t.eq_ignore_ascii_case(c))
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    let trailers_ok = h
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    // Fields that frame or route the message stay whatever `Connection` names: dropping Host
-    // or Content-Length because a client listed them would break the message, not a hop.
-    let keep = |n: &HeaderName| *n == http::header::HOST || *n == http::header::CONTENT_LENGTH;
-    let drop_length = h.contains_key(http::header::TRANSFER_ENCODING);
-    strip_where(h, |n| {
-        is_hop_by_hop(n.as_str())
-            || if *n == UPGRADE {
-                !keep_upgrade
-            } else {
-                named.contains(n) && !keep(n)
-            }
-    });
+    // One pass over the fields, no lookup: most messages carry none of these, or only
+    // `Connection: keep-alive`. `keep-alive` goes anyway and `upgrade` follows `keep_upgrade`:
+    // the usual values cost no parse and no allocation. (`close` is parsed: a field named
+    // `Close` must go too, RFC 9110 §7.6.1; the name is reserved for that reason, §16.3.2.2.)
+    let mut named: Vec<HeaderName> = Vec::new();
+    let (mut any, mut drop_length) = (false, false);
+    let mut trailers_ok: Option<bool> = None; // from the first `TE` field, as `get` reads it
+    for (n, v) in h.iter() {
+        if *n == CONNECTION {
+            any = true;
+            let tokens = v.to_str().ok().into_iter().flat_map(|v| v.split(','));
+            named.extend(
+                tokens
+                    .map(str::trim)
+                    .filter(|t| {
+                        !["keep-alive", "upgrade"]
+                            .iter()
+                            .any(|c| t.eq_ignore_ascii_case(c))
+                    })
+                    .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+            );
+        } else if *n == TE {
+            any = true;
+            trailers_ok.get_or_insert_with(|| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        } else if *n == TRANSFER_ENCODING {
+            any = true;
+            drop_length = true;
+        } else if *n == UPGRADE {
+            any |= !keep_upgrade;
+        } else {
+            any |= is_hop_by_hop(n);
+        }
+    }
+    if any {
+        // Fields that frame or route the message stay whatever `Connection` names: dropping
+        // Host or Content-Length because a client listed them would break the message, not a
+        // hop.
+        let keep = |n: &HeaderName| *n == http::header::HOST || *n == http::header::CONTENT_LENGTH;
+        strip_where(h, |n| {
+            is_hop_by_hop(n)
+                || if *n == UPGRADE {
+                    !keep_upgrade
+                } else {
+                    named.contains(n) && !keep(n)
+                }
+        });
+    }
     if drop_length {
         // RFC 9112 §6.3: with Transfer-Encoding, Content-Length means nothing and must go.
         h.remove(http::header::CONTENT_LENGTH);
     }
-    if trailers_ok {
+    if trailers_ok == Some(true) {
         h.insert(TE, HeaderValue::from_static("trailers"));
     }
     if keep_upgrade {
@@ -124,8 +140,8 @@ pub fn strip_internal(h: &mut HeaderMap) {
 pub struct Forwarded<'a> {
     /// The client's IP address as a header value (made once per connection).
     pub client_ip: &'a HeaderValue,
-    /// The listener's port.
-    pub local_port: u16,
+    /// The listener's port as a header value (`X-Forwarded-Port`, made once per connection).
+    pub local_port: &'a HeaderValue,
     /// "http" or "https".
     pub proto: &'static str,
     /// This node's region as a header value (made once per node).
@@ -144,79 +160,136 @@ const PETREL_EDGE_REGION: HeaderName = HeaderName::from_static("petrel-edge-regi
 const PETREL_REQUEST_ID: HeaderName = HeaderName::from_static("petrel-request-id");
 const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
 
-/// Adds SPEC §5 headers (after `strip_internal` removed client copies); each replaces any copy the
-/// client sent.
-pub fn add_forwarding(h: &mut HeaderMap, f: &Forwarded<'_>) {
-    // Room for the seven fields below in one growth, not one per doubling.
-    h.reserve(7);
-    // Values made once (per connection, per node) are cloned, not formatted and checked again.
-    let ip = f.client_ip.to_str().unwrap_or_default();
-    let joined = |h: &HeaderMap, name: &HeaderName, mine: &str| {
-        let mut prior = h.get_all(name).iter().filter_map(|v| v.to_str().ok());
-        let Some(first) = prior.next() else {
-            return None; // the usual case: nothing to join
+/// The SPEC §5 fields the edge adds to a request, made once and written into each attempt:
+/// into a copy of its header map for hyper's clients and the backhaul ([`Forwarding::apply`]),
+/// or straight after the client's fields by petrel's own HTTP/1.1 client
+/// ([`Forwarding::fields`]), which then copies no map at all.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// `X-Forwarded-For`: the client's list, if it sent one, then the client's IP.
+    xff: HeaderValue,
+    /// `Via` (RFC 9110 §7.6.3): the client's list, if any, then `<version> petrel`.
+    via: HeaderValue,
+    client_ip: HeaderValue,
+    region: HeaderValue,
+    /// Marked sensitive: new for every request, indexing it in HPACK's table would only evict
+    /// useful entries.
+    request_id: HeaderValue,
+    proto: HeaderValue,
+    port: HeaderValue,
+}
+
+impl Forwarding {
+    /// The fields for a request whose client headers are `h`. The client's own
+    /// `X-Forwarded-For` and `Via` are taken into the new values; they and every client copy of
+    /// the other fields leave `h`, and so does its `X-Forwarded-Ssl`: Rack and Rails read
+    /// `X-Forwarded-Ssl: on` as https, never a client's word for it (apps with Fly's header
+    /// names get petrel's own, as Fly sends it).
+    pub fn of(h: &mut HeaderMap, f: &Forwarded<'_>) -> Self {
+        // What the client sent of these, in one pass without a lookup: the usual request sent
+        // none of them.
+        static REPLACED: [HeaderName; 6] = [
+            X_FORWARDED_SSL,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_PORT,
+            PETREL_CLIENT_IP,
+            PETREL_EDGE_REGION,
+            PETREL_REQUEST_ID,
+        ];
+        let (mut has_xff, mut has_via, mut has_replaced) = (false, false, false);
+        for n in h.keys() {
+            has_xff |= *n == X_FORWARDED_FOR;
+            has_via |= *n == VIA;
+            has_replaced |= REPLACED.contains(n);
+        }
+        // RFC 9110 §7.6.3: the received protocol's version, then this proxy's name.
+        let mine: HeaderValue = match f.via_version {
+            "2" => HeaderValue::from_static("2 petrel"),
+            "1.1" => HeaderValue::from_static("1.1 petrel"),
+            "1.0" => HeaderValue::from_static("1.0 petrel"),
+            other => HeaderValue::from_str(&format!("{other} petrel"))
+                .unwrap_or(HeaderValue::from_static("1.1 petrel")),
         };
-        let mut all = first.to_string();
-        for p in prior {
-            all.push_str(", ");
-            all.push_str(p);
+        // Values made once (per connection, per node) are cloned, not formatted and checked again.
+        let xff = match has_xff {
+            true => joined(h, &X_FORWARDED_FOR, f.client_ip),
+            false => f.client_ip.clone(),
+        };
+        let via = match has_via {
+            true => joined(h, &VIA, &mine),
+            false => mine,
+        };
+        if has_replaced {
+            for n in &REPLACED {
+                h.remove(n);
+            }
         }
-        all.push_str(", ");
-        all.push_str(mine);
-        Some(all)
-    };
-    let xff = joined(h, &X_FORWARDED_FOR, ip);
-    // RFC 9110 §7.6.3: the received protocol's version, then this proxy's name.
-    let known: Option<&'static str> = match f.via_version {
-        "2" => Some("2 petrel"),
-        "1.1" => Some("1.1 petrel"),
-        "1.0" => Some("1.0 petrel"),
-        _ => None,
-    };
-    let other = known.is_none().then(|| format!("{} petrel", f.via_version));
-    let mine = known.or(other.as_deref()).unwrap_or_default();
-    let via = joined(h, &VIA, mine);
-    let set = |h: &mut HeaderMap, name: HeaderName, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(name, v);
+        let mut request_id = f.request_id.clone();
+        request_id.set_sensitive(true);
+        Self {
+            xff,
+            via,
+            client_ip: f.client_ip.clone(),
+            region: f.region.clone(),
+            request_id,
+            proto: HeaderValue::from_static(f.proto),
+            port: f.local_port.clone(),
         }
-    };
-    match xff {
-        Some(all) => set(h, X_FORWARDED_FOR, &all),
-        None => _ = h.insert(X_FORWARDED_FOR, f.client_ip.clone()),
     }
-    match (via, known) {
-        (Some(all), _) => set(h, VIA, &all),
-        (None, Some(mine)) => _ = h.insert(VIA, HeaderValue::from_static(mine)),
-        (None, None) => set(h, VIA, mine),
+
+    /// The fields, names and values, in the order they are written.
+    pub fn fields(&self) -> [(HeaderName, &HeaderValue); 7] {
+        [
+            (X_FORWARDED_FOR, &self.xff),
+            (VIA, &self.via),
+            (PETREL_CLIENT_IP, &self.client_ip),
+            (PETREL_EDGE_REGION, &self.region),
+            (PETREL_REQUEST_ID, &self.request_id),
+            (X_FORWARDED_PROTO, &self.proto),
+            (X_FORWARDED_PORT, &self.port),
+        ]
     }
-    h.insert(PETREL_CLIENT_IP, f.client_ip.clone());
-    h.insert(PETREL_EDGE_REGION, f.region.clone());
-    let mut rid = f.request_id.clone();
-    // New for every request: indexing it in HPACK's table would only evict useful entries.
-    rid.set_sensitive(true);
-    h.insert(PETREL_REQUEST_ID, rid);
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    // Rack and Rails read `X-Forwarded-Ssl: on` as https: never a client's word for it. (Apps
-    // with Fly's header names get petrel's own, as Fly sends it.)
-    h.remove(&X_FORWARDED_SSL);
-    h.insert(X_FORWARDED_PORT, HeaderValue::from(f.local_port));
+
+    /// Sets each field in `h`, replacing any copy there.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        // Room for all of them in one growth, not one per doubling.
+        h.reserve(7);
+        for (name, value) in self.fields() {
+            h.insert(name, value.clone());
+        }
+    }
+}
+
+/// The client's values of `name`, removed from `h`, joined with `, ` and then `mine`; `mine` alone
+/// if they cannot be joined into a valid value.
+fn joined(h: &mut HeaderMap, name: &HeaderName, mine: &HeaderValue) -> HeaderValue {
+    let mut all: Vec<u8> = Vec::new();
+    for v in h.get_all(name).iter().filter(|v| v.to_str().is_ok()) {
+        all.extend_from_slice(v.as_bytes());
+        all.extend_from_slice(b", ");
+    }
+    all.extend_from_slice(mine.as_bytes());
+    h.remove(name);
+    HeaderValue::from_bytes(&all).unwrap_or_else(|_| mine.clone())
 }
 
 /// Appends `mine` (`"<protocol> petrel"`) to a response's `Via`, after any entries it has.
 pub fn append_via(h: &mut HeaderMap, mine: &'static str) {
-    if !h.contains_key(VIA) {
-        h.insert(VIA, HeaderValue::from_static(mine));
-        return;
-    }
+    let mut entry = match h.entry(VIA) {
+        http::header::Entry::Vacant(v) => {
+            v.insert(HeaderValue::from_static(mine));
+            return;
+        }
+        http::header::Entry::Occupied(o) => o,
+    };
     let mut all: Vec<u8> = Vec::new();
-    for v in h.get_all(VIA) {
+    for v in entry.iter() {
         all.extend_from_slice(v.as_bytes());
         all.extend_from_slice(b", ");
     }
     all.extend_from_slice(mine.as_bytes());
     if let Ok(v) = HeaderValue::from_bytes(&all) {
-        h.insert(VIA, v);
+        entry.insert(v);
     }
 }
 
@@ -225,18 +298,45 @@ pub fn append_via(h: &mut HeaderMap, mine: &'static str) {
 /// decodes no other, RFC 9112 §6.1), or more than one `Host`. (hyper itself refuses conflicting
 /// lengths, bad `Transfer-Encoding` lists, obs-fold and malformed fields.)
 pub fn ambiguous_framing(h: &HeaderMap) -> Option<&'static str> {
-    if h.contains_key(http::header::TRANSFER_ENCODING)
-        && h.contains_key(http::header::CONTENT_LENGTH)
-    {
+    let counts = FramingFields::of(h);
+    if counts.transfer_encoding > 0 && counts.content_length > 0 {
         return Some("both Content-Length and Transfer-Encoding");
     }
-    if !only_chunked(h) {
+    if counts.transfer_encoding > 0 && !only_chunked(h) {
         return Some("a transfer coding other than chunked");
     }
-    if h.get_all(http::header::HOST).iter().count() > 1 {
+    if counts.host > 1 {
         return Some("more than one Host header");
     }
     None
+}
+
+/// How many fields of a message frame or route it, counted in one pass without a lookup: most
+/// messages have one `Host`, one `Content-Length` or none, and need no further look.
+#[derive(Debug, Default)]
+struct FramingFields {
+    transfer_encoding: usize,
+    content_length: usize,
+    /// `Content-Length` values that are lists (`5, 5`).
+    listed_lengths: usize,
+    host: usize,
+}
+
+impl FramingFields {
+    fn of(h: &HeaderMap) -> Self {
+        let mut c = Self::default();
+        for (n, v) in h.iter() {
+            if *n == TRANSFER_ENCODING {
+                c.transfer_encoding += 1;
+            } else if *n == http::header::CONTENT_LENGTH {
+                c.content_length += 1;
+                c.listed_lengths += usize::from(v.as_bytes().contains(&b','));
+            } else if *n == http::header::HOST {
+                c.host += 1;
+            }
+        }
+        c
+    }
 }
 
 /// Why a request's target cannot be forwarded, if it cannot (answered `400`): the authority
@@ -316,8 +416,12 @@ pub fn response_framing(status: http::StatusCode, h: &mut HeaderMap) -> Result<(
         h.remove(http::header::TRANSFER_ENCODING);
         return Ok(());
     }
-    if !only_chunked(h) {
+    let counts = FramingFields::of(h);
+    if counts.transfer_encoding > 0 && !only_chunked(h) {
         return Err("a transfer coding other than chunked");
+    }
+    if counts.content_length + counts.listed_lengths <= 1 {
+        return Ok(()); // one plain value or none: nothing to reconcile
     }
     let lengths: Vec<&str> = h
         .get_all(http::header::CONTENT_LENGTH)
@@ -339,12 +443,14 @@ pub fn response_framing(status: http::StatusCode, h: &mut HeaderMap) -> Result<(
 /// True for a request asking to switch protocols (WebSocket and friends). `h2c` is not one:
 /// RFC 9113 retired that upgrade, and petrel speaks h2 to clients that ask for it directly.
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    if !h.contains_key(UPGRADE) {
+        return false; // the usual request: one lookup
+    }
     let h2c_only = h.get_all(UPGRADE).iter().all(|v| {
         v.to_str()
             .is_ok_and(|v| v.split(',').all(|t| t.trim().eq_ignore_ascii_case("h2c")))
     });
-    h.contains_key(UPGRADE)
-        && !h2c_only
+    !h2c_only
         && h.get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -496,17 +602,26 @@ mod tests {
             ("via", "1.0 corp"),
         ]);
         strip_internal(&mut h);
-        add_forwarding(
+        let f = Forwarding::of(
             &mut h,
             &Forwarded {
                 client_ip: &HeaderValue::from_static("127.0.0.9"),
-                local_port: 8080,
+                local_port: &HeaderValue::from_static("8080"),
                 proto: "http",
                 region: &HeaderValue::from_static("iad"),
                 request_id: &HeaderValue::from_static("r1"),
                 via_version: "1.1",
             },
         );
+        for n in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-port",
+            "via",
+        ] {
+            assert!(!h.contains_key(n), "the client's {n} leaves its fields");
+        }
+        f.apply(&mut h);
         assert_eq!(h["petrel-client-ip"], "127.0.0.9");
         assert_eq!(h["petrel-request-id"], "r1");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
@@ -519,17 +634,18 @@ mod tests {
         // RFC 9110 §7.6.3: the received version comes first, whatever it is.
         for (version, via) in [("2", "2 petrel"), ("1.0", "1.0 petrel"), ("3", "3 petrel")] {
             let mut h = HeaderMap::new();
-            add_forwarding(
+            let f = Forwarding::of(
                 &mut h,
                 &Forwarded {
                     client_ip: &HeaderValue::from_static("::1"),
-                    local_port: 443,
+                    local_port: &HeaderValue::from_static("443"),
                     proto: "https",
                     region: &HeaderValue::from_static("iad"),
                     request_id: &HeaderValue::from_static("r2"),
                     via_version: version,
                 },
             );
+            f.apply(&mut h);
             assert_eq!(h["via"], via);
             assert_eq!(h["x-forwarded-for"], "::1");
             assert!(h["petrel-request-id"].is_sensitive());

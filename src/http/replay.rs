@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use super::headers::Forwarding;
 use crate::body::{Body, BoxError};
 use http_body_util::BodyExt;
 
@@ -124,15 +125,20 @@ pub struct ReplayableRequest {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    /// The edge's forwarding fields, added to every attempt after `headers`; `None` for a
+    /// request that came over the backhaul (the edge already added them).
+    forwarding: Option<Forwarding>,
     body: Replayable,
 }
 
 impl ReplayableRequest {
     /// Keeps a client's `req`; its body is read only as attempts send it. An HTTP/1.x client's
     /// unread upload is read and dropped after the answer (see `Inner`'s `Drop`).
-    pub fn from_client(req: Request<Body>) -> Self {
+    pub fn from_client(req: Request<Body>, forwarding: Forwarding) -> Self {
         let linger = req.version() < Version::HTTP_2;
-        Self::new(req, linger)
+        let mut r = Self::new(req, linger);
+        r.forwarding = Some(forwarding);
+        r
     }
 
     /// Keeps a request that came over the backhaul: its stream is reset, not drained, when no
@@ -148,17 +154,22 @@ impl ReplayableRequest {
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
+            forwarding: None,
             body: Replayable::new(body, linger),
         }
     }
 
-    /// A copy to send: the same head, and a body that replays what was read, then reads on.
+    /// A copy to send: the same head with the forwarding fields, and a body that replays what
+    /// was read, then reads on.
     pub fn attempt(&self) -> Request<Body> {
         let mut r = Request::new(self.body.attempt());
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.version_mut() = self.version;
         *r.headers_mut() = self.headers.clone();
+        if let Some(f) = &self.forwarding {
+            f.apply(r.headers_mut());
+        }
         r
     }
 
@@ -192,9 +203,19 @@ impl ReplayableRequest {
         &self.method
     }
 
-    /// The request's headers, as every attempt gets them.
+    /// The request's target as the client sent it.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The request's headers, as every attempt gets them, but for the forwarding fields.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
+    }
+
+    /// The edge's forwarding fields, written after [`Self::headers`] in every attempt.
+    pub fn forwarding(&self) -> Option<&Forwarding> {
+        self.forwarding.as_ref()
     }
 
     /// The headers of every later attempt (a replay adds `fly-replay-src`, for one).

@@ -56,12 +56,7 @@ pub async fn send_to_instance(
                 .map_err(Outcome::NotSent)?;
             mark.mark();
             let (reused, idle) = (upstream.reused(), upstream.idle());
-            let mut out = req.attempt();
-            form.apply(&mut out);
-            if wire == Wire::H1 {
-                crate::http::declare_unsized_body(&mut out);
-            }
-            let sent = upstream.send(out).await;
+            let sent = upstream.send(req, form).await;
             let instance_closed = match &sent {
                 Err(SendError::NotSent) => true,
                 Err(SendError::Failed(e)) => !from_client(e),

@@ -18,15 +18,16 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::Response;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::h1::{Checkin, Conn};
+use super::h1::{Checkin, Conn, RequestHead};
 use super::io::{idle_and_open, nothing_arrived, OriginIo};
 use super::Instance;
 use crate::body::{Body, BoxError};
+use crate::http::{InstanceForm, ReplayableRequest};
 
 /// Idle HTTP/1.1 connections kept per instance. An HTTP/2 client can have hundreds of streams in
 /// flight, each on its own instance connection: a smaller pool would close and reopen them at
@@ -487,8 +488,20 @@ impl Upstream {
         }
     }
 
-    /// Sends `req`; an HTTP/1.1 connection returns to the pool once its response has been read.
-    pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
+    /// Sends an attempt of `req` in the app's `form` ([`InstanceForm::apply`]); an HTTP/1.1
+    /// connection returns to the pool once its response has been read. petrel's own client
+    /// writes the head straight from `req` (no copy of its header map), unless the app wants
+    /// Fly's header names, which are set in a copy.
+    pub async fn send(
+        self,
+        req: &ReplayableRequest,
+        form: InstanceForm,
+    ) -> Result<Response<Body>, SendError> {
+        let framed = || {
+            let mut out = req.attempt();
+            form.apply(&mut out);
+            out
+        };
         let result = match self {
             Upstream::Direct {
                 conn,
@@ -501,7 +514,14 @@ impl Upstream {
                     inst: inst.clone(),
                     max_idle,
                 };
-                return match conn.exchange(req, back, stale_408).await {
+                let copy = form.fly_names.then(|| framed().into_parts().0);
+                let head = match &copy {
+                    Some(p) => RequestHead::of(&p.method, &p.uri, &p.headers, None),
+                    None => {
+                        RequestHead::of(req.method(), req.uri(), req.headers(), req.forwarding())
+                    }
+                };
+                return match conn.exchange(head, back, stale_408).await {
                     Ok(resp) => {
                         inst.learn_keep_alive(resp.headers());
                         Ok(resp)
@@ -515,7 +535,9 @@ impl Upstream {
                 inst,
                 ..
             } => {
-                let r = sender.try_send_request(req).await;
+                let mut out = framed();
+                crate::http::declare_unsized_body(&mut out);
+                let r = sender.try_send_request(out).await;
                 if let Ok(resp) = &r {
                     inst.learn_keep_alive(resp.headers());
                 }
@@ -529,7 +551,7 @@ impl Upstream {
                 }
                 r
             }
-            Upstream::H2 { mut sender, .. } => sender.try_send_request(req).await,
+            Upstream::H2 { mut sender, .. } => sender.try_send_request(framed()).await,
         };
         result
             .map(|resp| resp.map(crate::body::boxed))

@@ -2,9 +2,13 @@
 //! response head in with its body framing (RFC 9112 §4–§7), and the chunked decoder (§7.1).
 //! Parsing is `httparse`'s (the parser hyper uses); this file decides what the parts mean.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+use crate::http::headers::Forwarding;
 
 /// Fields in a response head (or trailer section) at most: hyper's default, and HAProxy's
 /// `tune.http.maxhdr` (101).
@@ -80,23 +84,113 @@ pub enum Parsed {
     Final(Head),
 }
 
-/// Writes the request head for `method`, origin-form `target` and `headers` (names as stored,
-/// lowercase) into `dst`, for a request without a body: `Transfer-Encoding` is left out, as hyper
-/// leaves it out of a request whose body is empty.
-pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, dst: &mut BytesMut) {
-    let fields: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    dst.reserve(method.as_str().len() + target.len() + 13 + fields + 2);
-    dst.put_slice(method.as_str().as_bytes());
+/// A request head as petrel's HTTP/1.1 client writes it, borrowed from the request kept for
+/// retries, so that an attempt copies no header map. The HTTP/1.1 form of the request
+/// ([`crate::http::for_http1`]: origin-form target, the authority as `Host`, one `Cookie`) is
+/// applied as the head is written.
+#[derive(Debug, Clone)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// Origin-form target: `/path?query`, or `*`.
+    pub target: Cow<'a, str>,
+    /// Written as `Host` in place of every `Host` field of `headers`: the authority of an
+    /// absolute-form target (RFC 9112 §3.2.2) or of an HTTP/2 client's `:authority` (RFC 9113
+    /// §8.3.1), never its userinfo (RFC 9110 §4.2.4).
+    pub host: Option<&'a str>,
+    /// The fields, in order. `Transfer-Encoding` is left out (the request has no body, and hyper
+    /// leaves it out of such a request too); several `Cookie` fields are written as one, joined
+    /// with `"; "` (RFC 9113 §8.2.3), since an HTTP/1.1 origin may accept only one (RFC 6265 §5.4).
+    pub headers: &'a HeaderMap,
+    /// The edge's forwarding fields, written after `headers` (SPEC §5).
+    pub forwarding: Option<&'a Forwarding>,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The HTTP/1.1 head of a request with this `method`, `uri` (origin-form, absolute-form or
+    /// an HTTP/2 client's), `headers` and `forwarding` fields.
+    pub fn of(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        forwarding: Option<&'a Forwarding>,
+    ) -> Self {
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().rsplit('@').next().unwrap_or_default());
+        // RFC 9112 §3.2.1: an empty path is `/` in origin form (`http://host?q` → `/?q`).
+        // (`Uri::path` already says `/` for an empty path; the path-and-query string does not.)
+        let target = match uri.path_and_query().map(|pq| pq.as_str()) {
+            Some(t) if t.starts_with('/') || t == "*" => Cow::Borrowed(t),
+            _ => match (uri.path(), uri.query()) {
+                ("", None) => Cow::Borrowed("/"),
+                ("", Some(q)) => Cow::Owned(format!("/?{q}")),
+                (path, None) => Cow::Borrowed(path),
+                (path, Some(q)) => Cow::Owned(format!("{path}?{q}")),
+            },
+        };
+        Self {
+            method,
+            target,
+            host,
+            headers,
+            forwarding,
+        }
+    }
+}
+
+/// Writes `head` into `dst`, for a request without a body.
+pub fn encode_head(head: &RequestHead<'_>, dst: &mut BytesMut) {
+    let forwarding = head.forwarding.map(Forwarding::fields);
+    let fields = |(n, v): (&HeaderName, &HeaderValue)| n.as_str().len() + v.len() + 4;
+    let len = head.method.as_str().len()
+        + head.target.len()
+        + 13
+        + head.host.map_or(0, |h| h.len() + 8)
+        + head.headers.iter().map(fields).sum::<usize>()
+        + forwarding
+            .iter()
+            .flatten()
+            .map(|(n, v)| fields((n, v)))
+            .sum::<usize>()
+        + 2;
+    dst.reserve(len);
+    dst.put_slice(head.method.as_str().as_bytes());
     dst.put_u8(b' ');
-    dst.put_slice(target.as_bytes());
+    dst.put_slice(head.target.as_bytes());
     dst.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == TRANSFER_ENCODING {
+    if let Some(host) = head.host {
+        dst.put_slice(b"host: ");
+        dst.put_slice(host.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    // A `Cookie` line stays open for the next `Cookie` value: a map yields one name's values
+    // one after another.
+    let mut cookie_open = false;
+    for (name, value) in head.headers {
+        if name == TRANSFER_ENCODING || (name == HOST && head.host.is_some()) {
             continue;
         }
+        if name == COOKIE && cookie_open {
+            dst.put_slice(b"; ");
+            dst.put_slice(value.as_bytes());
+            continue;
+        }
+        if cookie_open {
+            dst.put_slice(b"\r\n");
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        cookie_open = name == COOKIE;
+        if !cookie_open {
+            dst.put_slice(b"\r\n");
+        }
+    }
+    if cookie_open {
+        dst.put_slice(b"\r\n");
+    }
+    for (name, value) in forwarding.iter().flatten() {
         dst.put_slice(name.as_str().as_bytes());
         dst.put_slice(b": ");
         dst.put_slice(value.as_bytes());
@@ -113,9 +207,17 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, dst: &mut
 /// upgrade was asked for), `Transfer-Encoding` in an HTTP/1.0 response, or an invalid or
 /// conflicting `Content-Length`.
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, OriginError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    // Left uninitialised: httparse writes only the fields it finds (100 empty fields cost more
+    // to fill than a short head costs to parse).
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Ok(httparse::Status::Complete(len)) => len,
         Err(httparse::Error::TooManyHeaders) => return Err(OriginError::HeadTooLarge),
@@ -155,7 +257,8 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, OriginE
         );
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the two fields the edge adds to every response (`Via` and the request id).
+    let mut headers = HeaderMap::with_capacity(count + 2);
     // Which framing fields are present, noted on the way so absent ones cost no lookup.
     let mut seen = Seen::default();
     for &(ns, ne, vs, ve) in &spans[..count] {
@@ -163,13 +266,19 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, OriginE
             .map_err(|_| OriginError::Invalid("bad field name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| OriginError::Invalid("bad field value"))?;
-        seen.note(&name);
-        headers.append(name, value);
+        // A `Connection` field that says only `close` or `keep-alive` is this hop's and was read
+        // here; not kept, the edge has nothing to strip (one that names other fields stays, so
+        // that the edge removes them too, RFC 9110 §7.6.1).
+        if seen.note(&name, value.as_bytes()) {
+            headers.append(name, value);
+        }
     }
     let (framing, mut reusable) = framing(status, method, version, &mut headers, seen)?;
-    reusable &= match seen.connection {
-        true => keeps_alive(version, &headers),
-        false => version == Version::HTTP_11,
+    // HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
+    // `Connection: keep-alive` (RFC 9112 §9.3).
+    reusable &= match version {
+        Version::HTTP_10 => seen.keep_alive && !seen.close,
+        _ => !seen.close,
     };
     Ok(Parsed::Final(Head {
         status,
@@ -181,24 +290,74 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, OriginE
     }))
 }
 
-/// The framing fields a head has.
+/// The framing fields a head has, noted as the fields are read, so that none is looked up again.
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
     transfer_encoding: bool,
-    content_length: bool,
-    connection: bool,
+    content_length: Length,
+    /// `Connection` names `close`.
+    close: bool,
+    /// `Connection` names `keep-alive`.
+    keep_alive: bool,
+}
+
+/// What the `Content-Length` fields of a head say together.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Length {
+    /// There is none.
+    #[default]
+    Absent,
+    /// Every value states this length (a list of equal values is one length, RFC 9110 §8.6).
+    Valid(u64),
+    /// A value is not all digits, or two differ.
+    Invalid,
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName) {
+    /// Notes one field; false for a `Connection` field that names nothing but `close` and
+    /// `keep-alive` (the caller need not keep it).
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         if name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
         } else if name == CONTENT_LENGTH {
-            self.content_length = true;
+            self.content_length = match (self.content_length, one_length(value)) {
+                (Length::Absent, Some(n)) => Length::Valid(n),
+                (Length::Valid(a), Some(n)) if a == n => Length::Valid(a),
+                _ => Length::Invalid,
+            };
         } else if name == CONNECTION {
-            self.connection = true;
+            let mut others = false;
+            for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                let (close, keep_alive) = (
+                    t.eq_ignore_ascii_case(b"close"),
+                    t.eq_ignore_ascii_case(b"keep-alive"),
+                );
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                others |= !(close || keep_alive || t.is_empty());
+            }
+            return others;
         }
+        true
     }
+}
+
+/// The one length a `Content-Length` value states: all digits, or a list of equal such values;
+/// `None` otherwise.
+fn one_length(value: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
 }
 
 /// The body's framing (RFC 9112 §6.3, in its order) and whether it leaves the connection usable.
@@ -235,55 +394,17 @@ fn framing(
         }
         // Both: Transfer-Encoding wins, the length goes, and the connection is not trusted
         // with another request (§6.3 point 3: a sign of response splitting).
-        let both = seen.content_length && headers.remove(CONTENT_LENGTH).is_some();
+        let both =
+            seen.content_length != Length::Absent && headers.remove(CONTENT_LENGTH).is_some();
         return Ok((Framing::Chunked, !both));
     }
-    if !seen.content_length {
-        return Ok((Framing::Close, false));
-    }
-    match content_length(headers) {
-        Some(0) => Ok((Framing::Empty, true)),
-        Some(n) => Ok((Framing::Length(n), true)),
-        None => Err(OriginError::Invalid(
+    match seen.content_length {
+        Length::Absent => Ok((Framing::Close, false)),
+        Length::Valid(0) => Ok((Framing::Empty, true)),
+        Length::Valid(n) => Ok((Framing::Length(n), true)),
+        Length::Invalid => Err(OriginError::Invalid(
             "invalid or conflicting Content-Length",
         )),
-    }
-}
-
-/// The one length every `Content-Length` value states (a list of equal values is one length,
-/// RFC 9110 §8.6); `None` when a value is not all digits or two differ.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut found = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
-        }
-    }
-    found
-}
-
-/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
-/// `Connection: keep-alive` (RFC 9112 §9.3).
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive") && !has(b"close")
-    } else {
-        !has(b"close")
     }
 }
 
@@ -488,11 +609,80 @@ mod tests {
         h.append("x-two", "b".parse().unwrap());
         h.insert("transfer-encoding", "chunked".parse().unwrap());
         let mut out = BytesMut::new();
-        encode_head(&Method::DELETE, "/a?b=1", &h, &mut out);
+        let uri = Uri::from_static("/a?b=1");
+        encode_head(&RequestHead::of(&Method::DELETE, &uri, &h, None), &mut out);
         assert_eq!(
             &out[..],
             b"DELETE /a?b=1 HTTP/1.1\r\nhost: app.example\r\nx-two: a\r\nx-two: b\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn an_absolute_target_becomes_origin_form_with_its_authority_as_host_and_one_cookie() {
+        // As an HTTP/2 client's request arrives: `:authority` in the URI, split cookies.
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        h.insert("host", "stale.example".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        let uri = Uri::from_static("https://user@app.example:8443/p?q=1");
+        let empty = Uri::from_static("http://app.example?x=1");
+        assert_eq!(
+            RequestHead::of(&Method::GET, &empty, &h, None).target,
+            "/?x=1"
+        );
+        let bare = Uri::from_static("http://app.example");
+        assert_eq!(RequestHead::of(&Method::GET, &bare, &h, None).target, "/");
+        let star = Uri::from_static("*");
+        assert_eq!(
+            RequestHead::of(&Method::OPTIONS, &star, &h, None).target,
+            "*"
+        );
+        let mut out = BytesMut::new();
+        encode_head(&RequestHead::of(&Method::GET, &uri, &h, None), &mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "GET /p?q=1 HTTP/1.1\r\nhost: app.example:8443\r\ncookie: a=1; b=2\r\naccept: */*\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_forwarding_fields_follow_the_clients_own_as_hyper_would_send_them() {
+        use crate::http::headers::{Forwarded, Forwarding};
+        let mut h = HeaderMap::new();
+        h.insert("host", "app.example".parse().unwrap());
+        h.insert("x-forwarded-for", "10.0.0.9".parse().unwrap());
+        h.insert("x-forwarded-port", "1".parse().unwrap()); // a client's word: replaced
+        let f = Forwarded {
+            client_ip: &HeaderValue::from_static("192.0.2.1"),
+            local_port: &HeaderValue::from_static("8080"),
+            proto: "http",
+            region: &HeaderValue::from_static("iad"),
+            request_id: &HeaderValue::from_static("rid-1"),
+            via_version: "1.1",
+        };
+        let fwd = Forwarding::of(&mut h, &f);
+        let uri = Uri::from_static("/");
+        let mut out = BytesMut::new();
+        encode_head(
+            &RequestHead::of(&Method::GET, &uri, &h, Some(&fwd)),
+            &mut out,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: app.example\r\nx-forwarded-for: 10.0.0.9, 192.0.2.1\r\n\
+             via: 1.1 petrel\r\npetrel-client-ip: 192.0.2.1\r\npetrel-edge-region: iad\r\n\
+             petrel-request-id: rid-1\r\nx-forwarded-proto: http\r\nx-forwarded-port: 8080\r\n\r\n"
+        );
+        // The same fields as a map gets them for hyper's clients and the backhaul.
+        let mut applied = h.clone();
+        fwd.apply(&mut applied);
+        let mut direct = BytesMut::new();
+        encode_head(
+            &RequestHead::of(&Method::GET, &uri, &applied, None),
+            &mut direct,
+        );
+        assert_eq!(direct, out);
     }
 
     #[test]

@@ -7,12 +7,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{Request, Response};
+use http::Response;
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::codec::{self, Chunked, Decoded, Framing, OriginError, Parsed};
+use super::codec::{self, Chunked, Decoded, Framing, OriginError, Parsed, RequestHead};
 use crate::body::{Body, BoxError};
 
 /// A read takes at least this much free buffer.
@@ -76,29 +76,23 @@ impl Conn {
     /// it may be sent twice); the rest as [`codec::parse_head`] and the socket say.
     pub async fn exchange<C: Checkin>(
         mut self,
-        req: Request<Body>,
+        req: RequestHead<'_>,
         back: C,
         stale_408: bool,
     ) -> Result<Response<Body>, OriginError> {
-        let (parts, _empty) = req.into_parts();
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
-        let target = if target.is_empty() { "/" } else { target };
         // The head is written from the read buffer, empty between exchanges, which saves an
         // allocation per request.
         debug_assert!(
             self.buf.is_empty(),
             "a connection's buffer is empty between exchanges"
         );
-        codec::encode_head(&parts.method, target, &parts.headers, &mut self.buf);
+        codec::encode_head(&req, &mut self.buf);
         self.stream.write_all(&self.buf).await?;
         self.buf.clear();
         let sent = stale_408.then(Instant::now);
         let head = loop {
             if !self.buf.is_empty() {
-                match codec::parse_head(&mut self.buf, &parts.method)? {
+                match codec::parse_head(&mut self.buf, req.method)? {
                     Parsed::Final(head) => break head,
                     Parsed::Interim => continue,
                     Parsed::Partial if self.buf.len() >= codec::MAX_HEAD => {

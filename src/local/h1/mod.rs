@@ -7,5 +7,5 @@ mod conn;
 #[cfg(test)]
 mod tests;
 
-pub use codec::OriginError;
+pub use codec::{OriginError, RequestHead};
 pub use conn::{Checkin, Conn};

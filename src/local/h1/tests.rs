@@ -65,7 +65,7 @@ async fn get(inst: &Arc<Instance>) -> Result<(u16, Bytes, Option<http::HeaderMap
         .header("host", "app.test")
         .body(crate::body::empty())
         .unwrap();
-    let req = ReplayableRequest::from_client(req);
+    let req = ReplayableRequest::from_peer(req);
     let form = InstanceForm::default();
     let resp = match send_to_instance(inst, &req, form, &timeouts(), &ConnectMark::default()).await
     {
