@@ -260,12 +260,20 @@ impl Forwarding {
     }
 }
 
-/// The client's values of `name`, removed from `h`, joined with `, ` and then `mine`; `mine` alone
-/// if they cannot be joined into a valid value.
+/// The client's list elements of `name`, removed from `h`, joined with `, ` and then `mine`;
+/// empty elements are left out (RFC 9110 §5.6.1: a sender must not generate them), and `mine`
+/// stands alone if the rest cannot make a valid value.
 fn joined(h: &mut HeaderMap, name: &HeaderName, mine: &HeaderValue) -> HeaderValue {
     let mut all: Vec<u8> = Vec::new();
-    for v in h.get_all(name).iter().filter(|v| v.to_str().is_ok()) {
-        all.extend_from_slice(v.as_bytes());
+    let elements = h
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty());
+    for e in elements {
+        all.extend_from_slice(e.as_bytes());
         all.extend_from_slice(b", ");
     }
     all.extend_from_slice(mine.as_bytes());
@@ -319,6 +327,8 @@ struct FramingFields {
     content_length: usize,
     /// `Content-Length` values that are lists (`5, 5`).
     listed_lengths: usize,
+    /// A `Content-Length` value or list element that is not all digits (RFC 9110 §8.6).
+    bad_length: bool,
     host: usize,
 }
 
@@ -331,6 +341,10 @@ impl FramingFields {
             } else if *n == http::header::CONTENT_LENGTH {
                 c.content_length += 1;
                 c.listed_lengths += usize::from(v.as_bytes().contains(&b','));
+                c.bad_length |= v.as_bytes().split(|b| *b == b',').any(|e| {
+                    let e = e.trim_ascii();
+                    e.is_empty() || !e.iter().all(u8::is_ascii_digit)
+                });
             } else if *n == http::header::HOST {
                 c.host += 1;
             }
@@ -420,6 +434,9 @@ pub fn response_framing(status: http::StatusCode, h: &mut HeaderMap) -> Result<(
     if counts.transfer_encoding > 0 && !only_chunked(h) {
         return Err("a transfer coding other than chunked");
     }
+    if counts.bad_length {
+        return Err("a Content-Length that is not a number"); // `+5`: u64's parser takes it
+    }
     if counts.content_length + counts.listed_lengths <= 1 {
         return Ok(()); // one plain value or none: nothing to reconcile
     }
@@ -461,6 +478,29 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_lengths_must_be_numbers_that_agree() {
+        let framed = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(http::header::CONTENT_LENGTH, v.parse().unwrap());
+            }
+            response_framing(http::StatusCode::OK, &mut h).map(|()| {
+                let all: Vec<_> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
+                all.iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(framed(&["5"]), Ok(vec!["5".to_string()]));
+        assert_eq!(framed(&["5", "5"]), Ok(vec!["5".to_string()]));
+        assert_eq!(framed(&["5, 5"]), Ok(vec!["5".to_string()]));
+        assert!(framed(&["5", "6"]).is_err());
+        assert!(framed(&["+5"]).is_err(), "RFC 9110 §8.6: 1*DIGIT");
+        assert!(framed(&["5,"]).is_err());
+        assert_eq!(framed(&[]), Ok(vec![]));
+    }
 
     #[test]
     fn targets_in_authority_form_or_not_ascii_are_refused() {

@@ -1,6 +1,8 @@
 //! The form of a request as an instance receives it: request target, `Host` and version
 //! (RFC 9112 §3.2, RFC 9113 §8.3.1 and §8.2.3), whatever the client spoke.
 
+use std::borrow::Cow;
+
 use http::header::{COOKIE, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
 
@@ -69,22 +71,29 @@ pub fn for_http1<B>(req: &mut Request<B>) {
         }
     }
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        // RFC 9112 §3.2.4: an empty path is `/`. (Its `*` for `OPTIONS http://host` cannot be
-        // told apart here: the URI parser already reads an empty path as `/`.)
-        let path = match req.uri().path() {
-            "" => "/",
-            p => p,
-        };
-        let origin_form = match req.uri().query() {
-            Some(q) => format!("{path}?{q}").parse::<Uri>(),
-            None => path.parse::<Uri>(),
-        };
-        if let Ok(uri) = origin_form {
+        if let Ok(uri) = origin_form(req.uri()).parse::<Uri>() {
             *req.uri_mut() = uri;
         }
     }
     join_cookies(req.headers_mut());
     *req.version_mut() = Version::HTTP_11;
+}
+
+/// The origin-form target of `uri` for an HTTP/1.1 hop (RFC 9112 §3.2.1): its path and query as
+/// they are (`/p?q`, or `*`), with `/` for an empty path (`http://host?q` → `/?q`).
+///
+/// RFC 9112 §3.2.4 would have the last proxy send `OPTIONS http://host` as `OPTIONS *`; the `http`
+/// crate's parser already reads that empty path as `/`, so it goes as `OPTIONS /`.
+pub fn origin_form(uri: &Uri) -> Cow<'_, str> {
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if pq.starts_with('/') || pq == "*" {
+        return Cow::Borrowed(pq);
+    }
+    // An empty path before a query (`Uri::path` says `/` for it; this string does not).
+    match uri.query() {
+        None => Cow::Borrowed("/"),
+        Some(q) => Cow::Owned(format!("/?{q}")),
+    }
 }
 
 /// hyper's HTTP/1.1 client sends no body at all for a `GET`, `HEAD` or `CONNECT` whose length
@@ -133,17 +142,25 @@ pub fn for_h2<B>(req: &mut Request<B>) {
 }
 
 /// One `Cookie` field from several, in order, joined with `"; "`.
+/// An empty `Cookie` field is dropped: it would leave an empty pair in the joined one (RFC 6265
+/// §4.2.1 has none).
 fn join_cookies(h: &mut http::HeaderMap) {
     let mut all = h.get_all(COOKIE).iter();
-    let (Some(first), Some(_)) = (all.next(), all.next()) else {
-        return; // zero or one: nothing to do (the usual case, no allocation)
-    };
-    let mut joined = first.as_bytes().to_vec();
-    for v in h.get_all(COOKIE).iter().skip(1) {
-        joined.extend_from_slice(b"; ");
+    match (all.next(), all.next()) {
+        (None, _) => return,
+        (Some(one), None) if !one.is_empty() => return, // the usual case: no allocation
+        _ => {}
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for v in h.get_all(COOKIE).iter().filter(|v| !v.is_empty()) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
         joined.extend_from_slice(v.as_bytes());
     }
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+    if joined.is_empty() {
+        h.remove(COOKIE);
+    } else if let Ok(v) = HeaderValue::from_bytes(&joined) {
         h.insert(COOKIE, v);
     }
 }
@@ -174,7 +191,12 @@ mod tests {
     fn h2_authority_becomes_host_and_cookies_are_joined() {
         let mut r = req(
             "https://app.example:8443/x",
-            &[("cookie", "a=1"), ("cookie", "b=2"), ("accept", "*/*")],
+            &[
+                ("cookie", "a=1"),
+                ("cookie", ""),
+                ("cookie", "b=2"),
+                ("accept", "*/*"),
+            ],
         );
         *r.version_mut() = Version::HTTP_2;
         for_http1(&mut r);
@@ -189,6 +211,9 @@ mod tests {
         let mut r = req("http://a.example?x=1", &[]);
         for_http1(&mut r);
         assert_eq!(r.uri(), "/?x=1");
+        let mut r = req("http://a.example", &[]);
+        for_http1(&mut r);
+        assert_eq!(r.uri(), "/");
         let mut r = req("http://a.example/p?q", &[]);
         for_http1(&mut r);
         assert_eq!(r.uri(), "/p?q");

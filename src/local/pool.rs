@@ -497,12 +497,7 @@ impl Upstream {
         req: &ReplayableRequest,
         form: InstanceForm,
     ) -> Result<Response<Body>, SendError> {
-        let framed = || {
-            let mut out = req.attempt();
-            form.apply(&mut out);
-            out
-        };
-        let result = match self {
+        match self {
             Upstream::Direct {
                 conn,
                 inst,
@@ -514,52 +509,79 @@ impl Upstream {
                     inst: inst.clone(),
                     max_idle,
                 };
-                let copy = form.fly_names.then(|| framed().into_parts().0);
+                let copy = form.fly_names.then(|| framed(req, form).into_parts().0);
                 let head = match &copy {
                     Some(p) => RequestHead::of(&p.method, &p.uri, &p.headers, None),
                     None => {
                         RequestHead::of(req.method(), req.uri(), req.headers(), req.forwarding())
                     }
                 };
-                return match conn.exchange(head, back, stale_408).await {
+                match conn.exchange(head, back, stale_408).await {
                     Ok(resp) => {
                         inst.learn_keep_alive(resp.headers());
                         Ok(resp)
                     }
                     Err(e) => Err(SendError::Failed(Box::new(e))),
-                };
+                }
             }
+            // Boxed: hyper's client futures are large, and the handler of every request
+            // through petrel's own client (most of them) would otherwise carry their room.
             Upstream::H1 {
-                mut sender,
+                sender,
                 stream,
                 inst,
                 ..
-            } => {
-                let mut out = framed();
-                crate::http::declare_unsized_body(&mut out);
-                let r = sender.try_send_request(out).await;
-                if let Ok(resp) = &r {
-                    inst.learn_keep_alive(resp.headers());
-                }
-                if matches!(&r, Ok(resp) if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
-                {
-                    tokio::spawn(async move {
-                        if sender.ready().await.is_ok() {
-                            inst.checkin(sender, stream);
-                        }
-                    });
-                }
-                r
+            } => Box::pin(send_h1(sender, stream, inst, framed(req, form))).await,
+            Upstream::H2 { mut sender, .. } => {
+                let sent = Box::pin(sender.try_send_request(framed(req, form))).await;
+                from_hyper(sent)
             }
-            Upstream::H2 { mut sender, .. } => sender.try_send_request(framed()).await,
-        };
-        result
-            .map(|resp| resp.map(crate::body::boxed))
-            .map_err(|mut e| match e.take_message() {
-                Some(_) => SendError::NotSent,
-                None => SendError::Failed(Box::new(e.into_error())),
-            })
+        }
     }
+}
+
+/// Sends `out` on a pooled or new HTTP/1.1 connection of hyper's client, which goes back to
+/// `inst`'s pool once the response has been read (never after a `101`).
+async fn send_h1(
+    mut sender: http1::SendRequest<Body>,
+    stream: Arc<TcpStream>,
+    inst: Arc<Instance>,
+    mut out: http::Request<Body>,
+) -> Result<Response<Body>, SendError> {
+    crate::http::declare_unsized_body(&mut out);
+    let r = sender.try_send_request(out).await;
+    if let Ok(resp) = &r {
+        inst.learn_keep_alive(resp.headers());
+    }
+    if matches!(&r, Ok(resp) if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS) {
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                inst.checkin(sender, stream);
+            }
+        });
+    }
+    from_hyper(r)
+}
+
+/// hyper's answer as a [`SendError`]: a request handed back was never sent.
+fn from_hyper(
+    r: Result<
+        Response<hyper::body::Incoming>,
+        hyper::client::conn::TrySendError<http::Request<Body>>,
+    >,
+) -> Result<Response<Body>, SendError> {
+    r.map(|resp| resp.map(crate::body::boxed))
+        .map_err(|mut e| match e.take_message() {
+            Some(_) => SendError::NotSent,
+            None => SendError::Failed(Box::new(e.into_error())),
+        })
+}
+
+/// An attempt of `req` as an instance of this `form` takes it, for hyper's clients.
+fn framed(req: &ReplayableRequest, form: InstanceForm) -> http::Request<Body> {
+    let mut out = req.attempt();
+    form.apply(&mut out);
+    out
 }
 
 #[cfg(test)]

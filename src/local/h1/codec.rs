@@ -118,20 +118,9 @@ impl<'a> RequestHead<'a> {
         let host = uri
             .authority()
             .map(|a| a.as_str().rsplit('@').next().unwrap_or_default());
-        // RFC 9112 §3.2.1: an empty path is `/` in origin form (`http://host?q` → `/?q`).
-        // (`Uri::path` already says `/` for an empty path; the path-and-query string does not.)
-        let target = match uri.path_and_query().map(|pq| pq.as_str()) {
-            Some(t) if t.starts_with('/') || t == "*" => Cow::Borrowed(t),
-            _ => match (uri.path(), uri.query()) {
-                ("", None) => Cow::Borrowed("/"),
-                ("", Some(q)) => Cow::Owned(format!("/?{q}")),
-                (path, None) => Cow::Borrowed(path),
-                (path, Some(q)) => Cow::Owned(format!("{path}?{q}")),
-            },
-        };
         Self {
             method,
-            target,
+            target: crate::http::origin_form(uri),
             host,
             headers,
             forwarding,
@@ -170,6 +159,9 @@ pub fn encode_head(head: &RequestHead<'_>, dst: &mut BytesMut) {
     for (name, value) in head.headers {
         if name == TRANSFER_ENCODING || (name == HOST && head.host.is_some()) {
             continue;
+        }
+        if name == COOKIE && value.is_empty() {
+            continue; // an empty pair in the joined field otherwise (as `for_http1` drops it)
         }
         if name == COOKIE && cookie_open {
             dst.put_slice(b"; ");
@@ -622,6 +614,7 @@ mod tests {
         // As an HTTP/2 client's request arrives: `:authority` in the URI, split cookies.
         let mut h = HeaderMap::new();
         h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "".parse().unwrap());
         h.append("cookie", "b=2".parse().unwrap());
         h.insert("host", "stale.example".parse().unwrap());
         h.insert("accept", "*/*".parse().unwrap());

@@ -202,6 +202,21 @@ impl<C: Checkin> InstanceBody<C> {
     }
 }
 
+impl<C: Checkin> Drop for InstanceBody<C> {
+    /// A body dropped unread whose rest is already in the buffer (a short answer the edge does
+    /// not pass on, such as a `fly-replay` one) leaves nothing on the connection: its bytes go
+    /// and the connection goes back, as if it had been read. Any other body dropped before its
+    /// end closes the connection.
+    fn drop(&mut self) {
+        if let (State::Length(left), Some(conn)) = (&self.state, self.conn.as_mut()) {
+            if conn.buf.len() as u64 >= *left {
+                bytes::Buf::advance(&mut conn.buf, *left as usize);
+                self.end();
+            }
+        }
+    }
+}
+
 impl<C: Checkin> http_body::Body for InstanceBody<C> {
     type Data = Bytes;
     type Error = BoxError;

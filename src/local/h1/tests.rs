@@ -105,6 +105,52 @@ async fn a_connection_goes_back_to_the_pool_when_its_body_ends() {
     );
 }
 
+/// A response dropped unread (a `fly-replay` answer the edge does not pass on) whose body came
+/// whole with its head leaves its connection reusable; one with more to come closes it.
+#[tokio::test]
+async fn a_response_dropped_unread_keeps_its_connection_only_if_its_body_had_arrived() {
+    let (addr, accepted) = origin(|_, mut s| async move {
+        let mut n = 0;
+        while read_request(&mut s).await {
+            n += 1;
+            let resp: &[u8] = if n == 2 {
+                // Promises more than it sends at first: dropped, the connection must go.
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+            };
+            let _ = s.write_all(resp).await;
+        }
+    })
+    .await;
+    let inst = Instance::new("a-1", "a", addr);
+    let send = || async {
+        let req = Request::get("/")
+            .header("host", "app.test")
+            .body(crate::body::empty())
+            .unwrap();
+        let req = ReplayableRequest::from_peer(req);
+        let form = InstanceForm::default();
+        let (t, mark) = (timeouts(), ConnectMark::default());
+        let sent = send_to_instance(&inst, &req, form, &t, &mark);
+        match tokio::time::timeout(WAIT, sent).await {
+            Ok(Ok(resp)) => resp,
+            _ => panic!("no response"),
+        }
+    };
+    // Whole body in the buffer with the head: dropped unread, the connection goes back.
+    drop(send().await);
+    tokio::time::sleep(Duration::from_millis(20)).await; // the body may arrive after the head
+    drop(send().await); // 100 bytes promised, 7 sent: this one is closed
+    let (status, body, _) = get(&inst).await.unwrap();
+    assert_eq!((status, &body[..]), (200, &b"hello"[..]));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the first connection carried the first two requests; the third needed a new one"
+    );
+}
+
 #[tokio::test]
 async fn an_unsolicited_answer_on_an_idle_connection_is_never_the_next_response() {
     // The first connection answers, then sends a 408 while idle and closes (as Apache does when
