@@ -524,17 +524,14 @@ impl Upstream {
                     Err(e) => Err(SendError::Failed(Box::new(e))),
                 }
             }
-            // Boxed: hyper's client futures are large, and the handler of every request
-            // through petrel's own client (most of them) would otherwise carry their room.
             Upstream::H1 {
                 sender,
                 stream,
                 inst,
                 ..
-            } => Box::pin(send_h1(sender, stream, inst, framed(req, form))).await,
+            } => send_h1(sender, stream, inst, framed(req, form)).await,
             Upstream::H2 { mut sender, .. } => {
-                let sent = Box::pin(sender.try_send_request(framed(req, form))).await;
-                from_hyper(sent)
+                from_hyper(sender.try_send_request(framed(req, form)).await)
             }
         }
     }
