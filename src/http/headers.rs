@@ -325,10 +325,14 @@ pub fn ambiguous_framing(h: &HeaderMap) -> Option<&'static str> {
 struct FramingFields {
     transfer_encoding: usize,
     content_length: usize,
-    /// `Content-Length` values that are lists (`5, 5`).
-    listed_lengths: usize,
-    /// A `Content-Length` value or list element that is not all digits (RFC 9110 §8.6).
+    /// A `Content-Length` value is a list (`5, 5`).
+    listed_length: bool,
+    /// The length every `Content-Length` value states, if they all state one.
+    length: Option<u64>,
+    /// A `Content-Length` value that is not a number or a list of equal ones ([`one_length`]).
     bad_length: bool,
+    /// Two `Content-Length` values that state different lengths.
+    conflicting_lengths: bool,
     host: usize,
 }
 
@@ -340,17 +344,36 @@ impl FramingFields {
                 c.transfer_encoding += 1;
             } else if *n == http::header::CONTENT_LENGTH {
                 c.content_length += 1;
-                c.listed_lengths += usize::from(v.as_bytes().contains(&b','));
-                c.bad_length |= v.as_bytes().split(|b| *b == b',').any(|e| {
-                    let e = e.trim_ascii();
-                    e.is_empty() || !e.iter().all(u8::is_ascii_digit)
-                });
+                c.listed_length |= v.as_bytes().contains(&b',');
+                match (one_length(v.as_bytes()), c.length) {
+                    (None, _) => c.bad_length = true,
+                    (Some(n), Some(before)) if n != before => c.conflicting_lengths = true,
+                    (Some(n), _) => c.length = Some(n),
+                }
             } else if *n == http::header::HOST {
                 c.host += 1;
             }
         }
         c
     }
+}
+
+/// The one length a `Content-Length` value states (RFC 9110 §8.6): `1*DIGIT`, or a list of equal
+/// such values (`5, 5`); `None` for anything else (`+5`, `5,`, `5, 6`, past `u64`).
+pub fn one_length(value: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
 }
 
 /// Why a request's target cannot be forwarded, if it cannot (answered `400`): the authority
@@ -437,22 +460,14 @@ pub fn response_framing(status: http::StatusCode, h: &mut HeaderMap) -> Result<(
     if counts.bad_length {
         return Err("a Content-Length that is not a number"); // `+5`: u64's parser takes it
     }
-    if counts.content_length + counts.listed_lengths <= 1 {
-        return Ok(()); // one plain value or none: nothing to reconcile
+    if counts.conflicting_lengths {
+        return Err("conflicting Content-Length values");
     }
-    let lengths: Vec<&str> = h
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(str::trim)
-        .collect();
-    if lengths.len() > 1 {
-        if lengths.iter().any(|l| *l != lengths[0]) || lengths[0].parse::<u64>().is_err() {
-            return Err("conflicting Content-Length values");
-        }
-        if let Ok(v) = HeaderValue::from_str(lengths[0]) {
-            h.insert(http::header::CONTENT_LENGTH, v);
-        }
+    if let (true, Some(n)) = (
+        counts.content_length > 1 || counts.listed_length,
+        counts.length,
+    ) {
+        h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n)); // several equal: one
     }
     Ok(())
 }

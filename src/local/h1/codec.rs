@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
-use crate::http::headers::Forwarding;
+use crate::http::headers::{one_length, Forwarding};
 
 /// Fields in a response head (or trailer section) at most: hyper's default, and HAProxy's
 /// `tune.http.maxhdr` (101).
@@ -332,24 +332,6 @@ impl Seen {
         }
         true
     }
-}
-
-/// The one length a `Content-Length` value states: all digits, or a list of equal such values;
-/// `None` otherwise.
-fn one_length(value: &[u8]) -> Option<u64> {
-    let mut found = None;
-    for part in value.split(|b| *b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
-        if found.is_some_and(|f| f != n) {
-            return None;
-        }
-        found = Some(n);
-    }
-    found
 }
 
 /// The body's framing (RFC 9112 §6.3, in its order) and whether it leaves the connection usable.
