@@ -21,6 +21,7 @@ pub use replay::{is_idempotent, Replayable, ReplayableRequest, REPLAY_LIMIT};
 pub use side::{read_some, Io, Side, RELAY_BUF};
 pub use splice::{splice, Ending};
 pub use target::{
-    declare_unsized_body, for_h2, for_http1, origin_form, to_fly_names, InstanceForm,
+    authority_host, declare_unsized_body, for_h2, for_http1, origin_form, to_fly_names,
+    InstanceForm,
 };
 pub use tracked::{OnEnd, Tracked};

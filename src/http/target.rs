@@ -63,9 +63,7 @@ pub fn to_fly_names(h: &mut HeaderMap) {
 /// `Cookie` fields, legal in HTTP/2, are joined with `"; "` (RFC 9113 §8.2.3), since an HTTP/1.1
 /// origin may accept only one (RFC 6265 §5.4).
 pub fn for_http1<B>(req: &mut Request<B>) {
-    if let Some(authority) = req.uri().authority() {
-        // Never the userinfo of `http://user@host/` (RFC 9110 §4.2.4).
-        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+    if let Some(host) = authority_host(req.uri()) {
         if let Ok(v) = HeaderValue::from_str(host) {
             req.headers_mut().insert(HOST, v);
         }
@@ -77,6 +75,13 @@ pub fn for_http1<B>(req: &mut Request<B>) {
     }
     join_cookies(req.headers_mut());
     *req.version_mut() = Version::HTTP_11;
+}
+
+/// The `Host` an HTTP/1.1 hop gets for `uri` when it has an authority (an absolute-form target, an
+/// HTTP/2 client's `:authority`): the authority without userinfo (RFC 9110 §4.2.4).
+pub fn authority_host(uri: &Uri) -> Option<&str> {
+    let authority = uri.authority()?.as_str();
+    Some(authority.rsplit('@').next().unwrap_or_default())
 }
 
 /// The origin-form target of `uri` for an HTTP/1.1 hop (RFC 9112 §3.2.1): its path and query as

@@ -115,13 +115,10 @@ impl<'a> RequestHead<'a> {
         headers: &'a HeaderMap,
         forwarding: Option<&'a Forwarding>,
     ) -> Self {
-        let host = uri
-            .authority()
-            .map(|a| a.as_str().rsplit('@').next().unwrap_or_default());
         Self {
             method,
             target: crate::http::origin_form(uri),
-            host,
+            host: crate::http::authority_host(uri),
             headers,
             forwarding,
         }
