@@ -470,8 +470,15 @@ mod tests {
     async fn a_backhaul_port_taken_for_udp_is_passed_over() {
         // A UDP socket holds port P, and the first TCP listener offered is on P: it is passed
         // over, and the next one's port serves both.
-        let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-        let p = held.local_addr().expect("addr");
+        // P must be free for TCP: a parallel test's connection may hold the same port number
+        // for TCP (one ephemeral range), and then the first offer fails for that reason instead.
+        let (_held, p) = (0..50)
+            .find_map(|_| {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                let p = udp.local_addr().ok()?;
+                bind_tcp("probe", p).ok().map(|_| (udp, p))
+            })
+            .expect("a UDP port that TCP can take too");
         let mut offered = 0;
         let (tcp, udp) = same_port(5, || {
             offered += 1;
