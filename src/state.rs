@@ -258,7 +258,10 @@ impl RequestIds {
         for (k, d) in hex.iter_mut().enumerate() {
             *d = b"0123456789abcdef"[((z >> (60 - 4 * k)) & 0xf) as usize];
         }
-        let mut v = HeaderValue::from_bytes(&hex).expect("hex is a valid header value");
+        // One allocation, shared by every clone (the response's field, the instance's, the
+        // trace's): `from_bytes` copies into a buffer that its first clone copies again.
+        let mut v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
+            .expect("hex is a valid header value");
         // New for every request: HPACK indexing it would only evict useful table entries.
         v.set_sensitive(true);
         v

@@ -31,6 +31,8 @@ pub struct ConnCtx {
     pub tls: Option<TlsInfo>,
     /// Set when the first request head has arrived.
     first: tokio::sync::watch::Sender<bool>,
+    /// The same, read without the channel's lock (every request checks it).
+    seen: std::sync::atomic::AtomicBool,
     /// Cancelled requests that close the connection within one second (0: never).
     pub(super) max_resets: u32,
     /// Cancelled requests in the current one-second window, and when it began (ms since
@@ -61,6 +63,7 @@ impl ConnCtx {
             held: Mutex::new(Vec::new()),
             tls,
             first: tokio::sync::watch::Sender::new(false),
+            seen: std::sync::atomic::AtomicBool::new(false),
             max_resets: limits.max_resets_per_second,
             resets: std::sync::atomic::AtomicU64::new(0),
             opened: std::time::Instant::now(),
@@ -99,13 +102,15 @@ impl ConnCtx {
 
     /// Marks that a request arrived on this connection.
     pub(super) fn saw_request(&self) {
-        self.first
-            .send_if_modified(|seen| !std::mem::replace(seen, true));
+        use std::sync::atomic::Ordering;
+        if !self.seen.swap(true, Ordering::Relaxed) {
+            self.first.send_replace(true);
+        }
     }
 
     /// A request head has arrived on this connection.
     pub(super) fn has_seen_request(&self) -> bool {
-        *self.first.borrow()
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Resolves once a request has arrived, or after `limit`.

@@ -1,6 +1,7 @@
 //! The proxy handler: Host → app → ordered candidates anywhere in the cluster → admit and send.
 //! A reject or a failed connect moves on to the next candidate at once, up to the app's retries.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,7 +51,7 @@ pub async fn handle(
         Some(Trace::new(
             start,
             req.headers(),
-            rid.to_str().unwrap_or_default(),
+            &rid,
             settings.slow_request,
             settings.otlp_sample,
         ))
@@ -155,11 +156,11 @@ fn answer_here<B>(
 /// The app a request is for, by its host, and that host. Over TLS the app is chosen by the
 /// server name: a Host of another app is refused (421), so a certificate for one app never
 /// carries another app's traffic.
-fn route<B>(
+fn route<'r, B>(
     node: &NodeState,
     conn: &ConnCtx,
-    req: &Request<B>,
-) -> Result<(Arc<AppRoute>, Option<String>), ProxyError> {
+    req: &'r Request<B>,
+) -> Result<(Arc<AppRoute>, Option<Cow<'r, str>>), ProxyError> {
     let (host, bad_host) = match request_host(req) {
         Ok(h) => (Some(h), None),
         Err(e) => (None, Some(e)),
@@ -207,7 +208,7 @@ fn to_https<B>(req: &Request<B>, host: &str, rid: &HeaderValue) -> Option<Respon
 
 /// The request's host (the target's authority, else `Host`), normalized; `NoHost` when there is
 /// none, and a `400` when it is not a valid host (RFC 9112 §3.2: "MUST respond with 400").
-fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
+fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str(),
         None => match req.headers().get(HOST) {
@@ -436,7 +437,7 @@ fn first_pick(ctx: &Ctx<'_>, hints: &Hints) -> Result<Picked, ProxyError> {
             order: vec![0],
         });
     }
-    strategy_pick(ctx, hints)
+    strategy_pick_at(ctx, hints, 1 + ctx.app.retries as usize, now_ms)
 }
 
 /// The app's strategy under `hints`, from the current snapshot, as many as the retry budget.
@@ -446,9 +447,19 @@ fn strategy_pick(ctx: &Ctx<'_>, hints: &Hints) -> Result<Picked, ProxyError> {
 
 /// The app's strategy under `hints`: the first `n` candidates.
 fn strategy_pick_n(ctx: &Ctx<'_>, hints: &Hints, n: usize) -> Result<Picked, ProxyError> {
+    strategy_pick_at(ctx, hints, n, ctx.node.now_ms())
+}
+
+/// [`strategy_pick_n`] as of `now_ms` (the node's clock, [`NodeState::now_ms`]).
+fn strategy_pick_at(
+    ctx: &Ctx<'_>,
+    hints: &Hints,
+    n: usize,
+    now_ms: u64,
+) -> Result<Picked, ProxyError> {
     let (node, app) = (ctx.node, ctx.app);
     let (local, snap) = (node.local.load(), node.cluster.load());
-    let src = node.sources(&app.name, &local, &snap, node.now_ms());
+    let src = node.sources(&app.name, &local, &snap, now_ms);
     candidates::pick(&src, Ask::of(app), hints, n, &mut rand::rng()).map_err(|e| match e {
         // "Full" only because this edge could not reach them lately: say so (phase and body).
         Empty::AllFull => match candidates::unreachable(&src, Ask::of(app)) {
@@ -959,7 +970,11 @@ fn respond(ctx: &Ctx<'_>, cand: &Candidate, answered: Answered, ends: Ends) -> R
         slot: None,
         status: status.as_u16(),
         start,
-        head: Instant::now(),
+        // The trace read the clock as the head arrived, a moment ago.
+        head: trace
+            .as_ref()
+            .and_then(Trace::head_at)
+            .unwrap_or_else(Instant::now),
         trace,
         client,
     };
@@ -1003,9 +1018,9 @@ fn rewrite_head(
     strip_internal(&mut parts.headers);
     if !app.pristine {
         let rid_name = if app.fly_names {
-            "fly-request-id"
+            crate::http::headers::FLY_REQUEST_ID
         } else {
-            "petrel-request-id"
+            crate::http::headers::PETREL_REQUEST_ID
         };
         parts.headers.insert(rid_name, ctx.rid.clone());
         // RFC 9110 §7.6.3: a proxy adds itself to `Via` in every message it forwards, responses

@@ -157,7 +157,11 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const PETREL_CLIENT_IP: HeaderName = HeaderName::from_static("petrel-client-ip");
 const PETREL_EDGE_REGION: HeaderName = HeaderName::from_static("petrel-edge-region");
-const PETREL_REQUEST_ID: HeaderName = HeaderName::from_static("petrel-request-id");
+/// The request id's field (SPEC §5), to the instance and back to the client. A name made once:
+/// inserting by a `&str` parses the name on every request.
+pub const PETREL_REQUEST_ID: HeaderName = HeaderName::from_static("petrel-request-id");
+/// The request id's field under `header_names = "fly"` (Fly's `fly-request-id`).
+pub const FLY_REQUEST_ID: HeaderName = HeaderName::from_static("fly-request-id");
 const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
 
 /// The SPEC §5 fields the edge adds to a request, made once and written into each attempt:

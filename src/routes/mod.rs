@@ -148,7 +148,9 @@ impl RouteTable {
 }
 
 /// Lowercases and strips the port and a trailing dot: `Hello.Example.com.:8080` → `hello.example.com`.
-pub fn normalize_host(raw: &str) -> Option<String> {
+/// Borrows from `raw` when it is already lowercase (most requests: no allocation). `None` when
+/// `raw` is not a valid host (RFC 3986 §3.2.2, RFC 9112 §3.2).
+pub fn normalize_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let raw = raw.trim();
     // No userinfo (RFC 9110 §4.2.4: a sender must not generate it, a recipient should treat it as
     // an error), and a port, if any, of digits (RFC 9112 §3.2).
@@ -192,7 +194,11 @@ pub fn normalize_host(raw: &str) -> Option<String> {
     if !valid {
         return None;
     }
-    Some(host.to_ascii_lowercase())
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    })
 }
 
 #[cfg(test)]

@@ -74,9 +74,7 @@ impl AccessFields {
 #[derive(Debug)]
 pub struct Trace {
     start: Instant,
-    /// Wall-clock time of `start`, read once when the request began (an export of an hour-long
-    /// WebSocket keeps its true start).
-    wall: SystemTime,
+    /// The caller's W3C trace, read only while spans are exported.
     parent: Option<otlp::Parent>,
     routed: Option<Instant>,
     attempt: Option<Instant>,
@@ -86,8 +84,10 @@ pub struct Trace {
     target: Option<Target>,
     /// Reset for each attempt and read after it.
     pub mark: ConnectMark,
-    request_id: String,
-    app: Arc<str>,
+    /// The request's id (cloning it shares its bytes).
+    request_id: http::HeaderValue,
+    /// Set once routed.
+    app: Option<Arc<str>>,
     slow: Duration,
     sample: f64,
     access: Option<Box<AccessFields>>,
@@ -143,19 +143,19 @@ impl Phases {
 impl Trace {
     /// A request that arrived at `start`, continuing the caller's W3C trace if it sent one;
     /// logged if it takes `slow` or more, exported if slow or picked by `sample`.
+    ///
+    /// Nothing here reads a clock or allocates: a request that ends neither slow nor sampled
+    /// costs its trace a few field writes (benches/per-request.sh).
     pub fn new(
         start: Instant,
         headers: &HeaderMap,
-        request_id: &str,
+        request_id: &http::HeaderValue,
         slow: Duration,
         sample: f64,
     ) -> Self {
         Self {
             start,
-            // `start` was read a moment ago, at the request's first line: one clock read more
-            // would only move the wall time by those microseconds.
-            wall: SystemTime::now(),
-            parent: otlp::Parent::from_headers(headers),
+            parent: otlp::exporter().and_then(|_| otlp::Parent::from_headers(headers)),
             routed: None,
             attempt: None,
             connected: None,
@@ -163,8 +163,8 @@ impl Trace {
             attempts: 0,
             target: None,
             mark: ConnectMark::default(),
-            request_id: request_id.to_string(),
-            app: Arc::from(""),
+            request_id: request_id.clone(),
+            app: None,
             slow,
             sample,
             access: None,
@@ -190,7 +190,7 @@ impl Trace {
         self.access = Some(Box::new(AccessFields {
             entry: crate::access::Entry {
                 time: crate::access::rfc3339(self.wall()),
-                request_id: self.request_id.clone(),
+                request_id: self.request_id().to_string(),
                 client: client.to_string(),
                 host,
                 method: req.method().to_string(),
@@ -253,7 +253,7 @@ impl Trace {
 
     /// The routing facts of the entry: app, where it went, tries, phases.
     fn fill(&self, e: &mut crate::access::Entry, end: Instant) {
-        e.app = self.app.to_string();
+        e.app = self.app().to_string();
         e.attempts = self.attempts;
         if let Some(t) = &self.target {
             e.instance = t.instance.to_string();
@@ -271,12 +271,26 @@ impl Trace {
 
     /// The app the request was routed to.
     pub fn set_app(&mut self, app: &Arc<str>) {
-        self.app = app.clone();
+        self.app = Some(app.clone());
     }
 
-    /// The wall-clock time the request began.
+    /// The app's name, empty before routing.
+    pub(crate) fn app(&self) -> &str {
+        self.app.as_deref().unwrap_or_default()
+    }
+
+    /// The request id as text.
+    pub(crate) fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
+    /// The wall-clock time the request began: the wall clock now, less the monotonic time
+    /// since `start` (read when needed, for the few requests that are logged or exported; an
+    /// export of an hour-long WebSocket still gets its true start).
     pub(crate) fn wall(&self) -> SystemTime {
-        self.wall
+        SystemTime::now()
+            .checked_sub(self.start.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     /// Candidates are ordered.
@@ -301,6 +315,11 @@ impl Trace {
     pub fn head(&mut self, target: Target) {
         self.head = Some(Instant::now());
         self.target = Some(target);
+    }
+
+    /// When the response head arrived, once it has.
+    pub fn head_at(&self) -> Option<Instant> {
+        self.head
     }
 
     /// The phases as of `end`.
@@ -334,9 +353,14 @@ impl Trace {
             a.entry.bytes_out = a.bytes_out;
             crate::access::log(&a.entry);
         }
+        let is_slow = end.saturating_duration_since(self.start) >= self.slow;
+        let exporter = otlp::exporter()
+            .filter(|_| is_slow || (self.sample > 0.0 && rand::random::<f64>() < self.sample));
+        if !is_slow && exporter.is_none() {
+            return; // most requests: neither logged nor exported
+        }
         let phases = self.phases(end);
-        let is_slow = phases.total >= self.slow;
-        let (app, request_id) = (&*self.app, self.request_id.as_str());
+        let (app, request_id) = (self.app(), self.request_id());
         if is_slow {
             let ms = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1e3);
             let (instance, region, remote) = match &self.target {
@@ -362,14 +386,12 @@ impl Trace {
                 "slow request"
             );
         }
-        if let Some(exporter) = otlp::exporter() {
-            if is_slow || (self.sample > 0.0 && rand::random::<f64>() < self.sample) {
-                exporter.offer(otlp::Record {
-                    trace: self,
-                    phases,
-                    status,
-                });
-            }
+        if let Some(exporter) = exporter {
+            exporter.offer(otlp::Record {
+                trace: self,
+                phases,
+                status,
+            });
         }
     }
 }
@@ -382,7 +404,13 @@ mod tests {
     fn phases_add_up_and_name_the_slowest() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut t = Trace::new(t0, &HeaderMap::new(), "r", Duration::from_secs(1), 0.0);
+        let mut t = Trace::new(
+            t0,
+            &HeaderMap::new(),
+            &http::HeaderValue::from_static("r"),
+            Duration::from_secs(1),
+            0.0,
+        );
         t.routed = Some(t0 + ms(1));
         t.attempts = 2;
         t.attempt = Some(t0 + ms(11));
@@ -401,7 +429,13 @@ mod tests {
     #[test]
     fn a_request_that_never_got_an_answer_has_no_body_phase() {
         let t0 = Instant::now();
-        let mut t = Trace::new(t0, &HeaderMap::new(), "r", Duration::from_secs(1), 0.0);
+        let mut t = Trace::new(
+            t0,
+            &HeaderMap::new(),
+            &http::HeaderValue::from_static("r"),
+            Duration::from_secs(1),
+            0.0,
+        );
         t.routed = Some(t0);
         t.attempts = 1;
         t.attempt = Some(t0);

@@ -199,8 +199,8 @@ fn spans(r: Record) -> Vec<Value> {
         "startTimeUnixNano": nanos(start),
         "endTimeUnixNano": nanos(start + p.total),
         "attributes": [
-            attr("petrel.request_id", json!({"stringValue": r.trace.request_id})),
-            attr("petrel.app", json!({"stringValue": r.trace.app})),
+            attr("petrel.request_id", json!({"stringValue": r.trace.request_id()})),
+            attr("petrel.app", json!({"stringValue": r.trace.app()})),
             attr("http.response.status_code", json!({"intValue": r.status.to_string()})),
             attr("petrel.instance", json!({"stringValue": instance})),
             attr("petrel.instance_region", json!({"stringValue": region})),
