@@ -218,7 +218,12 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
     }
     if !matches!(node.log.access.as_str(), "off" | "stderr" | "") {
         let file = dir.join(&node.log.access);
-        let parent = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        // A bare file name's parent is "" (the config's own directory when run as
+        // `--config node.toml`): the current directory.
+        let parent = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
         if !parent.is_dir() {
             errs.push(src.error(
                 "log.access",
