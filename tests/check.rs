@@ -428,32 +428,23 @@ fn an_access_log_beside_a_config_named_without_a_directory_passes() {
     // `[log] access = "access.log"`: the log's directory is the current one, not "".
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("apps")).unwrap();
-    std::fs::write(
-        dir.path().join("node.toml"),
-        format!("{NODE}\n[log]\naccess = \"access.log\"\n"),
-    )
-    .unwrap();
     std::fs::write(dir.path().join("apps/hello.toml"), APP).unwrap();
-    let out = Command::new(common::bin())
-        .args(["check", "--config", "node.toml"])
-        .current_dir(dir.path())
-        .output()
-        .expect("run petrel check");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let check_with_access = |access: &str| {
+        let node = format!("{NODE}\n[log]\naccess = \"{access}\"\n");
+        std::fs::write(dir.path().join("node.toml"), node).unwrap();
+        let out = Command::new(common::bin())
+            .args(["check", "--config", "node.toml"])
+            .current_dir(dir.path())
+            .output()
+            .expect("run petrel check");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = check_with_access("access.log");
+    assert_eq!(code, Some(0), "{err}");
     // A directory that is really missing is still named.
-    std::fs::write(
-        dir.path().join("node.toml"),
-        format!("{NODE}\n[log]\naccess = \"nowhere/access.log\"\n"),
-    )
-    .unwrap();
-    let out = Command::new(common::bin())
-        .args(["check", "--config", "node.toml"])
-        .current_dir(dir.path())
-        .output()
-        .expect("run petrel check");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = check_with_access("nowhere/access.log");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("log.access") && err.contains("directory nowhere does not exist"),
         "{err}"

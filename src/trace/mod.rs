@@ -400,17 +400,17 @@ impl Trace {
 mod tests {
     use super::*;
 
+    /// A trace that began at `t0`, slow after 1 s, never sampled.
+    fn trace_from(t0: Instant) -> Trace {
+        let id = http::HeaderValue::from_static("r");
+        Trace::new(t0, &HeaderMap::new(), &id, Duration::from_secs(1), 0.0)
+    }
+
     #[test]
     fn phases_add_up_and_name_the_slowest() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let mut t = Trace::new(
-            t0,
-            &HeaderMap::new(),
-            &http::HeaderValue::from_static("r"),
-            Duration::from_secs(1),
-            0.0,
-        );
+        let mut t = trace_from(t0);
         t.routed = Some(t0 + ms(1));
         t.attempts = 2;
         t.attempt = Some(t0 + ms(11));
@@ -429,13 +429,7 @@ mod tests {
     #[test]
     fn a_request_that_never_got_an_answer_has_no_body_phase() {
         let t0 = Instant::now();
-        let mut t = Trace::new(
-            t0,
-            &HeaderMap::new(),
-            &http::HeaderValue::from_static("r"),
-            Duration::from_secs(1),
-            0.0,
-        );
+        let mut t = trace_from(t0);
         t.routed = Some(t0);
         t.attempts = 1;
         t.attempt = Some(t0);
