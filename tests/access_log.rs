@@ -65,7 +65,16 @@ async fn one_json_line_per_request_and_websocket_and_sigusr1_reopens() {
     assert_eq!(r.status, 200);
     let rid = r.header("petrel-request-id").unwrap().to_string();
     // A 404.
-    assert_eq!(get(n.edge, "nobody.example", "/x").await.status, 404);
+    let missing = get(n.edge, "nobody.example", "/x").await;
+    assert_eq!(missing.status, 404);
+    // Answered by petrel itself (RFC 9110 §7.6.2: OPTIONS whose Max-Forwards is spent).
+    let r = send(
+        n.edge,
+        false,
+        request("OPTIONS", "app", "/", &[("max-forwards", "0")]),
+    )
+    .await;
+    assert_eq!(r.status, 200);
     // A retry: the preferred instance refuses the connection, another one answers. (A local
     // instance at its hard limit is never tried: the pick reads its live load.)
     let r = send(
@@ -87,7 +96,7 @@ async fn one_json_line_per_request_and_websocket_and_sigusr1_reopens() {
     ws.close(None).await.unwrap();
     while ws.next().await.is_some() {}
 
-    let all = lines(&path, 4).await;
+    let all = lines(&path, 5).await;
     let by = |pred: &dyn Fn(&Value) -> bool| {
         all.iter()
             .find(|l| pred(l))
@@ -126,11 +135,23 @@ async fn one_json_line_per_request_and_websocket_and_sigusr1_reopens() {
     assert!(served["client"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(served["phases_ms"]["first_byte"].is_number(), "{served}");
 
-    let missing = by(&|l| l["status"] == 404);
+    let missing_line = by(&|l| l["status"] == 404);
     assert_eq!(
-        (missing["host"].as_str(), missing["failure"].as_str()),
+        (
+            missing_line["host"].as_str(),
+            missing_line["failure"].as_str()
+        ),
         (Some("nobody.example"), Some("route"))
     );
+    // petrel's own error page: its bytes are counted, as a served body's are.
+    assert_eq!(
+        missing_line["bytes_out"].as_u64(),
+        Some(missing.body.len() as u64),
+        "{missing_line}"
+    );
+    assert!(!missing.body.is_empty());
+    let options = by(&|l| l["method"] == "OPTIONS");
+    assert_eq!(options["status"], 200, "{options}");
 
     let retried = by(&|l| l["attempts"] == 2);
     assert_ne!(retried["instance"], "al-dead", "{retried}");

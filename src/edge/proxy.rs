@@ -74,7 +74,7 @@ pub async fn handle(
         return resp;
     }
     if let Some(resp) = answer_here(&mut req, &rid, start) {
-        return resp;
+        return ended_here(resp, trace);
     }
     let (app, host) = match route(&node, &conn, &req) {
         Ok(routed) => routed,
@@ -87,7 +87,7 @@ pub async fn handle(
     if app.force_https && conn.tls.is_none() {
         if let Some(resp) = to_https(&req, host.as_deref().unwrap_or_default(), &rid) {
             app.metrics.request(301, start.elapsed().as_secs_f64());
-            return resp;
+            return ended_here(resp, trace);
         }
     }
     match forward(&node, &conn, &app, req, &rid, start, &mut trace).await {
@@ -110,14 +110,28 @@ fn failed(
     start: Instant,
     rid: &HeaderValue,
 ) -> Response<Body> {
-    let status = err.status().as_u16();
     m.failure(err.phase());
-    m.request(status, start.elapsed().as_secs_f64());
+    m.request(err.status().as_u16(), start.elapsed().as_secs_f64());
+    let phase = err.phase().as_str();
+    let resp = err.to_response(rid);
+    ended_here(
+        resp,
+        trace.map(|mut t| {
+            t.set_failure(phase);
+            t
+        }),
+    )
+}
+
+/// Where a response petrel made itself ends its request's trace: the access log line (with the
+/// body's length) and the slow-request check. Returns `resp` unchanged.
+fn ended_here(resp: Response<Body>, trace: Option<Trace>) -> Response<Body> {
     if let Some(mut t) = trace {
-        t.set_failure(err.phase().as_str());
-        t.finish(Instant::now(), status);
+        let len = http_body::Body::size_hint(resp.body()).exact();
+        t.count_out(len.unwrap_or(0) as usize);
+        t.finish(Instant::now(), resp.status().as_u16());
     }
-    err.to_response(rid)
+    resp
 }
 
 /// Methods petrel answers itself, before any routing: `CONNECT` (405), `TRACE` and `OPTIONS`
