@@ -67,6 +67,14 @@ async fn one_json_line_per_request_and_websocket_and_sigusr1_reopens() {
     // A 404.
     let missing = get(n.edge, "nobody.example", "/x").await;
     assert_eq!(missing.status, 404);
+    // The same page to a HEAD: no body goes out, and none is counted.
+    let r = send(
+        n.edge,
+        false,
+        request("HEAD", "nobody-head.example", "/x", &[]),
+    )
+    .await;
+    assert_eq!(r.status, 404);
     // Answered by petrel itself (RFC 9110 §7.6.2: OPTIONS whose Max-Forwards is spent).
     let r = send(
         n.edge,
@@ -96,7 +104,7 @@ async fn one_json_line_per_request_and_websocket_and_sigusr1_reopens() {
     ws.close(None).await.unwrap();
     while ws.next().await.is_some() {}
 
-    let all = lines(&path, 5).await;
+    let all = lines(&path, 6).await;
     let by = |pred: &dyn Fn(&Value) -> bool| {
         all.iter()
             .find(|l| pred(l))
@@ -150,6 +158,8 @@ async fn one_json_line_per_request_and_websocket_and_sigusr1_reopens() {
         "{missing_line}"
     );
     assert!(!missing.body.is_empty());
+    let head = by(&|l| l["method"] == "HEAD");
+    assert_eq!(head["bytes_out"], 0, "{head}");
     let options = by(&|l| l["method"] == "OPTIONS");
     assert_eq!(options["status"], 200, "{options}");
 

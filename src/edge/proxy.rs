@@ -128,7 +128,7 @@ fn failed(
 fn ended_here(resp: Response<Body>, trace: Option<Trace>) -> Response<Body> {
     if let Some(mut t) = trace {
         let len = http_body::Body::size_hint(resp.body()).exact();
-        t.count_out(len.unwrap_or(0) as usize);
+        t.count_page(len.unwrap_or(0) as usize);
         t.finish(Instant::now(), resp.status().as_u16());
     }
     resp

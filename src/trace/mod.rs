@@ -244,6 +244,16 @@ impl Trace {
         }
     }
 
+    /// A page petrel made itself, of `n` body bytes, went to the client: counted unless the
+    /// request was `HEAD`, whose response carries no body (RFC 9110 §9.3.2).
+    pub fn count_page(&mut self, n: usize) {
+        if let Some(a) = self.access.as_mut() {
+            if a.entry.method != "HEAD" {
+                a.bytes_out += n as u64;
+            }
+        }
+    }
+
     /// Takes the access fields away from this request's end, for a WebSocket's own line.
     pub fn take_access(&mut self) -> Option<Box<AccessFields>> {
         let mut a = self.access.take()?;
