@@ -472,22 +472,22 @@ mod tests {
         // over, and the next one's port serves both.
         // P must be free for TCP: a parallel test's connection may hold the same port number
         // for TCP (one ephemeral range), and then the first offer fails for that reason instead.
-        let (_held, p) = (0..50)
+        // The TCP listener found on P is the first offer itself, so nothing can take P between.
+        let (_held, p, on_p) = (0..50)
             .find_map(|_| {
                 let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
                 let p = udp.local_addr().ok()?;
-                bind_tcp("probe", p).ok().map(|_| (udp, p))
+                bind_tcp("backhaul.listen", p).ok().map(|tcp| (udp, p, tcp))
             })
             .expect("a UDP port that TCP can take too");
+        let mut on_p = Some(on_p);
         let mut offered = 0;
         let (tcp, udp) = same_port(5, || {
             offered += 1;
-            let at = if offered == 1 {
-                p
-            } else {
-                SocketAddr::from(([127, 0, 0, 1], 0))
-            };
-            bind_tcp("backhaul.listen", at)
+            match on_p.take() {
+                Some(tcp) => Ok(tcp),
+                None => bind_tcp("backhaul.listen", SocketAddr::from(([127, 0, 0, 1], 0))),
+            }
         })
         .expect("a free pair");
         assert_eq!(offered, 2);
