@@ -442,6 +442,10 @@ fn an_access_log_beside_a_config_named_without_a_directory_passes() {
     };
     let (code, err) = check_with_access("access.log");
     assert_eq!(code, Some(0), "{err}");
+    // A path that names no file is refused at check, not at run.
+    let (code, err) = check_with_access("/");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("names no file"), "{err}");
     // A directory that is really missing is still named.
     let (code, err) = check_with_access("nowhere/access.log");
     assert_eq!(code, Some(2), "{err}");

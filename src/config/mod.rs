@@ -224,7 +224,9 @@ pub fn load_node(path: &Path) -> Result<Config, ConfigErrors> {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        if !parent.is_dir() {
+        if file.file_name().is_none() {
+            errs.push(src.error("log.access", format!("{:?} names no file", node.log.access)));
+        } else if !parent.is_dir() {
             errs.push(src.error(
                 "log.access",
                 format!("directory {} does not exist", parent.display()),

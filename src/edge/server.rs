@@ -158,6 +158,8 @@ async fn run_conn<I>(
     // What ends a connection besides its own end. Each is polled only when its own waker fired
     // (`FuturesUnordered`), not every time the connection's task wakes for a request: a
     // `Notify` takes its lock on every poll, and `tokio::select!` polls every branch each time.
+    // Both `Notify`s are woken with `notify_one`, which keeps a permit until these futures are
+    // first polled; `notify_waiters` would be lost before that.
     let mut signals: FuturesUnordered<Pin<Box<dyn Future<Output = Signal> + Send + '_>>> =
         FuturesUnordered::new();
     signals.push(Box::pin(async {
