@@ -2,6 +2,7 @@
 //! A reject or a failed connect moves on to the next candidate at once, up to the app's retries.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,64 +40,81 @@ use crate::telemetry::{node_metrics, AppMetrics};
 use crate::trace::{Target as TraceTarget, Trace};
 
 /// Handles one client request end to end; never fails (errors become SPEC §6 responses).
-pub async fn handle(
+///
+/// A plain `fn` around an `async move` block, here and in `forward`: an `async fn` keeps each
+/// argument twice in its future (the argument and the binding it is moved into), and this
+/// future, boxed per request, is moved whole on every request.
+#[allow(clippy::manual_async_fn)] // see above: the `async fn` form doubles the request's room
+pub fn handle(
     node: Arc<NodeState>,
     conn: Arc<ConnCtx>,
     mut req: Request<Incoming>,
-) -> Response<Body> {
-    let start = Instant::now();
-    let rid = node.request_id();
-    let mut trace = {
+) -> impl Future<Output = Response<Body>> + Send {
+    async move {
+        let start = Instant::now();
+        let rid = node.request_id();
+        // Loaded once: every phase of the request reads these settings.
         let settings = node.settings.load();
-        Some(Trace::new(
+        let mut trace = Some(Trace::new(
             start,
             req.headers(),
             &rid,
             settings.slow_request,
             settings.otlp_sample,
-        ))
-    };
-    if crate::access::enabled() {
-        if let Some(t) = trace.as_mut() {
-            t.log_access(conn.peer, &req);
+        ));
+        if crate::access::enabled() {
+            if let Some(t) = trace.as_mut() {
+                t.log_access(conn.peer, &req);
+            }
         }
-    }
-    let unrouted = &node_metrics().unrouted;
-    let malformed = ambiguous_framing(req.headers())
-        .or_else(|| malformed_target(req.method(), req.uri()))
-        .or_else(|| missing_host(req.version(), req.headers()));
-    if let Some(why) = malformed {
-        tracing::info!(request_id = rid.to_str().unwrap_or_default(), peer = %conn.peer, reason = why, "malformed request refused");
-        let mut resp = failed(ProxyError::Malformed(why), unrouted, trace, start, &rid);
-        // The rest of the connection's bytes cannot be framed safely.
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        return resp;
-    }
-    if let Some(resp) = answer_here(&mut req, &rid, start) {
-        return ended_here(resp, trace);
-    }
-    let (app, host) = match route(&node, &conn, &req) {
-        Ok(routed) => routed,
-        Err(err) => return failed(err, unrouted, trace, start, &rid),
-    };
-    if let Some(t) = trace.as_mut() {
-        t.set_app(&app.name);
-        t.set_strategy(app.strategy.as_str());
-    }
-    if app.force_https && conn.tls.is_none() {
-        if let Some(resp) = to_https(&req, host.as_deref().unwrap_or_default(), &rid) {
-            app.metrics.request(301, start.elapsed().as_secs_f64());
+        let unrouted = &node_metrics().unrouted;
+        let malformed = ambiguous_framing(req.headers())
+            .or_else(|| malformed_target(req.method(), req.uri()))
+            .or_else(|| missing_host(req.version(), req.headers()));
+        if let Some(why) = malformed {
+            tracing::info!(request_id = rid.to_str().unwrap_or_default(), peer = %conn.peer, reason = why, "malformed request refused");
+            let mut resp = failed(ProxyError::Malformed(why), unrouted, trace, start, &rid);
+            // The rest of the connection's bytes cannot be framed safely.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        if let Some(resp) = answer_here(&mut req, &rid, start) {
             return ended_here(resp, trace);
         }
-    }
-    match forward(&node, &conn, &app, req, &rid, start, &mut trace).await {
-        Ok(resp) => resp,
-        Err(err) => {
-            if err.status().is_server_error() {
-                tracing::info!(request_id = rid.to_str().unwrap_or_default(), app = %app.name, error = %err, "request failed");
+        let (app, host) = match route(&node, &conn, &req) {
+            Ok(routed) => routed,
+            Err(err) => return failed(err, unrouted, trace, start, &rid),
+        };
+        if let Some(t) = trace.as_mut() {
+            t.set_app(&app.name);
+            t.set_strategy(app.strategy.as_str());
+        }
+        if app.force_https && conn.tls.is_none() {
+            if let Some(resp) = to_https(&req, host.as_deref().unwrap_or_default(), &rid) {
+                app.metrics.request(301, start.elapsed().as_secs_f64());
+                return ended_here(resp, trace);
             }
-            failed(err, &app.metrics, trace.take(), start, &rid)
+        }
+        let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ctx = Ctx {
+            node: &node,
+            conn: &conn,
+            app: &app,
+            rid: &rid,
+            start,
+            settings: &settings,
+            upgrade: req.version() == Version::HTTP_11 && wants_upgrade(req.headers()),
+            body_failed: &body_failed,
+        };
+        match forward(&ctx, req, &mut trace).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                if err.status().is_server_error() {
+                    tracing::info!(request_id = rid.to_str().unwrap_or_default(), app = %app.name, error = %err, "request failed");
+                }
+                failed(err, &app.metrics, trace.take(), start, &rid)
+            }
         }
     }
 }
@@ -249,68 +267,59 @@ struct Answered {
 /// A request's phases (pingora's `ProxyHttp` order): pick the first candidates, read the start
 /// of the body, rewrite the request once, try candidates until one answers, follow the app's
 /// `fly-replay` if it asks for one, and turn the answer into the client's response.
-async fn forward(
-    node: &NodeState,
-    conn: &ConnCtx,
-    app: &Arc<AppRoute>,
+#[allow(clippy::manual_async_fn)] // one room for the request, as in `handle`
+fn forward<'a>(
+    ctx: &'a Ctx<'a>,
     mut req: Request<Incoming>,
-    rid: &HeaderValue,
-    start: Instant,
-    trace: &mut Option<Trace>,
-) -> Result<Response<Body>, ProxyError> {
-    let mut hints = Hints::from_headers(req.headers());
-    // The token first: nothing of a request without a valid one goes further.
-    let auth_sub = authenticate(app, &mut req, trace, &mut hints)?;
-    let settings = node.settings.load();
-    let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-    let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ctx = Ctx {
-        node,
-        conn,
-        app,
-        rid,
-        start,
-        settings: &settings,
-        upgrade,
-        body_failed: &body_failed,
-    };
-    // A WebSocket that names a session: resumed here or at the region's node that holds it.
-    let session = match (&app.sessions, upgrade) {
-        (Some(_), true) => SessionAsk::from_uri(req.uri()).map_err(ProxyError::Malformed)?,
-        _ => None,
-    };
-    let session = match session {
-        Some(ask) => match begin_or_resume(&ctx, ask, auth_sub.as_ref(), &mut req, trace).await? {
-            Ok(begins) => Some(begins),
-            Err(resumed) => return Ok(resumed),
-        },
-        None => None,
-    };
-    let client = per_client(app, conn)?;
-    let picked = first_pick(&ctx, &hints)?;
-    if let Some(t) = trace.as_mut() {
-        t.routed();
+    trace: &'a mut Option<Trace>,
+) -> impl Future<Output = Result<Response<Body>, ProxyError>> + Send + 'a {
+    async move {
+        let (app, conn, upgrade) = (ctx.app, ctx.conn, ctx.upgrade);
+        let mut hints = Hints::from_headers(req.headers());
+        // The token first: nothing of a request without a valid one goes further.
+        let auth_sub = authenticate(app, &mut req, trace, &mut hints)?;
+        // A WebSocket that names a session: resumed here or at the region's node that holds it.
+        let session = match (&app.sessions, upgrade) {
+            (Some(_), true) => SessionAsk::from_uri(req.uri()).map_err(ProxyError::Malformed)?,
+            _ => None,
+        };
+        let session = match session {
+            Some(ask) => match begin_or_resume(ctx, ask, auth_sub.as_ref(), &mut req, trace).await?
+            {
+                Ok(begins) => Some(begins),
+                Err(resumed) => return Ok(resumed),
+            },
+            None => None,
+        };
+        let client = per_client(app, conn)?;
+        let picked = first_pick(ctx, &hints)?;
+        if let Some(t) = trace.as_mut() {
+            t.routed();
+        }
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let client_h2 = req.version() == Version::HTTP_2;
+        // Scoped: a binding live across the next await would keep its room in this future.
+        let mut proto = {
+            let req = body_start(req, ctx.settings).await?;
+            let bytes_in = trace.as_ref().and_then(Trace::bytes_in);
+            prepare(req, ctx, client_h2, bytes_in, auth_sub)
+        };
+        let (answered, picked) = until_answered(ctx, picked, hints, &mut proto, trace).await?;
+        let ends = Ends {
+            client_upgrade,
+            start: ctx.start,
+            trace: trace.take(),
+            client,
+            client_h2,
+            session,
+        };
+        Ok(respond(
+            ctx,
+            &picked.candidates[answered.at],
+            answered,
+            ends,
+        ))
     }
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let client_h2 = req.version() == Version::HTTP_2;
-    let req = body_start(req, &settings).await?;
-    let bytes_in = trace.as_ref().and_then(Trace::bytes_in);
-    let mut proto = prepare(req, &ctx, client_h2, bytes_in, auth_sub);
-    let (answered, picked) = until_answered(&ctx, picked, hints, &mut proto, trace).await?;
-    let ends = Ends {
-        client_upgrade,
-        start,
-        trace: trace.take(),
-        client,
-        client_h2,
-        session,
-    };
-    Ok(respond(
-        &ctx,
-        &picked.candidates[answered.at],
-        answered,
-        ends,
-    ))
 }
 
 /// Tries candidates until one answers, following the app's `fly-replay` answers (the replayed
@@ -433,7 +442,9 @@ async fn begin_or_resume(
 /// or the app's strategy under the request's hints.
 fn first_pick(ctx: &Ctx<'_>, hints: &Hints) -> Result<Picked, ProxyError> {
     let (node, app) = (ctx.node, ctx.app);
-    let now_ms = node.now_ms();
+    // As of the request's arrival (microseconds ago, unless a session was looked up first):
+    // no clock read of its own.
+    let now_ms = node.ms_at(ctx.start);
     let held = (app.kind == LimitType::Connections && *hints == Hints::default())
         .then(|| ctx.conn.held_instance(&app.name, now_ms))
         .flatten();
@@ -605,12 +616,12 @@ async fn one_try(
         .as_deref()
         .filter(|p| **p != **cand.target.id());
     let step = match &cand.target {
-        Target::Local(inst) if unavailable.is_none() => {
-            attempt::local(ctx, inst, proto, mark).await
-        }
         Target::Local(inst) => {
-            let marked = preferred_unavailable(proto, unavailable);
-            attempt::local(ctx, inst, &marked, mark).await
+            // One await for both: a second one would make this future (and each that holds it)
+            // carry room for another attempt and the marked copy, moved on every request. The
+            // copy, rare, is boxed for the same reason.
+            let marked = unavailable.map(|p| Box::new(preferred_unavailable(proto, p)));
+            attempt::local(ctx, inst, marked.as_deref().unwrap_or(proto), mark).await
         }
         Target::Remote(r) => {
             let mut req = proto.attempt();
@@ -662,11 +673,9 @@ fn mark_preferred_unavailable(h: &mut http::HeaderMap, preferred: &str) {
 }
 
 /// A copy of `proto` carrying the preferred-instance marker, for a local attempt.
-fn preferred_unavailable(proto: &ReplayableRequest, preferred: Option<&str>) -> ReplayableRequest {
+fn preferred_unavailable(proto: &ReplayableRequest, preferred: &str) -> ReplayableRequest {
     let mut marked = proto.clone();
-    if let Some(p) = preferred {
-        mark_preferred_unavailable(marked.headers_mut(), p);
-    }
+    mark_preferred_unavailable(marked.headers_mut(), preferred);
     marked
 }
 

@@ -76,11 +76,11 @@ impl<'a> Retry<'a> {
         self.error(Stop::Exhausted)
     }
 
-    /// The next try at `now`, or why there is none. `can_replay`: the request can still be sent
-    /// again whole.
+    /// The next try, or why there is none. `now` reads the clock, only when a retry must be
+    /// checked against `deadline`. `can_replay`: the request can still be sent again whole.
     fn turn(
         &mut self,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
         deadline: Option<Instant>,
         can_replay: bool,
     ) -> Result<Try, Stop> {
@@ -88,7 +88,7 @@ impl<'a> Retry<'a> {
         if n >= self.tries {
             return Err(Stop::Exhausted);
         }
-        if n > 0 && deadline.is_some_and(|d| now >= d) {
+        if n > 0 && deadline.is_some_and(|d| now() >= d) {
             return Err(Stop::Deadline);
         }
         let retry_of = self.previous.take();
@@ -171,7 +171,7 @@ pub(super) async fn drive(
     transport: &mut impl Transport,
 ) -> Result<Answer, ProxyError> {
     loop {
-        let t = match retry.turn(Instant::now(), deadline, transport.can_replay()) {
+        let t = match retry.turn(Instant::now, deadline, transport.can_replay()) {
             Ok(t) => t,
             Err(stop) => return Err(retry.error(stop)),
         };
@@ -379,9 +379,9 @@ mod tests {
     fn a_forced_instance_that_missed_is_named() {
         let mut r = Retry::new("a", Some("inst-1"), 2, 1);
         let now = Instant::now();
-        assert!(r.turn(now, None, true).is_ok());
+        assert!(r.turn(|| now, None, true).is_ok());
         r.missed(RetryReason::Full, Miss::Full);
-        let stop = r.turn(now, None, true).unwrap_err();
+        let stop = r.turn(|| now, None, true).unwrap_err();
         assert!(matches!(r.error(stop), ProxyError::ForcedUnavailable(f) if f == "inst-1"));
     }
 }

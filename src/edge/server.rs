@@ -115,6 +115,31 @@ async fn handshake(
 /// Counts its request as cancelled unless forgotten once the response head is ready.
 struct Cancelled(Option<Arc<ConnCtx>>);
 
+pin_project_lite::pin_project! {
+    /// A request's handler, counted as cancelled if dropped before it answers (h2 `RST_STREAM`,
+    /// a closed connection). A struct, not an `async` block: the block would keep the
+    /// handler's arguments beside its future, and the whole is moved into a box per request.
+    struct Answering<F> {
+        cancel: Cancelled,
+        #[pin]
+        handler: F,
+    }
+}
+
+impl<F: Future> Future for Answering<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.handler.poll(cx));
+        this.cancel.0 = None; // answered
+        std::task::Poll::Ready(Ok(resp))
+    }
+}
+
 impl Drop for Cancelled {
     fn drop(&mut self) {
         if let Some(ctx) = self.0.take() {
@@ -144,13 +169,9 @@ async fn run_conn<I>(
         // Boxed: hyper keeps room for one in-flight request future per connection for as long
         // as the connection lives, so an idle keep-alive connection holds a pointer, not the
         // handler's whole state (several KiB).
-        Box::pin(async move {
-            // Dropped unfinished when the client cancels (h2 RST_STREAM, a closed connection).
-            let mut cancel = Cancelled(Some(ctx.clone()));
-            let resp = proxy::handle(node, ctx, req).await;
-            cancel.0 = None; // answered
-
-            Ok::<_, Infallible>(resp)
+        Box::pin(Answering {
+            cancel: Cancelled(Some(ctx.clone())),
+            handler: proxy::handle(node, ctx, req),
         })
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);

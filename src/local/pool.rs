@@ -509,8 +509,12 @@ impl Upstream {
                     inst: inst.clone(),
                     max_idle,
                 };
-                let copy = form.fly_names.then(|| framed(req, form).into_parts().0);
-                let head = match &copy {
+                // Boxed, as is hyper's branch below: this future is held by every attempt's, and
+                // room kept for a rare branch is moved with each of them on every request.
+                let copy = form
+                    .fly_names
+                    .then(|| Box::new(framed(req, form).into_parts().0));
+                let head = match copy.as_deref() {
                     Some(p) => RequestHead::of(&p.method, &p.uri, &p.headers, None),
                     None => {
                         RequestHead::of(req.method(), req.uri(), req.headers(), req.forwarding())
@@ -529,7 +533,7 @@ impl Upstream {
                 stream,
                 inst,
                 ..
-            } => send_h1(sender, stream, inst, framed(req, form)).await,
+            } => Box::pin(send_h1(sender, stream, inst, framed(req, form))).await,
             Upstream::H2 { mut sender, .. } => {
                 from_hyper(sender.try_send_request(framed(req, form)).await)
             }
