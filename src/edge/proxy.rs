@@ -292,7 +292,13 @@ fn forward<'a>(
             None => None,
         };
         let client = per_client(app, conn)?;
-        let picked = first_pick(ctx, &hints)?;
+        // The pick is as of the request's arrival, microseconds ago (no clock read of its own),
+        // unless a session lookup, which can take seconds, came first.
+        let now_ms = match session {
+            Some(_) => ctx.node.now_ms(),
+            None => ctx.node.ms_at(ctx.start),
+        };
+        let picked = first_pick(ctx, &hints, now_ms)?;
         if let Some(t) = trace.as_mut() {
             t.routed();
         }
@@ -439,12 +445,9 @@ async fn begin_or_resume(
 }
 
 /// The first candidates: the instance a `type = "connections"` client connection already holds,
-/// or the app's strategy under the request's hints.
-fn first_pick(ctx: &Ctx<'_>, hints: &Hints) -> Result<Picked, ProxyError> {
+/// or the app's strategy under the request's hints, as of `now_ms` ([`NodeState::now_ms`]).
+fn first_pick(ctx: &Ctx<'_>, hints: &Hints, now_ms: u64) -> Result<Picked, ProxyError> {
     let (node, app) = (ctx.node, ctx.app);
-    // As of the request's arrival (microseconds ago, unless a session was looked up first):
-    // no clock read of its own.
-    let now_ms = node.ms_at(ctx.start);
     let held = (app.kind == LimitType::Connections && *hints == Hints::default())
         .then(|| ctx.conn.held_instance(&app.name, now_ms))
         .flatten();

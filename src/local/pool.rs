@@ -509,8 +509,9 @@ impl Upstream {
                     inst: inst.clone(),
                     max_idle,
                 };
-                // Boxed, as is hyper's branch below: this future is held by every attempt's, and
-                // room kept for a rare branch is moved with each of them on every request.
+                // Boxed, as is hyper's branch below (requests with a body, upgrades: one
+                // allocation each): this future is held by every attempt's, and room kept for
+                // another branch is moved with each of them on every bodiless request too.
                 let copy = form
                     .fly_names
                     .then(|| Box::new(framed(req, form).into_parts().0));
