@@ -13,8 +13,11 @@
 # (user + system from /proc/PID/stat of every process of that proxy, before and after each round,
 # divided by the requests the round completed; two-node rows count both nodes).
 #
-# Needs: a release build (cargo build --release), two or more cores, and, from Debian:
+# Needs: a release build, two or more cores, and, from Debian:
 #   apt-get install -y haproxy nginx wrk nghttp2-client openssl python3 util-linux
+# The release build to measure is the profile-guided one (benches/pgo-build.sh, then
+# PETREL_BIN=target/pgo/release/petrel), as production nodes run it; without PETREL_BIN, the plain
+# `cargo build --release` one. The binary is named in the output.
 # Usage: benches/proxy-bench.sh [rounds (default 3)] [seconds per round (default 5)] [websockets (default 10000;
 #   0 skips the idle-connection rounds)]
 # Installs nothing; every process it starts is stopped on exit. The WebSocket count is lowered to what
@@ -33,6 +36,7 @@ if [ "$WS" -gt "$MAXWS" ]; then
   echo "note: open-file limit $(ulimit -n) allows $MAXWS proxied WebSockets per process, not $WS" >&2
   WS=$MAXWS
 fi
+echo "petrel binary: $BIN"
 [ "$(nproc)" -ge 2 ] || { echo "needs two cores (origin and load on 0, proxy on 1)" >&2; exit 2; }
 LOAD="taskset -c 0"   # origins and load generators
 PROXY="taskset -c 1"  # each proxy, one thread
