@@ -21,6 +21,7 @@
 # rerun this script after changing the request path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 SECS=${1:-8}
 ROOT=$(pwd)
 TARGET=$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")
@@ -87,24 +88,7 @@ KEY="base64:$(head -c 32 /dev/urandom | base64)"
 node_toml() { # dir name edge-port mesh-bind seeds backhaul-listen transport extra-edge-lines
   mkdir -p "$1/apps"
   printf 'app = "ngo"\n[http_service]\nhosts = ["127.0.0.1", "localhost"]\n  [http_service.concurrency]\n  type = "requests"\n  soft_limit = 20000\n  hard_limit = 25000\n' > "$1/apps/ngo.toml"
-  cat > "$1/node.toml" <<CFG
-[node]
-name = "$2"
-region = "iad"
-[edge]
-listen = ["127.0.0.1:$3"]
-$8
-[mesh]
-bind = "$4"
-seeds = [$5]
-cluster_key = "$KEY"
-profile = "lan"
-[backhaul]
-listen = "$6"
-transport = "$7"
-[admin]
-listen = "127.0.0.1:0"
-CFG
+  write_node_toml "$@"
 }
 mkdir -p "$WORK/p1/certs"; cp "$WORK/localhost.pem" "$WORK/localhost.key" "$WORK/p1/certs/"
 node_toml "$WORK/p1" one "$PE" 127.0.0.1:0 "" 127.0.0.1:0 h2 "tls_listen = [\"127.0.0.1:$PES\"]

@@ -24,6 +24,7 @@
 # the open-file limit allows (a proxy holds two sockets per WebSocket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 ROUNDS=${1:-3}
 SECS=${2:-5}
 WS=${3:-10000}
@@ -156,24 +157,7 @@ CFG
 }
 node_toml() { # dir name edge-port mesh-bind seeds backhaul-listen transport extra
   app_toml "$1"
-  cat > "$1/node.toml" <<CFG
-[node]
-name = "$2"
-region = "iad"
-[edge]
-listen = ["127.0.0.1:$3"]
-$8
-[mesh]
-bind = "$4"
-seeds = [$5]
-cluster_key = "$KEY"
-profile = "lan"
-[backhaul]
-listen = "$6"
-transport = "$7"
-[admin]
-listen = "127.0.0.1:0"
-CFG
+  write_node_toml "$@"
 }
 mkdir -p "$WORK/p1/certs"; cp "$WORK/localhost.pem" "$WORK/localhost.key" "$WORK/p1/certs/"
 node_toml "$WORK/p1" bench-1 "$PE" 127.0.0.1:0 "" 127.0.0.1:0 h2 "tls_listen = [\"127.0.0.1:$PES\"]
