@@ -10,7 +10,8 @@
 #
 # Rows: HTTP/1.1 keep-alive (h2load --h1 -c8) and h2 over TLS (h2load -c8 -m10, ALPN h2).
 #
-# Needs: a release build (cargo build --release) and, from Debian:
+# Needs: a release build (the profile-guided one: benches/pgo-build.sh, then
+# PETREL_BIN=target/pgo/release/petrel; without PETREL_BIN, cargo build --release's), and, from Debian:
 #   apt-get install -y valgrind strace haproxy nginx nghttp2-client openssl python3 curl
 # Usage: benches/per-request.sh [small (default 1000)] [large (default 11000)]
 # Takes about 5 minutes (callgrind runs each proxy some 50 times slower). Every process it starts is
@@ -23,6 +24,7 @@ BIN=$(realpath "${PETREL_BIN:-${CARGO_TARGET_DIR:-target}/release/petrel}")
 for tool in valgrind callgrind_annotate strace haproxy nginx h2load openssl python3 curl "$BIN"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || { echo "missing: $tool (see the header of this script)" >&2; exit 2; }
 done
+echo "petrel binary: $BIN"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

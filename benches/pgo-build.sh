@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds petrel with profile-guided optimization (PGO; the rustc book, "Profile-guided
 # Optimization"), the build that production nodes and the benchmarks should run:
-#   1. an instrumented release build (-Cprofile-generate) into target/pgo-train (with --target, so
-#      that only petrel's crates are instrumented, not build scripts and proc macros);
+#   1. an instrumented release build (-Cprofile-generate) into target/pgo-train: petrel and every
+#      crate linked into it (with --target, build scripts and proc macros are left out, so every
+#      profile written is petrel's);
 #   2. training traffic through it, the traffic the benchmarks send: one node in front of nginx
 #      over HTTP/1.1 (GETs with wrk, POSTs with h2load) and h2 over TLS; two nodes over the
 #      HTTP/2 and the QUIC backhaul;
@@ -16,7 +17,8 @@
 # Needs: the toolchain's own llvm-profdata (rustup component add llvm-tools), and from Debian:
 #   apt-get install -y nginx wrk nghttp2-client openssl python3 curl
 # Usage: benches/pgo-build.sh [seconds of traffic per row (default 8)]
-# Takes about 9 minutes on 2 cores (two release builds). Every process it starts is stopped on
+# Takes about 9 minutes on 2 cores once the crates are downloaded (two release builds from
+# scratch, each directory about the size of target/release). Every process it starts is stopped on
 # exit. A profile made from older code still builds (rustc skips the functions that changed), but
 # rerun this script after changing the request path.
 set -euo pipefail
@@ -112,12 +114,14 @@ done
 head -c 4096 /dev/urandom > "$WORK/body"
 # Training on error paths would optimize the wrong code: every row must be all 2xx.
 wrk_row() {
-  local out; out=$(wrk -t1 -c32 -d"${SECS}s" "$1" 2>&1)
+  local out
+  out=$(wrk -t1 -c32 -d"${SECS}s" "$1" 2>&1) || { echo "wrk failed on $1:" >&2; echo "$out" >&2; exit 1; }
   grep -E 'Requests/sec' <<<"$out"
   if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then echo "errors training on $1:" >&2; echo "$out" >&2; exit 1; fi
 }
 h2load_row() {
-  local out; out=$(h2load "$@" 2>&1)
+  local out
+  out=$(h2load "$@" 2>&1) || { echo "h2load $* failed:" >&2; echo "$out" >&2; exit 1; }
   grep -E '^requests:' <<<"$out"
   awk '/^requests:/ { bad = $10 + $12 } /^status codes:/ { bad += $5 + $7 + $9 } END { exit bad > 0 }' <<<"$out" \
     || { echo "errors training with h2load $*:" >&2; echo "$out" >&2; exit 1; }
