@@ -25,3 +25,21 @@ transport = "$7"
 listen = "127.0.0.1:0"
 CFG
 }
+
+# write_origin_conf DIR PORT: DIR/nginx.conf for the benches' real origin, nginx answering every
+# request itself on 127.0.0.1:PORT (one worker, HTTP/1.1 keep-alive, bodies up to 10 MB).
+write_origin_conf() {
+  cat > "$1/nginx.conf" <<CFG
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_max_body_size 10m;
+  server { listen 127.0.0.1:$2; location / { return 200 "hello from nginx\n"; } }
+}
+CFG
+}

@@ -68,19 +68,7 @@ while len(ports) < 8:
     held += [t, u]; ports.append(port)
 print(*ports)')
 mkdir -p "$WORK/origin"
-cat > "$WORK/origin/nginx.conf" <<CFG
-worker_processes 1;
-daemon off;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_max_body_size 10m;
-  server { listen 127.0.0.1:$ORIG; location / { return 200 "hello from nginx\n"; } }
-}
-CFG
+write_origin_conf "$WORK/origin" "$ORIG"
 nginx -c "$WORK/origin/nginx.conf" -p "$WORK/origin" >/dev/null 2>&1 & PIDS+=($!)
 for _ in $(seq 50); do curl -sf -m 1 -o /dev/null "http://127.0.0.1:$ORIG/" && break; sleep 0.1; done
 curl -sf -m 1 -o /dev/null "http://127.0.0.1:$ORIG/" || { echo "nginx did not start:" >&2; cat "$WORK/origin/nginx.err" >&2; exit 1; }

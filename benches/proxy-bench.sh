@@ -57,18 +57,7 @@ $LOAD "$BIN" backend --listen 127.0.0.1:$BE --id bench >/dev/null 2>&1 & PIDS+=(
 
 # A real origin: nginx answering every request itself (one worker, HTTP/1.1 keep-alive).
 mkdir -p "$WORK/origin"
-cat > "$WORK/origin/nginx.conf" <<CFG
-worker_processes 1;
-daemon off;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$ORIG; location / { return 200 "hello from nginx\n"; } }
-}
-CFG
+write_origin_conf "$WORK/origin" "$ORIG"
 $LOAD nginx -c "$WORK/origin/nginx.conf" -p "$WORK/origin" >/dev/null 2>&1 & PIDS+=($!)
 
 # One self-signed certificate for localhost, used by all three TLS listeners.
