@@ -161,3 +161,26 @@ impl Drop for Killer {
             .status();
     }
 }
+
+/// `TOKIO_WORKER_THREADS` is read by petrel itself (one worker runs on tokio's current-thread
+/// runtime): a value that is not a whole number above 0 is a clear error, not a panic.
+#[test]
+fn a_bad_worker_count_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::write_node_files(dir.path(), &[], &[], "");
+    let config = dir.path().join("node.toml");
+    for bad in ["0", "two", ""] {
+        let out = Command::new(common::bin())
+            .args(["run", "--config", config.to_str().expect("utf8 path")])
+            .env("TOKIO_WORKER_THREADS", bad)
+            .output()
+            .expect("run petrel");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {err}");
+        assert!(
+            err.contains("TOKIO_WORKER_THREADS") && err.contains("whole number above 0"),
+            "{bad:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{bad:?}: {err}");
+    }
+}
