@@ -1,10 +1,13 @@
 //! One drain signal passed down from `main`: counted tasks, a deadline, and a fast path for a second signal.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 /// Cloned into every task that must finish (or be cut) before the process exits.
@@ -35,6 +38,14 @@ impl Shutdown {
     /// Resolves when the drain starts.
     pub async fn draining(&self) {
         self.drain.cancelled().await
+    }
+
+    /// Resolves when the drain starts, for a `select!` loop that waits on it beside a busy branch
+    /// (a QUIC connection's stream accept). Unlike [`Shutdown::draining`], it looks at the token
+    /// only after the token woke it: a waiting `draining()` future takes tokio's `Notify` lock on
+    /// every poll, and a fresh one per loop turn takes it twice more.
+    pub fn drain_signal(&self) -> DrainSignal {
+        DrainSignal(std::iter::once(self.drain.clone().cancelled_owned()).collect())
     }
 
     /// A newer process took the listening sockets (`petrel run --upgrade`): drain as on SIGTERM,
@@ -88,6 +99,19 @@ impl Shutdown {
     }
 }
 
+/// [`Shutdown::drain_signal`]: a set of one wait, polled only when its waker fired
+/// (`FuturesUnordered`); ready from the drain on, also when polled again.
+pub struct DrainSignal(FuturesUnordered<WaitForCancellationFutureOwned>);
+
+impl Future for DrainSignal {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // `None` once the one wait has resolved: the drain started before.
+        self.0.poll_next_unpin(cx).map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +136,26 @@ mod tests {
             s.open_tasks(),
             1,
             "the finite task ended, the pending one did not"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drain_signal_resolves_on_the_drain_and_stays_resolved() {
+        use futures_util::FutureExt;
+        let s = Shutdown::new();
+        let mut signal = s.drain_signal();
+        assert!((&mut signal).now_or_never().is_none(), "no drain yet");
+        assert!(
+            (&mut signal).now_or_never().is_none(),
+            "polled again, still none"
+        );
+        s.trigger();
+        assert!((&mut signal).now_or_never().is_some(), "the drain started");
+        assert!((&mut signal).now_or_never().is_some(), "and stays started");
+        let late = s.drain_signal();
+        assert!(
+            late.now_or_never().is_some(),
+            "made after the drain: ready at once"
         );
     }
 }

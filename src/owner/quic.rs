@@ -22,10 +22,11 @@ pub async fn serve(
     delays: Option<Delays>,
 ) {
     let delays = Arc::new(delays);
+    let mut drain = node.shutdown.drain_signal();
     loop {
         let incoming = tokio::select! {
             biased;
-            _ = node.shutdown.draining() => break,
+            _ = &mut drain => break,
             i = endpoint.accept() => match i {
                 Some(i) => i,
                 None => break,
@@ -45,11 +46,14 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
+            // One signal for the connection's life, polled only when the drain woke it: no
+            // lock per stream.
+            let mut drain = node.shutdown.drain_signal();
             loop {
                 let (send, recv) = tokio::select! {
                     biased;
                     // Streams already open run on (counted); the connection closes when they end.
-                    _ = node.shutdown.draining() => break,
+                    _ = &mut drain => break,
                     s = conn.accept_bi() => match s {
                         Ok(s) => s,
                         Err(_) => break,
