@@ -545,24 +545,31 @@ fn start_access_log(cfg: &config::Config) -> std::io::Result<()> {
     petrel::access::install(target, format)
 }
 
-/// The node's runtime, with as many worker threads as `TOKIO_WORKER_THREADS` says (default: one
-/// per CPU). One worker runs on tokio's current-thread scheduler: the same single thread of work
-/// without the multi-thread scheduler's cross-thread bookkeeping, 3% less CPU per request in the
-/// README's one-worker bench. Errors: a `TOKIO_WORKER_THREADS` that is not a whole number above
-/// 0 (tokio itself would panic on it), or the OS refusing a thread or the epoll instance.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = match std::env::var("TOKIO_WORKER_THREADS") {
+/// How many worker threads the node's runtime gets: `TOKIO_WORKER_THREADS` when set, else one per
+/// CPU. Errors (a sentence naming the variable): a value that is not a whole number above 0,
+/// which tokio itself would panic on.
+fn worker_count() -> Result<usize, String> {
+    match std::env::var("TOKIO_WORKER_THREADS") {
         Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("TOKIO_WORKER_THREADS={v:?}: must be a whole number above 0"),
-                ))
-            }
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "TOKIO_WORKER_THREADS={v:?}: must be a whole number above 0"
+            )),
         },
-        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+            "TOKIO_WORKER_THREADS={v:?}: must be a whole number above 0"
+        )),
+        Err(std::env::VarError::NotPresent) => {
+            Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        }
+    }
+}
+
+/// The node's runtime with `workers` worker threads ([`worker_count`]). One worker runs on
+/// tokio's current-thread scheduler: the same single thread of work without the multi-thread
+/// scheduler's cross-thread bookkeeping (3% less CPU per request in the plain build's one-worker
+/// A/B, README "Benchmarks"). Errors: the OS refusing a thread or the epoll instance.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -581,6 +588,13 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
         Err(errs) => {
             eprintln!("{errs}");
             return ExitCode::from(2);
+        }
+    };
+    let workers = match worker_count() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("petrel: cannot start runtime: {e}");
+            return ExitCode::from(1);
         }
     };
     if let Err(e) = start_access_log(&cfg) {
@@ -606,7 +620,7 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
     } else {
         handoff::Inherited::default()
     };
-    let rt = match runtime() {
+    let rt = match runtime(workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("petrel: cannot start runtime: {e}");
@@ -694,7 +708,16 @@ fn run(path: PathBuf, upgrade: bool) -> ExitCode {
                 _ = shutdown.handed_over() => { tracing::info!("handed over to a new process: draining"); break; }
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading configuration");
-                    let _ = petrel::reload::reload_logged(&node);
+                    // Off the runtime's threads: with one worker the runtime is this thread, and
+                    // reading the files and certificates would stall every connection meanwhile.
+                    let node = node.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || {
+                        let _ = petrel::reload::reload_logged(&node);
+                    })
+                    .await
+                    {
+                        tracing::error!(error = %e, "SIGHUP: the reload failed");
+                    }
                 }
                 _ = usr2.recv() => start_upgrade(&node.config_path),
                 _ = usr1.recv() => {
@@ -772,7 +795,10 @@ fn fast_exit(shutdown: &Shutdown) -> ExitCode {
 }
 
 fn backend(listen: SocketAddr, id: String) -> ExitCode {
-    let rt = match runtime() {
+    let rt = match worker_count()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        .and_then(runtime)
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("petrel: cannot start runtime: {e}");

@@ -170,11 +170,23 @@ fn a_bad_worker_count_is_a_clear_error() {
     common::write_node_files(dir.path(), &[], &[], "");
     let config = dir.path().join("node.toml");
     for bad in ["0", "two", ""] {
-        let out = Command::new(common::bin())
+        let mut child = Command::new(common::bin())
             .args(["run", "--config", config.to_str().expect("utf8 path")])
             .env("TOKIO_WORKER_THREADS", bad)
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run petrel");
+        // A petrel that took the value would serve on: give it 10 s, then fail.
+        let t0 = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("TOKIO_WORKER_THREADS={bad:?}: petrel did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{bad:?}: {err}");
         assert!(
