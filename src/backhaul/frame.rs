@@ -5,11 +5,12 @@
 //! pairs, like a head), which raw bytes cannot carry. A node of the previous release neither sends
 //! nor answers the marker, so the two talk raw bytes during a rolling deploy.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use quinn::{RecvStream, SendStream};
@@ -22,41 +23,35 @@ use crate::body::{boxed, Body, BoxError};
 /// that one node took is never refused by the next (over h2 this is `SETTINGS_MAX_HEADER_LIST_SIZE`).
 pub const MAX_HEAD: usize = (1 << 20) + 64 * 1024;
 
-/// A request or response head as it travels.
-#[derive(Debug, Serialize, Deserialize)]
+/// A request or response head as it arrives.
+#[derive(Debug, Deserialize)]
 pub struct Head {
     /// `"METHOD uri"` for requests, `"status"` for responses.
     pub line: String,
-    /// Header names and raw values, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// The header fields, in the order sent.
+    #[serde(deserialize_with = "super::fields::deserialize")]
+    pub headers: HeaderMap,
 }
 
-fn to_pairs(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-    h.iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect()
+/// A head to send, encoded as [`Head`] is read; the fields are the message's own, borrowed.
+#[derive(Debug, Serialize)]
+pub struct HeadOut<'a> {
+    /// `"METHOD uri"` for requests, `"status"` for responses.
+    pub line: String,
+    /// The header fields, in order.
+    #[serde(serialize_with = "super::fields::serialize")]
+    pub headers: Cow<'a, HeaderMap>,
 }
 
-fn from_pairs(pairs: Vec<(String, Vec<u8>)>) -> Result<HeaderMap, String> {
-    let mut h = HeaderMap::with_capacity(pairs.len());
-    for (k, v) in pairs {
-        let name =
-            HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("bad header name: {e}"))?;
-        let value = HeaderValue::from_bytes(&v).map_err(|e| format!("bad header value: {e}"))?;
-        h.append(name, value);
-    }
-    Ok(h)
-}
-
-/// Writes a length-prefixed head.
-pub async fn write_head(send: &mut SendStream, head: &Head) -> Result<(), String> {
-    let bytes = postcard::to_stdvec(head).map_err(|e| e.to_string())?;
-    if bytes.len() > MAX_HEAD {
+/// Writes a length-prefixed head, prefix and head in one write. Errors: a head over
+/// [`MAX_HEAD`], or the stream's (reset, connection lost).
+pub async fn write_head(send: &mut SendStream, head: &HeadOut<'_>) -> Result<(), String> {
+    let mut bytes = postcard::to_extend(head, vec![0u8; 4]).map_err(|e| e.to_string())?;
+    let len = bytes.len() - 4;
+    if len > MAX_HEAD {
         return Err("head too large".into());
     }
-    send.write_all(&(bytes.len() as u32).to_le_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    bytes[..4].copy_from_slice(&(len as u32).to_le_bytes());
     send.write_all(&bytes).await.map_err(|e| e.to_string())
 }
 
@@ -74,9 +69,9 @@ pub async fn read_head(recv: &mut RecvStream) -> Result<Head, String> {
 }
 
 /// The head of a request.
-pub fn request_head<B>(req: &Request<B>) -> Head {
+pub fn request_head<B>(req: &Request<B>) -> HeadOut<'_> {
     let uri = req.uri();
-    let mut headers = to_pairs(req.headers());
+    let mut headers = Cow::Borrowed(req.headers());
     // `OPTIONS *` from an HTTP/2 client: its URI prints as `http://host*`, which would parse
     // back as a host named `host*`. The asterisk travels as the target, the authority as Host.
     let line = if uri.path_and_query().is_some_and(|p| p.as_str() == "*") {
@@ -84,13 +79,15 @@ pub fn request_head<B>(req: &Request<B>) -> Head {
             uri.authority(),
             req.headers().contains_key(http::header::HOST),
         ) {
-            headers.push(("host".to_string(), a.as_str().as_bytes().to_vec()));
+            if let Ok(host) = HeaderValue::from_str(a.as_str()) {
+                headers.to_mut().insert(http::header::HOST, host);
+            }
         }
         format!("{} *", req.method())
     } else {
         format!("{} {}", req.method(), uri)
     };
-    Head { line, headers }
+    HeadOut { line, headers }
 }
 
 /// Rebuilds a request from its head and a body.
@@ -99,15 +96,15 @@ pub fn request_from(head: Head, body: Body) -> Result<Request<Body>, String> {
     let mut req = Request::new(body);
     *req.method_mut() = method.parse().map_err(|_| "bad method".to_string())?;
     *req.uri_mut() = uri.parse().map_err(|_| "bad uri".to_string())?;
-    *req.headers_mut() = from_pairs(head.headers)?;
+    *req.headers_mut() = head.headers;
     Ok(req)
 }
 
 /// The head of a response.
-pub fn response_head<B>(resp: &Response<B>) -> Head {
-    Head {
+pub fn response_head<B>(resp: &Response<B>) -> HeadOut<'_> {
+    HeadOut {
         line: resp.status().as_u16().to_string(),
-        headers: to_pairs(resp.headers()),
+        headers: Cow::Borrowed(resp.headers()),
     }
 }
 
@@ -116,7 +113,7 @@ pub fn response_from(head: Head, body: Body) -> Result<Response<Body>, String> {
     let status: u16 = head.line.parse().map_err(|_| "bad status".to_string())?;
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::from_u16(status).map_err(|_| "bad status".to_string())?;
-    *resp.headers_mut() = from_pairs(head.headers)?;
+    *resp.headers_mut() = head.headers;
     Ok(resp)
 }
 
@@ -138,7 +135,7 @@ pub fn mark_empty(h: &mut HeaderMap, body: &Body) {
 
 /// The body that follows `head` on `recv`: none if the head says so, else the stream's rest.
 pub fn body_after(head: &Head, recv: RecvStream, framing: Framing) -> Body {
-    if head.headers.iter().any(|(k, _)| k == EMPTY) {
+    if head.headers.contains_key(EMPTY) {
         crate::body::empty()
     } else {
         body_from(recv, framing)
@@ -160,7 +157,7 @@ pub enum Framing {
 impl Framing {
     /// The framing a head announces.
     pub fn of(head: &Head) -> Self {
-        if head.headers.iter().any(|(k, _)| k == FRAMED) {
+        if head.headers.contains_key(FRAMED) {
             Framing::Framed
         } else {
             Framing::Raw
@@ -218,9 +215,8 @@ fn framed_body_from(recv: RecvStream) -> Body {
                     if let Err(e) = recv.read_exact(&mut buf).await {
                         return Some((Err(Box::new(e) as BoxError), None));
                     }
-                    let trailers = postcard::from_bytes::<Vec<(String, Vec<u8>)>>(&buf)
-                        .map_err(|e| format!("undecodable trailers: {e}"))
-                        .and_then(from_pairs);
+                    let trailers = super::fields::decode(&buf)
+                        .map_err(|e| format!("undecodable trailers: {e}"));
                     return Some((trailers.map(Frame::trailers).map_err(Into::into), None));
                 }
                 kind => {
@@ -274,7 +270,7 @@ async fn framed_pump(mut body: Body, mut send: SendStream) {
             Ok(Ok(data)) if data.is_empty() => continue,
             Ok(Ok(data)) => [header(DATA, data.len()), data],
             Ok(Err(frame)) => match frame.into_trailers() {
-                Ok(t) => match postcard::to_stdvec(&to_pairs(&t)) {
+                Ok(t) => match super::fields::encode(&t) {
                     Ok(b) if b.len() <= MAX_HEAD => [header(TRAILERS, b.len()), Bytes::from(b)],
                     _ => break, // trailers too large to send: the body ends without them
                 },

@@ -9,6 +9,7 @@
 mod client;
 pub mod credentials;
 pub mod delay;
+mod fields;
 pub(crate) mod frame;
 mod peers;
 pub mod protocol;

@@ -101,15 +101,17 @@ async fn stream(
     let head =
         match tokio::time::timeout(Duration::from_secs(10), frame::read_head(&mut recv)).await {
             Ok(Ok(h)) => h,
-            _ => {
+            other => {
+                if let Ok(Err(e)) = other {
+                    if e.starts_with("undecodable") {
+                        tracing::warn!(error = %e, "malformed QUIC backhaul request");
+                    }
+                }
                 let _ = send.reset(2u32.into());
                 return;
             }
         };
-    let upgrade = head
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("upgrade"));
+    let upgrade = head.headers.contains_key(http::header::UPGRADE);
     let framing = Framing::of(&head);
     let (body, recv) = if upgrade {
         (empty(), Some(recv))
