@@ -6,7 +6,6 @@
 //! `u8` sequence and a byte string alike, a varint length and then the bytes), so nodes of both
 //! releases read each other's heads and trailers (a test below holds this).
 
-use std::borrow::Cow;
 use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -14,9 +13,14 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// Serializes `h` as a sequence of `(name, value bytes)` pairs, in the map's order (serde's
-/// `serialize_with`). Errors: the serializer's (postcard's never fail on these types).
-pub fn serialize<S: Serializer>(h: &Cow<'_, HeaderMap>, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes `h` (a `HeaderMap`, or a `Cow` of one) as a sequence of `(name, value bytes)`
+/// pairs, in the map's order (serde's `serialize_with`). Errors: the serializer's (postcard's
+/// never fail on these types).
+pub fn serialize<S, H>(h: &H, s: S) -> Result<S::Ok, S::Error>
+where
+    S: Serializer,
+    H: std::ops::Deref<Target = HeaderMap>,
+{
     write(h, s)
 }
 
@@ -95,6 +99,7 @@ pub fn decode(buf: &[u8]) -> postcard::Result<HeaderMap> {
 mod tests {
     use super::*;
     use crate::backhaul::frame::{Head, HeadOut};
+    use std::borrow::Cow;
 
     /// What earlier releases sent and read.
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
