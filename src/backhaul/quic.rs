@@ -137,7 +137,14 @@ impl QuicClient {
         let send = if upgrade {
             Some(send)
         } else {
-            tokio::spawn(frame::pump(req.into_body(), send, Framing::Framed));
+            let body = req.into_body();
+            if http_body::Body::is_end_stream(&body) {
+                // No body (a GET): the head said so; end the stream here rather than spawning
+                // a task per request to find that out.
+                let _ = send.finish();
+            } else {
+                tokio::spawn(frame::pump(body, send, Framing::Framed));
+            }
             None
         };
         let head = frame::read_head(&mut recv)
