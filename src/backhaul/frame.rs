@@ -285,7 +285,13 @@ async fn framed_pump(mut body: Body, mut send: SendStream) {
             return;
         }
     }
-    let _ = send.finish();
+    if send.finish().is_ok() {
+        // Hold the stream until the peer acknowledged all of it (or stopped it, or the
+        // connection ended): quinn closes a connection at once when its last handle goes, and
+        // bytes not yet acknowledged then would be lost. A draining owner drops its connection
+        // handles, so its last responses would lose their tails (the drain counts this task).
+        gone.await;
+    }
 }
 
 fn raw_body_from(recv: RecvStream) -> Body {
@@ -322,7 +328,13 @@ async fn raw_pump(mut body: Body, mut send: SendStream) {
             }
         }
     }
-    let _ = send.finish();
+    if send.finish().is_ok() {
+        // Hold the stream until the peer acknowledged all of it (or stopped it, or the
+        // connection ended): quinn closes a connection at once when its last handle goes, and
+        // bytes not yet acknowledged then would be lost. A draining owner drops its connection
+        // handles, so its last responses would lose their tails (the drain counts this task).
+        gone.await;
+    }
 }
 
 /// A bidirectional QUIC stream as one byte stream (for spliced upgrades).
