@@ -44,6 +44,10 @@ enum Cmd {
     ///
     /// With --upgrade, the new process takes every listening socket from the running one through
     /// node.upgrade_socket (no connection is refused), and the old process then drains.
+    ///
+    /// TOKIO_WORKER_THREADS sets the worker threads (1 to 1024; default: one per CPU). With one,
+    /// the node runs on a single-threaded runtime, the cheapest per request. RUST_LOG sets the log
+    /// level (default info).
     Run {
         /// The node config file (node.toml).
         #[arg(long, short, value_name = "FILE")]
@@ -545,20 +549,23 @@ fn start_access_log(cfg: &config::Config) -> std::io::Result<()> {
     petrel::access::install(target, format)
 }
 
+/// Most worker threads a node takes from `TOKIO_WORKER_THREADS`: far past any core count, and
+/// short of what makes tokio panic (a capacity overflow) or the OS refuse threads mid-start.
+const MAX_WORKERS: usize = 1024;
+
 /// How many worker threads the node's runtime gets: `TOKIO_WORKER_THREADS` when set, else one per
-/// CPU. Errors (a sentence naming the variable): a value that is not a whole number above 0,
-/// which tokio itself would panic on.
+/// CPU. Errors (a sentence naming the variable): a value that is not a whole number from 1 to
+/// [`MAX_WORKERS`] (tokio itself would panic on 0 or on text).
 fn worker_count() -> Result<usize, String> {
+    let bad = |v: &dyn std::fmt::Debug| {
+        format!("TOKIO_WORKER_THREADS={v:?}: must be a whole number from 1 to {MAX_WORKERS}")
+    };
     match std::env::var("TOKIO_WORKER_THREADS") {
         Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!(
-                "TOKIO_WORKER_THREADS={v:?}: must be a whole number above 0"
-            )),
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+            _ => Err(bad(&v)),
         },
-        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
-            "TOKIO_WORKER_THREADS={v:?}: must be a whole number above 0"
-        )),
+        Err(std::env::VarError::NotUnicode(v)) => Err(bad(&v)),
         Err(std::env::VarError::NotPresent) => {
             Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
         }
