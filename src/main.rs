@@ -574,8 +574,9 @@ fn worker_count() -> Result<usize, String> {
 
 /// The node's runtime with `workers` worker threads ([`worker_count`]). One worker runs on
 /// tokio's current-thread scheduler: the same single thread of work without the multi-thread
-/// scheduler's cross-thread bookkeeping (3% less CPU per request in the plain build's one-worker
-/// A/B, README "Benchmarks"). Errors: the OS refusing a thread or the epoll instance.
+/// scheduler's cross-thread bookkeeping: 3% less CPU per HTTP/1.1 request (plain build) and 10%
+/// per h2 request (profile-guided) in the README's one-worker A/Bs ("Benchmarks"). Errors: the
+/// OS refusing a thread or the epoll instance.
 fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if workers == 1 {
         tokio::runtime::Builder::new_current_thread()

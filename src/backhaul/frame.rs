@@ -253,6 +253,16 @@ fn stopped(send: &SendStream) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     })
 }
 
+/// Ends the stream, then holds it until the peer acknowledged all of it (`gone`: or stopped
+/// it, or the connection ended). quinn closes a connection at once when its last handle goes,
+/// and bytes not yet acknowledged then are lost: a draining owner drops its connection handles,
+/// and its last responses lost their tails before (tests/drain.rs). The drain counts this task.
+async fn finish_and_hold(mut send: SendStream, gone: Pin<Box<dyn Future<Output = ()> + Send>>) {
+    if send.finish().is_ok() {
+        gone.await;
+    }
+}
+
 async fn framed_pump(mut body: Body, mut send: SendStream) {
     let mut gone = stopped(&send);
     let header = |kind: u8, len: usize| {
@@ -285,13 +295,7 @@ async fn framed_pump(mut body: Body, mut send: SendStream) {
             return;
         }
     }
-    if send.finish().is_ok() {
-        // Hold the stream until the peer acknowledged all of it (or stopped it, or the
-        // connection ended): quinn closes a connection at once when its last handle goes, and
-        // bytes not yet acknowledged then would be lost. A draining owner drops its connection
-        // handles, so its last responses would lose their tails (the drain counts this task).
-        gone.await;
-    }
+    finish_and_hold(send, gone).await;
 }
 
 fn raw_body_from(recv: RecvStream) -> Body {
@@ -328,13 +332,7 @@ async fn raw_pump(mut body: Body, mut send: SendStream) {
             }
         }
     }
-    if send.finish().is_ok() {
-        // Hold the stream until the peer acknowledged all of it (or stopped it, or the
-        // connection ended): quinn closes a connection at once when its last handle goes, and
-        // bytes not yet acknowledged then would be lost. A draining owner drops its connection
-        // handles, so its last responses would lose their tails (the drain counts this task).
-        gone.await;
-    }
+    finish_and_hold(send, gone).await;
 }
 
 /// A bidirectional QUIC stream as one byte stream (for spliced upgrades).
