@@ -251,17 +251,13 @@ async fn an_owner_draining_over_quic_delivers_its_last_responses_whole() {
     o.instances = vec![("q-1", "app", origin.addr)];
     o.seeded(seed_port, false);
     let mut owner = o.start();
-    let t0 = Instant::now();
-    while common::http::get_json(edge.admin, "/v1/instances").await["instances"]
-        .as_array()
-        .is_none_or(|a| a.is_empty())
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the edge never saw q-1"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = common::cluster::within(Duration::from_secs(20), || async {
+        common::http::get_json(edge.admin, "/v1/instances").await["instances"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert!(seen.is_some(), "the edge never saw q-1");
     assert_eq!(
         get(edge.edge, "app", "/slow?ms=10").await.text(),
         "slow ok\n"
