@@ -803,10 +803,7 @@ fn fast_exit(shutdown: &Shutdown) -> ExitCode {
 }
 
 fn backend(listen: SocketAddr, id: String) -> ExitCode {
-    let rt = match worker_count()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-        .and_then(runtime)
-    {
+    let rt = match worker_count().and_then(|n| runtime(n).map_err(|e| e.to_string())) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("petrel: cannot start runtime: {e}");
