@@ -126,8 +126,9 @@ impl ClosestWalk {
         }
     }
 
-    /// The candidates, best first: those below soft, then those over it.
-    pub fn finish(self) -> Result<Vec<usize>, Empty> {
+    /// The candidates, best first: those below soft, then those over it (inline up to 8, no
+    /// allocation for a request's usual few).
+    pub fn finish(self) -> Result<smallvec::SmallVec<[usize; 8]>, Empty> {
         if self.soft.is_empty() && self.over.is_empty() {
             return Err(if self.any_healthy {
                 Empty::AllFull
@@ -165,7 +166,7 @@ pub fn select_closest<R: Rng + ?Sized>(
             walk.offer(i as usize, &views[i as usize]);
         }
     }
-    walk.finish()
+    walk.finish().map(smallvec::SmallVec::into_vec)
 }
 
 #[cfg(test)]

@@ -268,14 +268,19 @@ pub fn select_top<R: Rng + ?Sized>(
 #[derive(Debug)]
 struct Top {
     k: usize,
-    items: Vec<(u64, usize)>,
+    /// Inline up to [`TOP_INLINE`]: a request's pick keeps its few candidates without an
+    /// allocation.
+    items: smallvec::SmallVec<[(u64, usize); TOP_INLINE]>,
 }
+
+/// Candidates a [`Top`] keeps without allocating (an app's retries rarely ask for more).
+const TOP_INLINE: usize = 8;
 
 impl Top {
     fn new(k: usize) -> Self {
         Self {
             k,
-            items: Vec::with_capacity(k + 1),
+            items: smallvec::SmallVec::with_capacity(k + 1),
         }
     }
 

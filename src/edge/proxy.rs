@@ -890,12 +890,17 @@ fn prepare(
             via_version,
         },
     );
-    let body = boxed(TimedUpload::new(
-        body,
-        ctx.app.clone(),
-        bytes_in,
-        ctx.body_failed.clone(),
-    ));
+    // An empty body has nothing to time, count or fail.
+    let body = if http_body::Body::is_end_stream(&body) {
+        body
+    } else {
+        boxed(TimedUpload::new(
+            body,
+            ctx.app.clone(),
+            bytes_in,
+            ctx.body_failed.clone(),
+        ))
+    };
     ReplayableRequest::from_client(Request::from_parts(parts, body), forwarding)
 }
 
@@ -911,7 +916,8 @@ async fn read_ahead(
 ) -> Result<Request<Body>, ProxyError> {
     use http_body::Body as _;
     if req.body().is_end_stream() {
-        return Ok(req.map(boxed));
+        // Nothing to read (a `GET`): an empty body costs no allocation, the client's would.
+        return Ok(req.map(|_| crate::body::empty()));
     }
     let chunked = req.version() == Version::HTTP_11
         && req.headers().contains_key(http::header::TRANSFER_ENCODING);

@@ -64,7 +64,9 @@ pub fn read_ahead<H: Send + 'static>(
         drop(held);
         return body;
     }
-    // What is already here, without waiting (a small response arrives with its head).
+    // What is already here, without waiting (a small response arrives with its head). The
+    // first frame is kept apart: a response that comes in one costs no queue.
+    let mut first = None;
     let mut ahead = VecDeque::new();
     let mut bytes = 0usize;
     let (complete, error) = loop {
@@ -77,7 +79,10 @@ pub fn read_ahead<H: Send + 'static>(
             Some(Some(Err(e))) => break (true, Some(e)),
             Some(Some(Ok(f))) => {
                 bytes += f.data_ref().map_or(0, Bytes::len);
-                ahead.push_back(f);
+                match first {
+                    None => first = Some(f),
+                    Some(_) => ahead.push_back(f),
+                }
                 if body.is_end_stream() {
                     break (true, None);
                 }
@@ -87,10 +92,14 @@ pub fn read_ahead<H: Send + 'static>(
     if complete {
         drop(held); // the instance is done: its slot goes now, whatever the client does
         return crate::body::boxed(Whole {
+            first,
             frames: ahead,
             error,
             hint,
         });
+    }
+    if let Some(f) = first {
+        ahead.push_front(f);
     }
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -240,6 +249,7 @@ async fn pump<H>(
 
 /// A response that was all here when its head arrived.
 struct Whole {
+    first: Option<Frame<Bytes>>,
     frames: VecDeque<Frame<Bytes>>,
     error: Option<BoxError>,
     hint: SizeHint,
@@ -253,7 +263,7 @@ impl HttpBody for Whole {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(f) = self.frames.pop_front() {
+        if let Some(f) = self.first.take().or_else(|| self.frames.pop_front()) {
             self.hint = less(self.hint, &f);
             return Poll::Ready(Some(Ok(f)));
         }
@@ -261,7 +271,7 @@ impl HttpBody for Whole {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_empty() && self.error.is_none()
+        self.first.is_none() && self.frames.is_empty() && self.error.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -63,14 +63,18 @@ impl Drop for Inner {
     }
 }
 
-/// The client's body, shared by successive attempts.
+/// The client's body, shared by successive attempts. A body that was over before it was kept
+/// (a `GET` as most clients send it) is `None`: nothing to share, lock or box.
 #[derive(Clone)]
-pub struct Replayable(Arc<Mutex<Inner>>);
+pub struct Replayable(Option<Arc<Mutex<Inner>>>);
 
 impl Replayable {
     /// Wraps a body; `linger`: read the rest after the last attempt let go (HTTP/1.x clients).
     pub fn new(source: Body, linger: bool) -> Self {
-        Self(Arc::new(Mutex::new(Inner {
+        if source.is_end_stream() {
+            return Self(None);
+        }
+        Self(Some(Arc::new(Mutex::new(Inner {
             source,
             kept: Vec::new(),
             kept_bytes: 0,
@@ -78,33 +82,42 @@ impl Replayable {
             overflow: false,
             ended: false,
             linger,
-        })))
+        }))))
     }
 
     /// False once more than `REPLAY_LIMIT` bytes were read: a new attempt could not resend them.
     pub fn can_replay(&self) -> bool {
-        !self.0.lock().expect("body lock").overflow
+        self.0
+            .as_ref()
+            .is_none_or(|s| !s.lock().expect("body lock").overflow)
     }
 
     /// True when the body is known to be over: read to its end within the bound, or empty.
     fn known_complete(&self) -> bool {
-        let inner = self.0.lock().expect("body lock");
-        !inner.overflow && (inner.ended || inner.source.is_end_stream())
+        self.0.as_ref().is_none_or(|s| {
+            let inner = s.lock().expect("body lock");
+            !inner.overflow && (inner.ended || inner.source.is_end_stream())
+        })
     }
 
     /// True when the body is known to hold nothing: none read, none left to read.
     fn is_empty(&self) -> bool {
-        let inner = self.0.lock().expect("body lock");
-        inner.total == 0 && !inner.overflow && (inner.ended || inner.source.is_end_stream())
+        self.0.as_ref().is_none_or(|s| {
+            let inner = s.lock().expect("body lock");
+            inner.total == 0 && !inner.overflow && (inner.ended || inner.source.is_end_stream())
+        })
     }
 
     /// A body for one attempt: replays what was read so far, then reads on.
     pub fn attempt(&self) -> Body {
-        http_body_util::BodyExt::boxed_unsync(Attempt {
-            shared: self.0.clone(),
-            pos: 0,
-            sent: 0,
-        })
+        match &self.0 {
+            None => crate::body::empty(),
+            Some(shared) => http_body_util::BodyExt::boxed_unsync(Attempt {
+                shared: shared.clone(),
+                pos: 0,
+                sent: 0,
+            }),
+        }
     }
 }
 

@@ -200,7 +200,8 @@ fn pick_closest<R: Rng + ?Sized>(
 ) -> Result<Picked, Empty> {
     let mut walk = ClosestWalk::new(rng, budget);
     let locals = src.locals.len();
-    let local_loads: Vec<u32> = src.locals.iter().map(|i| local_load(src, ask, i)).collect();
+    let local_loads: smallvec::SmallVec<[u32; 8]> =
+        src.locals.iter().map(|i| local_load(src, ask, i)).collect();
     for (k, i) in src.locals.iter().enumerate() {
         walk.offer(k, &local_view(src, ask, i, local_loads[k]));
     }
