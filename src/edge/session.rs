@@ -238,12 +238,13 @@ async fn on_region_peer(
         unanswered: peers.len(),
         ..Answers::default()
     };
+    let began = std::time::Instant::now();
     let mut asks: FuturesUnordered<_> = peers
         .into_iter()
         .map(|to| {
             let beginner = beginning_here.then_some(&*node.name);
             let out = attach_request(claim, req, beginner);
-            let mark = ConnectMark::default();
+            let mark = ConnectMark::new(began);
             async move {
                 let r = node.backhaul.send(to, &node.region, out, true, &mark).await;
                 (to, r)

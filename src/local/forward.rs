@@ -2,6 +2,7 @@
 //! sent, try elsewhere" from "it went out and failed". Used by the edge and by the backhaul owner side.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::Response;
 
@@ -36,6 +37,10 @@ pub enum Outcome {
 /// A fresh connection that fails is never retried here: that is the instance's fault, not a race.
 /// A request that may not be resent avoids the race instead: it reuses only a connection idle
 /// well inside the instance's learned keep-alive time (see the pool's module note).
+///
+/// `mark` is the attempt's clock: when it began (a clock read the caller made a moment ago)
+/// stands for "now" in the pool's idle check, starts the response deadline, and is the
+/// connection time of a pooled connection (a new one reads the clock once connected).
 pub async fn send_to_instance(
     inst: &Arc<Instance>,
     req: &ReplayableRequest,
@@ -51,11 +56,11 @@ pub async fn send_to_instance(
             // request one that cannot be resent, whatever its method.
             let resendable = req.is_idempotent() && req.fits_replay() && req.can_replay();
             let upstream = inst
-                .connect(wire, fresh, resendable, timeouts)
+                .connect(wire, fresh, resendable, timeouts, mark)
                 .await
                 .map_err(Outcome::NotSent)?;
-            mark.mark();
             let (reused, idle) = (upstream.reused(), upstream.idle());
+            mark.mark_at(if reused { mark.began() } else { Instant::now() });
             let sent = upstream.send(req, form).await;
             let instance_closed = match &sent {
                 Err(SendError::NotSent) => true,
@@ -81,7 +86,13 @@ pub async fn send_to_instance(
             fresh = true;
         }
     };
-    match tokio::time::timeout(timeouts.response, attempt).await {
+    // Not bound to a name: a binding would keep its room in this future, moved per request.
+    match tokio::time::timeout_at(
+        tokio::time::Instant::from_std(mark.began()) + timeouts.response,
+        attempt,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(Outcome::Timeout),
     }

@@ -28,6 +28,7 @@ use super::io::{idle_and_open, nothing_arrived, OriginIo};
 use super::Instance;
 use crate::body::{Body, BoxError};
 use crate::http::{InstanceForm, ReplayableRequest};
+use crate::trace::ConnectMark;
 
 /// Idle HTTP/1.1 connections kept per instance. An HTTP/2 client can have hundreds of streams in
 /// flight, each on its own instance connection: a smaller pool would close and reopen them at
@@ -228,18 +229,21 @@ pub enum SendError {
 impl Instance {
     /// A pooled or new connection for `wire`; `fresh` skips the pool. `resendable`: the request
     /// may be sent again if the connection turns out closed (see the module's note); one that may
-    /// not only reuses a connection well inside the instance's keep-alive time.
+    /// not only reuses a connection well inside the instance's keep-alive time. `mark`: the
+    /// attempt's clock (idle ages are measured from when it began, a moment ago).
     pub async fn connect(
         self: &Arc<Self>,
         wire: Wire,
         fresh: bool,
         resendable: bool,
         t: &UpstreamTimeouts,
+        mark: &ConnectMark,
     ) -> Result<Upstream, ConnectError> {
         if !fresh {
+            let now = mark.began();
             let pooled = match wire {
-                Wire::H1Direct => self.checkout_direct(t.pool_idle, resendable),
-                _ => self.checkout(wire == Wire::H2, t.pool_idle, resendable),
+                Wire::H1Direct => self.checkout_direct(t.pool_idle, resendable, now),
+                _ => self.checkout(wire == Wire::H2, t.pool_idle, resendable, now),
             };
             if let Some(up) = pooled {
                 return Ok(up);
@@ -316,6 +320,7 @@ impl Instance {
         h2: bool,
         max_idle: Duration,
         resendable: bool,
+        now: Instant,
     ) -> Option<Upstream> {
         if h2 {
             let guard = self.pool.h2.load();
@@ -328,7 +333,6 @@ impl Instance {
                     reused: true,
                 });
         }
-        let now = Instant::now();
         let mut pool = self.pool.h1.lock().expect("pool lock");
         let limit = pool.reuse_limit(max_idle, resendable, now);
         while let Some((c, age)) = newest(&mut pool.idle, |c| c.since, now, max_idle, limit) {
@@ -359,8 +363,12 @@ impl Instance {
     /// closed, or sent an unsolicited answer on, is found by the reactor's readiness (free), by
     /// the peek (a request that cannot be resent), or by sending (one that can is then resent
     /// on a fresh connection).
-    fn checkout_direct(self: &Arc<Self>, max_idle: Duration, resendable: bool) -> Option<Upstream> {
-        let now = Instant::now();
+    fn checkout_direct(
+        self: &Arc<Self>,
+        max_idle: Duration,
+        resendable: bool,
+        now: Instant,
+    ) -> Option<Upstream> {
         let mut pool = self.pool.h1.lock().expect("pool lock");
         let limit = pool.reuse_limit(max_idle, resendable, now);
         while let Some((c, age)) = newest(&mut pool.direct, |c| c.since, now, max_idle, limit) {

@@ -240,7 +240,7 @@ async fn forward(
         h2: app.h2_backend && !upgrade,
         fly_names: app.fly_names,
     };
-    let mark = crate::trace::ConnectMark::default();
+    let mark = crate::trace::ConnectMark::new(std::time::Instant::now());
     let mut resp = match send_to_instance(inst, out, form, &settings.upstream, &mark).await {
         Ok(r) => r,
         Err(Outcome::NotSent(e)) => {

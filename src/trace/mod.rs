@@ -9,10 +9,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
 
-/// Set by the transport when the connection for the current attempt is ready (pooled or new).
-/// An atomic, not a lock: nanoseconds after [`mark_base`] plus one, 0 when unset.
-#[derive(Debug, Default)]
-pub struct ConnectMark(AtomicU64);
+/// An attempt's clock: when it began (read once by whoever starts the attempt; the transport
+/// reuses it for its pool's idle check and its response deadline), and when its connection was
+/// ready (pooled or new), set by the transport. The latter is an atomic, not a lock:
+/// nanoseconds after [`mark_base`] plus one, 0 when unset.
+#[derive(Debug)]
+pub struct ConnectMark {
+    at: AtomicU64,
+    began: Instant,
+}
 
 /// The instant marks count from (the first mark of the process).
 fn mark_base() -> Instant {
@@ -21,15 +26,39 @@ fn mark_base() -> Instant {
 }
 
 impl ConnectMark {
+    /// The clock of an attempt that began at `began` (a clock read a moment ago).
+    pub fn new(began: Instant) -> Self {
+        Self {
+            at: AtomicU64::new(0),
+            began,
+        }
+    }
+
+    /// When the attempt began.
+    pub fn began(&self) -> Instant {
+        self.began
+    }
+
+    /// A new attempt began at `began`; its connection is not ready yet.
+    fn restart(&mut self, began: Instant) {
+        self.began = began;
+        *self.at.get_mut() = 0;
+    }
+
     /// The connection is ready now.
     pub fn mark(&self) {
-        let base = mark_base();
-        let since = Instant::now().saturating_duration_since(base).as_nanos() as u64;
-        self.0.store(since + 1, Ordering::Relaxed);
+        self.mark_at(Instant::now());
+    }
+
+    /// The connection was ready at `at` (a pooled one: when it was checked out, at
+    /// [`Self::began`]).
+    pub fn mark_at(&self, at: Instant) {
+        let since = at.saturating_duration_since(mark_base()).as_nanos() as u64;
+        self.at.store(since + 1, Ordering::Relaxed);
     }
 
     fn take(&self) -> Option<Instant> {
-        match self.0.swap(0, Ordering::Relaxed) {
+        match self.at.swap(0, Ordering::Relaxed) {
             0 => None,
             n => Some(mark_base() + Duration::from_nanos(n - 1)),
         }
@@ -77,7 +106,6 @@ pub struct Trace {
     /// The caller's W3C trace, read only while spans are exported.
     parent: Option<otlp::Parent>,
     routed: Option<Instant>,
-    attempt: Option<Instant>,
     connected: Option<Instant>,
     head: Option<Instant>,
     attempts: u32,
@@ -157,12 +185,11 @@ impl Trace {
             start,
             parent: otlp::exporter().and_then(|_| otlp::Parent::from_headers(headers)),
             routed: None,
-            attempt: None,
             connected: None,
             head: None,
             attempts: 0,
             target: None,
-            mark: ConnectMark::default(),
+            mark: ConnectMark::new(start),
             request_id: request_id.clone(),
             app: None,
             slow,
@@ -308,12 +335,17 @@ impl Trace {
         self.routed = Some(Instant::now());
     }
 
-    /// An attempt starts.
+    /// An attempt starts (the one clock read its transport reuses, through [`Self::mark`], for
+    /// its pool and its deadline).
     pub fn attempt(&mut self) {
         self.attempts += 1;
-        self.attempt = Some(Instant::now());
         self.connected = None;
-        self.mark.take();
+        self.mark.restart(Instant::now());
+    }
+
+    /// When the last attempt began, once one has (kept in [`Self::mark`] alone).
+    fn attempt_at(&self) -> Option<Instant> {
+        (self.attempts > 0).then(|| self.mark.began())
     }
 
     /// The attempt's connection time, if the transport marked it.
@@ -341,12 +373,15 @@ impl Trace {
         // Without an answer, the phase in progress runs to the end.
         let first_byte = match self.connected {
             Some(c) => span(Some(c), self.head.or(Some(end))),
-            None => span(self.attempt, self.head),
+            None => span(self.attempt_at(), self.head),
         };
         Phases {
             route: span(Some(self.start), self.routed),
-            retries: span(self.routed, self.attempt).filter(|_| self.attempts > 1),
-            connect: span(self.attempt, self.connected.or(self.head).or(Some(end))),
+            retries: span(self.routed, self.attempt_at()).filter(|_| self.attempts > 1),
+            connect: span(
+                self.attempt_at(),
+                self.connected.or(self.head).or(Some(end)),
+            ),
             first_byte,
             body: span(self.head, Some(end)),
             total: end.saturating_duration_since(self.start),
@@ -423,7 +458,7 @@ mod tests {
         let mut t = trace_from(t0);
         t.routed = Some(t0 + ms(1));
         t.attempts = 2;
-        t.attempt = Some(t0 + ms(11));
+        t.mark.restart(t0 + ms(11));
         t.connected = Some(t0 + ms(13));
         t.head = Some(t0 + ms(513));
         let p = t.phases(t0 + ms(520));
@@ -442,7 +477,7 @@ mod tests {
         let mut t = trace_from(t0);
         t.routed = Some(t0);
         t.attempts = 1;
-        t.attempt = Some(t0);
+        t.mark.restart(t0);
         let p = t.phases(t0 + Duration::from_secs(3));
         assert_eq!((p.body, p.first_byte, p.retries), (None, None, None));
         assert_eq!(p.connect, Some(Duration::from_secs(3)));

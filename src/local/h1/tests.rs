@@ -67,7 +67,7 @@ async fn send(inst: &Arc<Instance>) -> Result<http::Response<crate::body::Body>,
         .unwrap();
     let req = ReplayableRequest::from_peer(req);
     let form = InstanceForm::default();
-    let (t, mark) = (timeouts(), ConnectMark::default());
+    let (t, mark) = (timeouts(), ConnectMark::new(std::time::Instant::now()));
     match tokio::time::timeout(WAIT, send_to_instance(inst, &req, form, &t, &mark)).await {
         Err(_) => Err("no response in time".into()),
         Ok(Ok(r)) => Ok(r),
