@@ -278,6 +278,63 @@ async fn slowloris_connections_are_closed_at_the_header_timeout_and_starve_nobod
     );
 }
 
+/// The header timer of a keep-alive connection bounds only the wait for a request head: a
+/// response slower than `edge.header_read_timeout` arrives whole and keeps its connection, and
+/// the next head on that connection is still timed. (petrel's hyper keeps that timer between
+/// requests instead of making a new one for each: vendor/PATCHES.md.) Real origin: the strict
+/// h11 server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_slower_than_the_header_timeout_keeps_its_connection_and_the_next_head_is_timed()
+{
+    let origin = common::origins::strict("ht-1", 10_000);
+    let n = node(
+        &[("slow", app_toml("slow", 50, 100, "closest", 0))],
+        &[("ht-1", "slow", origin.addr)],
+        "header_read_timeout = \"1s\"",
+    );
+    let mut s = tokio::net::TcpStream::connect(n.edge).await.unwrap();
+    // Fast, slow (2.5 s, past the 1 s header timeout), fast again: one connection throughout.
+    for (path, body) in [
+        ("/", "hello from ht-1"),
+        ("/slow?ms=2500", "slow ok"),
+        ("/", "hello from ht-1"),
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: slow\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let read = async {
+            while !String::from_utf8_lossy(&got).contains(body) {
+                let mut b = [0u8; 4096];
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got.extend_from_slice(&b[..k]),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap_or_else(|_| panic!("no whole answer to {path} within 10 s"));
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
+        assert!(text.contains(body), "{path} ended early: {text}");
+    }
+    // Now an unfinished head: the connection is closed about 1 s later, not left open.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(6), s.read_to_end(&mut rest))
+        .await
+        .expect("the unfinished head's connection is closed within 6 s")
+        .ok();
+    let closed = t.elapsed();
+    assert!(
+        closed >= Duration::from_millis(800) && closed < Duration::from_secs(4),
+        "closed {closed:?} after the unfinished head (header timeout 1 s)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_guards_every_admin_path() {
     let token = "s3cret-token-0123456789";

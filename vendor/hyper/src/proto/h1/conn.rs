@@ -281,8 +281,9 @@ where
 
         #[cfg(feature = "server")]
         {
+            // petrel: the timer is kept and reset for the next head (an extended deadline is a
+            // lock-free reset in tokio) instead of dropped and boxed anew for every request.
             self.state.h1_header_read_timeout_running = false;
-            self.state.h1_header_read_timeout_fut = None;
         }
 
         // Note: don't deconstruct `msg` into local variables, it appears
