@@ -306,7 +306,13 @@ fn forward<'a>(
         let client_h2 = req.version() == Version::HTTP_2;
         // Scoped: a binding live across the next await would keep its room in this future.
         let mut proto = {
-            let req = body_start(req, ctx.settings).await?;
+            // Nothing to read (a `GET`): an empty body at once, with no future in between (the
+            // request is large, and each future it passes through moves it again).
+            let req = if http_body::Body::is_end_stream(req.body()) {
+                req.map(|_| crate::body::empty())
+            } else {
+                body_start(req, ctx.settings).await?
+            };
             let bytes_in = trace.as_ref().and_then(Trace::bytes_in);
             prepare(req, ctx, client_h2, bytes_in, auth_sub)
         };
@@ -633,7 +639,7 @@ async fn one_try(
             }
             // Boxed: its future is the largest in the handler, and every request's would
             // otherwise carry (and move) its space.
-            Box::pin(attempt::remote(ctx, r, req, mark)).await
+            crate::http::pin_boxed(attempt::remote(ctx, r, req, mark)).await
         }
     };
     t.attempt_done();
@@ -825,7 +831,7 @@ fn empty_error(e: Empty, app: &AppRoute, hints: &Hints) -> ProxyError {
 }
 
 /// Refuses a body declared over `edge.max_body_bytes`, reads the first chunk of a chunked one,
-/// and bounds the rest.
+/// and bounds the rest. For a request with a body: one without is not read at all.
 async fn body_start(
     req: Request<Incoming>,
     settings: &EdgeSettings,
@@ -914,11 +920,6 @@ async fn read_ahead(
     limit: std::time::Duration,
     buffer: usize,
 ) -> Result<Request<Body>, ProxyError> {
-    use http_body::Body as _;
-    if req.body().is_end_stream() {
-        // Nothing to read (a `GET`): an empty body costs no allocation, the client's would.
-        return Ok(req.map(|_| crate::body::empty()));
-    }
     let chunked = req.version() == Version::HTTP_11
         && req.headers().contains_key(http::header::TRANSFER_ENCODING);
     let (parts, mut body) = req.into_parts();
