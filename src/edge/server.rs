@@ -169,8 +169,8 @@ async fn run_conn<I>(
         ctx.saw_request();
         // Boxed: hyper keeps room for one in-flight request future per connection for as long
         // as the connection lives, so an idle keep-alive connection holds a pointer, not the
-        // handler's whole state (several KiB).
-        Box::pin(Answering {
+        // handler's whole state (several KiB). Built in its box, not copied there.
+        crate::http::pin_boxed(Answering {
             cancel: Cancelled(Some(ctx.clone())),
             handler: proxy::handle(node, ctx, req),
         })

@@ -5,6 +5,7 @@
 
 mod accept;
 mod answer;
+mod boxed;
 mod buffering;
 pub mod headers;
 mod replay;
@@ -16,6 +17,7 @@ mod wsframe;
 
 pub use accept::{next_conn, Limited};
 pub use answer::{plain, ExchangeError};
+pub use boxed::pin_boxed;
 pub use buffering::{read_ahead, Buffering, OnCancel};
 pub use replay::{is_idempotent, Replayable, ReplayableRequest, REPLAY_LIMIT};
 pub use side::{read_some, Io, Side, RELAY_BUF};

@@ -59,7 +59,8 @@ pub async fn serve(
             let (node, delays, key) = (svc_node.clone(), delays.clone(), svc_creds.load());
             // Boxed: hyper spawns a task per h2 stream holding this future, and tokio copies a
             // task's future when it creates it and again when it ends; a pointer copies cheaply.
-            Box::pin(async move {
+            // Built in its box, not copied there.
+            crate::http::pin_boxed(async move {
                 Ok::<_, Infallible>(
                     handle(&node, key.auth.as_ref(), delays.as_ref().as_ref(), req).await,
                 )
