@@ -49,7 +49,8 @@ const LEARNED_FOR: Duration = Duration::from_secs(60);
 pub struct UpstreamTimeouts {
     /// Time to open a TCP connection (and finish the h2 handshake).
     pub connect: Duration,
-    /// Time from sending the request to the response head.
+    /// Time from the attempt's start to the response head: a new connection's connect counts
+    /// against it (as it always has; `send_to_instance` bounds the whole attempt).
     pub response: Duration,
     /// An idle pooled HTTP/1.1 connection older than this is closed instead of reused.
     pub pool_idle: Duration,
