@@ -61,7 +61,8 @@ pub struct Entry {
     pub duration_ms: f64,
     /// The app, if one was routed to.
     pub app: String,
-    /// The instance that answered.
+    /// The instance the last try went to: the one that answered, or the one that did not (a
+    /// `502`, a `504`).
     pub instance: String,
     /// The node hosting it.
     pub node: String,

@@ -291,3 +291,27 @@ async fn a_reject_and_retry_is_one_line_with_two_tries() {
     }
     panic!("gossip outran the request every time: no reject to log");
 }
+
+/// A `504` names the instance that did not answer in time, as HAProxy's log names its server and
+/// nginx's `$upstream_addr` its upstream: an operator looking at timeouts needs to know where they
+/// happen. Real origin: the strict h11 server, slower than the app's response timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_request_names_the_instance_it_waited_for() {
+    let origin = common::origins::strict("to-1", 10_000);
+    let n = node(
+        &[("app", app_toml("app", 5, 10, "closest", 0))],
+        &[("to-1", "app", origin.addr)],
+        "response_timeout = \"1s\"\n[log]\nformat = \"json\"\naccess = \"access.log\"\n",
+    );
+    let path = n.dir.path().join("access.log");
+    let r = get(n.edge, "app", "/slow?ms=3000").await;
+    assert_eq!(r.status, 504);
+    let line = lines(&path, 1).await.remove(0);
+    assert_eq!(line["status"], 504, "{line}");
+    assert_eq!(line["instance"], "to-1", "{line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+    assert!(
+        !line["region"].as_str().unwrap_or_default().is_empty(),
+        "{line}"
+    );
+}

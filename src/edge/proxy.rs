@@ -517,7 +517,7 @@ async fn try_candidates(
     trace: &mut Option<Trace>,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Answered, ProxyError> {
-    let (node, app) = (ctx.node, ctx.app);
+    let app = ctx.app;
     let budget = 1 + app.retries as usize;
     let retry = Retry::new(
         &app.name,
@@ -537,7 +537,6 @@ async fn try_candidates(
     };
     let answer = retry::drive(retry, deadline, &mut tries).await?;
     let (picked, t) = (tries.picked, tries.trace);
-    let cand = &picked.candidates[picked.order[answer.n]];
     let mut resp = answer.resp;
     // An instance's framing faults and a 101 nobody asked for stop here (502).
     let fault = if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !ctx.upgrade {
@@ -552,15 +551,7 @@ async fn try_candidates(
             detail: why.into(),
         }));
     }
-    t.head(TraceTarget {
-        instance: cand.target.id().clone(),
-        region: cand.region.clone(),
-        remote: matches!(cand.target, Target::Remote(_)),
-        node: match &cand.target {
-            Target::Local(_) => node.name.clone(),
-            Target::Remote(r) => r.node.clone(),
-        },
-    });
+    t.head();
     Ok(Answered {
         resp,
         side: answer.side,
@@ -618,7 +609,15 @@ async fn one_try(
         candidates::last_resort(&src, Ask::of(app), cands, order, budget);
     }
     let cand = &picked.candidates[picked.order[turn.n]];
-    t.attempt();
+    t.attempt(TraceTarget {
+        instance: cand.target.id().clone(),
+        region: cand.region.clone(),
+        remote: matches!(cand.target, Target::Remote(_)),
+        node: match &cand.target {
+            Target::Local(_) => node.name.clone(),
+            Target::Remote(r) => r.node.clone(),
+        },
+    });
     let mark = &t.mark;
     let unavailable = hints
         .prefer_instance

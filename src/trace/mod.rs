@@ -335,11 +335,13 @@ impl Trace {
         self.routed = Some(Instant::now());
     }
 
-    /// An attempt starts (the one clock read its transport reuses, through [`Self::mark`], for
-    /// its pool and its deadline).
-    pub fn attempt(&mut self) {
+    /// An attempt to `target` starts (the one clock read its transport reuses, through
+    /// [`Self::mark`], for its pool and its deadline). The log names the last try's target,
+    /// whether it answered or failed (a `504` names the instance that did not answer in time).
+    pub fn attempt(&mut self, target: Target) {
         self.attempts += 1;
         self.connected = None;
+        self.target = Some(target);
         self.mark.restart(Instant::now());
     }
 
@@ -353,10 +355,9 @@ impl Trace {
         self.connected = self.mark.take().or(self.connected);
     }
 
-    /// The response head arrived from `target`.
-    pub fn head(&mut self, target: Target) {
+    /// The response head arrived (from the last attempt's target).
+    pub fn head(&mut self) {
         self.head = Some(Instant::now());
-        self.target = Some(target);
     }
 
     /// When the response head arrived, once it has.
